@@ -1,0 +1,47 @@
+# The two commands of the README:  `make run`  and  `make test`.
+# Everything else (venv, pip, npm ci) is set up on demand, so a fresh clone needs nothing by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+ARGS ?=
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export OPENBLAS_NUM_THREADS := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup run test synth lint bench clean
+
+$(PY_STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@echo "==> creating $(VENV) and installing pinned Python packages"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@echo "==> installing the pinned CDK CLI (npm ci)"
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(PY_STAMP) $(NODE_STAMP)
+
+synth: setup
+	@echo "==> npx cdk synth (no AWS account needed)"
+	@start=$$(date +%s); npx cdk synth --quiet --no-notices > /dev/null && echo "    templates in cdk.out/ ($$(( $$(date +%s) - start )) s)"
+
+run: synth
+	$(PY) -m recsys run $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) -m recsys bench $(ARGS)
+
+clean:
+	rm -rf cdk.out out .pytest_cache

@@ -1,0 +1,56 @@
+"""Table schemas: the raw contract (CONTRACTS.md §1) and the curated columns downstream SQL uses.
+
+The generator writes RAW_COLUMNS; the recipes turn raw into curated; the Athena SQL in
+``sql/`` and the Glue catalogue rely on CURATED_COLUMNS. Recipes may add further columns
+(encodings); extra raw columns are passed through.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: Raw columns per table, in file order (CONTRACTS.md §1). All are read as strings.
+RAW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id", "age", "gender", "location", "signup_date"),
+    "products": ("product_id", "product_url", "category", "sub_category", "price"),
+    "interactions": ("user_id", "product_id", "event_type", "rating", "timestamp"),
+}
+
+#: Columns that must be present in a raw file for the table to be processed at all.
+REQUIRED_RAW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id",),
+    "products": ("product_id", "category", "price"),
+    "interactions": ("user_id", "product_id", "event_type", "timestamp"),
+}
+
+EVENT_TYPES = ("view", "add_to_cart", "purchase", "rating")
+
+#: Curated columns that SQL, the catalogue and the recommender may rely on (name -> type).
+CURATED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "users": {
+        "user_id": pa.string(),
+        "age": pa.int64(),  # null when missing or implausible
+        "gender": pa.string(),  # normalised lower-case; "unknown" when missing
+        "location": pa.string(),
+        "signup_date": pa.date32(),
+    },
+    "products": {
+        "product_id": pa.string(),
+        "product_url": pa.string(),
+        "category": pa.string(),
+        "sub_category": pa.string(),
+        "price": pa.float64(),  # INR, > 0
+        "price_normalized": pa.float64(),  # min-max over the curated rows, in [0, 1]
+    },
+    "interactions": {
+        "user_id": pa.string(),
+        "product_id": pa.string(),
+        "event_type": pa.string(),  # one of EVENT_TYPES
+        "rating": pa.float64(),  # 1-5 for rating events, else null
+        "event_time": pa.timestamp("ms"),  # UTC, timezone-naive
+    },
+}
+
+#: Quarantine rows keep every raw column (as strings) plus these two.
+QUARANTINE_REASON_COLUMN = "quarantine_reason"
+QUARANTINE_STEP_COLUMN = "quarantine_step"

@@ -1,0 +1,108 @@
+"""The project's one CLI: ``generate`` data, ``run`` the whole flow locally. Later issues add more.
+
+Errors a user can cause (bad paths, bad files, bad config) print one clear line and exit 2;
+a traceback is never the interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from glue_jobs.raw_reader import RawDataError
+from stacks.config import ConfigError
+
+
+class UserError(Exception):
+    """A problem the user can fix (message says how); printed without a traceback."""
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _add_generator_args(p: argparse.ArgumentParser) -> None:
+    from recsys.generator import GeneratorConfig
+
+    d = GeneratorConfig()
+    p.add_argument("--users", type=_positive, default=d.n_users, help=f"number of users (default {d.n_users:,})")
+    p.add_argument("--products", type=_positive, default=d.n_products, help=f"products (default {d.n_products:,})")
+    p.add_argument(
+        "--interactions", type=_positive, default=d.n_interactions, help=f"events, approx. (default {d.n_interactions:,})"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--days", type=_positive, default=d.days, help=f"days of history (default {d.days})")
+    p.add_argument(
+        "--dirty-fraction", type=float, default=d.dirty_fraction, help=f"share of dirty rows (default {d.dirty_fraction})"
+    )
+
+
+def _generator_config(args: argparse.Namespace, fmt: str = "csv"):
+    from recsys.generator import GeneratorConfig
+
+    return GeneratorConfig(
+        n_users=args.users,
+        n_products=args.products,
+        n_interactions=args.interactions,
+        seed=args.seed,
+        days=args.days,
+        dirty_fraction=args.dirty_fraction,
+        fmt=fmt,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from recsys.generator import generate_to_dir
+
+    summary = generate_to_dir(Path(args.out), _generator_config(args, args.format), progress=lambda m: print(f"  {m}"))
+    for table, path in summary.paths.items():
+        dirty = sum(summary.dirty_rows.get(table, {}).values())
+        print(f"  {table:<13} {summary.rows[table]:>12,} rows  ({dirty:,} dirty)  -> {path}")
+    print(f"generated in {summary.seconds:.1f} s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from recsys.main_job import run_main_job
+
+    return run_main_job(args, _generator_config(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m recsys", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write a synthetic Meesho-like marketplace in the raw schema")
+    gen.add_argument("--out", default="out/raw", help="output folder (default out/raw)")
+    gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    _add_generator_args(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    run = sub.add_parser("run", help="run the whole flow locally: moto AWS, recipes, catalogue, features")
+    run.add_argument(
+        "--data", help="folder with your own users/products/interactions .csv or .parquet (default: generate)"
+    )
+    run.add_argument("--workdir", default="out/run", help="where local outputs go (default out/run)")
+    run.add_argument("--env", default=None, help="environment from cdk.json (default: context 'env')")
+    _add_generator_args(run)
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, RawDataError, ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,213 @@
+"""The main job: the whole flow rehearsed locally, with the same definitions a deploy uses.
+
+raw files -> source bucket (moto S3) -> the DataBrew recipes (pandas executor) -> curated and
+quarantine Parquet in the destination bucket -> Glue tables (the crawler's local equivalent)
+-> Athena SQL on DuckDB: feature tables (CTAS), the training set and KPIs.
+Later issues extend it (training, endpoint, monitoring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from glue_jobs.raw_reader import read_raw
+from glue_jobs.recipe_executor import run_recipe
+from glue_jobs.schema import CURATED_COLUMNS, QUARANTINE_REASON_COLUMN, REQUIRED_RAW_COLUMNS
+from recsys.generator import GeneratorConfig, generate_to_dir
+from recsys.local.athena import LocalAthena, feature_queries
+from recsys.local.catalog import list_tables, register_prefix
+from recsys.local.moto_server import LocalAws, local_aws
+from recsys.local.provision import LocalResources, provision, upload_raw
+from recsys.local.s3io import write_parquet
+from stacks.config import CURATED_PREFIX, FEATURES_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, load_project_config
+
+RAW_SUFFIXES = (".csv", ".parquet")
+TRAINING_PREFIX = "training"
+
+
+class Progress:
+    """Numbered stage lines with their duration: what the job did, in order."""
+
+    def __init__(self) -> None:
+        self.stage = 0
+        self.t0 = time.perf_counter()
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        self.stage += 1
+        print(f"\n[{self.stage}] {title}", flush=True)
+        start = time.perf_counter()
+        yield
+        print(f"    ({time.perf_counter() - start:.1f} s)", flush=True)
+
+    def info(self, line: str) -> None:
+        print(f"    {line}", flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+@dataclass
+class CurationCounts:
+    rows_in: int = 0
+    curated: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def find_raw_files(folder: Path) -> dict[str, Path]:
+    """``users``/``products``/``interactions`` files in a user's folder; only interactions is required."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--data folder not found: {folder}")
+    found: dict[str, Path] = {}
+    for table in TABLES:
+        matches = [folder / f"{table}{suffix}" for suffix in RAW_SUFFIXES if (folder / f"{table}{suffix}").is_file()]
+        if len(matches) > 1:
+            raise ValueError(f"both {matches[0].name} and {matches[1].name} in {folder}: keep one")
+        if matches:
+            found[table] = matches[0]
+    if "interactions" not in found:
+        raise FileNotFoundError(
+            f"no interactions.csv or interactions.parquet in {folder} (required; users and products are optional)"
+        )
+    return found
+
+
+def _local_parquet(df: pd.DataFrame | pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table, path)
+
+
+def empty_curated(table: str) -> pa.Table:
+    """An absent optional table still exists, empty, so joins in the SQL keep working."""
+    return pa.schema(CURATED_COLUMNS[table]).empty_table()
+
+
+def curate_table(
+    aws: LocalAws, res: LocalResources, table: str, raw_uri: str, lake: Path
+) -> tuple[CurationCounts, pd.DataFrame]:
+    """Read raw from the source bucket, run the table's recipes, write curated + quarantine Parquet."""
+    key = raw_uri.split(f"s3://{res.source_bucket}/", 1)[1]
+    body = aws.client("s3").get_object(Bucket=res.source_bucket, Key=key)["Body"].read()
+    raw = read_raw(body, table, fmt=Path(key).suffix.lstrip("."), name=raw_uri)
+    result = run_recipe(table, raw.frame)
+    quarantine = pd.concat([raw.malformed, result.quarantine], ignore_index=True) if len(raw.malformed) else result.quarantine
+    quarantine = quarantine.astype("string")
+    counts = CurationCounts(
+        rows_in=len(raw.frame) + len(raw.malformed), curated=len(result.curated), quarantined=len(quarantine)
+    )
+    if len(quarantine):
+        counts.reasons = quarantine[QUARANTINE_REASON_COLUMN].value_counts().to_dict()
+    for prefix, frame in ((CURATED_PREFIX, result.curated), (QUARANTINE_PREFIX, quarantine)):
+        if prefix == QUARANTINE_PREFIX and frame.empty:
+            continue
+        _local_parquet(frame, lake / prefix / table / "part-00000.parquet")
+        write_parquet(aws, frame, f"s3://{res.destination_bucket}/{prefix}/{table}/")
+    return counts, result.curated
+
+
+def _print_counts(progress: Progress, table: str, c: CurationCounts) -> None:
+    ok = "ok" if c.rows_in == c.curated + c.quarantined else "MISMATCH"
+    progress.info(
+        f"{table:<13} in {c.rows_in:>10,}  curated {c.curated:>10,}  quarantined {c.quarantined:>7,}  "
+        f"(in = curated + quarantined: {ok})"
+    )
+    for reason, n in sorted(c.reasons.items(), key=lambda kv: -kv[1])[:6]:
+        progress.info(f"{'':<15}{n:>7,}  {reason}")
+
+
+def _show(progress: Progress, title: str, df: pd.DataFrame, rows: int = 8) -> None:
+    progress.info(f"{title} ({len(df):,} rows)")
+    for line in df.head(rows).to_string(index=False, max_colwidth=40).splitlines():
+        progress.info(f"  {line}")
+
+
+def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
+    cfg = load_project_config(args.env)
+    workdir = Path(args.workdir)
+    lake = workdir / "lake"
+    progress = Progress()
+    print(f"recsys-mlops local run: environment '{cfg.env_name}', region {cfg.region}, workdir {workdir}")
+
+    with progress.step("Raw data"):
+        if args.data:
+            files = find_raw_files(Path(args.data))
+            progress.info(f"using your files from {args.data}: {', '.join(p.name for p in files.values())}")
+        else:
+            summary = generate_to_dir(workdir / "raw", gen_cfg, progress=progress.info)
+            files = dict(summary.paths)
+            progress.info(
+                "generated " + ", ".join(f"{t} {n:,}" for t, n in summary.rows.items()) + f" (seed {gen_cfg.seed})"
+            )
+        for table, path in files.items():
+            header = path.open("rb").read(4096) if path.suffix == ".csv" else b""
+            missing = [c for c in REQUIRED_RAW_COLUMNS[table] if header and c.encode() not in header]
+            if missing:
+                progress.info(f"warning: {path.name} header lacks {missing}; the recipe will reject it")
+
+    with local_aws(cfg.region) as aws:
+        with progress.step(f"Local AWS (moto server at {aws.url}): buckets, KMS key, Glue database, Athena workgroup"):
+            res = provision(cfg, aws)
+            for kind, name in res.buckets.items():
+                progress.info(f"s3://{name:<58} ({kind})")
+            progress.info(f"glue database {res.glue_database}, athena workgroup {res.athena_workgroup}")
+            uris = upload_raw(aws, res, files)
+            for table, uri in uris.items():
+                progress.info(f"uploaded {table:<13} -> {uri}")
+
+        with progress.step("DataBrew recipes (glue_jobs/recipes/*.json, run locally with pandas)"):
+            curated: dict[str, pd.DataFrame] = {}
+            for table, uri in uris.items():
+                counts, curated[table] = curate_table(aws, res, table, uri, lake)
+                _print_counts(progress, table, counts)
+            for table in TABLES:
+                if table not in uris:
+                    _local_parquet(empty_curated(table), lake / CURATED_PREFIX / table / "part-00000.parquet")
+                    write_parquet(aws, empty_curated(table), f"s3://{res.destination_bucket}/{CURATED_PREFIX}/{table}/")
+                    progress.info(f"{table:<13} not provided: an empty curated table keeps joins working")
+
+        with progress.step("Glue catalogue (the crawler's local equivalent)"):
+            for prefix, table_prefix in ((CURATED_PREFIX, ""), (QUARANTINE_PREFIX, "quarantine_")):
+                for table in TABLES:
+                    if (lake / prefix / table).exists():
+                        register_prefix(
+                            aws, res.glue_database, res.destination_bucket, f"{prefix}/{table}",
+                            f"{table_prefix}{table}", kind=prefix,
+                        )
+
+        with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): features, training set, KPIs"):
+            athena = LocalAthena({t: lake / CURATED_PREFIX / t for t in TABLES})
+            for name in feature_queries():
+                path = athena.ctas(name, lake / FEATURES_PREFIX)
+                table = pq.read_table(path) if path.is_file() else pq.ParquetDataset(path).read()
+                write_parquet(aws, table, f"s3://{res.destination_bucket}/{FEATURES_PREFIX}/{name}/")
+                register_prefix(
+                    aws, res.glue_database, res.destination_bucket, f"{FEATURES_PREFIX}/{name}", name, kind="features"
+                )
+                progress.info(f"feature table {name:<28} {table.num_rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/")
+            training = athena.query("training_set")
+            _local_parquet(training, lake / TRAINING_PREFIX / "interactions.parquet")
+            write_parquet(aws, training, f"s3://{res.destination_bucket}/{TRAINING_PREFIX}/interactions.parquet")
+            progress.info(f"training set {len(training):,} rows -> s3://.../{TRAINING_PREFIX}/interactions.parquet")
+            kpis = athena.query("kpi_daily_funnel")
+            top = athena.query("top_products_by_category")
+
+        with progress.step("Results"):
+            tables = list_tables(aws, res.glue_database)
+            progress.info(f"glue tables in {res.glue_database}: {', '.join(tables)}")
+            daily = kpis.groupby(kpis.columns[0]).sum(numeric_only=True).reset_index().tail(5)
+            _show(progress, "funnel and revenue, last 5 days (all categories)", daily)
+            _show(progress, "top products per category", top[top[top.columns[-1]] == 1] if "rank" in top else top)
+    print(f"\ndone in {progress.elapsed:.1f} s; local outputs in {lake}; raw in s3 under {RAW_PREFIX}/")
+    return 0

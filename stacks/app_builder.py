@@ -1,0 +1,31 @@
+"""Assembles the stacks of one environment; shared by ``app.py`` and the tests so both synth the same app."""
+
+from __future__ import annotations
+
+import json
+
+import aws_cdk as cdk
+
+from stacks.config import CDK_JSON, Config, load_config
+from stacks.data_stack import DataStack
+from stacks.nag import register_nag
+
+
+def new_app(outdir: str | None = None) -> cdk.App:
+    """An App with cdk.json's context (settings and feature flags) even when run as plain ``python app.py``.
+
+    The CDK CLI passes the same context too (plus any ``-c key=value``, which wins).
+    """
+    return cdk.App(outdir=outdir, context=json.loads(CDK_JSON.read_text())["context"])
+
+
+def build_app(app: cdk.App, env_name: str | None = None, nag: bool = True) -> tuple[cdk.App, Config]:
+    context = {"env": app.node.try_get_context("env"), "environments": app.node.try_get_context("environments")}
+    cfg = load_config(context, env_name)
+    env = cdk.Environment(region=cfg.region)
+    DataStack(app, f"{cfg.prefix}-data", cfg=cfg, env=env, description="recsys-mlops data plane")
+    for key, value in {"project": cfg.project_name, "environment": cfg.env_name}.items():
+        cdk.Tags.of(app).add(key, value)
+    if nag:
+        register_nag(app)
+    return app, cfg

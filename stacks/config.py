@@ -1,0 +1,255 @@
+"""Typed settings for every stack and for the local run, read from ``cdk.json`` context.
+
+One source of truth: the CDK app, the local pipeline and the tests all call
+:func:`load_config`, so a bucket name or a threshold is never written twice. This module
+imports nothing from ``aws_cdk`` so local code can use it without jsii/node.
+
+Context layout (``cdk.json``)::
+
+    "env": "dev",                      # which entry of "environments" to use (-c env=prod)
+    "environments": {"dev": {...}, "prod": {...}}
+
+A missing or invalid value raises :class:`ConfigError` naming the key, which fails synth.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CDK_JSON = PROJECT_ROOT / "cdk.json"
+
+#: Account id used for names in the local (moto) run, where there is no real account.
+LOCAL_ACCOUNT = "123456789012"
+
+#: Raw tables of CONTRACTS.md §1, in processing order.
+TABLES = ("users", "products", "interactions")
+
+#: CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_INSTANCE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_SCHEDULE_RE = re.compile(r"^(cron|rate)\(.+\)$")
+_ARN_RE = re.compile(r"^arn:aws[a-z-]*:quicksight:[a-z0-9-]+:\d{12}:(user|group)/.+$")
+
+
+class ConfigError(ValueError):
+    """A setting in cdk.json context is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one environment. Field docs are the config reference in the README."""
+
+    env_name: str
+    project_name: str
+    region: str
+    removal_policy: str  # "destroy" (dev) or "retain" (prod)
+    log_retention_days: int
+    raw_expiry_days: int  # raw uploads move to cheaper storage / expire after this
+    noncurrent_version_expiry_days: int
+    athena_bytes_scanned_cutoff_mb: int
+    crawler_schedule: str
+    processing_instance_type: str
+    training_instance_type: str
+    endpoint_instance_type: str
+    quality_threshold_ndcg_at_10: float
+    model_approval: str  # "auto" or "manual"
+    alarm_email: str  # "" = no subscription
+    quicksight_principal_arn: str  # "" only allowed when enable_analytics is false
+    enable_analytics: bool
+    enable_streaming: bool
+    serverless_endpoint: bool
+
+    # ---- derived names: the only place they are built -------------------------------
+    @property
+    def prefix(self) -> str:
+        return f"{self.project_name}-{self.env_name}"
+
+    def bucket_name(self, kind: str, account: str, region: str | None = None) -> str:
+        """Bucket names are global: project, env, kind, account and region make them unique."""
+        return f"{self.prefix}-{kind}-{account}-{region or self.region}"
+
+    @property
+    def glue_database(self) -> str:
+        return f"{self.project_name}_{self.env_name}".replace("-", "_")
+
+    @property
+    def athena_workgroup(self) -> str:
+        return f"{self.prefix}-analytics"
+
+    @property
+    def retain(self) -> bool:
+        return self.removal_policy == "retain"
+
+
+# Object-key layout shared by DataBrew jobs, the crawler, Athena and the local run.
+RAW_PREFIX = "raw"  # source bucket: raw/<table>/<file>
+CURATED_PREFIX = "curated"  # destination bucket: curated/<table>/ (Parquet)
+QUARANTINE_PREFIX = "quarantine"  # destination bucket: quarantine/<table>/ (Parquet, with reason)
+FEATURES_PREFIX = "features"  # destination bucket: features/<table>/ (Athena CTAS output)
+ATHENA_RESULTS_PREFIX = "athena-results"  # results bucket
+
+
+def _require(env: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in env:
+        raise ConfigError(f"missing context key '{where}.{key}' in cdk.json")
+    return env[key]
+
+
+def _check(ok: bool, where: str, key: str, what: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"context key '{where}.{key}' must be {what}, got {value!r}")
+
+
+def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
+    where = f"environments.{env_name}"
+    raw = {f.name: _require(env, f.name, where) for f in fields(Config) if f.name != "env_name"}
+    unknown = sorted(set(env) - set(raw))
+    if unknown:
+        raise ConfigError(f"unknown context key(s) {', '.join(where + '.' + k for k in unknown)}")
+
+    def is_int(v: Any, lo: int, hi: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    _check(
+        isinstance(raw["project_name"], str) and bool(_NAME_RE.match(raw["project_name"])),
+        where,
+        "project_name",
+        "lowercase letters, digits and '-' (2-21 chars, starting with a letter)",
+        raw["project_name"],
+    )
+    _check(
+        isinstance(raw["region"], str) and bool(re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", raw["region"])),
+        where,
+        "region",
+        "an AWS region such as 'ap-south-1'",
+        raw["region"],
+    )
+    _check(
+        raw["removal_policy"] in ("destroy", "retain"),
+        where,
+        "removal_policy",
+        "'destroy' or 'retain'",
+        raw["removal_policy"],
+    )
+    _check(
+        raw["log_retention_days"] in LOG_RETENTION_DAYS,
+        where,
+        "log_retention_days",
+        f"one of {LOG_RETENTION_DAYS}",
+        raw["log_retention_days"],
+    )
+    for key in ("raw_expiry_days", "noncurrent_version_expiry_days"):
+        _check(is_int(raw[key], 1, 3650), where, key, "an integer number of days from 1 to 3650", raw[key])
+    _check(
+        is_int(raw["athena_bytes_scanned_cutoff_mb"], 10, 10_000_000),
+        where,
+        "athena_bytes_scanned_cutoff_mb",
+        "an integer >= 10 (Athena's minimum cutoff is 10 MB)",
+        raw["athena_bytes_scanned_cutoff_mb"],
+    )
+    _check(
+        isinstance(raw["crawler_schedule"], str) and bool(_SCHEDULE_RE.match(raw["crawler_schedule"])),
+        where,
+        "crawler_schedule",
+        "a 'cron(...)' expression",
+        raw["crawler_schedule"],
+    )
+    for key in ("processing_instance_type", "training_instance_type", "endpoint_instance_type"):
+        _check(
+            isinstance(raw[key], str) and bool(_INSTANCE_RE.match(raw[key])),
+            where,
+            key,
+            "a SageMaker instance type such as 'ml.m5.large'",
+            raw[key],
+        )
+    q = raw["quality_threshold_ndcg_at_10"]
+    _check(
+        isinstance(q, (int, float)) and not isinstance(q, bool) and 0.0 <= q <= 1.0,
+        where,
+        "quality_threshold_ndcg_at_10",
+        "a number from 0 to 1",
+        q,
+    )
+    _check(
+        raw["model_approval"] in ("auto", "manual"),
+        where,
+        "model_approval",
+        "'auto' or 'manual'",
+        raw["model_approval"],
+    )
+    _check(
+        isinstance(raw["alarm_email"], str) and (raw["alarm_email"] == "" or bool(_EMAIL_RE.match(raw["alarm_email"]))),
+        where,
+        "alarm_email",
+        'an e-mail address or ""',
+        raw["alarm_email"],
+    )
+    for key in ("enable_analytics", "enable_streaming", "serverless_endpoint"):
+        _check(isinstance(raw[key], bool), where, key, "true or false", raw[key])
+    arn = raw["quicksight_principal_arn"]
+    _check(
+        isinstance(arn, str) and (bool(_ARN_RE.match(arn)) or (arn == "" and not raw["enable_analytics"])),
+        where,
+        "quicksight_principal_arn",
+        'a QuickSight user/group ARN ("" only when enable_analytics is false)',
+        arn,
+    )
+    raw["quality_threshold_ndcg_at_10"] = float(q)
+    return Config(env_name=env_name, **raw)
+
+
+def load_config(context: Mapping[str, Any], env_name: str | None = None) -> Config:
+    """Build the :class:`Config` of ``env_name`` (default: context ``env``) from CDK context."""
+    env_name = env_name or context.get("env")
+    if not env_name:
+        raise ConfigError("missing context key 'env' in cdk.json (or pass -c env=NAME)")
+    if not isinstance(env_name, str) or not _NAME_RE.match(env_name):
+        raise ConfigError(f"context key 'env' must be a short lowercase name, got {env_name!r}")
+    environments = context.get("environments")
+    if not isinstance(environments, Mapping):
+        raise ConfigError("missing context key 'environments' in cdk.json")
+    if env_name not in environments:
+        raise ConfigError(f"context key 'env' is {env_name!r} but 'environments' has only {sorted(environments)}")
+    if not isinstance(environments[env_name], Mapping):
+        raise ConfigError(f"context key 'environments.{env_name}' must be an object")
+    return _parse_env(env_name, environments[env_name])
+
+
+def load_project_config(env_name: str | None = None, path: Path = CDK_JSON) -> Config:
+    """The config the local run and tests use: the same ``cdk.json`` the CDK app reads."""
+    try:
+        context = json.loads(path.read_text())["context"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read 'context' from {path}: {exc}") from exc
+    return load_config(context, env_name)

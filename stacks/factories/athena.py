@@ -1,0 +1,58 @@
+"""Athena workgroup (enforced, encrypted, capped) and the named queries loaded from ``sql/``."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_athena as athena
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from recsys.local.athena import ctas_statement, feature_queries, list_queries, read_query
+from stacks.config import ATHENA_RESULTS_PREFIX, Config
+
+
+def workgroup(scope: Construct, cfg: Config, results: s3.IBucket, key: kms.IKey) -> athena.CfnWorkGroup:
+    """Clients cannot override the result location, encryption or the per-query scan cutoff."""
+    return athena.CfnWorkGroup(
+        scope,
+        "WorkGroup",
+        name=cfg.athena_workgroup,
+        description=f"{cfg.prefix}: features, training-set extraction and KPIs",
+        state="ENABLED",
+        recursive_delete_option=not cfg.retain,
+        work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
+            enforce_work_group_configuration=True,
+            publish_cloud_watch_metrics_enabled=True,
+            bytes_scanned_cutoff_per_query=cfg.athena_bytes_scanned_cutoff_mb * 1024 * 1024,
+            engine_version=athena.CfnWorkGroup.EngineVersionProperty(selected_engine_version="Athena engine version 3"),
+            result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
+                output_location=f"s3://{results.bucket_name}/{ATHENA_RESULTS_PREFIX}/",
+                encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(
+                    encryption_option="SSE_KMS", kms_key=key.key_arn
+                ),
+            ),
+        ),
+    )
+
+
+def named_queries(scope: Construct, cfg: Config, wg: athena.CfnWorkGroup) -> dict[str, athena.CfnNamedQuery]:
+    """Every ``sql/*.sql`` as a saved query; feature queries also as their CTAS form."""
+    queries: dict[str, athena.CfnNamedQuery] = {}
+    features = set(feature_queries())
+    for name in sorted(list_queries()):
+        texts = {name: read_query(name)}
+        if name in features:
+            texts[f"{name}_ctas"] = ctas_statement(name, location=None)
+        for query_name, text in texts.items():
+            q = athena.CfnNamedQuery(
+                scope,
+                f"Query{''.join(p.title() for p in query_name.split('_'))}",
+                name=f"{cfg.prefix}-{query_name}",
+                database=cfg.glue_database,
+                work_group=wg.name,
+                query_string=text,
+                description=f"sql/{name}.sql" + (" as CTAS" if query_name != name else ""),
+            )
+            q.node.add_dependency(wg)
+            queries[query_name] = q
+    return queries

@@ -1,0 +1,131 @@
+"""Glue Data Catalog: the database and the crawlers that turn curated Parquet into tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from aws_cdk import Aws
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.nag import acknowledge_wildcards, arn_token
+from stacks.config import CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
+
+#: crawler suffix -> (prefix it reads, table-name prefix). Quarantine tables get their own names.
+CRAWLED = {"curated": (CURATED_PREFIX, ""), "quarantine": (QUARANTINE_PREFIX, "quarantine_")}
+
+
+@dataclass
+class Catalog:
+    database: glue.CfnDatabase
+    crawler_names: dict[str, str]
+    role: iam.Role
+
+
+def crawler_role(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) -> iam.Role:
+    """Reads only the crawled prefixes and writes only this project's database and tables."""
+    role = iam.Role(scope, "CrawlerRole", assumed_by=iam.ServicePrincipal("glue.amazonaws.com"))
+    for prefix, _ in CRAWLED.values():
+        bucket.grant_read(role, f"{prefix}/*")
+    key.grant_decrypt(role)
+    key.grant_encrypt(role)  # the security configuration encrypts the crawler's CloudWatch logs
+    arn = f"arn:{Aws.PARTITION}:glue:{Aws.REGION}:{Aws.ACCOUNT_ID}"
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=[
+                "glue:GetDatabase",
+                "glue:GetTable",
+                "glue:GetTables",
+                "glue:CreateTable",
+                "glue:UpdateTable",
+                "glue:GetPartition",
+                "glue:GetPartitions",
+                "glue:BatchCreatePartition",
+                "glue:BatchGetPartition",
+                "glue:UpdatePartition",
+                "glue:BatchUpdatePartition",
+            ],
+            resources=[f"{arn}:catalog", f"{arn}:database/{cfg.glue_database}", f"{arn}:table/{cfg.glue_database}/*"],
+        )
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey"],
+            resources=[f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws-glue/crawlers*"],
+        )
+    )
+    acknowledge_wildcards(
+        role,
+        {
+            **{f"{arn_token(bucket)}/{p}/*": f"Crawls the Parquet objects under {p}/ only." for p, _ in CRAWLED.values()},
+            f"arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/{cfg.glue_database}/*": (
+                "Crawlers create and update tables whose names are known only at run time, in this database only."
+            ),
+            "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws-glue/crawlers*": (
+                "Glue writes crawler logs to its fixed /aws-glue/crawlers group (and its -role/... KMS variant)."
+            ),
+        },
+    )
+    return role
+
+
+def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) -> Catalog:
+    database = glue.CfnDatabase(
+        scope,
+        "Database",
+        catalog_id=Aws.ACCOUNT_ID,
+        database_input=glue.CfnDatabase.DatabaseInputProperty(
+            name=cfg.glue_database, description=f"{cfg.prefix}: curated marketplace tables and features"
+        ),
+    )
+    security = glue.CfnSecurityConfiguration(
+        scope,
+        "CrawlerSecurity",
+        name=f"{cfg.prefix}-crawler",
+        encryption_configuration=glue.CfnSecurityConfiguration.EncryptionConfigurationProperty(
+            cloud_watch_encryption=glue.CfnSecurityConfiguration.CloudWatchEncryptionProperty(
+                cloud_watch_encryption_mode="SSE-KMS", kms_key_arn=key.key_arn
+            ),
+            job_bookmarks_encryption=glue.CfnSecurityConfiguration.JobBookmarksEncryptionProperty(
+                job_bookmarks_encryption_mode="CSE-KMS", kms_key_arn=key.key_arn
+            ),
+            s3_encryptions=[
+                glue.CfnSecurityConfiguration.S3EncryptionProperty(s3_encryption_mode="SSE-KMS", kms_key_arn=key.key_arn)
+            ],
+        ),
+    )
+    role = crawler_role(scope, cfg, bucket, key)
+    names: dict[str, str] = {}
+    for suffix, (prefix, table_prefix) in CRAWLED.items():
+        crawler = glue.CfnCrawler(
+            scope,
+            f"{suffix.title()}Crawler",
+            name=f"{cfg.prefix}-{suffix}",
+            role=role.role_arn,
+            database_name=cfg.glue_database,
+            table_prefix=table_prefix or None,
+            crawler_security_configuration=security.name,
+            description=f"Catalogues {prefix}/<table>/ Parquet written by the DataBrew {suffix} jobs",
+            targets=glue.CfnCrawler.TargetsProperty(
+                s3_targets=[
+                    glue.CfnCrawler.S3TargetProperty(path=f"s3://{bucket.bucket_name}/{prefix}/{table}/")
+                    for table in TABLES
+                ]
+            ),
+            schedule=glue.CfnCrawler.ScheduleProperty(schedule_expression=cfg.crawler_schedule),
+            schema_change_policy=glue.CfnCrawler.SchemaChangePolicyProperty(
+                update_behavior="UPDATE_IN_DATABASE", delete_behavior="LOG"
+            ),
+            recrawl_policy=glue.CfnCrawler.RecrawlPolicyProperty(recrawl_behavior="CRAWL_EVERYTHING"),
+            configuration=json.dumps(
+                {"Version": 1.0, "Grouping": {"TableGroupingPolicy": "CombineCompatibleSchemas"}}
+            ),
+        )
+        crawler.node.add_dependency(database)
+        crawler.node.add_dependency(security)
+        names[suffix] = crawler.name
+    return Catalog(database=database, crawler_names=names, role=role)

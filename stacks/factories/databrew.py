@@ -1,0 +1,173 @@
+"""DataBrew datasets, recipes and recipe jobs built from the recipe JSON in ``glue_jobs/recipes``.
+
+Each table gets two recipes composed from its one JSON file (see ``glue_jobs/recipe.py``):
+``<table>-curated`` keeps the rows that pass every check, ``<table>-quarantine`` keeps the rest
+with the reason. Both read the same dataset, so together they account for every raw row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from aws_cdk import Aws
+from aws_cdk import aws_databrew as databrew
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from glue_jobs.recipe import recipe_steps
+from stacks.nag import acknowledge_wildcards, arn_token
+from stacks.config import CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
+
+OUTPUTS = {"curated": CURATED_PREFIX, "quarantine": QUARANTINE_PREFIX}
+
+
+@dataclass
+class DataBrewJobs:
+    role: iam.Role
+    job_names: dict[tuple[str, str], str]  # (table, output) -> job name
+
+
+def _step(step: dict) -> databrew.CfnRecipe.RecipeStepProperty:
+    action = step["Action"]
+    conditions = [
+        databrew.CfnRecipe.ConditionExpressionProperty(
+            condition=c["Condition"], target_column=c["TargetColumn"], value=c.get("Value")
+        )
+        for c in step.get("ConditionExpressions", [])
+    ]
+    return databrew.CfnRecipe.RecipeStepProperty(
+        action=databrew.CfnRecipe.ActionProperty(operation=action["Operation"], parameters=action.get("Parameters")),
+        condition_expressions=conditions or None,
+    )
+
+
+def databrew_role(scope: Construct, source: s3.IBucket, destination: s3.IBucket, key: kms.IKey) -> iam.Role:
+    """Reads raw/ and writes curated/ and quarantine/ only; logs to its own log group."""
+    role = iam.Role(
+        scope, "DataBrewRole", assumed_by=iam.ServicePrincipal("databrew.amazonaws.com"), description="DataBrew jobs"
+    )
+    source.grant_read(role, f"{RAW_PREFIX}/*")
+    for prefix in OUTPUTS.values():
+        destination.grant_read_write(role, f"{prefix}/*")
+    key.grant_encrypt_decrypt(role)
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws-glue-databrew/*"],
+        )
+    )
+    acknowledge_wildcards(
+        role,
+        {
+            f"{arn_token(source)}/{RAW_PREFIX}/*": "Reads every raw file of the dataset, and nothing outside raw/.",
+            **{
+                f"{arn_token(destination)}/{prefix}/*": f"Writes job output objects under {prefix}/ only."
+                for prefix in OUTPUTS.values()
+            },
+            "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws-glue-databrew/*": (
+                "DataBrew creates its job log streams at run time under its fixed /aws-glue-databrew/ group."
+            ),
+        },
+    )
+    return role
+
+
+def publish_recipe(
+    scope: Construct, construct_id: str, recipe: databrew.CfnRecipe, steps: list[dict]
+) -> cr.AwsCustomResource:
+    """Recipe jobs run a *published* version; CloudFormation only creates the working one.
+
+    The physical id is the hash of the steps, so a changed recipe is published again on deploy.
+    """
+    digest = hashlib.sha256(json.dumps(steps, sort_keys=True).encode()).hexdigest()[:16]
+    call = cr.AwsSdkCall(
+        service="DataBrew",
+        action="publishRecipe",
+        parameters={"Name": recipe.name, "Description": f"steps {digest}"},
+        physical_resource_id=cr.PhysicalResourceId.of(f"{recipe.name}-{digest}"),
+    )
+    publisher = cr.AwsCustomResource(
+        scope,
+        construct_id,
+        on_create=call,
+        on_update=call,
+        policy=cr.AwsCustomResourcePolicy.from_statements(
+            [
+                iam.PolicyStatement(
+                    actions=["databrew:PublishRecipe"],
+                    resources=[
+                        f"arn:{Aws.PARTITION}:databrew:{Aws.REGION}:{Aws.ACCOUNT_ID}:recipe/{recipe.name}",
+                    ],
+                )
+            ]
+        ),
+        install_latest_aws_sdk=False,
+    )
+    publisher.node.add_dependency(recipe)
+    return publisher
+
+
+def databrew_jobs(
+    scope: Construct, cfg: Config, source: s3.IBucket, destination: s3.IBucket, key: kms.IKey
+) -> DataBrewJobs:
+    role = databrew_role(scope, source, destination, key)
+    job_names: dict[tuple[str, str], str] = {}
+    for table in TABLES:
+        dataset = databrew.CfnDataset(
+            scope,
+            f"{table.title()}Dataset",
+            name=f"{cfg.prefix}-{table}-raw",
+            format="CSV",
+            format_options=databrew.CfnDataset.FormatOptionsProperty(
+                csv=databrew.CfnDataset.CsvOptionsProperty(delimiter=",", header_row=True)
+            ),
+            input=databrew.CfnDataset.InputProperty(
+                s3_input_definition=databrew.CfnDataset.S3LocationProperty(
+                    bucket=source.bucket_name, key=f"{RAW_PREFIX}/{table}/"
+                )
+            ),
+        )
+        for output, prefix in OUTPUTS.items():
+            steps = recipe_steps(table, output)
+            recipe = databrew.CfnRecipe(
+                scope,
+                f"{table.title()}{output.title()}Recipe",
+                name=f"{cfg.prefix}-{table}-{output}",
+                description=f"{table}: rows that {'pass' if output == 'curated' else 'fail'} the cleaning checks",
+                steps=[_step(s) for s in steps],
+            )
+            publisher = publish_recipe(scope, f"{table.title()}{output.title()}Publish", recipe, steps)
+            job = databrew.CfnJob(
+                scope,
+                f"{table.title()}{output.title()}Job",
+                name=f"{cfg.prefix}-{table}-{output}",
+                type="RECIPE",
+                role_arn=role.role_arn,
+                dataset_name=dataset.name,
+                recipe=databrew.CfnJob.RecipeProperty(name=recipe.name),
+                outputs=[
+                    databrew.CfnJob.OutputProperty(
+                        location=databrew.CfnJob.S3LocationProperty(
+                            bucket=destination.bucket_name, key=f"{prefix}/{table}/"
+                        ),
+                        format="PARQUET",
+                        overwrite=True,
+                    )
+                ],
+                encryption_mode="SSE-KMS",
+                encryption_key_arn=key.key_arn,
+                log_subscription="ENABLE",
+                max_capacity=5,
+                max_retries=1,
+                timeout=120,
+            )
+            job.node.add_dependency(dataset)
+            job.node.add_dependency(recipe)
+            job.node.add_dependency(publisher)
+            job_names[(table, output)] = job.name
+    return DataBrewJobs(role=role, job_names=job_names)

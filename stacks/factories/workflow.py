@@ -1,0 +1,187 @@
+"""The curation workflow: raw upload -> DataBrew jobs -> crawlers -> feature tables (Athena CTAS).
+
+A Step Functions state machine, so each stage starts when the previous one *succeeded* (the
+crawler runs after the recipe jobs, the CTAS after the crawler) without any Lambda code.
+Triggered by a new object under ``raw/interactions/`` (the one required table) and nightly.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from recsys.local.athena import ctas_statement, feature_queries
+from stacks.config import ATHENA_RESULTS_PREFIX, CURATED_PREFIX, RAW_PREFIX, Config
+from stacks.nag import acknowledge_wildcards, arn_token, partition_text, ref_token
+from stacks.factories.databrew import DataBrewJobs
+from stacks.factories.storage import log_retention, removal_policy
+
+#: Tables whose raw data may be absent: a failed job for them does not stop the workflow.
+OPTIONAL_TABLES = ("users", "products")
+
+
+def _jobs_stage(scope: Construct, jobs: DataBrewJobs) -> sfn.Parallel:
+    stage = sfn.Parallel(scope, "RunRecipeJobs", result_path=sfn.JsonPath.DISCARD)
+    for (table, output), job_name in sorted(jobs.job_names.items()):
+        run = tasks.GlueDataBrewStartJobRun(
+            scope,
+            f"Run {job_name}",
+            name=job_name,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        if table in OPTIONAL_TABLES:
+            run.add_catch(sfn.Pass(scope, f"No {table} data ({output})"), result_path="$.error")
+        stage.branch(run)
+    return stage
+
+
+def _crawler_stage(scope: Construct, name: str) -> tuple[sfn.IChainable, sfn.INextable]:
+    """Start a crawler and poll until it is READY again (crawlers have no .sync integration)."""
+    start = tasks.CallAwsService(
+        scope,
+        f"Start {name}",
+        service="glue",
+        action="startCrawler",
+        parameters={"Name": name},
+        iam_resources=[f"arn:{Aws.PARTITION}:glue:{Aws.REGION}:{Aws.ACCOUNT_ID}:crawler/{name}"],
+        result_path=sfn.JsonPath.DISCARD,
+    )
+    wait = sfn.Wait(scope, f"Wait {name}", time=sfn.WaitTime.duration(Duration.seconds(30)))
+    get = tasks.CallAwsService(
+        scope,
+        f"Get {name}",
+        service="glue",
+        action="getCrawler",
+        parameters={"Name": name},
+        iam_resources=[f"arn:{Aws.PARTITION}:glue:{Aws.REGION}:{Aws.ACCOUNT_ID}:crawler/{name}"],
+        result_selector={"State.$": "$.Crawler.State"},
+        result_path="$.crawler",
+    )
+    done = sfn.Pass(scope, f"{name} done")
+    # A crawler already running (e.g. its schedule fired) is fine: wait for that run instead.
+    start.add_catch(wait, errors=["Glue.CrawlerRunningException"], result_path=sfn.JsonPath.DISCARD)
+    start.next(wait)
+    wait.next(get)
+    get.next(sfn.Choice(scope, f"{name} ready?").when(sfn.Condition.string_equals("$.crawler.State", "READY"), done)
+             .otherwise(wait))
+    return start, done
+
+
+def _features_stage(scope: Construct, cfg: Config, results: s3.IBucket) -> list[sfn.IChainable]:
+    """DROP + CTAS per feature table; without external_location Athena writes each run to a new
+    prefix under the workgroup's result location, so a re-run never collides with old files."""
+    steps: list[sfn.IChainable] = []
+    for name in feature_queries():
+        for label, sql in (("Drop", f"DROP TABLE IF EXISTS {name}"), ("Build", ctas_statement(name, location=None))):
+            steps.append(
+                tasks.AthenaStartQueryExecution(
+                    scope,
+                    f"{label} {name}",
+                    query_string=sql,
+                    work_group=cfg.athena_workgroup,
+                    query_execution_context=tasks.QueryExecutionContext(
+                        catalog_name="AwsDataCatalog", database_name=cfg.glue_database
+                    ),
+                    # Naming the (workgroup-enforced) location scopes the task's S3 rights to that bucket.
+                    result_configuration=tasks.ResultConfiguration(
+                        output_location=s3.Location(bucket_name=results.bucket_name, object_key=ATHENA_RESULTS_PREFIX)
+                    ),
+                    integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+                    result_path=sfn.JsonPath.DISCARD,
+                )
+            )
+    return steps
+
+
+def curation_workflow(
+    scope: Construct,
+    cfg: Config,
+    jobs: DataBrewJobs,
+    crawler_names: dict[str, str],
+    source: s3.IBucket,
+    destination: s3.IBucket,
+    results: s3.IBucket,
+    key: kms.IKey,
+) -> sfn.StateMachine:
+    # Linked by hand: each crawler stage loops on itself, so it has one entry and one exit state.
+    stages: list[tuple[sfn.IChainable, sfn.INextable]] = []
+    jobs_stage = _jobs_stage(scope, jobs)
+    stages.append((jobs_stage, jobs_stage))
+    stages += [_crawler_stage(scope, name) for name in crawler_names.values()]
+    stages += [(step, step) for step in _features_stage(scope, cfg, results)]
+    for (_, exit_state), (entry, _) in zip(stages, stages[1:], strict=False):
+        exit_state.next(entry)
+    stages[-1][1].next(sfn.Succeed(scope, "Curated and features built"))
+
+    log_group = logs.LogGroup(
+        scope,
+        "WorkflowLogs",
+        log_group_name=f"/aws/vendedlogs/states/{cfg.prefix}-curation",
+        retention=log_retention(cfg),
+        encryption_key=key,
+        removal_policy=removal_policy(cfg),
+    )
+    machine = sfn.StateMachine(
+        scope,
+        "CurationWorkflow",
+        state_machine_name=f"{cfg.prefix}-curation",
+        definition_body=sfn.DefinitionBody.from_chainable(jobs_stage),
+        timeout=Duration.hours(3),
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+    )
+    # Athena CTAS reads curated data and writes results; the .sync tasks add Athena/Glue rights.
+    destination.grant_read(machine, f"{CURATED_PREFIX}/*")
+    results.grant_read_write(machine)
+    key.grant_encrypt_decrypt(machine)
+    partition = partition_text(machine)
+    glue_arn = f"arn:{partition}:glue:{cfg.region}:<AWS::AccountId>"
+    acknowledge_wildcards(
+        machine,
+        {
+            "*": "Only actions AWS offers without resource-level permissions: X-Ray tracing, CloudWatch Logs "
+            "delivery for the state machine, and lakeformation:GetDataAccess (added by the Athena task).",
+            f"{glue_arn}:table/{cfg.glue_database}/*": "Athena reads and CTAS creates tables in this database only.",
+            f"{glue_arn}:userDefinedFunction/{cfg.glue_database}/*": "Added by the Athena task for this database.",
+            f"{arn_token(destination)}/{CURATED_PREFIX}/*": "CTAS queries read the curated tables only.",
+            f"{arn_token(results)}/*": "The results bucket holds only query results and CTAS output.",
+            f"arn:{partition}:s3:::{ref_token(results)}/{ATHENA_RESULTS_PREFIX}/*": (
+                "Added by the Athena task for the workgroup's result location."
+            ),
+        },
+    )
+
+    events.Rule(
+        scope,
+        "OnRawInteractions",
+        description="New raw interactions -> run the curation workflow",
+        event_pattern=events.EventPattern(
+            source=["aws.s3"],
+            detail_type=["Object Created"],
+            detail={"bucket": {"name": [source.bucket_name]}, "object": {"key": [{"prefix": f"{RAW_PREFIX}/interactions/"}]}},
+        ),
+        targets=[targets.SfnStateMachine(machine, role=_events_role(scope, machine))],
+    )
+    events.Rule(
+        scope,
+        "Nightly",
+        description="Nightly curation run, so features stay fresh even without uploads",
+        schedule=events.Schedule.expression(cfg.crawler_schedule),
+        targets=[targets.SfnStateMachine(machine, role=_events_role(scope, machine, "Nightly"))],
+    )
+    return machine
+
+
+def _events_role(scope: Construct, machine: sfn.StateMachine, suffix: str = "") -> iam.Role:
+    role = iam.Role(scope, f"EventsRole{suffix}", assumed_by=iam.ServicePrincipal("events.amazonaws.com"))
+    machine.grant_start_execution(role)
+    return role

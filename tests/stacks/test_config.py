@@ -1,0 +1,72 @@
+"""The typed config: every setting read from cdk.json context, bad values named by key."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from stacks.config import CDK_JSON, ConfigError, load_config, load_project_config
+
+CONTEXT = json.loads(CDK_JSON.read_text())["context"]
+
+
+def _with(env: str, **changes):
+    context = copy.deepcopy(CONTEXT)
+    context["environments"][env].update(changes)
+    return context
+
+
+def test_project_config_loads_default_env_from_cdk_json():
+    cfg = load_project_config()
+    assert cfg.env_name == CONTEXT["env"]
+    assert cfg.glue_database == "recsys_dev"
+    assert cfg.bucket_name("source", "123456789012") == "recsys-dev-source-123456789012-ap-south-1"
+
+
+def test_prod_retains_and_dev_destroys():
+    assert load_config(CONTEXT, "prod").retain is True
+    assert load_config(CONTEXT, "dev").retain is False
+
+
+def test_missing_key_is_named():
+    context = copy.deepcopy(CONTEXT)
+    del context["environments"]["dev"]["quality_threshold_ndcg_at_10"]
+    with pytest.raises(ConfigError, match=r"environments\.dev\.quality_threshold_ndcg_at_10"):
+        load_config(context)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("quality_threshold_ndcg_at_10", 1.5),
+        ("quality_threshold_ndcg_at_10", "high"),
+        ("log_retention_days", 31),
+        ("removal_policy", "keep"),
+        ("training_instance_type", "m5.large"),
+        ("alarm_email", "not-an-email"),
+        ("enable_analytics", "yes"),
+        ("athena_bytes_scanned_cutoff_mb", 1),
+        ("crawler_schedule", "every day"),
+        ("region", "mars-1"),
+    ],
+)
+def test_invalid_value_is_rejected_with_key_name(key, value):
+    with pytest.raises(ConfigError, match=rf"environments\.dev\.{key}"):
+        load_config(_with("dev", **{key: value}))
+
+
+def test_analytics_needs_a_quicksight_principal():
+    with pytest.raises(ConfigError, match="quicksight_principal_arn"):
+        load_config(_with("dev", enable_analytics=True, quicksight_principal_arn=""))
+
+
+def test_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match=r"environments\.dev\.typo_key"):
+        load_config(_with("dev", typo_key=1))
+
+
+def test_unknown_environment_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="'dev', 'prod'"):
+        load_config(CONTEXT, "staging")

@@ -1,0 +1,169 @@
+"""CDK assertions on the data stack: each resource of the data plane with its key properties."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk.assertions import Match
+
+from glue_jobs.recipe import recipe_steps
+from recsys.local.athena import feature_queries, list_queries
+from stacks.config import TABLES, load_project_config
+from tests.stacks.conftest import resources
+
+pytestmark = pytest.mark.xdist_group("synth")
+CFG = load_project_config("dev")
+
+
+def _buckets(t):
+    return {r["Properties"]["BucketName"]["Fn::Join"][1][0].split("-")[2]: r for r in resources(t, "AWS::S3::Bucket").values()}
+
+
+def test_kms_key_rotates(data_template):
+    data_template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+
+
+def test_four_buckets_all_private_versioned_and_encrypted(data_template):
+    buckets = resources(data_template, "AWS::S3::Bucket")
+    assert len(buckets) == 4
+    for bucket in buckets.values():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+        }
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert props["LifecycleConfiguration"]["Rules"]
+
+
+def test_data_buckets_use_the_kms_key_and_log_access(data_template):
+    kms_encrypted = [
+        b for b in resources(data_template, "AWS::S3::Bucket").values()
+        if b["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
+            "SSEAlgorithm"] == "aws:kms"
+    ]
+    assert len(kms_encrypted) == 3  # source, curated, athena-results; the log bucket must use SSE-S3
+    for bucket in kms_encrypted:
+        assert "LoggingConfiguration" in bucket["Properties"]
+
+
+def test_every_bucket_policy_denies_non_tls(data_template):
+    policies = resources(data_template, "AWS::S3::BucketPolicy")
+    assert len(policies) == 4
+    for policy in policies.values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
+        )
+
+
+def test_removal_policy_follows_environment(data_template, prod_data_template):
+    for bucket in resources(data_template, "AWS::S3::Bucket").values():
+        assert bucket["DeletionPolicy"] == "Delete"
+    for bucket in resources(prod_data_template, "AWS::S3::Bucket").values():
+        assert bucket["DeletionPolicy"] == "Retain"
+
+
+def test_raw_data_expires_after_configured_days(data_template):
+    data_template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {"LifecycleConfiguration": {"Rules": Match.array_with([Match.object_like(
+            {"Prefix": "raw/", "ExpirationInDays": CFG.raw_expiry_days, "Status": "Enabled"})])}},
+    )
+
+
+def test_databrew_dataset_per_raw_table(data_template):
+    datasets = resources(data_template, "AWS::DataBrew::Dataset")
+    keys = sorted(d["Properties"]["Input"]["S3InputDefinition"]["Key"] for d in datasets.values())
+    assert keys == sorted(f"raw/{t}/" for t in TABLES)
+
+
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("output", ["curated", "quarantine"])
+def test_recipe_steps_come_from_the_recipe_json(data_template, table, output):
+    data_template.has_resource_properties(
+        "AWS::DataBrew::Recipe", {"Name": f"recsys-dev-{table}-{output}", "Steps": recipe_steps(table, output)}
+    )
+
+
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("output", ["curated", "quarantine"])
+def test_recipe_job_writes_encrypted_parquet_to_its_prefix(data_template, table, output):
+    data_template.has_resource_properties(
+        "AWS::DataBrew::Job",
+        {
+            "Name": f"recsys-dev-{table}-{output}",
+            "Type": "RECIPE",
+            "EncryptionMode": "SSE-KMS",
+            "Outputs": [Match.object_like({"Format": "PARQUET", "Location": Match.object_like(
+                {"Key": f"{output}/{table}/"})})],
+        },
+    )
+
+
+def test_recipes_are_published_for_jobs(data_template):
+    publishers = resources(data_template, "Custom::AWS")
+    assert len(publishers) == 6
+    assert all("publishRecipe" in str(p["Properties"]["Create"]) for p in publishers.values())
+
+
+def test_glue_database_and_crawlers_over_curated_and_quarantine(data_template):
+    data_template.has_resource_properties("AWS::Glue::Database", {"DatabaseInput": {"Name": "recsys_dev",
+                                                                                     "Description": Match.any_value()}})
+    crawlers = {c["Properties"]["Name"]: c["Properties"] for c in resources(data_template, "AWS::Glue::Crawler").values()}
+    assert set(crawlers) == {"recsys-dev-curated", "recsys-dev-quarantine"}
+    for name, props in crawlers.items():
+        layer = name.rsplit("-", 1)[1]
+        paths = [t["Path"]["Fn::Join"][1][-1] for t in props["Targets"]["S3Targets"]]
+        assert paths == [f"/{layer}/{t}/" for t in TABLES]
+        assert props["Schedule"] == {"ScheduleExpression": CFG.crawler_schedule}
+        assert props["CrawlerSecurityConfiguration"]
+    assert crawlers["recsys-dev-quarantine"]["TablePrefix"] == "quarantine_"
+
+
+def test_crawler_role_reads_only_crawled_prefixes(data_template):
+    policies = [p for k, p in resources(data_template, "AWS::IAM::Policy").items() if k.startswith("CrawlerRole")]
+    (policy,) = policies
+    s3_resources = [
+        r for s in policy["Properties"]["PolicyDocument"]["Statement"] if any(a.startswith("s3:") for a in s["Action"])
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+    object_paths = [r["Fn::Join"][1][-1] for r in s3_resources if isinstance(r, dict) and "Fn::Join" in r]
+    assert sorted(object_paths) == ["/curated/*", "/quarantine/*"]
+
+
+def test_athena_workgroup_is_enforced_encrypted_and_capped(data_template):
+    data_template.has_resource_properties(
+        "AWS::Athena::WorkGroup",
+        {
+            "Name": CFG.athena_workgroup,
+            "WorkGroupConfiguration": Match.object_like({
+                "EnforceWorkGroupConfiguration": True,
+                "BytesScannedCutoffPerQuery": CFG.athena_bytes_scanned_cutoff_mb * 1024 * 1024,
+                "ResultConfiguration": {
+                    "OutputLocation": Match.any_value(),
+                    "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": Match.any_value()},
+                },
+            }),
+        },
+    )
+
+
+def test_named_query_for_every_sql_file_and_feature_ctas(data_template):
+    names = {q["Properties"]["Name"] for q in resources(data_template, "AWS::Athena::NamedQuery").values()}
+    expected = {f"recsys-dev-{n}" for n in list_queries()} | {f"recsys-dev-{n}_ctas" for n in feature_queries()}
+    assert names == expected
+
+
+def test_workflow_runs_jobs_then_crawlers_then_features(data_template):
+    (machine,) = resources(data_template, "AWS::StepFunctions::StateMachine").values()
+    definition = str(machine["Properties"]["DefinitionString"])
+    jobs, crawl, ctas = (definition.find(s) for s in ("databrew:startJobRun.sync", "startCrawler", "CREATE TABLE"))
+    assert 0 <= jobs < crawl < ctas
+    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_workflow_starts_on_raw_interactions_and_nightly(data_template):
+    rules = resources(data_template, "AWS::Events::Rule")
+    patterns = [r["Properties"].get("EventPattern") for r in rules.values() if r["Properties"].get("EventPattern")]
+    assert any(p["detail"]["object"]["key"] == [{"prefix": "raw/interactions/"}] for p in patterns)
+    assert any(r["Properties"].get("ScheduleExpression") == CFG.crawler_schedule for r in rules.values())
