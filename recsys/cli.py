@@ -35,12 +35,18 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--users", type=_positive, default=d.n_users, help=f"number of users (default {d.n_users:,})")
     p.add_argument("--products", type=_positive, default=d.n_products, help=f"products (default {d.n_products:,})")
     p.add_argument(
-        "--interactions", type=_positive, default=d.n_interactions, help=f"events, approx. (default {d.n_interactions:,})"
+        "--interactions",
+        type=_positive,
+        default=d.n_interactions,
+        help=f"events, approx. (default {d.n_interactions:,})",
     )
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--days", type=_positive, default=d.days, help=f"days of history (default {d.days})")
     p.add_argument(
-        "--dirty-fraction", type=float, default=d.dirty_fraction, help=f"share of dirty rows (default {d.dirty_fraction})"
+        "--dirty-fraction",
+        type=float,
+        default=d.dirty_fraction,
+        help=f"share of dirty rows (default {d.dirty_fraction})",
     )
 
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from glue_jobs.raw_reader import read_raw
-from glue_jobs.recipe_executor import run_recipe
-from glue_jobs.schema import CURATED_COLUMNS, QUARANTINE_REASON_COLUMN, REQUIRED_RAW_COLUMNS
+from glue_jobs.recipe_executor import curated_arrow_table, reason_counts, run_recipe
+from glue_jobs.schema import CURATED_COLUMNS, REQUIRED_RAW_COLUMNS
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena, feature_queries
 from recsys.local.catalog import list_tables, register_prefix
@@ -102,15 +102,19 @@ def curate_table(
     body = aws.client("s3").get_object(Bucket=res.source_bucket, Key=key)["Body"].read()
     raw = read_raw(body, table, fmt=Path(key).suffix.lstrip("."), name=raw_uri)
     result = run_recipe(table, raw.frame)
-    quarantine = pd.concat([raw.malformed, result.quarantine], ignore_index=True) if len(raw.malformed) else result.quarantine
+    quarantine = (
+        pd.concat([raw.malformed, result.quarantine], ignore_index=True) if len(raw.malformed) else result.quarantine
+    )
     quarantine = quarantine.astype("string")
     counts = CurationCounts(
         rows_in=len(raw.frame) + len(raw.malformed), curated=len(result.curated), quarantined=len(quarantine)
     )
-    if len(quarantine):
-        counts.reasons = quarantine[QUARANTINE_REASON_COLUMN].value_counts().to_dict()
-    for prefix, frame in ((CURATED_PREFIX, result.curated), (QUARANTINE_PREFIX, quarantine)):
-        if prefix == QUARANTINE_PREFIX and frame.empty:
+    counts.reasons = reason_counts(quarantine)
+    for prefix, frame in (
+        (CURATED_PREFIX, curated_arrow_table(table, result.curated)),
+        (QUARANTINE_PREFIX, quarantine),
+    ):
+        if prefix == QUARANTINE_PREFIX and len(frame) == 0:
             continue
         _local_parquet(frame, lake / prefix / table / "part-00000.parquet")
         write_parquet(aws, frame, f"s3://{res.destination_bucket}/{prefix}/{table}/")
@@ -182,8 +186,12 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 for table in TABLES:
                     if (lake / prefix / table).exists():
                         register_prefix(
-                            aws, res.glue_database, res.destination_bucket, f"{prefix}/{table}",
-                            f"{table_prefix}{table}", kind=prefix,
+                            aws,
+                            res.glue_database,
+                            res.destination_bucket,
+                            f"{prefix}/{table}",
+                            f"{table_prefix}{table}",
+                            kind=prefix,
                         )
 
         with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): features, training set, KPIs"):
@@ -195,7 +203,9 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 register_prefix(
                     aws, res.glue_database, res.destination_bucket, f"{FEATURES_PREFIX}/{name}", name, kind="features"
                 )
-                progress.info(f"feature table {name:<28} {table.num_rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/")
+                progress.info(
+                    f"feature table {name:<28} {table.num_rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/"
+                )
             training = athena.query("training_set")
             _local_parquet(training, lake / TRAINING_PREFIX / "interactions.parquet")
             write_parquet(aws, training, f"s3://{res.destination_bucket}/{TRAINING_PREFIX}/interactions.parquet")
@@ -206,8 +216,8 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
         with progress.step("Results"):
             tables = list_tables(aws, res.glue_database)
             progress.info(f"glue tables in {res.glue_database}: {', '.join(tables)}")
-            daily = kpis.groupby(kpis.columns[0]).sum(numeric_only=True).reset_index().tail(5)
+            daily = kpis.groupby("event_date")[["views", "carts", "purchases", "revenue"]].sum().reset_index().tail(5)
             _show(progress, "funnel and revenue, last 5 days (all categories)", daily)
-            _show(progress, "top products per category", top[top[top.columns[-1]] == 1] if "rank" in top else top)
+            _show(progress, "best-selling product per category", top[top.category_rank == 1], rows=15)
     print(f"\ndone in {progress.elapsed:.1f} s; local outputs in {lake}; raw in s3 under {RAW_PREFIX}/")
     return 0

@@ -34,8 +34,12 @@ class DataStack(Stack):
             self, "DestinationBucket", cfg, kind="curated", lifecycle_rules=storage.curated_lifecycle(cfg), **common
         )
         self.results = storage.data_bucket(
-            self, "AthenaResultsBucket", cfg, kind="athena-results",
-            lifecycle_rules=storage.results_lifecycle(cfg), **common,
+            self,
+            "AthenaResultsBucket",
+            cfg,
+            kind="athena-results",
+            lifecycle_rules=storage.results_lifecycle(cfg),
+            **common,
         )
         self.jobs = databrew_jobs(self, cfg, self.source, self.destination, self.key)
         self.catalog = catalog(self, cfg, self.destination, self.key)

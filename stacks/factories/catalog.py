@@ -12,8 +12,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.nag import acknowledge_wildcards, arn_token
 from stacks.config import CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
+from stacks.nag import acknowledge_wildcards, arn_token
 
 #: crawler suffix -> (prefix it reads, table-name prefix). Quarantine tables get their own names.
 CRAWLED = {"curated": (CURATED_PREFIX, ""), "quarantine": (QUARANTINE_PREFIX, "quarantine_")}
@@ -61,7 +61,10 @@ def crawler_role(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKe
     acknowledge_wildcards(
         role,
         {
-            **{f"{arn_token(bucket)}/{p}/*": f"Crawls the Parquet objects under {p}/ only." for p, _ in CRAWLED.values()},
+            **{
+                f"{arn_token(bucket)}/{p}/*": f"Crawls the Parquet objects under {p}/ only."
+                for p, _ in CRAWLED.values()
+            },
             f"arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/{cfg.glue_database}/*": (
                 "Crawlers create and update tables whose names are known only at run time, in this database only."
             ),
@@ -94,7 +97,9 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
                 job_bookmarks_encryption_mode="CSE-KMS", kms_key_arn=key.key_arn
             ),
             s3_encryptions=[
-                glue.CfnSecurityConfiguration.S3EncryptionProperty(s3_encryption_mode="SSE-KMS", kms_key_arn=key.key_arn)
+                glue.CfnSecurityConfiguration.S3EncryptionProperty(
+                    s3_encryption_mode="SSE-KMS", kms_key_arn=key.key_arn
+                )
             ],
         ),
     )
@@ -121,9 +126,7 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
                 update_behavior="UPDATE_IN_DATABASE", delete_behavior="LOG"
             ),
             recrawl_policy=glue.CfnCrawler.RecrawlPolicyProperty(recrawl_behavior="CRAWL_EVERYTHING"),
-            configuration=json.dumps(
-                {"Version": 1.0, "Grouping": {"TableGroupingPolicy": "CombineCompatibleSchemas"}}
-            ),
+            configuration=json.dumps({"Version": 1.0, "Grouping": {"TableGroupingPolicy": "CombineCompatibleSchemas"}}),
         )
         crawler.node.add_dependency(database)
         crawler.node.add_dependency(security)

@@ -20,8 +20,8 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from glue_jobs.recipe import recipe_steps
-from stacks.nag import acknowledge_wildcards, arn_token
 from stacks.config import CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
+from stacks.nag import acknowledge_wildcards, arn_token
 
 OUTPUTS = {"curated": CURATED_PREFIX, "quarantine": QUARANTINE_PREFIX}
 

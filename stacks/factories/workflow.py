@@ -20,9 +20,9 @@ from constructs import Construct
 
 from recsys.local.athena import ctas_statement, feature_queries
 from stacks.config import ATHENA_RESULTS_PREFIX, CURATED_PREFIX, RAW_PREFIX, Config
-from stacks.nag import acknowledge_wildcards, arn_token, partition_text, ref_token
 from stacks.factories.databrew import DataBrewJobs
 from stacks.factories.storage import log_retention, removal_policy
+from stacks.nag import acknowledge_wildcards, arn_token, partition_text, ref_token
 
 #: Tables whose raw data may be absent: a failed job for them does not stop the workflow.
 OPTIONAL_TABLES = ("users", "products")
@@ -71,8 +71,11 @@ def _crawler_stage(scope: Construct, name: str) -> tuple[sfn.IChainable, sfn.INe
     start.add_catch(wait, errors=["Glue.CrawlerRunningException"], result_path=sfn.JsonPath.DISCARD)
     start.next(wait)
     wait.next(get)
-    get.next(sfn.Choice(scope, f"{name} ready?").when(sfn.Condition.string_equals("$.crawler.State", "READY"), done)
-             .otherwise(wait))
+    get.next(
+        sfn.Choice(scope, f"{name} ready?")
+        .when(sfn.Condition.string_equals("$.crawler.State", "READY"), done)
+        .otherwise(wait)
+    )
     return start, done
 
 
@@ -167,7 +170,10 @@ def curation_workflow(
         event_pattern=events.EventPattern(
             source=["aws.s3"],
             detail_type=["Object Created"],
-            detail={"bucket": {"name": [source.bucket_name]}, "object": {"key": [{"prefix": f"{RAW_PREFIX}/interactions/"}]}},
+            detail={
+                "bucket": {"name": [source.bucket_name]},
+                "object": {"key": [{"prefix": f"{RAW_PREFIX}/interactions/"}]},
+            },
         ),
         targets=[targets.SfnStateMachine(machine, role=_events_role(scope, machine))],
     )

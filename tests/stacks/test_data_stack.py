@@ -15,7 +15,10 @@ CFG = load_project_config("dev")
 
 
 def _buckets(t):
-    return {r["Properties"]["BucketName"]["Fn::Join"][1][0].split("-")[2]: r for r in resources(t, "AWS::S3::Bucket").values()}
+    return {
+        r["Properties"]["BucketName"]["Fn::Join"][1][0].split("-")[2]: r
+        for r in resources(t, "AWS::S3::Bucket").values()
+    }
 
 
 def test_kms_key_rotates(data_template):
@@ -28,7 +31,10 @@ def test_four_buckets_all_private_versioned_and_encrypted(data_template):
     for bucket in buckets.values():
         props = bucket["Properties"]
         assert props["PublicAccessBlockConfiguration"] == {
-            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
         }
         assert props["VersioningConfiguration"] == {"Status": "Enabled"}
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
@@ -37,9 +43,12 @@ def test_four_buckets_all_private_versioned_and_encrypted(data_template):
 
 def test_data_buckets_use_the_kms_key_and_log_access(data_template):
     kms_encrypted = [
-        b for b in resources(data_template, "AWS::S3::Bucket").values()
+        b
+        for b in resources(data_template, "AWS::S3::Bucket").values()
         if b["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
-            "SSEAlgorithm"] == "aws:kms"
+            "SSEAlgorithm"
+        ]
+        == "aws:kms"
     ]
     assert len(kms_encrypted) == 3  # source, curated, athena-results; the log bucket must use SSE-S3
     for bucket in kms_encrypted:
@@ -66,8 +75,17 @@ def test_removal_policy_follows_environment(data_template, prod_data_template):
 def test_raw_data_expires_after_configured_days(data_template):
     data_template.has_resource_properties(
         "AWS::S3::Bucket",
-        {"LifecycleConfiguration": {"Rules": Match.array_with([Match.object_like(
-            {"Prefix": "raw/", "ExpirationInDays": CFG.raw_expiry_days, "Status": "Enabled"})])}},
+        {
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Prefix": "raw/", "ExpirationInDays": CFG.raw_expiry_days, "Status": "Enabled"}
+                        )
+                    ]
+                )
+            }
+        },
     )
 
 
@@ -94,8 +112,9 @@ def test_recipe_job_writes_encrypted_parquet_to_its_prefix(data_template, table,
             "Name": f"recsys-dev-{table}-{output}",
             "Type": "RECIPE",
             "EncryptionMode": "SSE-KMS",
-            "Outputs": [Match.object_like({"Format": "PARQUET", "Location": Match.object_like(
-                {"Key": f"{output}/{table}/"})})],
+            "Outputs": [
+                Match.object_like({"Format": "PARQUET", "Location": Match.object_like({"Key": f"{output}/{table}/"})})
+            ],
         },
     )
 
@@ -107,9 +126,12 @@ def test_recipes_are_published_for_jobs(data_template):
 
 
 def test_glue_database_and_crawlers_over_curated_and_quarantine(data_template):
-    data_template.has_resource_properties("AWS::Glue::Database", {"DatabaseInput": {"Name": "recsys_dev",
-                                                                                     "Description": Match.any_value()}})
-    crawlers = {c["Properties"]["Name"]: c["Properties"] for c in resources(data_template, "AWS::Glue::Crawler").values()}
+    data_template.has_resource_properties(
+        "AWS::Glue::Database", {"DatabaseInput": {"Name": "recsys_dev", "Description": Match.any_value()}}
+    )
+    crawlers = {
+        c["Properties"]["Name"]: c["Properties"] for c in resources(data_template, "AWS::Glue::Crawler").values()
+    }
     assert set(crawlers) == {"recsys-dev-curated", "recsys-dev-quarantine"}
     for name, props in crawlers.items():
         layer = name.rsplit("-", 1)[1]
@@ -124,7 +146,9 @@ def test_crawler_role_reads_only_crawled_prefixes(data_template):
     policies = [p for k, p in resources(data_template, "AWS::IAM::Policy").items() if k.startswith("CrawlerRole")]
     (policy,) = policies
     s3_resources = [
-        r for s in policy["Properties"]["PolicyDocument"]["Statement"] if any(a.startswith("s3:") for a in s["Action"])
+        r
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(a.startswith("s3:") for a in s["Action"])
         for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
     ]
     object_paths = [r["Fn::Join"][1][-1] for r in s3_resources if isinstance(r, dict) and "Fn::Join" in r]
@@ -136,14 +160,16 @@ def test_athena_workgroup_is_enforced_encrypted_and_capped(data_template):
         "AWS::Athena::WorkGroup",
         {
             "Name": CFG.athena_workgroup,
-            "WorkGroupConfiguration": Match.object_like({
-                "EnforceWorkGroupConfiguration": True,
-                "BytesScannedCutoffPerQuery": CFG.athena_bytes_scanned_cutoff_mb * 1024 * 1024,
-                "ResultConfiguration": {
-                    "OutputLocation": Match.any_value(),
-                    "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": Match.any_value()},
-                },
-            }),
+            "WorkGroupConfiguration": Match.object_like(
+                {
+                    "EnforceWorkGroupConfiguration": True,
+                    "BytesScannedCutoffPerQuery": CFG.athena_bytes_scanned_cutoff_mb * 1024 * 1024,
+                    "ResultConfiguration": {
+                        "OutputLocation": Match.any_value(),
+                        "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": Match.any_value()},
+                    },
+                }
+            ),
         },
     )
 

@@ -31,7 +31,11 @@ def test_cfn_lint_reports_no_errors(synth, env_name):
 @pytest.mark.parametrize("env_name", ["dev", "prod"])
 def test_cdk_nag_passes_with_only_acknowledged_findings(synth, env_name):
     outdir, _ = synth(env_name)  # synth raises ValidationFailed on any unacknowledged finding
-    report = json.loads((outdir / "validation-report.json").read_text()) if (outdir / "validation-report.json").exists() else None
+    report = (
+        json.loads((outdir / "validation-report.json").read_text())
+        if (outdir / "validation-report.json").exists()
+        else None
+    )
     if report:
         assert all(r["conclusion"] == "success" for r in report["pluginReports"]), report
 

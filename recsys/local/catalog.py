@@ -1,0 +1,194 @@
+"""The Glue crawler's local equivalent: register Parquet prefixes as Glue tables on moto.
+
+On AWS a crawler reads the curated Parquet and writes the Data Catalog; moto has crawler
+resources but does not run them. This module does the crawler's job the way it does it
+(Parquet SerDe, Hive type names, lower-case columns, ``key=value`` folders as partition keys),
+so Athena-dialect SQL sees the same tables in both runtimes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from botocore.exceptions import ClientError
+
+from recsys.local.moto_server import LocalAws
+from recsys.local.s3io import list_data_keys, read_parquet_schema
+
+PARQUET_INPUT_FORMAT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+PARQUET_OUTPUT_FORMAT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+
+
+def glue_type(dtype: pa.DataType) -> str:
+    """The Hive/Glue type a crawler records for an Arrow (Parquet) type.
+
+    Hive has no unsigned integers: an unsigned type gets the next wider signed one (uint64 stays
+    bigint, as the crawler reads its INT64 physical type). A Null column has no type to record.
+    """
+    t = pa.types
+    if t.is_dictionary(dtype):
+        return glue_type(dtype.value_type)
+    if isinstance(dtype, pa.ExtensionType):
+        return glue_type(dtype.storage_type)
+    simple = (
+        (t.is_string, "string"),
+        (t.is_large_string, "string"),
+        (t.is_boolean, "boolean"),
+        (t.is_int8, "tinyint"),
+        (t.is_int16, "smallint"),
+        (t.is_uint8, "smallint"),
+        (t.is_int32, "int"),
+        (t.is_uint16, "int"),
+        (t.is_int64, "bigint"),
+        (t.is_uint32, "bigint"),
+        (t.is_uint64, "bigint"),
+        (t.is_float16, "float"),
+        (t.is_float32, "float"),
+        (t.is_float64, "double"),
+        (t.is_date, "date"),
+        (t.is_timestamp, "timestamp"),
+        (t.is_binary, "binary"),
+        (t.is_large_binary, "binary"),
+        (t.is_fixed_size_binary, "binary"),
+    )
+    for check, name in simple:
+        if check(dtype):
+            return name
+    if t.is_decimal(dtype):
+        return f"decimal({dtype.precision},{dtype.scale})"
+    if t.is_list(dtype) or t.is_large_list(dtype):
+        return f"array<{glue_type(dtype.value_type)}>"
+    if t.is_map(dtype):
+        return f"map<{glue_type(dtype.key_type)},{glue_type(dtype.item_type)}>"
+    if t.is_struct(dtype):
+        return "struct<" + ",".join(f"{f.name.lower()}:{glue_type(f.type)}" for f in dtype) + ">"
+    raise TypeError(f"no Glue type for Arrow type {dtype}")
+
+
+def glue_columns(schema: pa.Schema, exclude: frozenset[str] = frozenset()) -> list[dict[str, str]]:
+    """Glue ``Columns`` for ``schema``: lower-case names (as the catalogue stores them), Hive types."""
+    columns = []
+    for f in schema:
+        if f.name.lower() in exclude:
+            continue
+        try:
+            columns.append({"Name": f.name.lower(), "Type": glue_type(f.type)})
+        except TypeError as exc:
+            raise TypeError(f"column {f.name!r}: {exc} (cast it before writing the Parquet)") from exc
+    return columns
+
+
+def _storage_descriptor(location: str, columns: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "Columns": columns,
+        "Location": location,
+        "InputFormat": PARQUET_INPUT_FORMAT,
+        "OutputFormat": PARQUET_OUTPUT_FORMAT,
+        "Compressed": False,
+        "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE, "Parameters": {"serialization.format": "1"}},
+        "StoredAsSubDirectories": False,
+    }
+
+
+def register_table(
+    aws: LocalAws,
+    database: str,
+    table: str,
+    location: str,
+    schema: pa.Schema,
+    kind: str = "curated",
+    partition_keys: tuple[str, ...] = (),
+) -> None:
+    """Create or update the Glue table ``database.table`` over Parquet at ``location``.
+
+    ``kind`` (curated, quarantine, features ...) is kept as a table parameter so a reader can
+    tell the layers apart. Partition keys are strings: folder names carry no type.
+    """
+    if not location.startswith("s3://"):
+        raise ValueError(f"table location must be an s3:// URI, got {location!r}")
+    location = location if location.endswith("/") else f"{location}/"
+    keys = tuple(k.lower() for k in partition_keys)
+    table_input = {
+        "Name": table.lower(),
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {
+            "classification": "parquet",
+            "compressionType": "none",
+            "typeOfData": "file",
+            "EXTERNAL": "TRUE",
+            "layer": kind,
+        },
+        "StorageDescriptor": _storage_descriptor(location, glue_columns(schema, frozenset(keys))),
+        "PartitionKeys": [{"Name": k, "Type": "string"} for k in keys],
+    }
+    glue = aws.client("glue")
+    try:
+        glue.create_table(DatabaseName=database, TableInput=table_input)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+            raise
+        glue.update_table(DatabaseName=database, TableInput=table_input)
+
+
+def _partition_values(relative_key: str) -> tuple[tuple[str, str], ...]:
+    """``dt=2024-01-01/part.parquet`` -> (("dt", "2024-01-01"),): Hive-style folders only."""
+    folders = relative_key.split("/")[:-1]
+    pairs = tuple(tuple(f.split("=", 1)) for f in folders if "=" in f)
+    return pairs if len(pairs) == len(folders) else ()  # type: ignore[return-value]
+
+
+def _register_partitions(
+    aws: LocalAws, database: str, table: str, location: str, columns: list[dict[str, str]], values: set[tuple[str, ...]]
+) -> None:
+    glue = aws.client("glue")
+    for vals in sorted(values):
+        path = location + "/".join(vals) + "/"
+        spec = [v.split("=", 1)[1] for v in vals]
+        partition = {"Values": spec, "StorageDescriptor": _storage_descriptor(path, columns)}
+        try:
+            glue.create_partition(DatabaseName=database, TableName=table, PartitionInput=partition)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+                raise
+
+
+def register_prefix(
+    aws: LocalAws, database: str, bucket: str, prefix: str, table: str, kind: str = "curated"
+) -> pa.Schema:
+    """Crawl ``s3://bucket/prefix/``: unify the Parquet schemas found there and register the table.
+
+    Returns the unified Arrow schema (without partition columns). A prefix with no data files is
+    an error: a crawler would create nothing, and the next query would fail far from the cause.
+    """
+    prefix = prefix.strip("/") + "/"
+    keys = list_data_keys(aws, bucket, prefix)
+    if not keys:
+        raise FileNotFoundError(f"no data files under s3://{bucket}/{prefix} to register as {database}.{table}")
+    schemas = [read_parquet_schema(aws, bucket, k) for k in keys]
+    schema = schemas[0] if len(schemas) == 1 else pa.unify_schemas(schemas, promote_options="permissive")
+    schema = schema.remove_metadata()
+
+    parts = [_partition_values(k[len(prefix) :]) for k in keys]
+    key_names = tuple(name for name, _ in parts[0]) if parts and all(parts) else ()
+    if key_names and any(tuple(n for n, _ in p) != key_names for p in parts):
+        key_names = ()  # inconsistent folder layout: register files only, as a crawler would mix them
+    location = f"s3://{bucket}/{prefix}"
+    register_table(aws, database, table, location, schema, kind=kind, partition_keys=key_names)
+    if key_names:
+        columns = glue_columns(schema, frozenset(key_names))
+        values = {tuple(f"{n}={v}" for n, v in p) for p in parts}
+        _register_partitions(aws, database, table.lower(), location, columns, values)
+    return schema
+
+
+def list_tables(aws: LocalAws, database: str) -> dict[str, list[tuple[str, str]]]:
+    """table -> [(column, type)], partition keys last, for printing what the catalogue holds."""
+    paginator = aws.client("glue").get_paginator("get_tables")
+    tables: dict[str, list[tuple[str, str]]] = {}
+    for page in paginator.paginate(DatabaseName=database):
+        for t in page.get("TableList", []):
+            cols = t.get("StorageDescriptor", {}).get("Columns", []) + t.get("PartitionKeys", [])
+            tables[t["Name"]] = [(c["Name"], c["Type"]) for c in cols]
+    return dict(sorted(tables.items()))

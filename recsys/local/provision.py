@@ -1,0 +1,371 @@
+"""Create, on the local AWS (moto), what the CDK data stack declares: key, buckets, database, workgroup.
+
+The bucket layout is plain data (:data:`BUCKET_KINDS`, :func:`bucket_specs`, no AWS calls on
+import) so the CDK data stack can build its buckets from the same specs; today
+``stacks/factories/storage.py`` declares the same rules (same ids and days) by hand.
+:func:`provision` is idempotent: re-running it converges to the same state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from recsys.local.moto_server import LocalAws
+from stacks.config import ATHENA_RESULTS_PREFIX, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
+
+#: Every bucket of the data stack, by kind (the ``kind`` part of ``Config.bucket_name``).
+BUCKET_KINDS = ("source", "curated", "athena-results", "access-logs")
+SOURCE, CURATED, ATHENA_RESULTS, ACCESS_LOGS = BUCKET_KINDS
+
+#: Incomplete multipart uploads are never useful and are billed: abort them after this many days.
+ABORT_MULTIPART_DAYS = 7
+#: Cold objects move to Intelligent-Tiering after TIER_AFTER_DAYS (it has no retrieval fee).
+TRANSITION_STORAGE_CLASS = "INTELLIGENT_TIERING"
+TIER_AFTER_DAYS = 30
+
+
+@dataclass(frozen=True)
+class LifecycleRuleSpec:
+    """One S3 lifecycle rule, in terms both boto3 and ``aws_s3.LifecycleRule`` can express."""
+
+    id: str
+    prefix: str = ""  # "" = the whole bucket
+    expiration_days: int | None = None
+    noncurrent_expiration_days: int | None = None
+    abort_multipart_days: int | None = None
+    transition_days: int | None = None  # move to TRANSITION_STORAGE_CLASS after this many days
+
+    def to_s3(self) -> dict[str, Any]:
+        rule: dict[str, Any] = {"ID": self.id, "Status": "Enabled", "Filter": {"Prefix": self.prefix}}
+        if self.transition_days is not None:
+            rule["Transitions"] = [{"Days": self.transition_days, "StorageClass": TRANSITION_STORAGE_CLASS}]
+        if self.expiration_days is not None:
+            rule["Expiration"] = {"Days": self.expiration_days}
+        if self.noncurrent_expiration_days is not None:
+            rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": self.noncurrent_expiration_days}
+        if self.abort_multipart_days is not None:
+            rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": self.abort_multipart_days}
+        return rule
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """How one bucket is configured; versioning, public access block and TLS-only apply to all."""
+
+    kind: str
+    kms: bool  # SSE-KMS with the data key; False = SSE-S3
+    lifecycle: tuple[LifecycleRuleSpec, ...]
+    log_to_access_logs: bool  # server access logs go to the access-logs bucket under "<kind>/"
+
+
+def kms_alias(cfg: Config) -> str:
+    """The data key's alias (one key encrypts buckets and Athena results)."""
+    return f"alias/{cfg.prefix}-data"
+
+
+def bucket_specs(cfg: Config) -> dict[str, BucketSpec]:
+    """The bucket layout of the data stack, keyed by kind (rule ids as in ``stacks/factories/storage.py``).
+
+    Raw uploads tier after 30 days and expire after ``raw_expiry_days`` (they are re-creatable);
+    curated data is the training history, kept but tiered; query results and access logs expire
+    after ``raw_expiry_days``; old versions after ``noncurrent_version_expiry_days``. The
+    access-logs bucket uses SSE-S3: S3 log delivery does not write with a customer key.
+    """
+    noncurrent = LifecycleRuleSpec(
+        id="expire-noncurrent",
+        noncurrent_expiration_days=cfg.noncurrent_version_expiry_days,
+        abort_multipart_days=ABORT_MULTIPART_DAYS,
+    )
+    raw = LifecycleRuleSpec(
+        id="tier-and-expire-raw",
+        prefix=f"{RAW_PREFIX}/",
+        transition_days=TIER_AFTER_DAYS if cfg.raw_expiry_days > TIER_AFTER_DAYS else None,
+        expiration_days=cfg.raw_expiry_days,
+    )
+    results = LifecycleRuleSpec(
+        id="expire-results", prefix=f"{ATHENA_RESULTS_PREFIX}/", expiration_days=cfg.raw_expiry_days
+    )
+    return {
+        SOURCE: BucketSpec(SOURCE, kms=True, lifecycle=(raw, noncurrent), log_to_access_logs=True),
+        CURATED: BucketSpec(
+            CURATED,
+            kms=True,
+            lifecycle=(LifecycleRuleSpec(id="tier-curated", transition_days=TIER_AFTER_DAYS), noncurrent),
+            log_to_access_logs=True,
+        ),
+        ATHENA_RESULTS: BucketSpec(ATHENA_RESULTS, kms=True, lifecycle=(results, noncurrent), log_to_access_logs=True),
+        ACCESS_LOGS: BucketSpec(
+            ACCESS_LOGS,
+            kms=False,
+            lifecycle=(
+                LifecycleRuleSpec(id="expire-logs", expiration_days=cfg.raw_expiry_days),
+                LifecycleRuleSpec(
+                    id="expire-noncurrent", noncurrent_expiration_days=cfg.noncurrent_version_expiry_days
+                ),
+            ),
+            log_to_access_logs=False,
+        ),
+    }
+
+
+def athena_output_location(results_bucket: str) -> str:
+    return f"s3://{results_bucket}/{ATHENA_RESULTS_PREFIX}/"
+
+
+def workgroup_configuration(cfg: Config, results_bucket: str, kms_key_arn: str) -> dict[str, Any]:
+    """Enforced so no query can write unencrypted results elsewhere or scan past the cutoff."""
+    return {
+        "ResultConfiguration": {
+            "OutputLocation": athena_output_location(results_bucket),
+            "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": kms_key_arn},
+        },
+        "EnforceWorkGroupConfiguration": True,
+        "PublishCloudWatchMetricsEnabled": True,
+        "BytesScannedCutoffPerQuery": cfg.athena_bytes_scanned_cutoff_mb * 1024 * 1024,
+        "EngineVersion": {"SelectedEngineVersion": "Athena engine version 3"},
+    }
+
+
+@dataclass
+class LocalResources:
+    """Names of what :func:`provision` created; everything downstream takes them from here."""
+
+    source_bucket: str
+    destination_bucket: str
+    athena_results_bucket: str
+    access_logs_bucket: str
+    kms_key_id: str
+    glue_database: str
+    athena_workgroup: str
+    kms_key_arn: str = ""
+    buckets: dict[str, str] = field(default_factory=dict)  # kind -> name
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _ensure_kms_key(cfg: Config, aws: LocalAws) -> dict[str, Any]:
+    kms = aws.client("kms")
+    alias = kms_alias(cfg)
+    try:
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]
+    except ClientError as exc:
+        if _error_code(exc) != "NotFoundException":
+            raise
+    meta = kms.create_key(
+        Description=f"{cfg.prefix} data at rest (S3, Athena results)",
+        KeyUsage="ENCRYPT_DECRYPT",
+        Tags=[{"TagKey": "project", "TagValue": cfg.project_name}, {"TagKey": "env", "TagValue": cfg.env_name}],
+    )["KeyMetadata"]
+    kms.enable_key_rotation(KeyId=meta["KeyId"])
+    kms.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
+    return meta
+
+
+def tls_only_statement(bucket: str) -> dict[str, Any]:
+    """The statement CDK's ``enforce_ssl=True`` adds: deny every request not made over TLS."""
+    arn = f"arn:aws:s3:::{bucket}"
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def _log_delivery_statement(log_bucket: str, source_buckets: list[str], account: str) -> dict[str, Any]:
+    """Let S3 log delivery write the access logs of our own buckets only (confused-deputy guard)."""
+    return {
+        "Sid": "AllowS3ServerAccessLogs",
+        "Effect": "Allow",
+        "Principal": {"Service": "logging.s3.amazonaws.com"},
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{log_bucket}/*",
+        "Condition": {
+            "ArnLike": {"aws:SourceArn": [f"arn:aws:s3:::{b}" for b in source_buckets]},
+            "StringEquals": {"aws:SourceAccount": account},
+        },
+    }
+
+
+def bucket_policy(bucket: str, kind: str, logged_buckets: list[str], account: str) -> dict[str, Any]:
+    """The bucket policy as on AWS: TLS only; the access-logs bucket also admits S3 log delivery."""
+    statements = [tls_only_statement(bucket)]
+    if kind == ACCESS_LOGS:
+        statements.append(_log_delivery_statement(bucket, logged_buckets, account))
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def moto_compatible_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """``policy`` with Deny statements narrowed to the bucket ARN, for the moto server.
+
+    moto 5.2.5 enforces a bucket policy's Deny on object requests but ignores the statement's
+    Condition, so the TLS-only Deny (``aws:SecureTransport`` false) would refuse every object
+    read and write, even ones that would be over TLS. Keeping it on the bucket ARN keeps the
+    statement visible (moto does not enforce bucket-level denies) without blocking the data.
+    """
+    statements = []
+    for st in policy["Statement"]:
+        if st.get("Effect") == "Deny":
+            st = {**st, "Resource": [r for r in st["Resource"] if not r.endswith("/*")]}
+        statements.append(st)
+    return {**policy, "Statement": statements}
+
+
+def _ensure_bucket(aws: LocalAws, name: str) -> None:
+    """Create the bucket; one we already own is fine (us-east-1 answers 200, other regions an error)."""
+    kwargs: dict[str, Any] = {"Bucket": name}
+    if aws.region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
+    try:
+        aws.client("s3").create_bucket(**kwargs)
+    except ClientError as exc:
+        if _error_code(exc) != "BucketAlreadyOwnedByYou":
+            raise
+
+
+def _configure_bucket(aws: LocalAws, name: str, spec: BucketSpec, kms_key_arn: str, policy: dict[str, Any]) -> None:
+    s3 = aws.client("s3")
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    if spec.kms:
+        default: dict[str, Any] = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key_arn}
+        rule: dict[str, Any] = {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}
+    else:
+        rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    s3.put_public_access_block(
+        Bucket=name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=name, LifecycleConfiguration={"Rules": [r.to_s3() for r in spec.lifecycle]}
+    )
+
+
+def _ensure_glue_database(cfg: Config, aws: LocalAws) -> None:
+    glue = aws.client("glue")
+    try:
+        glue.get_database(Name=cfg.glue_database)
+    except ClientError as exc:
+        if _error_code(exc) != "EntityNotFoundException":
+            raise
+        glue.create_database(
+            DatabaseInput={"Name": cfg.glue_database, "Description": f"{cfg.prefix} curated tables and features"}
+        )
+
+
+def _ensure_workgroup(cfg: Config, aws: LocalAws, configuration: Mapping[str, Any]) -> None:
+    """Create the workgroup, or replace it when its configuration drifted (moto has no UpdateWorkGroup)."""
+    athena = aws.client("athena")
+    current: dict[str, Any] | None = None
+    try:
+        # AWS raises for an unknown workgroup; moto answers {"WorkGroup": null}.
+        found = athena.get_work_group(WorkGroup=cfg.athena_workgroup).get("WorkGroup")
+        current = found.get("Configuration", {}) if found else None
+    except ClientError as exc:
+        if _error_code(exc) not in ("InvalidRequestException", "ResourceNotFoundException"):
+            raise
+    # moto echoes defaults (RequesterPaysEnabled ...): compare only what we set.
+    if current is not None and all(current.get(k) == v for k, v in configuration.items()):
+        return
+    if current is not None:
+        athena.delete_work_group(WorkGroup=cfg.athena_workgroup, RecursiveDeleteOption=False)
+    athena.create_work_group(
+        Name=cfg.athena_workgroup,
+        Configuration=dict(configuration),
+        Description=f"{cfg.prefix} analytics: results encrypted, scan cutoff enforced",
+        Tags=[{"Key": "project", "Value": cfg.project_name}, {"Key": "env", "Value": cfg.env_name}],
+    )
+
+
+def provision(cfg: Config, aws: LocalAws) -> LocalResources:
+    """Create (or converge) the data stack's resources on the local AWS and return their names."""
+    key = _ensure_kms_key(cfg, aws)
+    specs = bucket_specs(cfg)
+    names = {kind: cfg.bucket_name(kind, LOCAL_ACCOUNT, aws.region) for kind in BUCKET_KINDS}
+    for name in names.values():
+        _ensure_bucket(aws, name)
+
+    log_bucket = names[ACCESS_LOGS]
+    logged = [kind for kind in BUCKET_KINDS if specs[kind].log_to_access_logs]
+    # The access-logs bucket first: its policy must allow log delivery before logging is enabled.
+    for kind in sorted(BUCKET_KINDS, key=lambda k: k != ACCESS_LOGS):
+        policy = bucket_policy(names[kind], kind, [names[k] for k in logged], LOCAL_ACCOUNT)
+        _configure_bucket(aws, names[kind], specs[kind], key["Arn"], moto_compatible_policy(policy))
+    s3 = aws.client("s3")
+    for kind in logged:
+        # Data buckets emit EventBridge events (CDK event_bridge_enabled=True): uploads can trigger runs.
+        s3.put_bucket_notification_configuration(
+            Bucket=names[kind], NotificationConfiguration={"EventBridgeConfiguration": {}}
+        )
+        s3.put_bucket_logging(
+            Bucket=names[kind],
+            BucketLoggingStatus={"LoggingEnabled": {"TargetBucket": log_bucket, "TargetPrefix": f"{kind}/"}},
+        )
+
+    _ensure_glue_database(cfg, aws)
+    _ensure_workgroup(cfg, aws, workgroup_configuration(cfg, names[ATHENA_RESULTS], key["Arn"]))
+    return LocalResources(
+        source_bucket=names[SOURCE],
+        destination_bucket=names[CURATED],
+        athena_results_bucket=names[ATHENA_RESULTS],
+        access_logs_bucket=log_bucket,
+        kms_key_id=key["KeyId"],
+        glue_database=cfg.glue_database,
+        athena_workgroup=cfg.athena_workgroup,
+        kms_key_arn=key["Arn"],
+        buckets=names,
+    )
+
+
+_CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet", ".json": "application/json"}
+
+
+def upload_raw(aws: LocalAws, res: LocalResources, files: Mapping[str, Path]) -> dict[str, str]:
+    """Upload each table's file to ``s3://<source>/raw/<table>/<file name>``; return table -> URI.
+
+    Every path is checked before anything is uploaded, so a typo never leaves a half-loaded
+    source bucket. A table's previous raw objects are removed (versioning keeps them), because
+    the recipe job reads the whole ``raw/<table>/`` prefix and must see only this load.
+    """
+    unknown = sorted(set(files) - set(TABLES))
+    if unknown:
+        raise ValueError(f"unknown raw table(s) {unknown}; expected some of {list(TABLES)}")
+    missing = {t: Path(p) for t, p in files.items() if not Path(p).is_file()}
+    if missing:
+        listed = ", ".join(f"{t}: {p}" for t, p in missing.items())
+        raise FileNotFoundError(f"raw input file(s) not found: {listed}")
+
+    s3 = aws.client("s3")
+    uris: dict[str, str] = {}
+    for table, raw_path in files.items():
+        path = Path(raw_path)
+        prefix = f"{RAW_PREFIX}/{table}/"
+        key = f"{prefix}{path.name}"
+        stale = [
+            {"Key": obj["Key"]}
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=res.source_bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+            if obj["Key"] != key
+        ]
+        if stale:
+            s3.delete_objects(Bucket=res.source_bucket, Delete={"Objects": stale, "Quiet": True})
+        content_type = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        s3.upload_file(str(path), res.source_bucket, key, ExtraArgs={"ContentType": content_type})
+        uris[table] = f"s3://{res.source_bucket}/{key}"
+    return uris

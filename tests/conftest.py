@@ -1,0 +1,33 @@
+"""Shared fixtures: one moto server for the whole session, a clean account per test.
+
+Starting a server costs about a second, a reset a few milliseconds, so every moto-backed test
+shares one server (``moto_endpoint``) and asks for ``aws_env`` to get an empty account with the
+process environment pointed at it (boto3, awswrangler and subprocesses then reach moto only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws, local_aws
+from stacks.config import load_project_config
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[LocalAws]:
+    """The session's moto server on 127.0.0.1 (free port), in the project's configured region."""
+    with local_aws(region=load_project_config().region) as aws:
+        yield aws
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: LocalAws, monkeypatch: pytest.MonkeyPatch) -> LocalAws:
+    """A reset moto account, with AWS_* variables set for this test only (undone afterwards)."""
+    moto_endpoint.reset()
+    for name in _CONFLICTING_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in moto_endpoint.env().items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint
