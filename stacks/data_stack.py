@@ -6,6 +6,7 @@ from __future__ import annotations
 from aws_cdk import Aws, CfnOutput, Stack
 from constructs import Construct
 
+from stacks.buckets import ACCESS_LOGS, ATHENA_RESULTS, CURATED, SOURCE, bucket_specs
 from stacks.config import Config
 from stacks.factories import storage
 from stacks.factories.athena import named_queries, workgroup
@@ -20,27 +21,19 @@ class DataStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         account = Aws.ACCOUNT_ID
         self.key = storage.data_key(self, cfg)
-        self.access_logs = storage.access_log_bucket(self, cfg, account)
+        specs = bucket_specs(cfg)
+        self.access_logs = storage.bucket(
+            self, "AccessLogsBucket", cfg, specs[ACCESS_LOGS], account=account, key=self.key, logs_bucket=None
+        )
         acknowledge(
             self.access_logs,
             "AwsSolutions-S1",
             "This is the server-access-log target bucket; logging it to itself would loop.",
         )
-        common = {"account": account, "key": self.key, "logs": self.access_logs}
-        self.source = storage.data_bucket(
-            self, "SourceBucket", cfg, kind="source", lifecycle_rules=storage.raw_lifecycle(cfg), **common
-        )
-        self.destination = storage.data_bucket(
-            self, "DestinationBucket", cfg, kind="curated", lifecycle_rules=storage.curated_lifecycle(cfg), **common
-        )
-        self.results = storage.data_bucket(
-            self,
-            "AthenaResultsBucket",
-            cfg,
-            kind="athena-results",
-            lifecycle_rules=storage.results_lifecycle(cfg),
-            **common,
-        )
+        common = {"account": account, "key": self.key, "logs_bucket": self.access_logs}
+        self.source = storage.bucket(self, "SourceBucket", cfg, specs[SOURCE], **common)
+        self.destination = storage.bucket(self, "DestinationBucket", cfg, specs[CURATED], **common)
+        self.results = storage.bucket(self, "AthenaResultsBucket", cfg, specs[ATHENA_RESULTS], **common)
         self.jobs = databrew_jobs(self, cfg, self.source, self.destination, self.key)
         self.catalog = catalog(self, cfg, self.destination, self.key)
         self.workgroup = workgroup(self, cfg, self.results, self.key)

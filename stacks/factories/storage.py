@@ -8,7 +8,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.config import ATHENA_RESULTS_PREFIX, LOG_RETENTION_DAYS, RAW_PREFIX, Config
+from stacks.buckets import TRANSITION_STORAGE_CLASS, BucketSpec, kms_alias
+from stacks.config import LOG_RETENTION_DAYS, Config
 
 
 def removal_policy(cfg: Config) -> RemovalPolicy:
@@ -28,102 +29,66 @@ def data_key(scope: Construct, cfg: Config) -> kms.Key:
     return kms.Key(
         scope,
         "DataKey",
-        alias=f"alias/{cfg.prefix}-data",
+        alias=kms_alias(cfg),
         description=f"{cfg.prefix}: encrypts raw, curated and query-result data",
         enable_key_rotation=True,
         removal_policy=removal_policy(cfg),
     )
 
 
-def access_log_bucket(scope: Construct, cfg: Config, account: str) -> s3.Bucket:
-    """Server access logs target. S3 log delivery supports only SSE-S3 here, not SSE-KMS."""
-    return s3.Bucket(
-        scope,
-        "AccessLogsBucket",
-        bucket_name=cfg.bucket_name("access-logs", account),
-        encryption=s3.BucketEncryption.S3_MANAGED,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        enforce_ssl=True,
-        versioned=True,
-        lifecycle_rules=[
-            s3.LifecycleRule(id="expire-logs", expiration=Duration.days(cfg.raw_expiry_days)),
-            s3.LifecycleRule(
-                id="expire-noncurrent", noncurrent_version_expiration=Duration.days(cfg.noncurrent_version_expiry_days)
+def lifecycle_rules(spec: BucketSpec) -> list[s3.LifecycleRule]:
+    """CDK form of the shared rule specs (stacks/buckets.py), so local and AWS buckets age alike."""
+    return [
+        s3.LifecycleRule(
+            id=rule.id,
+            prefix=rule.prefix or None,
+            expiration=Duration.days(rule.expiration_days) if rule.expiration_days else None,
+            noncurrent_version_expiration=(
+                Duration.days(rule.noncurrent_expiration_days) if rule.noncurrent_expiration_days else None
             ),
-        ],
-        removal_policy=removal_policy(cfg),
-    )
+            abort_incomplete_multipart_upload_after=(
+                Duration.days(rule.abort_multipart_days) if rule.abort_multipart_days else None
+            ),
+            transitions=[
+                s3.Transition(
+                    storage_class=s3.StorageClass(TRANSITION_STORAGE_CLASS),
+                    transition_after=Duration.days(rule.transition_days),
+                )
+            ]
+            if rule.transition_days
+            else None,
+        )
+        for rule in spec.lifecycle
+    ]
 
 
-def data_bucket(
+def bucket(
     scope: Construct,
     construct_id: str,
     cfg: Config,
+    spec: BucketSpec,
     *,
-    kind: str,
     account: str,
     key: kms.IKey,
-    logs: s3.IBucket,
-    lifecycle_rules: list[s3.LifecycleRule],
+    logs_bucket: s3.IBucket | None,
 ) -> s3.Bucket:
-    """A private, TLS-only, versioned, KMS-encrypted bucket that logs access and emits EventBridge events."""
+    """A private, TLS-only, versioned, encrypted bucket; data buckets also log access and emit events.
+
+    The access-log bucket uses SSE-S3: S3 log delivery cannot write with a customer key.
+    """
     return s3.Bucket(
         scope,
         construct_id,
-        bucket_name=cfg.bucket_name(kind, account),
-        encryption=s3.BucketEncryption.KMS,
-        encryption_key=key,
-        bucket_key_enabled=True,
+        bucket_name=cfg.bucket_name(spec.kind, account),
+        encryption=s3.BucketEncryption.KMS if spec.kms else s3.BucketEncryption.S3_MANAGED,
+        encryption_key=key if spec.kms else None,
+        bucket_key_enabled=spec.kms or None,
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
         enforce_ssl=True,
         versioned=True,
-        server_access_logs_bucket=logs,
-        server_access_logs_prefix=f"{kind}/",
-        event_bridge_enabled=True,
-        lifecycle_rules=[
-            *lifecycle_rules,
-            s3.LifecycleRule(
-                id="expire-noncurrent",
-                noncurrent_version_expiration=Duration.days(cfg.noncurrent_version_expiry_days),
-                abort_incomplete_multipart_upload_after=Duration.days(7),
-            ),
-        ],
+        server_access_logs_bucket=logs_bucket if spec.log_to_access_logs else None,
+        server_access_logs_prefix=f"{spec.kind}/" if spec.log_to_access_logs else None,
+        event_bridge_enabled=spec.log_to_access_logs or None,
+        lifecycle_rules=lifecycle_rules(spec),
         removal_policy=removal_policy(cfg),
     )
-
-
-def raw_lifecycle(cfg: Config) -> list[s3.LifecycleRule]:
-    """Raw uploads are re-read rarely once curated: tier them early, expire them per config."""
-    return [
-        s3.LifecycleRule(
-            id="tier-and-expire-raw",
-            prefix=f"{RAW_PREFIX}/",
-            transitions=[
-                s3.Transition(storage_class=s3.StorageClass.INTELLIGENT_TIERING, transition_after=Duration.days(30))
-            ]
-            if cfg.raw_expiry_days > 30
-            else [],
-            expiration=Duration.days(cfg.raw_expiry_days),
-        )
-    ]
-
-
-def curated_lifecycle(cfg: Config) -> list[s3.LifecycleRule]:
-    """Curated data is the training history: keep it, but move cold objects to cheaper storage."""
-    return [
-        s3.LifecycleRule(
-            id="tier-curated",
-            transitions=[
-                s3.Transition(storage_class=s3.StorageClass.INTELLIGENT_TIERING, transition_after=Duration.days(30))
-            ],
-        )
-    ]
-
-
-def results_lifecycle(cfg: Config) -> list[s3.LifecycleRule]:
-    """Query results are disposable; feature CTAS output lives under them and is rebuilt daily."""
-    return [
-        s3.LifecycleRule(
-            id="expire-results", prefix=f"{ATHENA_RESULTS_PREFIX}/", expiration=Duration.days(cfg.raw_expiry_days)
-        )
-    ]
