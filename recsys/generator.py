@@ -382,11 +382,15 @@ def build_world(cfg: GeneratorConfig, params: MarketParams | None = None) -> Wor
         signup_order=signup_order, signup_sorted=signup_sorted, cum_activity=cum_activity,
     )  # fmt: skip
     # Items each user keeps considering (drawn like a first-day view from the back catalogue).
+    # In blocks of users so the (rows, categories) temporaries stay small at 1M users.
     rng = _rng(cfg, 3)
     n_c = params.n_considered
-    users = np.repeat(np.arange(n_u), n_c)
-    cats = _sample_categories(world, rng, users, np.zeros(len(users), dtype=np.int64))
-    world.considered = _choose_items(world, rng, users, cats, np.full(len(users), -1)).reshape(n_u, n_c)
+    world.considered = np.empty((n_u, n_c), dtype=np.int64)
+    for lo in range(0, n_u, 100_000):
+        users = np.repeat(np.arange(lo, min(lo + 100_000, n_u)), n_c)
+        cats = _sample_categories(world, rng, users, np.zeros(len(users), dtype=np.int64))
+        picked = _choose_items(world, rng, users, cats, np.full(len(users), -1))
+        world.considered[lo : lo + 100_000] = picked.reshape(-1, n_c)
     return world
 
 
@@ -598,8 +602,11 @@ def _take(vocab: pa.Array, codes: np.ndarray, null: np.ndarray | None = None) ->
 
 
 def _iso_dates(start: str, day_offsets: np.ndarray) -> pa.Array:
-    days = np.datetime64(start, "D") + day_offsets.astype("timedelta64[D]")
-    return pa.array(np.datetime_as_string(days, unit="D"), type=pa.string())
+    """YYYY-MM-DD strings, formatting each distinct day once (1M sign-ups span ~2k days)."""
+    lo = int(day_offsets.min()) if len(day_offsets) else 0
+    span = np.datetime64(start, "D") + np.arange(lo, int(day_offsets.max(initial=lo)) + 1).astype("timedelta64[D]")
+    vocab = pa.array(np.datetime_as_string(span, unit="D"), type=pa.string())
+    return vocab.take(pa.array(day_offsets.astype(np.int64) - lo))
 
 
 def users_table(world: World) -> tuple[pa.Table, dict[str, int]]:
@@ -638,11 +645,11 @@ def _user_ids(n: int) -> pa.Array:
 
 
 def product_ids(n: int) -> list[str]:
-    """Opaque Meesho-like base-36 codes; a bijection of the index so ids are unique."""
+    """Opaque Meesho-like base-36 codes (``p7x48c8``); a bijection of the index so ids are unique."""
     codes = (np.arange(n, dtype=np.int64) * 2_654_435_761 + 1_234_567) % 36**6
     alphabet = np.array(list("0123456789abcdefghijklmnopqrstuvwxyz"))
-    digits = np.stack([alphabet[(codes // 36**i) % 36] for i in range(5, -1, -1)], axis=1)
-    return ["p" + "".join(row) for row in digits]
+    chars = [np.full(n, "p")] + [alphabet[(codes // 36**i) % 36] for i in range(5, -1, -1)]
+    return np.ascontiguousarray(np.stack(chars, axis=1)).view("<U7").ravel().tolist()
 
 
 def products_table(world: World) -> tuple[pa.Table, dict[str, int]]:
@@ -653,13 +660,17 @@ def products_table(world: World) -> tuple[pa.Table, dict[str, int]]:
     ids = product_ids(n)
     adj = rng.integers(0, len(_ADJECTIVES), n)
     var = rng.integers(0, len(_VARIANTS), n)
-    urls = []
-    for i in range(n):
-        sub = CATEGORIES[world.category[i]].sub_categories[world.sub_category[i]]
-        words = [_ADJECTIVES[adj[i]], _VARIANTS[var[i]], sub.lower().replace(" ", "-")]
-        urls.append(f"https://www.meesho.com/{'-'.join(w for w in words if w)}/p/{ids[i]}")
     sub_vocab = [s for c in CATEGORIES for s in c.sub_categories]
     sub_offset = np.cumsum([0] + [len(c.sub_categories) for c in CATEGORIES])[:-1]
+    sub_code = (sub_offset[world.category] + world.sub_category).astype(np.int64)
+    id_array = _strings(ids)
+    slug = pc.binary_join_element_wise(
+        _strings([a + "-" for a in _ADJECTIVES]).take(pa.array(adj)),
+        _strings([v + "-" if v else "" for v in _VARIANTS]).take(pa.array(var)),
+        _strings([x.lower().replace(" ", "-") for x in sub_vocab]).take(pa.array(sub_code)),
+        "",
+    )
+    urls = pc.binary_join_element_wise("https://www.meesho.com/", slug, "/p/", id_array, "")
     price = world.price.astype(np.int64)
     counts = _dirty_counts(n, DIRTY_KINDS["products"], cfg.dirty_fraction)
     neg, zero, text, nocat, dup = _split_rows(rng, np.arange(n), list(counts.values()))
@@ -670,8 +681,8 @@ def products_table(world: World) -> tuple[pa.Table, dict[str, int]]:
     price_s = pc.replace_with_mask(price_s, _mask(n, text), bad_text)
     table = pa.table(
         {
-            "product_id": _strings(ids),
-            "product_url": _strings(urls),
+            "product_id": id_array,
+            "product_url": urls,
             "category": _take(_strings([c.name for c in CATEGORIES]), world.category.astype(np.int64), _mask(n, nocat)),
             "sub_category": _take(
                 _strings(sub_vocab), (sub_offset[world.category] + world.sub_category).astype(np.int64)
@@ -790,10 +801,6 @@ def iter_interaction_chunks(
         yield table, counts
 
 
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas()
-
-
 def generate_tables(cfg: GeneratorConfig) -> dict[str, pd.DataFrame]:
     """All three raw tables in memory, as string columns (missing values are NaN).
 
@@ -804,7 +811,7 @@ def generate_tables(cfg: GeneratorConfig) -> dict[str, pd.DataFrame]:
     products, _ = products_table(world)
     parts = [t for t, _ in iter_interaction_chunks(world)]
     interactions = pa.concat_tables(parts) if parts else _empty("interactions")
-    return {"users": _to_pandas(users), "products": _to_pandas(products), "interactions": _to_pandas(interactions)}
+    return {"users": users.to_pandas(), "products": products.to_pandas(), "interactions": interactions.to_pandas()}
 
 
 def _empty(table: str) -> pa.Table:
@@ -820,17 +827,21 @@ class _Writer:
         if fmt == "csv":
             self.fh = open(path, "wb")  # noqa: SIM115 - closed in close()
             self.fh.write((",".join(columns) + "\n").encode())
-            self.options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
         else:
             self.pq = pq.ParquetWriter(path, self.schema, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
         table = table.cast(self.schema)
         if self.fmt == "csv":
-            # Quote only values that need it; most never do, which keeps files small and readable.
-            needs = any(pc.any(pc.match_substring_regex(col, r'[,"\n\r]')).as_py() for col in table.columns)
-            opts = self.options if needs else pa_csv.WriteOptions(include_header=False, quoting_style="none")
-            pa_csv.write_csv(table, self.fh, opts)
+            # No quotes unless a value needs them (Arrow's "needed" quotes every string): smaller,
+            # readable files. Arrow refuses unquoted structural characters, then we quote the chunk.
+            buf = pa.BufferOutputStream()
+            try:
+                pa_csv.write_csv(table, buf, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+            except pa.ArrowInvalid:
+                buf = pa.BufferOutputStream()
+                pa_csv.write_csv(table, buf, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+            self.fh.write(buf.getvalue())
         else:
             self.pq.write_table(table)
 

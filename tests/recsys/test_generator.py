@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -350,3 +351,11 @@ def test_tiny_catalogue_still_generates(tmp_path: Path) -> None:
     tables = generate_tables(cfg)
     assert len(tables["interactions"]) > 0
     assert set(tables["interactions"]["product_id"]) <= set(tables["products"]["product_id"])
+
+
+def test_csv_quotes_only_chunks_whose_values_need_it(tmp_path: Path) -> None:
+    writer = gen._Writer(tmp_path / "t.csv", "csv", ("a", "b"))
+    writer.write(pa.table({"a": ["x y", "z"], "b": ["1", None]}))
+    writer.write(pa.table({"a": ["x,y"], "b": ["2"]}))
+    writer.close()
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "x y,1", "z,", '"x,y","2"']
