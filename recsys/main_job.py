@@ -133,7 +133,7 @@ def _print_counts(progress: Progress, table: str, c: CurationCounts) -> None:
 
 def _show(progress: Progress, title: str, df: pd.DataFrame, rows: int = 8) -> None:
     progress.info(f"{title} ({len(df):,} rows)")
-    for line in df.head(rows).to_string(index=False, max_colwidth=40).splitlines():
+    for line in df.head(rows).convert_dtypes().to_string(index=False, max_colwidth=40).splitlines():
         progress.info(f"  {line}")
 
 
