@@ -1,0 +1,126 @@
+"""Processing-job style evaluation: a trained model dir + held-out (later) interactions in,
+``evaluation.json`` (SageMaker model-quality style) + a markdown report with plots out.
+
+The model is compared with the popularity baseline on exactly the same users and exclusions;
+``popularity_ndcg_at_<k>`` sits next to ``ndcg_at_<k>`` for the pipeline's quality gate. Main
+metrics cover users seen in training; ``all_users_ndcg_at_<k>`` adds new users, who receive the
+popularity fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from recsys_core.bundle import Bundle  # noqa: E402
+from recsys_core.data import load_interactions  # noqa: E402
+from recsys_core.evaluation import build_targets, evaluate_scores  # noqa: E402
+from recsys_core.report import grouped_bars, markdown_table  # noqa: E402
+
+RANKING = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model-dir", default="/opt/ml/processing/model")
+    p.add_argument("--test-dir", default="/opt/ml/processing/test")
+    p.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
+    p.add_argument("--k", type=int, default=10)
+    return p.parse_args(argv)
+
+
+def resolve_model_dir(model_dir: Path) -> Path:
+    """Accept either the extracted artefacts or SageMaker's model.tar.gz."""
+    if (model_dir / "model.json").is_file():
+        return model_dir
+    archive = model_dir / "model.tar.gz"
+    if archive.is_file():
+        target = model_dir / "extracted"
+        target.mkdir(exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        return target
+    raise FileNotFoundError(f"no model.json or model.tar.gz in {model_dir}")
+
+
+def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, Any]]:  # noqa: ANN001
+    """Metrics for the served ensemble and for popularity on the same users."""
+    targets = build_targets(test, bundle.users, bundle.items, bundle.hist)
+    profiles = bundle.hist.profile(bundle.ensemble.decay_half_life)
+    model, _ = evaluate_scores(lambda u: bundle.ensemble.score(profiles[u], u), bundle.hist, targets, k,
+                               popularity=bundle.popularity)
+    pop = bundle.popularity
+    baseline, _ = evaluate_scores(lambda u: np.broadcast_to(pop, (len(u), len(pop))), bundle.hist, targets, k,
+                                  popularity=pop)
+    return {"model": model, "popularity": baseline}
+
+
+def to_model_quality(results: dict[str, dict[str, Any]], k: int) -> dict[str, Any]:
+    model, pop = results["model"], results["popularity"]
+    metrics: dict[str, dict[str, float]] = {}
+    for name in (*RANKING, "coverage", "novelty"):
+        metrics[f"{name}_at_{k}"] = {"value": float(model[name])}
+        metrics[f"popularity_{name}_at_{k}"] = {"value": float(pop[name])}
+    if "all_users_ndcg" in model:
+        metrics[f"all_users_ndcg_at_{k}"] = {"value": float(model["all_users_ndcg"])}
+        metrics[f"popularity_all_users_ndcg_at_{k}"] = {"value": float(pop["all_users_ndcg"])}
+    lift = model["ndcg"] / pop["ndcg"] if pop["ndcg"] > 0 else float("inf") if model["ndcg"] > 0 else 1.0
+    metrics[f"ndcg_lift_over_popularity_at_{k}"] = {"value": float(min(lift, 1e6))}
+    metrics["users_evaluated"] = {"value": float(model["users"])}
+    metrics["cold_users_evaluated"] = {"value": float(model.get("cold_users", 0))}
+    return {"metrics": metrics}
+
+
+def write_report(out_dir: Path, bundle: Bundle, results: dict[str, dict[str, Any]], k: int) -> Path:
+    model, pop = results["model"], results["popularity"]
+    names = [*RANKING, "coverage"]
+    grouped_bars(out_dir / "model_vs_popularity.png", [f"{n}@{k}" for n in names],
+                 {bundle.ensemble.name[:40]: [model[n] for n in names], "popularity": [pop[n] for n in names]},
+                 "Test metrics: model vs popularity")
+    rows = [{"metric": f"{n}@{k}", "model": float(model[n]), "popularity": float(pop[n])} for n in (*names, "novelty")]
+    lines = [
+        "# Recommender evaluation\n",
+        f"Model version `{bundle.model_version}`: **{bundle.ensemble.name}**  ",
+        f"Users evaluated: {model['users']} seen in training, {model.get('cold_users', 0)} new (popularity fallback)\n",
+        "![model vs popularity](model_vs_popularity.png)\n",
+        markdown_table(rows, ["metric", "model", "popularity"]),
+    ]
+    selection = bundle.meta.get("selection") or []
+    if selection:
+        lines += ["\n## Model selection on validation (carved from training data)\n",
+                  markdown_table(selection, ["model", "ndcg", "fit_s", "step", "skipped"])]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = Bundle.load(resolve_model_dir(Path(args.model_dir)))
+    test, quarantine = load_interactions(args.test_dir)
+    print(f"[evaluate] model {bundle.model_version}; {len(test)} test rows ({len(quarantine)} quarantined)", flush=True)
+    results = evaluate_bundle(bundle, test, args.k)
+    doc = to_model_quality(results, args.k)
+    (out_dir / "evaluation.json").write_text(json.dumps(doc, indent=2))
+    write_report(out_dir, bundle, results, args.k)
+    m = doc["metrics"]
+    print(f"[evaluate] ndcg@{args.k}={m[f'ndcg_at_{args.k}']['value']:.4f} "
+          f"popularity={m[f'popularity_ndcg_at_{args.k}']['value']:.4f} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""SageMaker inference handlers (CONTRACTS §3): model_fn, input_fn, predict_fn, output_fn.
+
+Requests are validated in ``predict_fn`` too, because callers may skip ``input_fn`` and pass the
+parsed dict directly. Every client mistake raises ``BadRequest`` (a ValueError with
+``status_code = 400``); ``error_body`` renders it as ``{"error": "..."}`` for the serving layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from recsys_core.bundle import EXCLUDE_MODES, BadRequest, Bundle  # noqa: E402
+
+JSON = "application/json"
+MAX_K = 1000
+MAX_BATCH = 1000
+MAX_IDS = 1000
+
+
+__all__ = ["BadRequest", "error_body", "input_fn", "model_fn", "output_fn", "predict_fn"]
+
+
+def error_body(exc: Exception) -> dict[str, str]:
+    return {"error": str(exc)}
+
+
+def model_fn(model_dir: str) -> Bundle:
+    """Load the artefacts written by train.py."""
+    return Bundle.load(model_dir)
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+def input_fn(body: str | bytes | bytearray, content_type: str = JSON) -> dict[str, Any]:
+    """Parse a JSON request body; anything but application/json is refused."""
+    if _media_type(content_type) != JSON:
+        raise BadRequest(f"unsupported content type {content_type!r}; send {JSON}")
+    if isinstance(body, bytes | bytearray):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest("request body is not UTF-8") from exc
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    _validate(data)
+    return data
+
+
+def _id_list(req: dict[str, Any], key: str) -> list[str] | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        raise BadRequest(f"'{key}' must be a list of product id strings")
+    if len(value) > MAX_IDS:
+        raise BadRequest(f"'{key}' has more than {MAX_IDS} ids")
+    return [str(v) for v in value]
+
+
+def _single(req: Any) -> dict[str, Any]:
+    """Validated keyword arguments for Bundle.recommend."""
+    if not isinstance(req, dict):
+        raise BadRequest("each request must be a JSON object")
+    user_id = req.get("user_id")
+    if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, str | int) or str(user_id).strip() == "":
+        raise BadRequest("'user_id' is required (a non-empty string)")
+    k = req.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise BadRequest(f"'k' must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        raise BadRequest(f"'k' must be at most {MAX_K}")
+    exclude = req.get("exclude", "purchased")
+    if exclude not in EXCLUDE_MODES:
+        raise BadRequest(f"'exclude' must be one of {list(EXCLUDE_MODES)}, got {exclude!r}")
+    category = req.get("category")
+    if category is not None and not isinstance(category, str):
+        raise BadRequest("'category' must be a string")
+    return {
+        "user_id": str(user_id).strip(), "k": k, "exclude": exclude, "category": category,
+        "recent_product_ids": _id_list(req, "recent_product_ids"),
+        "exclude_product_ids": _id_list(req, "exclude_product_ids"),
+    }
+
+
+def _validate(data: Any) -> None:
+    if isinstance(data, dict) and "instances" in data:
+        instances = data["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise BadRequest("'instances' must be a non-empty list of request objects")
+        if len(instances) > MAX_BATCH:
+            raise BadRequest(f"at most {MAX_BATCH} instances per request")
+        for n, inst in enumerate(instances):
+            try:
+                _single(inst)
+            except BadRequest as exc:
+                raise BadRequest(f"instances[{n}]: {exc}") from exc
+    else:
+        _single(data)
+
+
+def predict_fn(data: dict[str, Any], model: Bundle) -> dict[str, Any]:
+    """One response object, or ``{"predictions": [...]}`` for an ``instances`` batch."""
+    _validate(data)
+    if "instances" in data:
+        return {"predictions": [model.recommend(**_single(inst)) for inst in data["instances"]]}
+    return model.recommend(**_single(data))
+
+
+def output_fn(prediction: dict[str, Any], accept: str | None = JSON) -> str:
+    """Serialise to JSON (the only representation offered)."""
+    media = _media_type(accept)
+    if media not in ("", JSON, "*/*", "application/*"):
+        raise BadRequest(f"unsupported accept type {accept!r}; use {JSON}")
+    return json.dumps(prediction)

@@ -1,0 +1,213 @@
+"""The trained artefact: everything needed to answer a request, saved as one .npz + one .json.
+
+``model.json`` holds the recipe (families, configs, weights, knobs), ids-free metadata and the
+selection log; ``arrays.npz`` holds the id maps, the training history (for profiles and
+exclusions), popularity, catalogue codes and each model's state, uncompressed so that loading
+is a few reads with no unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .data import IdMap
+from .ensemble import Ensemble, top_k
+from .features import History
+from .models import FAMILIES
+from .models.content import SegmentPopularity
+
+FORMAT_VERSION = 1
+EXCLUDE_MODES = ("purchased", "interacted", "none")
+
+
+class BadRequest(ValueError):
+    """A request that can never succeed as sent; the serving layer answers HTTP 400 ``{"error": str(exc)}``."""
+
+    status_code = 400
+
+
+@dataclass
+class Bundle:
+    model_version: str
+    users: IdMap
+    items: IdMap
+    hist: History
+    ensemble: Ensemble
+    recipe: list[dict[str, Any]]  # [{"family", "config", "weight"}]
+    popularity: np.ndarray  # all-time, normalised
+    item_category: np.ndarray
+    category_names: np.ndarray
+    segments: SegmentPopularity | None = None
+    segment_users: IdMap | None = None
+    segment_of: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._profiles = self.hist.profile(self.ensemble.decay_half_life)
+        self._strong = self.hist.matrix(self.hist.strong.astype(np.float32))
+        self._strong.eliminate_zeros()
+        self._any = self.hist.matrix(np.ones(self.hist.nnz, dtype=np.float32))
+        self._popular_order = np.argsort(-self.popularity, kind="stable")
+
+    # ---------------------------------------------------------------- serving
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        recent_product_ids: list[str] | None = None,
+        exclude_product_ids: list[str] | None = None,
+        exclude: str = "purchased",
+        category: str | None = None,
+    ) -> dict[str, Any]:
+        """One response object per CONTRACTS §3."""
+        if exclude not in EXCLUDE_MODES:
+            raise BadRequest(f"'exclude' must be one of {list(EXCLUDE_MODES)}, got {exclude!r}")
+        n = self.hist.n_items
+        u = self.users.index_one(user_id)
+        recent = self.items.index(list(recent_product_ids or []))
+        recent = recent[recent >= 0]
+        session = None
+        if len(recent):
+            session = sp.csr_matrix((np.ones(len(recent), np.float32), (np.zeros(len(recent), int), recent)),
+                                    shape=(1, n))
+            session.sum_duplicates()
+            session.data[:] = 1.0
+        mask = np.zeros(n, dtype=bool)
+        if u >= 0:
+            profile = self._profiles[u]
+            if session is not None:
+                peak = float(profile.data.max(initial=0.0)) or 1.0
+                profile = profile + session * peak
+                scores = self.ensemble.score(profile, np.array([-1]))[0]  # steered: fold the session in
+                strategy = "personalized+session"
+            else:
+                scores = self.ensemble.score(profile, np.array([u]))[0]
+                strategy = "personalized"
+            if exclude != "none":
+                owned = self._strong if exclude == "purchased" else self._any
+                mask[owned.indices[owned.indptr[u] : owned.indptr[u + 1]]] = True
+        elif session is not None:
+            scores = self.ensemble.score(session, np.array([-1]))[0]
+            strategy = "session"
+        else:
+            scores, strategy = self._cold_scores(user_id)
+        if exclude == "interacted" and len(recent):
+            mask[recent] = True
+        if exclude_product_ids:
+            ex = self.items.index(list(exclude_product_ids))
+            mask[ex[ex >= 0]] = True
+        if category is not None:
+            mask |= ~self._category_mask(category)
+        k = min(k, n)
+        if strategy.startswith("popular") and not mask.any():
+            ranked = self._popular_order[:k] if strategy == "popular" else top_k(scores[None, :], k)[0]
+        else:
+            scores = np.where(mask, -np.inf, scores)
+            ranked = top_k(scores[None, :], k)[0]
+        return {
+            "user_id": user_id,
+            "recommendations": [
+                {"product_id": str(self.items.ids[i]), "score": round(float(scores[i]), 6)} for i in ranked
+            ],
+            "strategy": strategy,
+            "model_version": self.model_version,
+        }
+
+    def _cold_scores(self, user_id: str) -> tuple[np.ndarray, str]:
+        if self.segments is not None and self.segment_users is not None and self.segment_of is not None:
+            idx = self.segment_users.index_one(user_id)
+            seg = int(self.segment_of[idx]) if idx >= 0 else -1
+            seg_scores = self.segments.scores(seg)
+            if seg_scores is not None:
+                # Segment favourites first, then overall popularity for the rest of the list.
+                return seg_scores / max(seg_scores.max(), 1e-9) + 1e-3 * self.popularity, "popular_segment"
+        return self.popularity.copy(), "popular"
+
+    def _category_mask(self, category: str) -> np.ndarray:
+        names = self.category_names
+        hit = np.nonzero(names == category)[0]
+        if not len(hit):
+            hit = np.nonzero(np.char.lower(names.astype(str)) == category.strip().lower())[0]
+        if not len(hit):
+            return np.zeros(self.hist.n_items, dtype=bool)
+        return self.item_category == hit[0]
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, model_dir: str | Path) -> None:
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {
+            "user_ids": self.users.ids, "item_ids": self.items.ids,
+            "hist_indptr": self.hist.indptr, "hist_indices": self.hist.indices, "hist_value": self.hist.value,
+            "hist_strong": self.hist.strong, "hist_recency": self.hist.recency,
+            "popularity": self.popularity, "item_category": self.item_category,
+            "category_names": self.category_names.astype(str),
+        }
+        if self.ensemble.popularity is not None:
+            arrays["ensemble_popularity"] = self.ensemble.popularity
+        for j, model in enumerate(self.ensemble.models):
+            arrays.update({f"m{j}_{key}": v for key, v in model.state().items()})
+        if self.segments is not None and self.segment_users is not None and self.segment_of is not None:
+            top = self.segments.top.tocsr()
+            arrays.update({"seg_data": top.data, "seg_indices": top.indices, "seg_indptr": top.indptr,
+                           "seg_shape": np.asarray(top.shape), "seg_user_ids": self.segment_users.ids,
+                           "seg_of": self.segment_of})
+        np.savez(model_dir / "arrays.npz", **arrays)
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "model_version": self.model_version,
+            "ensemble": self.ensemble.name,
+            "decay_half_life": self.ensemble.decay_half_life,
+            "repeat_weight": self.ensemble.repeat_weight,
+            "components": self.recipe,
+            "n_users": len(self.users), "n_items": len(self.items), "nnz": self.hist.nnz,
+            "meta": self.meta,
+        }
+        (model_dir / "model.json").write_text(json.dumps(doc, indent=2, default=_json_default))
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Bundle:
+        model_dir = Path(model_dir)
+        doc = json.loads((model_dir / "model.json").read_text())
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {doc.get('format_version')!r}")
+        with np.load(model_dir / "arrays.npz", allow_pickle=False) as npz:
+            a = {key: npz[key] for key in npz.files}
+        items = IdMap(a["item_ids"])
+        hist = History(a["hist_indptr"], a["hist_indices"], a["hist_value"], a["hist_strong"], a["hist_recency"],
+                       len(items))
+        models = []
+        for j, comp in enumerate(doc["components"]):
+            cls_ = FAMILIES[comp["family"]]
+            prefix = f"m{j}_"
+            state = {key[len(prefix):]: v for key, v in a.items() if key.startswith(prefix)}
+            models.append(cls_.from_state(cls_.Config(**comp["config"]), state))
+        ensemble = Ensemble(models, [c["weight"] for c in doc["components"]], doc["decay_half_life"],
+                            doc["repeat_weight"], a.get("ensemble_popularity"))
+        segments = seg_users = seg_of = None
+        if "seg_data" in a:
+            shape = tuple(int(x) for x in a["seg_shape"])
+            segments = SegmentPopularity(sp.csr_matrix((a["seg_data"], a["seg_indices"], a["seg_indptr"]), shape=shape))
+            seg_users, seg_of = IdMap(a["seg_user_ids"]), a["seg_of"]
+        return cls(doc["model_version"], IdMap(a["user_ids"]), items, hist, ensemble, doc["components"],
+                   a["popularity"], a["item_category"], a["category_names"], segments, seg_users, seg_of,
+                   doc.get("meta", {}))
+
+
+def recipe_doc(candidates: list[Any], weights: list[float]) -> list[dict[str, Any]]:
+    return [{"family": c.family, "config": asdict(c.config), "weight": float(w)}
+            for c, w in zip(candidates, weights, strict=True)]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)

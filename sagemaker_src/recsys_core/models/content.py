@@ -1,0 +1,103 @@
+"""Content-based scoring for cold start: what a user's history says about categories and price.
+
+``Content`` scores items by the user's affinity to the item's category, sub-category and
+(category, price band), plus a small popularity tie-break. It is the only model that can rank an
+item nobody has interacted with yet. ``SegmentPopularity`` answers users who have a demographic
+record (age band x gender x location) but no history: what similar people interact with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import FitContext, Model, sparse_from_state, sparse_state
+
+
+@dataclass(frozen=True)
+class ContentConfig:
+    category_weight: float = 1.0
+    sub_category_weight: float = 1.0
+    price_band_weight: float = 0.5
+    popularity_weight: float = 0.1
+
+
+def item_feature_matrix(ctx: FitContext, n_items: int, config: ContentConfig) -> sp.csr_matrix:
+    """One-hot item x feature matrix (category | sub-category | category x price band), weighted."""
+    blocks = []
+    for codes, weight in (
+        (ctx.item_category, config.category_weight),
+        (ctx.item_sub_category, config.sub_category_weight),
+    ):
+        if codes is None or weight == 0:
+            continue
+        blocks.append((np.asarray(codes, dtype=np.int64), weight))
+    if ctx.item_category is not None and ctx.item_price_band is not None and config.price_band_weight:
+        cat = np.asarray(ctx.item_category, dtype=np.int64)
+        band = np.asarray(ctx.item_price_band, dtype=np.int64)
+        blocks.append((np.where((cat >= 0) & (band >= 0), cat * 16 + band, -1), config.price_band_weight))
+    mats = []
+    for codes, weight in blocks:
+        ok = codes >= 0
+        _, dense = np.unique(codes[ok], return_inverse=True)
+        m = sp.csr_matrix(
+            (np.full(ok.sum(), weight, dtype=np.float32), (np.nonzero(ok)[0], dense)),
+            shape=(n_items, int(dense.max(initial=-1)) + 1),
+        )
+        mats.append(m)
+    return sp.hstack(mats).tocsr() if mats else sp.csr_matrix((n_items, 0), dtype=np.float32)
+
+
+class Content(Model):
+    family = "content"
+    Config = ContentConfig
+    needs_item_features = True
+
+    def fit(self, X: sp.csr_matrix, ctx: FitContext) -> Content:
+        self.A = item_feature_matrix(ctx, X.shape[1], self.config)
+        pop = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float32)
+        self.pop = pop / max(pop.max(initial=0.0), 1.0)
+        return self
+
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        sums = np.asarray(profiles.sum(axis=1)).ravel()
+        sums[sums == 0] = 1.0
+        affinity = sp.diags(1.0 / sums) @ profiles @ self.A
+        s = np.asarray((affinity @ self.A.T).toarray(), dtype=np.float32)
+        return s + self.config.popularity_weight * self.pop[None, :]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return sparse_state("A", self.A) | {"pop": self.pop}
+
+    @classmethod
+    def from_state(cls, config: ContentConfig, state: dict[str, np.ndarray]) -> Content:
+        m = cls(config)
+        m.A, m.pop = sparse_from_state("A", state), state["pop"]
+        return m
+
+
+class SegmentPopularity:
+    """Top items per demographic segment, from users that have both a segment and a history."""
+
+    def __init__(self, top: sp.csr_matrix):
+        self.top = top  # segments x items, normalised counts (top-n per segment kept)
+
+    @classmethod
+    def fit(cls, X: sp.csr_matrix, user_segment: np.ndarray, n_top: int = 200) -> SegmentPopularity:
+        from ..features import keep_top_k_per_row
+
+        seg = np.asarray(user_segment)
+        ok = seg >= 0
+        n_seg = int(seg.max(initial=-1)) + 1
+        onehot = sp.csr_matrix((np.ones(ok.sum(), np.float32), (seg[ok], np.nonzero(ok)[0])), shape=(n_seg, X.shape[0]))
+        binary = X.copy().astype(np.float32)
+        binary.data[:] = 1.0
+        counts = keep_top_k_per_row((onehot @ binary).tocsr(), n_top)
+        return cls(counts)
+
+    def scores(self, segment: int) -> np.ndarray | None:
+        if segment < 0 or segment >= self.top.shape[0] or self.top[segment].nnz == 0:
+            return None
+        return np.asarray(self.top[segment].toarray()).ravel()

@@ -1,0 +1,50 @@
+"""Popularity: the baseline every model must beat, and the fallback for users we know nothing about."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import FitContext, Model
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    #: 0 = all-time distinct users per item; > 0 = "trending": a user's interaction loses half its
+    #: weight every ``half_life_fraction`` of the log's time span.
+    half_life_fraction: float = 0.0
+
+
+class Popularity(Model):
+    family = "popularity"
+    Config = PopularityConfig
+
+    @property
+    def name(self) -> str:
+        return "popularity" if self.config.half_life_fraction <= 0 else f"trending(h={self.config.half_life_fraction})"
+
+    def fit(self, X: sp.csr_matrix, ctx: FitContext) -> Popularity:
+        X = X.tocsr()
+        if self.config.half_life_fraction > 0 and ctx.entry_last_ts is not None and X.nnz:
+            ts = ctx.entry_last_ts  # per-entry last timestamp, aligned with X.data
+            span = max(float(ts.max() - ts.min()), 1.0)
+            w = 0.5 ** ((ts.max() - ts) / (self.config.half_life_fraction * span))
+            pop = np.bincount(X.indices, weights=w, minlength=X.shape[1])
+        else:
+            pop = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+        self.pop = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
+        return self
+
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.pop, (profiles.shape[0], len(self.pop))).copy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"pop": self.pop}
+
+    @classmethod
+    def from_state(cls, config: PopularityConfig, state: dict[str, np.ndarray]) -> Popularity:
+        m = cls(config)
+        m.pop = state["pop"]
+        return m

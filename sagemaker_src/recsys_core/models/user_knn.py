@@ -1,0 +1,77 @@
+"""User-kNN: score items by what the ``k`` most similar users (cosine on histories) interacted with.
+
+Needs the whole training matrix at serving time and a pass over all co-interacting users per
+request, so it declares itself unfit for very large user bases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import DataShape, FitContext, Model, sparse_from_state, sparse_state
+
+
+@dataclass(frozen=True)
+class UserKNNConfig:
+    k: int = 50
+    max_users: int = 300_000
+    max_nnz: int = 10_000_000
+
+
+def _row_normalize(X: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return (sp.diags(1.0 / norms) @ X).tocsr()
+
+
+class UserKNN(Model):
+    family = "user_knn"
+    Config = UserKNNConfig
+
+    @property
+    def name(self) -> str:
+        return f"user_knn(k={self.config.k})"
+
+    @classmethod
+    def fits(cls, config: UserKNNConfig, shape: DataShape) -> str | None:
+        if shape.n_users > config.max_users:
+            return f"{shape.n_users} users > max_users {config.max_users} (per-request scan of users)"
+        if shape.nnz > config.max_nnz:
+            return f"{shape.nnz} interactions > max_nnz {config.max_nnz}"
+        return None
+
+    def fit(self, X: sp.csr_matrix, ctx: FitContext) -> UserKNN:
+        self.X = X.tocsr().astype(np.float32)
+        self.Xn_T = _row_normalize(self.X).T.tocsr()  # items x users, for profile -> user similarity
+        return self
+
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users)
+        out = np.empty((profiles.shape[0], self.X.shape[1]), dtype=np.float32)
+        batch = max(1, 10_000_000 // max(self.X.shape[0], 1))  # bounds the dense users x users block
+        for lo in range(0, profiles.shape[0], batch):
+            out[lo : lo + batch] = self._score(profiles[lo : lo + batch], users[lo : lo + batch])
+        return out
+
+    def _score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        sims = np.asarray((_row_normalize(profiles.astype(np.float32)) @ self.Xn_T).toarray(), dtype=np.float32)
+        rows = np.nonzero(users >= 0)[0]
+        sims[rows, users[rows]] = 0.0  # a user is not their own neighbour
+        k = min(self.config.k, sims.shape[1])
+        if k < sims.shape[1]:
+            cut = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            kept = np.zeros_like(sims)
+            np.put_along_axis(kept, cut, np.take_along_axis(sims, cut, axis=1), axis=1)
+            sims = kept
+        return np.asarray((sp.csr_matrix(sims) @ self.X).toarray(), dtype=np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return sparse_state("X", self.X)
+
+    @classmethod
+    def from_state(cls, config: UserKNNConfig, state: dict[str, np.ndarray]) -> UserKNN:
+        m = cls(config)
+        return m.fit(sparse_from_state("X", state), FitContext())
