@@ -28,10 +28,17 @@ from recsys.local.catalog import list_tables, register_prefix
 from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
 from recsys.local.s3io import write_parquet
-from stacks.config import CURATED_PREFIX, FEATURES_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, load_project_config
+from stacks.config import (
+    CURATED_PREFIX,
+    FEATURES_PREFIX,
+    QUARANTINE_PREFIX,
+    RAW_PREFIX,
+    TABLES,
+    TRAINING_PREFIX,
+    load_project_config,
+)
 
 RAW_SUFFIXES = (".csv", ".parquet")
-TRAINING_PREFIX = "training"
 
 
 class Progress:

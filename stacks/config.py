@@ -108,6 +108,19 @@ class Config:
         return f"{self.prefix}-analytics"
 
     @property
+    def pipeline_name(self) -> str:
+        return f"{self.prefix}-training"
+
+    @property
+    def model_package_group(self) -> str:
+        return f"{self.prefix}-recommender"
+
+    @property
+    def endpoint_name(self) -> str:
+        """Stable across retrains: deployments update this endpoint in place (blue/green)."""
+        return f"{self.prefix}-recommender"
+
+    @property
     def retain(self) -> bool:
         return self.removal_policy == "retain"
 
@@ -118,6 +131,8 @@ CURATED_PREFIX = "curated"  # destination bucket: curated/<table>/ (Parquet)
 QUARANTINE_PREFIX = "quarantine"  # destination bucket: quarantine/<table>/ (Parquet, with reason)
 FEATURES_PREFIX = "features"  # destination bucket: features/<table>/ (Athena CTAS output)
 ATHENA_RESULTS_PREFIX = "athena-results"  # results bucket
+TRAINING_PREFIX = "training"  # destination bucket: training/ (the training-set extraction)
+PIPELINE_PREFIX = "pipeline"  # destination bucket: pipeline/<execution>/ splits, models, evaluation
 
 
 def _require(env: Mapping[str, Any], key: str, where: str) -> Any:
