@@ -81,6 +81,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main_job(args, _generator_config(args))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from recsys.local.endpoint import serve_forever
+
+    model_dir = Path(args.model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"--model-dir {model_dir} is not a folder (train one with `make run`: see its output)")
+    serve_forever(model_dir, host=args.host, port=args.port, threads=args.threads)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recsys", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,8 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workdir", default="out/run", help="where local outputs go (default out/run)")
     run.add_argument("--env", default=None, help="environment from cdk.json (default: context 'env')")
+    run.add_argument("--serve", action="store_true", help="keep the local endpoint running at the end (Ctrl-C stops)")
     _add_generator_args(run)
     run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="serve a trained model dir over HTTP like a SageMaker endpoint")
+    serve.add_argument("--model-dir", required=True, help="a model folder written by train.py (SM_MODEL_DIR)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--threads", type=_positive, default=8)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
@@ -15,17 +16,44 @@ from stacks.nag import APP_WIDE, GRANT_ACTIONS, register_nag
 pytestmark = pytest.mark.xdist_group("synth")
 
 
+CFN_LINT = Path(sys.executable).with_name("cfn-lint")
+
+
+def cfn_lint_errors(templates: list[str]) -> list[dict]:
+    """cfn-lint's error-level findings; a run that produced no JSON report is itself a failure."""
+    run = subprocess.run([str(CFN_LINT), "--format", "json", *templates], capture_output=True, text=True, check=False)
+    assert run.stdout.strip().startswith("["), f"cfn-lint gave no report (exit {run.returncode}): {run.stderr[-500:]}"
+    return [f for f in json.loads(run.stdout) if f["Level"] == "Error"]
+
+
 @pytest.mark.parametrize("env_name", ["dev", "prod"])
 def test_cfn_lint_reports_no_errors(synth, env_name):
     outdir, _ = synth(env_name)
     templates = sorted(str(p) for p in outdir.glob("*.template.json"))
-    assert templates
-    run = subprocess.run(
-        [sys.executable, "-m", "cfnlint", "--format", "json", *templates], capture_output=True, text=True, check=False
+    assert len(templates) >= 3
+    assert cfn_lint_errors(templates) == []
+
+
+def test_cfn_lint_catches_an_invalid_template(tmp_path):
+    """The check can fail: an unknown DataBrew job type is an error."""
+    bad = tmp_path / "bad.template.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "Resources": {
+                    "Job": {
+                        "Type": "AWS::DataBrew::Job",
+                        "Properties": {
+                            "Name": "j",
+                            "RoleArn": "arn:aws:iam::123456789012:role/r",
+                            "Type": "NOT_A_TYPE",
+                        },
+                    }
+                }
+            }
+        )
     )
-    findings = json.loads(run.stdout or "[]")
-    errors = [f for f in findings if f["Level"] == "Error"]
-    assert errors == [], errors
+    assert any("NOT_A_TYPE" in e["Message"] for e in cfn_lint_errors([str(bad)]))
 
 
 @pytest.mark.parametrize("env_name", ["dev", "prod"])

@@ -1,0 +1,1 @@
+"""Lambda deploying approved model packages to the recommender endpoint (see README.md)."""

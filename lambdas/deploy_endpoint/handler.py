@@ -1,0 +1,423 @@
+"""Deploy an approved model package to the recommender endpoint (blue/green, with auto-rollback).
+
+Invoked by EventBridge for two events, both for the project's resources only:
+
+- ``SageMaker Model Package State Change`` in the configured group: when the package is Approved,
+  create a Model and a new EndpointConfig named after the package version, then create the
+  endpoint or update it with a blue/green deployment whose CloudWatch alarms roll it back.
+- ``SageMaker Endpoint State Change`` to ``IN_SERVICE`` for the endpoint: (re-)register
+  autoscaling, which AWS only accepts on an endpoint that is in service.
+
+Names are derived from the package version and a digest of what is deployed, so a repeated
+event (EventBridge delivers at least once; SageMaker may emit several events per change) finds
+the same Model and EndpointConfig and returns ``skipped: already deployed`` instead of
+redeploying. Only boto3 is needed; everything is configured by environment variables set by
+``stacks/deploy_stack.py`` (see :class:`Settings`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+PACKAGE_EVENT = "SageMaker Model Package State Change"
+ENDPOINT_EVENT = "SageMaker Endpoint State Change"
+SOURCE = "aws.sagemaker"
+APPROVED = "Approved"
+#: Blue/green deployments require the new config to keep the variant name.
+VARIANT_NAME = "AllTraffic"
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+MAX_NAME_LENGTH = 63  # SageMaker model / endpoint-config names
+#: An endpoint in any other state refuses UpdateEndpoint.
+UPDATABLE_STATUS = "InService"
+
+
+class MalformedEventError(ValueError):
+    """The event is not one this function handles: its message says which field is wrong."""
+
+
+class InvalidModelPackageError(ValueError):
+    """The approved package cannot be deployed as is (e.g. no inference container image)."""
+
+
+class ConfigurationError(RuntimeError):
+    """An environment variable set by the stack is missing or invalid."""
+
+
+class EndpointBusyError(RuntimeError):
+    """The endpoint cannot take a deployment now; raising lets Lambda retry, then the DLQ keep the event."""
+
+
+def _log(decision: str, **fields: Any) -> None:
+    """One JSON line per decision: CloudWatch Logs Insights can filter on ``decision``."""
+    print(json.dumps({"decision": decision, **fields}, default=str, sort_keys=True), flush=True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to deploy and how; every field comes from one environment variable."""
+
+    endpoint_name: str  # ENDPOINT_NAME
+    model_package_group: str  # MODEL_PACKAGE_GROUP
+    execution_role_arn: str  # EXECUTION_ROLE_ARN: the role the endpoint's model runs with
+    serverless: bool  # SERVERLESS: "true" or "false"
+    serverless_memory_mb: int  # SERVERLESS_MEMORY_MB
+    serverless_max_concurrency: int  # SERVERLESS_MAX_CONCURRENCY
+    instance_type: str  # INSTANCE_TYPE
+    instance_count: int  # INSTANCE_COUNT: initial count of a new instance endpoint
+    autoscaling_min: int  # AUTOSCALING_MIN
+    autoscaling_max: int  # AUTOSCALING_MAX
+    autoscaling_target: float  # AUTOSCALING_TARGET_INVOCATIONS: per instance per minute
+    canary_percent: int  # CANARY_PERCENT: share of capacity that gets traffic first
+    canary_wait_seconds: int  # CANARY_WAIT_SECONDS: watch the canary this long before shifting the rest
+    bake_seconds: int  # BAKE_SECONDS: keep the old fleet this long after the full shift
+    rollback_alarms: tuple[str, ...] = field(default=())  # ROLLBACK_ALARMS: comma-separated names
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigurationError(f"environment variable {name} is not set")
+            return value
+
+        def integer(name: str, lo: int, hi: int) -> int:
+            raw = get(name)
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from None
+            if not lo <= value <= hi:
+                raise ConfigurationError(f"environment variable {name} must be from {lo} to {hi}, got {value}")
+            return value
+
+        serverless = get("SERVERLESS").lower()
+        if serverless not in ("true", "false"):
+            raise ConfigurationError(f"environment variable SERVERLESS must be 'true' or 'false', got {serverless!r}")
+        settings = cls(
+            endpoint_name=get("ENDPOINT_NAME"),
+            model_package_group=get("MODEL_PACKAGE_GROUP"),
+            execution_role_arn=get("EXECUTION_ROLE_ARN"),
+            serverless=serverless == "true",
+            serverless_memory_mb=integer("SERVERLESS_MEMORY_MB", 1024, 6144),
+            serverless_max_concurrency=integer("SERVERLESS_MAX_CONCURRENCY", 1, 200),
+            instance_type=get("INSTANCE_TYPE"),
+            instance_count=integer("INSTANCE_COUNT", 1, 100),
+            autoscaling_min=integer("AUTOSCALING_MIN", 1, 100),
+            autoscaling_max=integer("AUTOSCALING_MAX", 1, 100),
+            autoscaling_target=float(integer("AUTOSCALING_TARGET_INVOCATIONS", 1, 1_000_000)),
+            canary_percent=integer("CANARY_PERCENT", 1, 50),  # SageMaker: canary <= 50% of the fleet
+            canary_wait_seconds=integer("CANARY_WAIT_SECONDS", 0, 3600),
+            bake_seconds=integer("BAKE_SECONDS", 0, 3600),
+            rollback_alarms=tuple(a.strip() for a in env.get("ROLLBACK_ALARMS", "").split(",") if a.strip()),
+        )
+        if settings.autoscaling_min > settings.autoscaling_max:
+            raise ConfigurationError("AUTOSCALING_MIN must not exceed AUTOSCALING_MAX")
+        if not settings.rollback_alarms:
+            raise ConfigurationError("environment variable ROLLBACK_ALARMS is not set: a deployment needs them")
+        return settings
+
+    @property
+    def scalable_resource_id(self) -> str:
+        return f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}"
+
+    @property
+    def scaling_policy_name(self) -> str:
+        return f"{self.endpoint_name}-invocations"
+
+
+@dataclass
+class Clients:
+    """AWS calls the handler makes. ``update_endpoint`` is separate so tests can observe it
+    (moto does not implement UpdateEndpoint); in Lambda it is the SageMaker client's method."""
+
+    sagemaker: Any
+    autoscaling: Any
+    update_endpoint: Callable[..., Any]
+
+
+def make_clients() -> Clients:
+    sagemaker = boto3.client("sagemaker")
+    return Clients(sagemaker, boto3.client("application-autoscaling"), sagemaker.update_endpoint)
+
+
+# ---- event parsing -------------------------------------------------------------------------------
+
+
+def _detail(event: Any) -> tuple[str, dict[str, Any]]:
+    if not isinstance(event, Mapping):
+        raise MalformedEventError(f"event must be a JSON object, got {type(event).__name__}")
+    if event.get("source") != SOURCE:
+        raise MalformedEventError(f"event source must be {SOURCE!r}, got {event.get('source')!r}")
+    kind = event.get("detail-type")
+    if kind not in (PACKAGE_EVENT, ENDPOINT_EVENT):
+        raise MalformedEventError(f"detail-type must be {PACKAGE_EVENT!r} or {ENDPOINT_EVENT!r}, got {kind!r}")
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping):
+        raise MalformedEventError(f"event has no 'detail' object ({kind})")
+    return kind, dict(detail)
+
+
+def _required(detail: Mapping[str, Any], key: str) -> str:
+    value = detail.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedEventError(f"event detail has no '{key}'")
+    return value
+
+
+# ---- naming --------------------------------------------------------------------------------------
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def resource_name(endpoint_name: str, version: Any, payload: Any) -> str:
+    """``<endpoint>-<version>-<digest>``: starts with the endpoint name (the IAM policy allows only
+    that prefix), names the package version for people, and changes whenever what is deployed does.
+    The version is dropped when the 63-character limit leaves too little room for the digest."""
+    digest = _digest(payload)
+    for stem in (f"{endpoint_name}-{version}-", f"{endpoint_name}-"):
+        room = MAX_NAME_LENGTH - len(stem)
+        if room >= 8 or (room >= 6 and stem == f"{endpoint_name}-"):
+            return stem + digest[: min(room, 12)]
+    raise ConfigurationError(f"endpoint name {endpoint_name!r} is too long to derive model names from")
+
+
+# ---- SageMaker requests --------------------------------------------------------------------------
+
+
+def _containers(package: Mapping[str, Any]) -> list[dict[str, Any]]:
+    spec = package.get("InferenceSpecification") or {}
+    containers = [
+        {k: c[k] for k in ("Image", "ModelDataUrl", "Environment") if c.get(k)} for c in spec.get("Containers", [])
+    ]
+    if not containers or not all(c.get("Image") for c in containers):
+        raise InvalidModelPackageError(
+            f"model package {package.get('ModelPackageArn')} has no inference container image"
+        )
+    return containers
+
+
+def model_request(settings: Settings, package: Mapping[str, Any]) -> dict[str, Any]:
+    containers = _containers(package)
+    body: dict[str, Any] = {"ExecutionRoleArn": settings.execution_role_arn}
+    if len(containers) == 1:
+        body["PrimaryContainer"] = containers[0]
+    else:
+        body["Containers"] = containers
+    name = resource_name(
+        settings.endpoint_name, package.get("ModelPackageVersion", "x"), [package["ModelPackageArn"], body]
+    )
+    tags = [{"Key": "model-package-arn", "Value": package["ModelPackageArn"]}]
+    return {"ModelName": name, **body, "Tags": tags}
+
+
+def variant(settings: Settings, model_name: str) -> dict[str, Any]:
+    if settings.serverless:
+        sizing: dict[str, Any] = {
+            "ServerlessConfig": {
+                "MemorySizeInMB": settings.serverless_memory_mb,
+                "MaxConcurrency": settings.serverless_max_concurrency,
+            }
+        }
+    else:
+        sizing = {"InstanceType": settings.instance_type, "InitialInstanceCount": settings.instance_count}
+    return {"VariantName": VARIANT_NAME, "ModelName": model_name, **sizing}
+
+
+def endpoint_config_request(settings: Settings, model_name: str, version: Any) -> dict[str, Any]:
+    variants = [variant(settings, model_name)]
+    return {
+        "EndpointConfigName": resource_name(settings.endpoint_name, version, variants),
+        "ProductionVariants": variants,
+    }
+
+
+def deployment_config(settings: Settings) -> dict[str, Any]:
+    """Blue/green: instance endpoints send CANARY_PERCENT of capacity the traffic first, then all of it;
+    serverless endpoints (no instance capacity to take a share of) shift all at once. Both keep the old
+    fleet for BAKE_SECONDS and roll back if any alarm fires meanwhile."""
+    if settings.serverless:
+        routing: dict[str, Any] = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": settings.canary_wait_seconds}
+    else:
+        routing = {
+            "Type": "CANARY",
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": settings.canary_percent},
+            "WaitIntervalInSeconds": settings.canary_wait_seconds,
+        }
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": routing,
+            "TerminationWaitInSeconds": settings.bake_seconds,
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in settings.rollback_alarms]},
+    }
+
+
+def _not_found(error: ClientError) -> bool:
+    err = error.response.get("Error", {})
+    return err.get("Code") in ("ValidationException", "ResourceNotFound") and "not find" in err.get("Message", "")
+
+
+def _describe(call: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any] | None:
+    try:
+        return call(**kwargs)
+    except ClientError as error:
+        if _not_found(error):
+            return None
+        raise
+
+
+# ---- autoscaling ---------------------------------------------------------------------------------
+
+
+def ensure_autoscaling(settings: Settings, clients: Clients) -> str:
+    """Register the variant and its target-tracking policy (both calls are upserts, so idempotent).
+
+    Returns what happened; AWS refuses registration while the endpoint is not in service, in which
+    case the endpoint's IN_SERVICE event brings the function back to finish the job."""
+    if settings.serverless:
+        return "not applicable (serverless)"
+    target = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": settings.scalable_resource_id,
+        "ScalableDimension": SCALABLE_DIMENSION,
+    }
+    try:
+        clients.autoscaling.register_scalable_target(
+            **target, MinCapacity=settings.autoscaling_min, MaxCapacity=settings.autoscaling_max
+        )
+        clients.autoscaling.put_scaling_policy(
+            **target,
+            PolicyName=settings.scaling_policy_name,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": settings.autoscaling_target,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                "ScaleInCooldown": 300,
+                "ScaleOutCooldown": 60,
+            },
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ValidationException":
+            raise
+        _log("autoscaling deferred", endpoint=settings.endpoint_name, reason=str(error))
+        return "deferred until the endpoint is in service"
+    _log("autoscaling registered", endpoint=settings.endpoint_name, resource_id=settings.scalable_resource_id)
+    return "registered"
+
+
+def _deregister_autoscaling(settings: Settings, clients: Clients) -> None:
+    """UpdateEndpoint fails when it changes the instance type of an autoscaled variant; drop the target first."""
+    target = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": settings.scalable_resource_id,
+        "ScalableDimension": SCALABLE_DIMENSION,
+    }
+    found = clients.autoscaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[settings.scalable_resource_id]
+    )["ScalableTargets"]
+    if found:
+        clients.autoscaling.deregister_scalable_target(**target)
+        _log("autoscaling deregistered", endpoint=settings.endpoint_name, reason="variant sizing changes")
+
+
+# ---- the two flows -------------------------------------------------------------------------------
+
+
+def _skip(reason: str, **fields: Any) -> dict[str, Any]:
+    _log("skipped", reason=reason, **fields)
+    return {"action": "skipped", "reason": f"skipped: {reason}", **fields}
+
+
+def deploy_package(detail: Mapping[str, Any], settings: Settings, clients: Clients) -> dict[str, Any]:
+    arn = _required(detail, "ModelPackageArn")
+    group = _required(detail, "ModelPackageGroupName")
+    status = _required(detail, "ModelApprovalStatus")
+    if group != settings.model_package_group:
+        return _skip(f"package group {group!r} is not {settings.model_package_group!r}", model_package_arn=arn)
+    if status != APPROVED:
+        return _skip(f"approval status is {status}", model_package_arn=arn)
+    sm = clients.sagemaker
+    package = sm.describe_model_package(ModelPackageName=arn)
+    if package.get("ModelApprovalStatus") != APPROVED:  # events can arrive late: the registry is the truth
+        return _skip(f"approval status is now {package.get('ModelApprovalStatus')}", model_package_arn=arn)
+    version = package.get("ModelPackageVersion", "x")
+
+    model = model_request(settings, package)
+    if _describe(sm.describe_model, ModelName=model["ModelName"]) is None:
+        sm.create_model(**model)
+        _log("model created", model_name=model["ModelName"], model_package_arn=arn)
+    config = endpoint_config_request(settings, model["ModelName"], version)
+    config_name = config["EndpointConfigName"]
+    if _describe(sm.describe_endpoint_config, EndpointConfigName=config_name) is None:
+        sm.create_endpoint_config(**config)
+        _log("endpoint config created", endpoint_config_name=config_name)
+    done = {"model_name": model["ModelName"], "endpoint_config_name": config_name, "model_package_arn": arn}
+
+    endpoint = _describe(sm.describe_endpoint, EndpointName=settings.endpoint_name)
+    if endpoint is None:
+        sm.create_endpoint(EndpointName=settings.endpoint_name, EndpointConfigName=config_name)
+        _log("endpoint created", endpoint=settings.endpoint_name, **done)
+        return {"action": "created", **done, "autoscaling": ensure_autoscaling(settings, clients)}
+    if endpoint.get("EndpointConfigName") == config_name:
+        return _skip("already deployed", **done)
+    if (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName") == config_name:
+        return _skip("deployment already in progress", **done)
+    if endpoint.get("EndpointStatus") != UPDATABLE_STATUS:
+        raise EndpointBusyError(
+            f"endpoint {settings.endpoint_name} is {endpoint.get('EndpointStatus')}, not {UPDATABLE_STATUS}: "
+            f"cannot deploy {arn} now (retried, then kept in the dead-letter queue)"
+        )
+    current = _describe(sm.describe_endpoint_config, EndpointConfigName=endpoint["EndpointConfigName"]) or {}
+    sizing_keys = ("InstanceType", "ServerlessConfig")
+    old = [{k: v.get(k) for k in sizing_keys} for v in current.get("ProductionVariants", [])]
+    same_sizing = old == [{k: v.get(k) for k in sizing_keys} for v in config["ProductionVariants"]]
+    if not same_sizing:
+        _deregister_autoscaling(settings, clients)
+    request = {
+        "EndpointName": settings.endpoint_name,
+        "EndpointConfigName": config_name,
+        # Keep a scaled-out fleet's size when only the model changes; take the new sizing otherwise.
+        "RetainAllVariantProperties": same_sizing and not settings.serverless,
+        "DeploymentConfig": deployment_config(settings),
+    }
+    clients.update_endpoint(**request)
+    _log("endpoint updated", endpoint=settings.endpoint_name, previous=endpoint.get("EndpointConfigName"), **done)
+    return {"action": "updated", **done, "previous_endpoint_config_name": endpoint.get("EndpointConfigName")}
+
+
+def endpoint_in_service(detail: Mapping[str, Any], settings: Settings, clients: Clients) -> dict[str, Any]:
+    name = _required(detail, "EndpointName")
+    status = _required(detail, "EndpointStatus")
+    if name != settings.endpoint_name:
+        return _skip(f"endpoint {name!r} is not {settings.endpoint_name!r}")
+    if status != "IN_SERVICE":
+        return _skip(f"endpoint status is {status}")
+    return {"action": "autoscaling", "endpoint": name, "autoscaling": ensure_autoscaling(settings, clients)}
+
+
+def process(event: Any, settings: Settings, clients: Clients) -> dict[str, Any]:
+    kind, detail = _detail(event)
+    if kind == PACKAGE_EVENT:
+        return deploy_package(detail, settings, clients)
+    return endpoint_in_service(detail, settings, clients)
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """Lambda entry point."""
+    try:
+        return process(event, Settings.from_env(), make_clients())
+    except Exception as error:  # logged as a decision, then re-raised: Lambda retries, then the DLQ keeps it
+        _log("failed", error=type(error).__name__, message=str(error))
+        raise

@@ -1,0 +1,325 @@
+"""A local stand-in for a SageMaker real-time endpoint: ``sagemaker_src/inference.py`` served over HTTP.
+
+SageMaker's model server calls the handler's ``model_fn`` once and then ``input_fn`` ->
+``predict_fn`` -> ``output_fn`` per request on ``POST /invocations``, with ``GET /ping`` as the
+health check. This module does the same with waitress (a multi-threaded, production WSGI server)
+and a tiny WSGI app, so the main job, the tests and the benchmark exercise the exact handler that
+ships, over real sockets, without Docker or an AWS account.
+
+Status codes: client mistakes (the handler's ``BadRequest``, anything with ``status_code`` 4xx,
+an empty, oversize (> 1 MiB) or too deeply nested body) -> 400 ``{"error": "..."}``; unknown
+path -> 404; wrong method -> 405 (with ``Allow``); anything else -> 500 ``{"error": "internal
+error"}`` with the traceback only in the log. One exception: a body larger than
+``HARD_BODY_LIMIT`` (16 MiB) is refused by waitress itself with 413 before it is buffered, so a
+huge upload cannot fill memory; between 1 MiB and 16 MiB the app answers 400 as CONTRACTS §3 says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+from waitress.server import create_server
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_HANDLER = REPO / "sagemaker_src" / "inference.py"
+MAX_BODY = 1 << 20  # CONTRACTS: larger bodies are a client error (400)
+HARD_BODY_LIMIT = 16 << 20  # waitress refuses (413) above this without buffering
+JSON = "application/json"
+
+log = logging.getLogger("recsys.local.endpoint")
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found", 405: "405 Method Not Allowed",
+           406: "406 Not Acceptable", 413: "413 Content Too Large", 415: "415 Unsupported Media Type",
+           500: "500 Internal Server Error", 503: "503 Service Unavailable"}
+_ROUTES = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",)}
+
+
+class ClientError(Exception):
+    """A request refused by the serving layer itself (before or around the handler)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_handler(handler_path: Path) -> ModuleType:
+    """Import the handler file by path, with its folder on ``sys.path`` as SageMaker's container does.
+
+    Registered under a private module name so it never clashes with a test's ``import inference``.
+    """
+    handler_path = Path(handler_path).resolve()
+    folder = str(handler_path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = f"_recsys_endpoint_handler_{abs(hash(str(handler_path))):x}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, handler_path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load an inference handler from {handler_path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    missing = [fn for fn in ("model_fn", "input_fn", "predict_fn", "output_fn") if not hasattr(module, fn)]
+    if missing:
+        raise ImportError(f"{handler_path} lacks {', '.join(missing)}")
+    return module
+
+
+class LocalEndpoint:
+    """The WSGI app: model loaded once in the constructor, then shared read-only by every thread.
+
+    No lock: ``Bundle.recommend`` only reads state built at load time (the concurrency test
+    compares concurrent answers with sequential ones), and a lock would serialise numpy work that
+    releases the GIL.
+    """
+
+    def __init__(self, model_dir: Path, handler_path: Path = DEFAULT_HANDLER) -> None:
+        self.handler = load_handler(handler_path)
+        t0 = time.perf_counter()
+        self.model = self.handler.model_fn(str(model_dir))
+        self.model_version = str(getattr(self.model, "model_version", ""))
+        # Exceptions the handler means as "your request is wrong" (CONTRACTS §3: BadRequest -> 400).
+        bad = getattr(self.handler, "BadRequest", None)
+        self._client_errors: tuple[type[BaseException], ...] = (ClientError,) + ((bad,) if bad else ())
+        self._ping_body = json.dumps({"status": "healthy", "model_version": self.model_version}).encode()
+        log.info("loaded model %s from %s in %.2fs", self.model_version, model_dir, time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ WSGI
+    def wsgi_app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        t0 = time.perf_counter()
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
+        extra: list[tuple[str, str]] = []
+        try:
+            allowed = _ROUTES.get(path)
+            if allowed is None:
+                status, body = 404, _error(f"no route {path!r}; use GET /ping or POST /invocations")
+            elif method not in allowed:
+                status, body = 405, _error(f"{method} not allowed on {path}; use {' or '.join(allowed)}")
+                extra.append(("Allow", ", ".join(allowed)))
+            elif path == "/ping":
+                status, body = (200, self._ping_body) if self.model is not None else (503, _error("model not loaded"))
+            else:
+                status, body = 200, self._invoke(environ)
+        except Exception as exc:
+            if isinstance(exc, self._client_errors) or _is_4xx(getattr(exc, "status_code", None)):
+                status, body = _client_status(exc), _error(str(exc))
+            else:
+                log.exception("internal error on %s %s", method, path)
+                status, body = 500, _error("internal error")
+        payload = b"" if method == "HEAD" else body
+        start_response(_STATUS.get(status, f"{status} Error"),
+                       [("Content-Type", JSON), ("Content-Length", str(len(body)))] + extra)
+        log.info("%s %s %d %.2fms in=%sB out=%dB", method, path, status, (time.perf_counter() - t0) * 1000,
+                 environ.get("CONTENT_LENGTH") or 0, len(body))
+        return [payload]
+
+    __call__ = wsgi_app
+
+    def _invoke(self, environ: dict[str, Any]) -> bytes:
+        raw = _read_body(environ)
+        h = self.handler
+        try:
+            data = h.input_fn(raw, environ.get("CONTENT_TYPE", ""))
+        except RecursionError as exc:  # json's C parser gives up on very deep nesting
+            raise ClientError("request JSON is nested too deeply") from exc
+        prediction = h.predict_fn(data, self.model)
+        out = h.output_fn(prediction, environ.get("HTTP_ACCEPT") or JSON)
+        return out.encode() if isinstance(out, str) else bytes(out)
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def _is_4xx(status: object) -> bool:
+    return isinstance(status, int) and 400 <= status < 500
+
+
+def _client_status(exc: BaseException) -> int:
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    return status if _is_4xx(status) else 400
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    """The request body, refusing empty and oversize ones before the handler sees them."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError as exc:
+        raise ClientError("invalid Content-Length") from exc
+    if length > MAX_BODY:
+        raise ClientError(f"request body is {length} bytes; the limit is {MAX_BODY}")
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    if not body:
+        raise ClientError("request body is empty; send a JSON object")
+    return body
+
+
+# ---------------------------------------------------------------------- serving
+_SERVER_OPTIONS = {"ident": "recsys-local-endpoint", "max_request_body_size": HARD_BODY_LIMIT,
+                   "channel_timeout": 30, "connection_limit": 256, "clear_untrusted_proxy_headers": True}
+
+
+def _make_server(app: LocalEndpoint, host: str, port: int, threads: int):  # noqa: ANN202 - waitress server type
+    return create_server(app, host=host, port=port, threads=threads, **_SERVER_OPTIONS)
+
+
+def _url(server: Any) -> str:
+    host, port = server.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+@contextmanager
+def serve_endpoint(model_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int = 8, *,
+                   handler_path: Path = DEFAULT_HANDLER) -> Iterator[str]:
+    """Serve on a background thread and yield the base URL (port 0 = a free one); always stopped on exit."""
+    server = _make_server(LocalEndpoint(model_dir, handler_path), host, port, threads)
+    loop = threading.Thread(target=server.run, name="endpoint-loop", daemon=True)
+    loop.start()
+    try:
+        yield _url(server)
+    finally:
+        _stop(server, loop)
+
+
+def _stop(server: Any, loop: threading.Thread) -> None:
+    """Close every socket from inside the event loop (asyncore is not thread-safe), then the workers."""
+    from waitress import wasyncore
+
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    loop.join(timeout=5)
+    server.task_dispatcher.shutdown(timeout=5)
+    if loop.is_alive():  # pragma: no cover - only if the loop is wedged
+        log.warning("endpoint event loop did not stop within 5 s")
+
+
+def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 8, *,
+                  workers: int = 1, handler_path: Path = DEFAULT_HANDLER) -> None:
+    """Serve in the foreground until Ctrl-C or SIGTERM (``python -m recsys serve``).
+
+    ``workers`` > 1 pre-forks that many processes sharing one listening socket, each with its own
+    waitress thread pool: the handler is CPU-bound Python, so one process uses about one core
+    however many threads it has (SageMaker's model servers likewise run a worker per vCPU). The
+    model is loaded once, before the fork, and shared copy-on-write.
+    """
+    app = LocalEndpoint(model_dir, handler_path)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_exit) if on_main else None
+    if workers <= 1:
+        server = _make_server(app, host, port, threads)
+        _announce(_url(server), model_dir, threads, 1)
+        try:
+            server.run()  # waitress turns KeyboardInterrupt/SystemExit into a clean stop of its threads
+        finally:
+            server.close()
+            if on_main:
+                signal.signal(signal.SIGTERM, previous)
+            print("endpoint stopped", flush=True)
+        return
+    sock = socket.create_server((host, port), backlog=1024)
+    _announce(f"http://{host}:{sock.getsockname()[1]}", model_dir, threads, workers)
+    children: list[int] = []
+    try:
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child process, measured by the benchmark
+                _run_child(app, sock, threads)
+            children.append(pid)
+        sock.close()  # the children hold it
+        for pid in children:
+            os.waitpid(pid, 0)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        print("endpoint stopped", flush=True)
+
+
+def _raise_exit(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    raise SystemExit(0)
+
+
+def _run_child(app: LocalEndpoint, sock: socket.socket, threads: int) -> None:  # pragma: no cover - child
+    """One pre-forked worker: its own waitress loop and threads on the shared socket; never returns."""
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        create_server(app, sockets=[sock], threads=threads, **_SERVER_OPTIONS).run()
+    except BaseException:  # noqa: BLE001 - a child must never fall back into the parent's code
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _announce(url: str, model_dir: Path, threads: int, workers: int) -> None:
+    print(f"Serving {model_dir} at {url} ({workers} worker(s) x {threads} threads); Ctrl-C to stop.\n"
+          f"  curl -s {url}/ping\n"
+          f"  curl -s -H 'Content-Type: application/json' -d '{{\"user_id\": \"u1\", \"k\": 10}}' {url}/invocations",
+          flush=True)
+
+
+# ---------------------------------------------------------------------- client
+class EndpointError(RuntimeError):
+    """A non-2xx answer from the endpoint; ``status`` and the server's ``error`` message are kept."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(f"HTTP {status}: {error}")
+        self.status = status
+        self.error = error
+
+
+def request(url: str, method: str = "GET", path: str = "/ping", body: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP exchange on a fresh connection: (status, headers, body)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def invoke(url: str, payload: dict, timeout: float = 5.0) -> dict:
+    """POST ``payload`` as JSON to ``/invocations`` on the endpoint at ``url`` (base URL; any path is ignored).
+
+    Returns the parsed answer; a non-200 answer raises ``EndpointError`` carrying the server's message.
+    """
+    status, _, body = request(url, "POST", "/invocations", json.dumps(payload).encode(),
+                              {"Content-Type": JSON, "Accept": JSON}, timeout)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = {"error": body.decode("utf-8", "replace")}
+    if status != 200:
+        raise EndpointError(status, str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
+    return doc

@@ -1,0 +1,281 @@
+"""The clickstream on the local AWS (moto): stream, recent-items table and dead-letter queue, fed by
+a replay of interaction events and drained by the *same* consumer code the Lambda runs.
+
+moto cannot invoke Lambdas (no Docker), so :func:`consume_once` plays the event source mapping:
+it reads each shard with ``get_records`` and hands the consumer a Kinesis-shaped event.
+
+Names and settings live here once (no CDK import): ``stacks/streaming_stack.py`` imports them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lambdas.recommend_api import handler as recommend_api
+from lambdas.stream_consumer import handler as consumer
+from recsys.local.moto_server import LocalAws
+from stacks.config import RAW_PREFIX, Config
+
+#: Settings of the streaming path (module constants: Config stays the data plane's; see the issue note).
+RECENT_ITEMS_N = 20  # distinct products kept per user
+RECENT_TTL_DAYS = 30  # an idle user's item expires after this
+STREAM_SHARDS = 1  # ~1 MB/s or 1,000 records/s of writes per shard
+CONSUMER_BATCH_SIZE = 100
+CONSUMER_MAX_BATCHING_SECONDS = 1  # "within seconds": wait at most this long to fill a batch
+CONSUMER_RETRY_ATTEMPTS = 3
+PUT_RECORDS_MAX = 500  # Kinesis PutRecords limit per call
+#: Where Firehose archives the stream in the source bucket (the next training run reads it).
+STREAM_ARCHIVE_PREFIX = f"{RAW_PREFIX}/clickstream/"  # outside raw/interactions/: the CSV dataset never reads it
+STREAM_ERRORS_PREFIX = "stream-errors/interactions/"
+
+
+@dataclass(frozen=True)
+class StreamingNames:
+    stream: str
+    table: str
+    dlq: str  # malformed records, with reason and payload
+    failure_queue: str  # batches that exhausted retries (event source mapping's on-failure destination)
+    firehose: str
+    consumer_function: str
+    api_function: str
+    api: str
+
+
+def streaming_names(cfg: Config) -> StreamingNames:
+    p = cfg.prefix
+    return StreamingNames(
+        stream=f"{p}-clickstream",
+        table=f"{p}-user-recent-items",
+        dlq=f"{p}-clickstream-dlq",
+        failure_queue=f"{p}-clickstream-failed",
+        firehose=f"{p}-clickstream-archive",
+        consumer_function=f"{p}-stream-consumer",
+        api_function=f"{p}-recommend-api",
+        api=f"{p}-recommendations",
+    )
+
+
+@dataclass(frozen=True)
+class StreamingResources:
+    names: StreamingNames
+    stream_arn: str
+    dlq_url: str
+    recent_n: int = RECENT_ITEMS_N
+    ttl_days: int = RECENT_TTL_DAYS
+
+    def settings(self) -> consumer.Settings:
+        return consumer.Settings(
+            table=self.names.table, dlq_url=self.dlq_url, recent_n=self.recent_n, ttl_days=self.ttl_days
+        )
+
+
+@dataclass
+class ConsumerStats:
+    records: int = 0
+    processed: int = 0  # applied to a user's recent items
+    duplicates: int = 0  # skipped: already applied (replays)
+    dead_lettered: int = 0
+    failed: int = 0  # reported as batch item failures (would be retried)
+    batches: int = 0
+    seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+def provision_streaming(cfg: Config, aws: LocalAws, *, shards: int = STREAM_SHARDS) -> StreamingResources:
+    """Create (idempotently) what the streaming stack declares and the local run can use."""
+    names = streaming_names(cfg)
+    kinesis, ddb, sqs = aws.client("kinesis"), aws.client("dynamodb"), aws.client("sqs")
+    if names.stream not in kinesis.list_streams()["StreamNames"]:
+        kinesis.create_stream(StreamName=names.stream, ShardCount=shards)
+    kinesis.get_waiter("stream_exists").wait(StreamName=names.stream, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
+    arn = kinesis.describe_stream_summary(StreamName=names.stream)["StreamDescriptionSummary"]["StreamARN"]
+    if names.table not in ddb.list_tables()["TableNames"]:
+        ddb.create_table(
+            TableName=names.table,
+            AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.update_time_to_live(
+            TableName=names.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": consumer.TTL_ATTR}
+        )
+    dlq_url = sqs.create_queue(QueueName=names.dlq)["QueueUrl"]
+    sqs.create_queue(QueueName=names.failure_queue)
+    return StreamingResources(names=names, stream_arn=arn, dlq_url=dlq_url)
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def replay_events(aws: LocalAws, res: StreamingResources, events: Iterable[dict | bytes | str]) -> int:
+    """put_records in batches of 500, partition key = user_id (keeps a user's events in order on one shard).
+
+    Dicts are sent as JSON; bytes/str as they are (to replay malformed records too). Returns records put.
+    """
+    kinesis = aws.client("kinesis")
+    put = 0
+    for batch in _batches(events, PUT_RECORDS_MAX):
+        entries = []
+        for e in batch:
+            data = json.dumps(e).encode() if isinstance(e, dict) else e.encode() if isinstance(e, str) else e
+            key = str(e.get("user_id") or "unknown") if isinstance(e, dict) else "malformed"
+            entries.append({"Data": data, "PartitionKey": key[:256] or "unknown"})
+        for attempt in range(5):
+            response = kinesis.put_records(StreamName=res.names.stream, Records=entries)
+            failed = [entries[i] for i, r in enumerate(response["Records"]) if "ErrorCode" in r]
+            put += len(entries) - len(failed)
+            if not failed:
+                break
+            entries = failed
+            time.sleep(0.05 * 2**attempt)
+        else:
+            raise RuntimeError(f"{len(entries)} record(s) not accepted by {res.names.stream}")
+    return put
+
+
+def _kinesis_event(records: list[dict[str, Any]], shard_id: str, res: StreamingResources, region: str) -> dict:
+    """The event Lambda's Kinesis event source mapping delivers (base64 data, eventID = shard:sequence)."""
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r["PartitionKey"],
+                    "sequenceNumber": r["SequenceNumber"],
+                    "data": base64.b64encode(r["Data"]).decode("ascii"),
+                    "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard_id}:{r['SequenceNumber']}",
+                "eventName": "aws:kinesis:record",
+                "awsRegion": region,
+                "eventSourceARN": res.stream_arn,
+            }
+            for r in records
+        ]
+    }
+
+
+def consume_once(
+    aws: LocalAws,
+    res: StreamingResources,
+    *,
+    batch_size: int = CONSUMER_BATCH_SIZE,
+    start: str = "TRIM_HORIZON",
+    after: dict[str, str] | None = None,
+) -> ConsumerStats:
+    """Drain every shard once, in batches of ``batch_size``, through the consumer Lambda's code.
+
+    ``after`` (shard id -> last sequence number read) resumes where a previous call stopped and is
+    updated in place, like the event source mapping's checkpoint; without it every call reads from
+    ``start`` (TRIM_HORIZON re-reads the stream: the consumer's sequence guard makes that a no-op).
+    """
+    kinesis, ddb, sqs = aws.client("kinesis"), aws.client("dynamodb"), aws.client("sqs")
+    settings = res.settings()
+    stats = ConsumerStats()
+    began = time.perf_counter()
+    for shard in kinesis.list_shards(StreamName=res.names.stream)["Shards"]:
+        shard_id = shard["ShardId"]
+        kwargs: dict[str, Any] = {"StreamName": res.names.stream, "ShardId": shard_id}
+        if after is not None and shard_id in after:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after[shard_id])
+        else:
+            kwargs["ShardIteratorType"] = start
+        iterator = kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=batch_size)
+            records = page["Records"]
+            if not records:
+                break
+            result = consumer.process_batch(
+                _kinesis_event(records, shard_id, res, aws.region), settings=settings, dynamodb=ddb, sqs=sqs
+            )
+            stats.batches += 1
+            stats.records += result.received
+            stats.processed += result.applied
+            stats.duplicates += result.duplicates
+            stats.dead_lettered += result.dead_lettered
+            stats.failed += len(result.failed)
+            for reason, n in result.reasons.items():
+                stats.reasons[reason] = stats.reasons.get(reason, 0) + n
+            if after is not None:
+                after[shard_id] = records[-1]["SequenceNumber"]
+            iterator = page.get("NextShardIterator")
+    stats.seconds = time.perf_counter() - began
+    return stats
+
+
+def recent_items(aws: LocalAws, res: StreamingResources, user_id: str) -> list[str]:
+    """The user's recent products as the serving Lambda reads them (most recent first)."""
+    return recommend_api.recent_product_ids(user_id, table=res.names.table, dynamodb=aws.client("dynamodb"))
+
+
+def dead_letters(aws: LocalAws, res: StreamingResources, max_messages: int = 100) -> list[dict[str, Any]]:
+    """Read (and delete) up to ``max_messages`` dead-letter bodies: for the run's report and tests."""
+    sqs = aws.client("sqs")
+    out: list[dict[str, Any]] = []
+    while len(out) < max_messages:
+        messages = sqs.receive_message(
+            QueueUrl=res.dlq_url, MaxNumberOfMessages=min(10, max_messages - len(out)), WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not messages:
+            break
+        for m in messages:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=res.dlq_url, ReceiptHandle=m["ReceiptHandle"])
+    return out
+
+
+def http_invoke(endpoint_url: str, timeout: float = 10.0) -> recommend_api.Invoke:
+    """An ``invoke`` for the serving Lambda that POSTs to a local endpoint's ``/invocations``."""
+    url = endpoint_url.rstrip("/") + "/invocations"
+
+    def invoke(request: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            url,
+            data=json.dumps(request).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise recommend_api.EndpointError(f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}") from exc
+
+    return invoke
+
+
+def recommend(
+    aws: LocalAws, res: StreamingResources, user_id: str, k: int, invoke: recommend_api.Invoke
+) -> dict[str, Any]:
+    """Call the serving Lambda's handler as API Gateway would; returns {"status": ..., "body": ...}."""
+    event = {
+        "httpMethod": "GET",
+        "resource": "/recommendations/{user_id}",
+        "path": f"/recommendations/{user_id}",
+        "pathParameters": {"user_id": user_id},
+        "queryStringParameters": {"k": str(k)},
+    }
+    response = recommend_api.handler(event, invoke=invoke, table=res.names.table, dynamodb=aws.client("dynamodb"))
+    return {"status": response["statusCode"], "body": json.loads(response["body"])}
