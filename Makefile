@@ -12,7 +12,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export OPENBLAS_NUM_THREADS := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup run test synth lint bench clean
+.PHONY: setup browser run test synth lint bench clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@echo "==> creating $(VENV) and installing pinned Python packages"
@@ -25,7 +25,14 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(PY_STAMP) $(NODE_STAMP)
+setup: $(PY_STAMP) $(NODE_STAMP) browser
+
+# Headless Chromium for the dashboard's browser test; installed only when missing and we are root.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "==> installing chromium (apt-get)"; apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "warning: /usr/bin/chromium missing; run: sudo apt-get update && sudo apt-get install -y chromium"; fi; \
+	fi
 
 synth: setup
 	@echo "==> npx cdk synth (no AWS account needed)"

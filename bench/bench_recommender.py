@@ -41,12 +41,14 @@ def tables(source: str, n_users: int, n_products: int, n_interactions: int, seed
     if source == "generator":
         from recsys.generator import GeneratorConfig, generate_tables
 
-        return generate_tables(GeneratorConfig(n_users=n_users, n_products=n_products,
-                                               n_interactions=n_interactions, seed=seed))
+        return generate_tables(
+            GeneratorConfig(n_users=n_users, n_products=n_products, n_interactions=n_interactions, seed=seed)
+        )
     from recsys_core.synthetic import SyntheticConfig, synthetic_tables
 
-    return synthetic_tables(SyntheticConfig(n_users=n_users, n_items=n_products,
-                                            events_per_user=n_interactions / n_users, seed=seed))
+    return synthetic_tables(
+        SyntheticConfig(n_users=n_users, n_items=n_products, events_per_user=n_interactions / n_users, seed=seed)
+    )
 
 
 def write_dataset(source: str, out: Path, n_users: int, n_products: int, n_interactions: int) -> None:
@@ -82,8 +84,11 @@ def evaluate_row(ens: Ensemble, prep, targets, pop: np.ndarray) -> dict:  # noqa
 def quality(source: str, sizes: tuple[int, int, int], time_budget: float) -> list[dict]:
     t = tables(source, *sizes)
     clean, quarantine = clean_interactions(t["interactions"])
-    print(f"\n## Quality: {source} data, {len(clean):,} clean rows ({len(quarantine):,} quarantined), "
-          f"{clean['user_id'].nunique():,} users, {clean['product_id'].nunique():,} products", flush=True)
+    print(
+        f"\n## Quality: {source} data, {len(clean):,} clean rows ({len(quarantine):,} quarantined), "
+        f"{clean['user_id'].nunique():,} users, {clean['product_id'].nunique():,} products",
+        flush=True,
+    )
     rows: list[dict] = []
     splits = (("temporal", temporal_split(clean, 0.2)), ("leave_last_out", leave_last_out(clean)))
     for split_name, (train, test) in splits:
@@ -94,38 +99,70 @@ def quality(source: str, sizes: tuple[int, int, int], time_budget: float) -> lis
         for cand in default_candidates():
             cls = FAMILIES[cand.family]
             reason = cls.fits(cand.config, prep.shape)
-            if reason or (getattr(cls, "needs_item_features", False) and not prep.item_features.known):
+            if (
+                reason
+                or (getattr(cls, "needs_item_features", False) and not prep.item_features.known)
+                or (getattr(cls, "needs_user_features", False) and prep.ctx.user_segment is None)
+            ):
                 continue
             t0 = time.perf_counter()
             model = cand.build().fit(X, prep.ctx)
-            rows.append(evaluate_row(Ensemble([model], [1.0], popularity=pop), prep, targets, pop) | {
-                "split": split_name, "model": model.name, "fit_s": round(time.perf_counter() - t0, 1)})
+            rows.append(
+                evaluate_row(Ensemble([model], [1.0], popularity=pop), prep, targets, pop)
+                | {"split": split_name, "model": model.name, "fit_s": round(time.perf_counter() - t0, 1)}
+            )
         t0 = time.perf_counter()
-        result = select(train, t["products"], t["users"], SelectionConfig(time_budget_s=time_budget),
-                        log=lambda _msg: None)
+        result = select(
+            train, t["products"], t["users"], SelectionConfig(time_budget_s=time_budget), log=lambda _msg: None
+        )
         ens = fit_recipe(result.recipe, prep)
-        rows.append(evaluate_row(ens, prep, targets, pop) | {
-            "split": split_name, "model": "SELECTED: " + ens.name, "fit_s": round(time.perf_counter() - t0, 1)})
+        rows.append(
+            evaluate_row(ens, prep, targets, pop)
+            | {"split": split_name, "model": "SELECTED: " + ens.name, "fit_s": round(time.perf_counter() - t0, 1)}
+        )
         base = next(r["ndcg"] for r in rows if r["split"] == split_name and r["model"] == "popularity")
         for r in rows:
             if r["split"] == split_name:
                 r["x_pop"] = round(r["ndcg"] / base, 2) if base else float("inf")
-        print(f"{split_name}: train {len(train):,} rows, test {len(test):,} rows, "
-              f"{targets.users.size:,} warm test users", flush=True)
-    print(fmt_table(rows, ["split", "model", "ndcg", "x_pop", "precision", "recall", "f1", "map", "hit_rate",
-                           "coverage", "novelty", "fit_s"]))
+        print(
+            f"{split_name}: train {len(train):,} rows, test {len(test):,} rows, {targets.users.size:,} warm test users",
+            flush=True,
+        )
+    print(
+        fmt_table(
+            rows,
+            [
+                "split",
+                "model",
+                "ndcg",
+                "x_pop",
+                "precision",
+                "recall",
+                "f1",
+                "map",
+                "hit_rate",
+                "coverage",
+                "novelty",
+                "fit_s",
+            ],
+        )
+    )
     return rows
 
 
 # --------------------------------------------------------------------------------------------- training
 def train_run(data_dir: Path, work: Path, label: str, extra: list[str] | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")} | {
-        "SM_CHANNEL_TRAIN": str(data_dir), "SM_MODEL_DIR": str(work / "model"),
-        "SM_OUTPUT_DATA_DIR": str(work / "output"), "OPENBLAS_NUM_THREADS": "1"}
+        "SM_CHANNEL_TRAIN": str(data_dir),
+        "SM_MODEL_DIR": str(work / "model"),
+        "SM_OUTPUT_DATA_DIR": str(work / "output"),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(SRC / "train.py"), *(extra or [])], env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, str(SRC / "train.py"), *(extra or [])], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
@@ -133,8 +170,11 @@ def train_run(data_dir: Path, work: Path, label: str, extra: list[str] | None = 
     doc = json.loads((work / "model" / "model.json").read_text())
     size = sum(p.stat().st_size for p in (work / "model").iterdir())
     chosen = doc["ensemble"]
-    print(f"{label}: {wall:.1f}s wall, peak RSS {max(peak, before) / 1024:.0f} MB, artefacts {size / 1e6:.1f} MB, "
-          f"chosen {chosen}", flush=True)
+    print(
+        f"{label}: {wall:.1f}s wall, peak RSS {max(peak, before) / 1024:.0f} MB, artefacts {size / 1e6:.1f} MB, "
+        f"chosen {chosen}",
+        flush=True,
+    )
     sel = [line for line in proc.stdout.splitlines() if "skip" in line or "chosen" in line]
     for line in sel:
         print("   ", line)
@@ -156,13 +196,17 @@ def latency(model_dir: Path, n_requests: int = 2000, seed: int = 0) -> None:
     tracemalloc.stop()
     size = sum(p.stat().st_size for p in Path(model_dir).iterdir())
     print(f"\n## Serving ({model.ensemble.name}; {len(model.items):,} products, {len(model.users):,} users)")
-    print(f"artefacts {size / 1e6:.1f} MB on disk; model_fn {load_s * 1000:.0f} ms; model state in memory "
-          f"{held / 1e6:.0f} MB (peak while loading {peak / 1e6:.0f} MB)", flush=True)
+    print(
+        f"artefacts {size / 1e6:.1f} MB on disk; model_fn {load_s * 1000:.0f} ms; model state in memory "
+        f"{held / 1e6:.0f} MB (peak while loading {peak / 1e6:.0f} MB)",
+        flush=True,
+    )
     rng = np.random.default_rng(seed)
     users = model.users.ids[rng.integers(0, len(model.users), n_requests)]
     items = model.items.ids[np.argsort(-model.popularity)[:5000]]
-    kinds = rng.choice(["personalized", "popular", "session", "personalized+session"], n_requests,
-                       p=[0.7, 0.1, 0.1, 0.1])
+    kinds = rng.choice(
+        ["personalized", "popular", "session", "personalized+session"], n_requests, p=[0.7, 0.1, 0.1, 0.1]
+    )
     times: dict[str, list[float]] = {}
     for user, kind in zip(users, kinds, strict=True):
         req: dict = {"user_id": str(user), "k": 10}
@@ -177,8 +221,15 @@ def latency(model_dir: Path, n_requests: int = 2000, seed: int = 0) -> None:
     everything = np.concatenate([np.asarray(v) for v in times.values()])
     for name, vals in [*times.items(), ("ALL", list(everything))]:
         v = np.asarray(vals)
-        rows.append({"strategy": name, "n": len(v), "p50_ms": float(np.percentile(v, 50)),
-                     "p99_ms": float(np.percentile(v, 99)), "max_ms": float(v.max())})
+        rows.append(
+            {
+                "strategy": name,
+                "n": len(v),
+                "p50_ms": float(np.percentile(v, 50)),
+                "p99_ms": float(np.percentile(v, 99)),
+                "max_ms": float(v.max()),
+            }
+        )
     print(fmt_table(rows, ["strategy", "n", "p50_ms", "p99_ms", "max_ms"]))
 
 
@@ -213,8 +264,11 @@ def main() -> int:
             data = tmp / f"data_{n_inter}"
             t0 = time.perf_counter()
             write_dataset(args.source, data, n_users, n_products, n_inter)
-            print(f"\n## Training: {n_inter:,} interactions, {n_users:,} users, {n_products:,} products "
-                  f"(generated in {time.perf_counter() - t0:.0f}s)", flush=True)
+            print(
+                f"\n## Training: {n_inter:,} interactions, {n_users:,} users, {n_products:,} products "
+                f"(generated in {time.perf_counter() - t0:.0f}s)",
+                flush=True,
+            )
             if "train" in skip and "latency" in skip:
                 continue
             work = tmp / f"run_{n_inter}"

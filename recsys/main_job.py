@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -179,9 +180,10 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
 
         with progress.step("DataBrew recipes (glue_jobs/recipes/*.json, run locally with pandas)"):
             curated: dict[str, pd.DataFrame] = {}
+            counts: dict[str, CurationCounts] = {}
             for table, uri in uris.items():
-                counts, curated[table] = curate_table(aws, res, table, uri, lake)
-                _print_counts(progress, table, counts)
+                counts[table], curated[table] = curate_table(aws, res, table, uri, lake)
+                _print_counts(progress, table, counts[table])
             for table in TABLES:
                 if table not in uris:
                     _local_parquet(empty_curated(table), lake / CURATED_PREFIX / table / "part-00000.parquet")
@@ -220,11 +222,146 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             kpis = athena.query("kpi_daily_funnel")
             top = athena.query("top_products_by_category")
 
+        pipeline = _pipeline_stage(progress, cfg, aws, res, workdir)
+
         with progress.step("Results"):
             tables = list_tables(aws, res.glue_database)
             progress.info(f"glue tables in {res.glue_database}: {', '.join(tables)}")
             daily = kpis.groupby("event_date")[["views", "carts", "purchases", "revenue"]].sum().reset_index().tail(5)
             _show(progress, "funnel and revenue, last 5 days (all categories)", daily)
             _show(progress, "best-selling product per category", top[top.category_rank == 1], rows=15)
+        latencies: list[float] = []
+        if pipeline is not None and pipeline.passed_gate:
+            latencies = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training)
+
+        with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
+            from monitoring.run import run_monitoring
+
+            dashboard = run_monitoring(
+                cfg,
+                aws,
+                athena,
+                pipeline.evaluation if pipeline is not None else None,
+                counts,
+                workdir,
+                progress,
+                model_version=pipeline.execution_id if pipeline is not None else "none",
+                endpoint_latencies_ms=latencies or None,
+            )
+            progress.info(f"dashboard: {dashboard.resolve()} (open it in a browser)")
     print(f"\ndone in {progress.elapsed:.1f} s; local outputs in {lake}; raw in s3 under {RAW_PREFIX}/")
+    if pipeline is None:
+        return 1
+    if args.serve and pipeline.passed_gate:
+        from recsys.local.endpoint import serve_forever
+
+        print(f"\n--serve: the registered model stays up ({pipeline.model_dir}); Ctrl-C stops it")
+        serve_forever(pipeline.model_dir)
     return 0
+
+
+#: Metrics shown from evaluation.json (SageMaker model-quality style), model vs popularity baseline.
+SHOWN_METRICS = ("ndcg", "precision", "recall", "f1", "map", "hit_rate", "coverage", "novelty")
+
+
+def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources, workdir: Path):
+    """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them."""
+    from pipeline_steps.local_runner import PipelineStepError, run_pipeline_locally
+
+    with progress.step("SageMaker pipeline run locally (pipeline_steps/): prepare, train, evaluate, gate, register"):
+        try:
+            result = run_pipeline_locally(cfg, aws, res, workdir, progress.info)
+        except PipelineStepError as err:
+            progress.info(f"pipeline FAILED: {str(err).splitlines()[0]}")
+            progress.info("no model registered, no endpoint started; the step's full log is in the folder above")
+            return None
+        for name, status, seconds in result.steps:
+            progress.info(f"step {name:<24} {status:<10} {seconds:6.1f} s")
+        metrics = result.evaluation.get("metrics", {})
+        rows = [
+            {
+                "metric": f"{m}@10",
+                "model": metrics.get(f"{m}_at_10", {}).get("value"),
+                "popularity": metrics.get(f"popularity_{m}_at_10", {}).get("value"),
+            }
+            for m in SHOWN_METRICS
+        ]
+        _show(progress, "evaluation on the temporal test split", pd.DataFrame(rows).round(4), rows=len(rows))
+        if result.passed_gate:
+            progress.info(f"quality gate passed; model package {result.model_package_arn} ({result.approval_status})")
+        else:
+            progress.info("quality gate FAILED: no model registered, no endpoint started")
+    return result
+
+
+def _endpoint_stage(progress: Progress, cfg, aws: LocalAws, model_dir: Path, training: pd.DataFrame) -> list[float]:
+    """Serve the registered model over real HTTP and show a few answers, as a shopper's app would get them."""
+    from recsys.local.endpoint import invoke, serve_endpoint
+
+    title = "Endpoint: sagemaker_src/inference.py over HTTP on 127.0.0.1 (GET /ping, POST /invocations)"
+    with progress.step(title), serve_endpoint(model_dir) as url:
+        progress.info(f"serving at {url}")
+        active = training["user_id"].value_counts().index[:2].tolist()
+        popular = training["product_id"].value_counts().index[:2].tolist()
+        requests = [
+            *({"user_id": u, "k": 5} for u in active),
+            {"user_id": "new-shopper-001", "k": 5},
+            {"user_id": "new-shopper-002", "k": 5, "recent_product_ids": popular},
+        ]
+        for request in requests:
+            answer = invoke(f"{url}/invocations", request)
+            recs = ", ".join(r["product_id"] for r in answer.get("recommendations", []))
+            steer = f" after viewing {request['recent_product_ids']}" if "recent_product_ids" in request else ""
+            progress.info(f"{request['user_id']}{steer}: [{answer.get('strategy')}] {recs}")
+        _clickstream_demo(progress, cfg, aws, url, training)
+        latencies = _latency_burst(url, [*active, "new-shopper-003"])
+        progress.info(
+            f"{len(latencies)} requests: p50 {np.percentile(latencies, 50):.1f} ms, "
+            f"p99 {np.percentile(latencies, 99):.1f} ms (in-process client, one connection at a time)"
+        )
+    return latencies
+
+
+def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training: pd.DataFrame) -> None:
+    """Kinesis -> consumer Lambda -> DynamoDB -> API Lambda -> endpoint, on moto: a new shopper's
+    recommendations before and after a burst of views (issue 7's real-time path)."""
+    from recsys.local import streaming
+
+    sres = streaming.provision_streaming(cfg, aws)
+    invoke = streaming.http_invoke(url)
+    shopper = "stream-shopper-001"
+    category = training["category"].dropna().mode().iloc[0] if "category" in training else None
+    pool = training[training["category"] == category] if category is not None else training
+    viewed = pool["product_id"].value_counts().index[5:10].tolist()
+
+    def show(label: str) -> None:
+        answer = streaming.recommend(aws, sres, shopper, 5, invoke)["body"]
+        recs = ", ".join(r["product_id"] for r in answer.get("recommendations", []))
+        progress.info(f"{label:<30} [{answer.get('strategy')}] {recs}")
+
+    show(f"{shopper} before any event")
+    now = int(time.time())
+    events = [
+        {"user_id": shopper, "product_id": p, "event_type": "view", "rating": None, "timestamp": now + i}
+        for i, p in enumerate(viewed)
+    ]
+    start = time.perf_counter()
+    streaming.replay_events(aws, sres, events)
+    stats = streaming.consume_once(aws, sres)
+    progress.info(
+        f"clickstream: {len(events)} views of {category} put on Kinesis, consumer processed {stats.processed} "
+        f"in {(time.perf_counter() - start) * 1000:.0f} ms; recent items {streaming.recent_items(aws, sres, shopper)}"
+    )
+    show(f"{shopper} after the views")
+
+
+def _latency_burst(url: str, users: list[str], n: int = 200) -> list[float]:
+    """A short sequential burst, so the endpoint alarms are computed from measured latencies."""
+    from recsys.local.endpoint import invoke
+
+    out = []
+    for i in range(n):
+        start = time.perf_counter()
+        invoke(f"{url}/invocations", {"user_id": users[i % len(users)], "k": 10})
+        out.append((time.perf_counter() - start) * 1000)
+    return out

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from recsys_core.bundle import Bundle  # noqa: E402
 from recsys_core.data import load_interactions  # noqa: E402
+from recsys_core.ensemble import Ensemble  # noqa: E402
 from recsys_core.evaluation import build_targets, evaluate_scores  # noqa: E402
 from recsys_core.report import grouped_bars, markdown_table  # noqa: E402
 
@@ -62,7 +63,13 @@ def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, An
     pop = bundle.popularity
     baseline, _ = evaluate_scores(lambda u: np.broadcast_to(pop, (len(u), len(pop))), bundle.hist, targets, k,
                                   popularity=pop)
-    return {"model": model, "popularity": baseline}
+    results = {"model": model, "popularity": baseline}
+    if len(bundle.ensemble.models) > 1:  # each blended model alone, for the report
+        for m in bundle.ensemble.models:
+            alone = Ensemble([m], [1.0], bundle.ensemble.decay_half_life, 0.0, bundle.ensemble.popularity)
+            results[f"component: {m.name}"], _ = evaluate_scores(
+                lambda u, alone=alone: alone.score(profiles[u], u), bundle.hist, targets, k)
+    return results
 
 
 def to_model_quality(results: dict[str, dict[str, Any]], k: int) -> dict[str, Any]:
@@ -95,6 +102,10 @@ def write_report(out_dir: Path, bundle: Bundle, results: dict[str, dict[str, Any
         "![model vs popularity](model_vs_popularity.png)\n",
         markdown_table(rows, ["metric", "model", "popularity"]),
     ]
+    parts = [{"model": name, **{f"{n}@{k}": float(r[n]) for n in ("ndcg", "precision", "recall", "coverage")}}
+             for name, r in results.items()]
+    lines += ["\n## Served model, its components and popularity on the same test users\n",
+              markdown_table(parts, ["model", *(f"{n}@{k}" for n in ("ndcg", "precision", "recall", "coverage"))])]
     selection = bundle.meta.get("selection") or []
     if selection:
         lines += ["\n## Model selection on validation (carved from training data)\n",

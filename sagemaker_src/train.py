@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of training rows used for validation")
     p.add_argument("--max-eval-users", type=int, default=3000, help="validation users scored per candidate")
     p.add_argument("--time-budget", type=float, default=0.0,
-                   help="seconds for model selection, later candidates are skipped; 0 = auto (20 s + 25 s per 1M rows)")
+                   help="seconds for model selection, later candidates are skipped; 0 = auto (20 s + 20 s per 1M rows)")
     p.add_argument("--no-blend", action="store_true", help="select a single model only")
     p.add_argument("--weight-view", type=float, default=EventWeights.view)
     p.add_argument("--weight-cart", type=float, default=EventWeights.add_to_cart)

@@ -6,9 +6,14 @@ import json
 
 import aws_cdk as cdk
 
+from stacks.analytics_stack import AnalyticsStack
 from stacks.config import CDK_JSON, Config, load_config
 from stacks.data_stack import DataStack
+from stacks.deploy_stack import DeployStack
+from stacks.ml_stack import MlStack
+from stacks.monitoring_stack import MonitoringStack
 from stacks.nag import register_nag
+from stacks.streaming_stack import StreamingStack
 
 
 def new_app(outdir: str | None = None) -> cdk.App:
@@ -23,7 +28,25 @@ def build_app(app: cdk.App, env_name: str | None = None, nag: bool = True) -> tu
     context = {"env": app.node.try_get_context("env"), "environments": app.node.try_get_context("environments")}
     cfg = load_config(context, env_name)
     env = cdk.Environment(region=cfg.region)
-    DataStack(app, f"{cfg.prefix}-data", cfg=cfg, env=env, description="recsys-mlops data plane")
+    data_stack = DataStack(app, f"{cfg.prefix}-data", cfg=cfg, env=env, description="recsys-mlops data plane")
+    MlStack(app, f"{cfg.prefix}-ml", cfg=cfg, data=data_stack, env=env, description="recsys-mlops training pipeline")
+    DeployStack(app, f"{cfg.prefix}-deploy", cfg=cfg, data=data_stack, env=env, description="recsys-mlops deployment")
+    if cfg.enable_streaming:
+        StreamingStack(
+            app, f"{cfg.prefix}-streaming", cfg=cfg, data=data_stack, env=env, description="recsys-mlops clickstream"
+        )
+    MonitoringStack(
+        app,
+        f"{cfg.prefix}-monitoring",
+        cfg=cfg,
+        data=data_stack,
+        env=env,
+        description="recsys-mlops alarms and dashboard",
+    )
+    if cfg.enable_analytics:
+        AnalyticsStack(
+            app, f"{cfg.prefix}-analytics", cfg=cfg, data=data_stack, env=env, description="recsys-mlops QuickSight"
+        )
     for key, value in {"project": cfg.project_name, "environment": cfg.env_name}.items():
         cdk.Tags.of(app).add(key, value)
     if nag:

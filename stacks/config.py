@@ -89,6 +89,11 @@ class Config:
     enable_analytics: bool
     enable_streaming: bool
     serverless_endpoint: bool
+    alarm_latency_p99_ms: int  # endpoint ModelLatency p99 above this (ms) for 15 minutes
+    alarm_5xx_rate: float  # endpoint 5XX errors / invocations above this share
+    alarm_4xx_rate: float  # endpoint 4XX errors / invocations above this share (bad requests from clients)
+    alarm_quarantine_ratio: float  # quarantined / input rows of a table above this share
+    alarm_drift_score: float  # max population stability index of the input features above this
 
     # ---- derived names: the only place they are built -------------------------------
     @property
@@ -240,6 +245,32 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
         'a QuickSight user/group ARN ("" only when enable_analytics is false)',
         arn,
     )
+    _check(
+        is_int(raw["alarm_latency_p99_ms"], 1, 60_000),
+        where,
+        "alarm_latency_p99_ms",
+        "an integer number of milliseconds from 1 to 60000",
+        raw["alarm_latency_p99_ms"],
+    )
+    for key in ("alarm_5xx_rate", "alarm_4xx_rate", "alarm_quarantine_ratio"):
+        v = raw[key]
+        _check(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v <= 1.0,
+            where,
+            key,
+            "a share in (0, 1]",
+            v,
+        )
+        raw[key] = float(v)
+    d = raw["alarm_drift_score"]
+    _check(
+        isinstance(d, (int, float)) and not isinstance(d, bool) and 0.0 < d <= 10.0,
+        where,
+        "alarm_drift_score",
+        "a number in (0, 10] (population stability index; 0.25 is the usual 'major shift')",
+        d,
+    )
+    raw["alarm_drift_score"] = float(d)
     raw["quality_threshold_ndcg_at_10"] = float(q)
     return Config(env_name=env_name, **raw)
 

@@ -22,7 +22,7 @@ from .ensemble import Ensemble, row_max_normalize, top_k
 from .evaluation import Targets, build_targets
 from .metrics import hit_matrix, ranking_metrics
 from .models import FAMILIES, Model
-from .models.content import ContentConfig
+from .models.content import ContentConfig, SegmentPopConfig
 from .models.ease import EASEConfig
 from .models.item_knn import ItemKNNConfig
 from .models.mf import MFConfig
@@ -61,7 +61,8 @@ def default_candidates() -> list[Candidate]:
         Candidate("item_knn", ItemKNNConfig("bm25", k=100)),
         Candidate("ease", EASEConfig(lambda_rel=0.25, max_items=5000)),
         Candidate("ease", EASEConfig(lambda_rel=4.0, max_items=5000)),
-        Candidate("user_knn", UserKNNConfig(k=200, max_users=100_000)),
+        Candidate("segment_pop", SegmentPopConfig()),
+        Candidate("user_knn", UserKNNConfig(k=400, max_users=100_000)),
         Candidate("mf", MFConfig("als", factors=128, regularization=0.1, alpha=20.0)),
         Candidate("content", ContentConfig()),
         Candidate("mf", MFConfig("bpr", factors=64, regularization=0.01, max_nnz=500_000)),
@@ -75,7 +76,7 @@ class SelectionConfig:
     max_eval_users: int = 3000
     eval_cells: int = 30_000_000  # validation users x items, bounds validation cost
     cache_bytes: float = 1.5e9  # validation score matrices kept for blending
-    #: Seconds for selection; 0 = auto, 20 s + 25 s per million training rows (1M rows trains in
+    #: Seconds for selection; 0 = auto, 20 s + 20 s per million training rows (1M rows trains in
     #: under a minute end to end). Cheap, strong candidates come first; later ones are skipped.
     time_budget_s: float = 0.0
     max_components: int = 3
@@ -167,7 +168,7 @@ def select(
 ) -> SelectionResult:
     """Choose the recipe on validation carved from ``train``; never sees any test rows."""
     t0 = time.perf_counter()
-    budget = config.time_budget_s or min(20.0 + 25.0 * len(train) / 1e6, 1200.0)
+    budget = config.time_budget_s or min(20.0 + 20.0 * len(train) / 1e6, 1200.0)
     fit_part, val_part = split(train, config.split)
     notes: list[str] = []
     if len(val_part) == 0 or len(fit_part) == 0:
@@ -198,6 +199,8 @@ def select(
         reason = cls.fits(cand.config, prep.shape)
         if reason is None and getattr(cls, "needs_item_features", False) and not prep.item_features.known:
             reason = "no products table (category/price) to build content features from"
+        if reason is None and getattr(cls, "needs_user_features", False) and prep.ctx.user_segment is None:
+            reason = "no users table (age/gender/location) to build segments from"
         if reason is None and time.perf_counter() - t0 + _expected_fit_s(cand, fit_times) > budget:
             reason = f"time budget {budget:.0f}s would be exceeded"
         if reason is not None:

@@ -44,8 +44,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if path.is_dir() or path.suffix in (".parquet", ".pq"):
         return pd.read_parquet(path)
-    sep = "\t" if path.suffix == ".tsv" else ","
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], sep=sep)
+    import pyarrow.csv as pacsv
+
+    parse = pacsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",")
+    # Every column as text (ids like "007" must survive); pyarrow's reader is multi-threaded.
+    with pacsv.open_csv(path, parse_options=parse) as reader:
+        names = reader.schema.names
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True,
+                                   null_values=[""])
+    table = pacsv.read_csv(path, parse_options=parse, convert_options=convert)
+    return table.to_pandas()
 
 
 def parse_timestamps(values: pd.Series) -> np.ndarray:
@@ -56,7 +64,7 @@ def parse_timestamps(values: pd.Series) -> np.ndarray:
         numeric = values.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         # to_numeric(errors="coerce") is slow on non-numeric strings: only convert what looks numeric.
-        text = pa.array(values.astype(object).where(values.notna(), None), type=pa.string(), from_pandas=True)
+        text = pa.array(values.astype("str"), type=pa.string(), from_pandas=True)
         looks_numeric = pc.match_substring_regex(text, r"^\s*-?\d+(\.\d*)?\s*$").fill_null(False)
         looks_numeric = looks_numeric.to_numpy(zero_copy_only=False)
         numeric = np.full(len(values), np.nan)
@@ -99,28 +107,33 @@ def clean_interactions(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if "timestamp" not in df.columns:
         # Without time, row order is the only notion of sequence we have.
         df["timestamp"] = np.arange(len(df), dtype=np.float64)
-    user = df["user_id"].astype("string").str.strip()
-    item = df["product_id"].astype("string").str.strip()
-    event = df["event_type"].astype("string").str.strip().str.lower()
-    rating = pd.to_numeric(df["rating"], errors="coerce").to_numpy(dtype=np.float64)
+    n = len(df)
+    df = df.reset_index(drop=True)
+    user = df["user_id"].astype("str").str.strip()
+    item = df["product_id"].astype("str").str.strip()
+    event = df["event_type"].astype("str").str.strip().str.lower()
+    rating = np.full(n, np.nan)
+    has_value = df["rating"].notna().to_numpy(dtype=bool)
+    if has_value.any():  # most rows have no rating: convert only those that do
+        rating[has_value] = pd.to_numeric(df["rating"][has_value], errors="coerce").to_numpy(dtype=np.float64)
     ts = parse_timestamps(df["timestamp"])
 
-    reason = np.full(len(df), "", dtype=object)
+    reason = np.full(n, "", dtype=object)
 
     def flag(mask: np.ndarray, why: str) -> None:
         reason[(reason == "") & mask] = why
 
     flag((user.isna() | (user == "")).to_numpy(dtype=bool), "missing_user_id")
     flag((item.isna() | (item == "")).to_numpy(dtype=bool), "missing_product_id")
-    flag(~event.isin(EVENT_TYPES).fillna(False).to_numpy(dtype=bool), "unknown_event_type")
+    flag(~event.isin(EVENT_TYPES).to_numpy(dtype=bool), "unknown_event_type")
     flag(np.isnan(ts), "bad_timestamp")
-    is_rating = (event == "rating").fillna(False).to_numpy(dtype=bool)
+    is_rating = (event == "rating").to_numpy(dtype=bool, na_value=False)
     flag(is_rating & ~((rating >= 1) & (rating <= 5)), "bad_rating")
     clean = pd.DataFrame(
         {
-            "user_id": user.astype(str).to_numpy(),
-            "product_id": item.astype(str).to_numpy(),
-            "event_type": event.astype(str).to_numpy(),
+            "user_id": user,
+            "product_id": item,
+            "event_type": event,
             "rating": np.where(is_rating, rating, np.nan),
             "ts": ts,
         }
@@ -174,7 +187,14 @@ class IdMap:
 
     def index(self, values: np.ndarray | pd.Series | list[str]) -> np.ndarray:
         """Indices of ``values`` (int64), -1 for ids not in the map."""
-        values = np.asarray(values, dtype=str)
+        if len(values) > 50_000:
+            # Long columns repeat ids: hash them once, binary-search only the distinct ones.
+            codes, uniques = pd.factorize(pd.Series(values, copy=False).astype(str))
+            pos = self._search(np.asarray(uniques, dtype=str))
+            return np.where(codes >= 0, pos[np.maximum(codes, 0)], -1).astype(np.int64)
+        return self._search(np.asarray(values, dtype=str))
+
+    def _search(self, values: np.ndarray) -> np.ndarray:
         if len(self.ids) == 0 or len(values) == 0:
             return np.full(len(values), -1, dtype=np.int64)
         pos = np.searchsorted(self.ids, values)

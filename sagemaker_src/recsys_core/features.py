@@ -29,11 +29,13 @@ class EventWeights:
     rating_step: float = 0.2
 
     def of(self, event_type: np.ndarray, rating: np.ndarray) -> np.ndarray:
-        base = {"view": self.view, "add_to_cart": self.add_to_cart, "purchase": self.purchase}
-        w = np.zeros(len(event_type), dtype=np.float64)
-        for name, value in base.items():
-            w[event_type == name] = value
-        is_rating = event_type == "rating"
+        return self.of_codes(event_type_codes(np.asarray(event_type)), rating)
+
+    def of_codes(self, codes: np.ndarray, rating: np.ndarray) -> np.ndarray:
+        """Weights from event codes (index into EVENT_TYPES, -1 = unknown -> 0)."""
+        table = np.array([self.view, self.add_to_cart, self.purchase, 0.0, 0.0])
+        w = table[np.where(codes >= 0, codes, 4)]
+        is_rating = codes == EVENT_TYPES.index("rating")
         w[is_rating] = self.rating_base + self.rating_step * np.nan_to_num(rating[is_rating], nan=3.0)
         return w
 
@@ -81,9 +83,9 @@ def build_history(
     i = items.index(df["product_id"].to_numpy())
     ok = (u >= 0) & (i >= 0)
     u, i = u[ok], i[ok]
-    events = df["event_type"].to_numpy(dtype=str)[ok]
-    w = weights.of(events, df["rating"].to_numpy(dtype=np.float64)[ok])
-    strong = np.isin(events, STRONG_EVENTS)
+    codes = event_type_codes(df["event_type"])[ok]
+    w = weights.of_codes(codes, df["rating"].to_numpy(dtype=np.float64)[ok])
+    strong = np.isin(codes, [EVENT_TYPES.index(e) for e in STRONG_EVENTS])
     ts = df["ts"].to_numpy(dtype=np.float64)[ok]
     n_items = len(items)
     key = u * n_items + i
@@ -113,6 +115,19 @@ def item_popularity(hist: History, half_life_fraction: float = 0.0) -> np.ndarra
     span = max(t_max - t_min, 1.0)
     w = 0.5 ** ((t_max - hist.last_ts) / (half_life_fraction * span))
     return np.bincount(hist.indices, weights=w, minlength=hist.n_items).astype(np.float32)
+
+
+def category_popularity(popularity: np.ndarray, item_category: np.ndarray) -> np.ndarray:
+    """Each item's popularity relative to the most popular item of its category (0..1), so a
+    niche category's bestseller scores like a big category's; unknown category -> 0."""
+    out = np.zeros(len(popularity), dtype=np.float32)
+    known = item_category >= 0
+    if known.any():
+        peak = np.zeros(int(item_category.max()) + 1)
+        np.maximum.at(peak, item_category[known], popularity[known])
+        denom = peak[item_category[known]]
+        out[known] = np.where(denom > 0, popularity[known] / np.where(denom > 0, denom, 1), 0)
+    return out
 
 
 def recently_interacted(hist: History, user: int, n: int = 10) -> np.ndarray:
@@ -237,9 +252,6 @@ class UserFeatures:
         return cls(ids, seg)
 
 
-def event_type_codes(events: np.ndarray) -> np.ndarray:
-    """Small int code per event type (index into EVENT_TYPES)."""
-    out = np.full(len(events), -1, dtype=np.int8)
-    for k, name in enumerate(EVENT_TYPES):
-        out[events == name] = k
-    return out
+def event_type_codes(events: np.ndarray | pd.Series) -> np.ndarray:
+    """Small int code per event type (index into EVENT_TYPES, -1 unknown); hashing, not string compares."""
+    return np.asarray(pd.Categorical(events, categories=list(EVENT_TYPES)).codes, dtype=np.int8)

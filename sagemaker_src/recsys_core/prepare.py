@@ -42,20 +42,27 @@ def prepare(
     item_map = IdMap.from_values(*item_values)
     hist = build_history(interactions, user_map, item_map, weights)
     feats = build_item_features(products, item_map)
+    user_features = UserFeatures.build(users)
+    segment = None
+    if user_features is not None and len(user_features.segment):  # a users table with no rows carries no segments
+        idx = user_features.user_ids.index(user_map.ids)
+        segment = np.where(idx >= 0, user_features.segment[np.maximum(idx, 0)], -1).astype(np.int32)
+        if not (segment >= 0).any():
+            segment = None
     ctx = FitContext(
         item_category=feats.category if feats.known else None,
         item_sub_category=feats.sub_category if feats.known else None,
         item_price_band=feats.price_band if feats.known else None,
         entry_last_ts=hist.last_ts,
+        user_segment=segment,
         num_threads=num_threads,
         seed=seed,
     )
-    return Prepared(user_map, item_map, hist, feats, UserFeatures.build(users), ctx)
+    return Prepared(user_map, item_map, hist, feats, user_features, ctx)
 
 
 def user_segments(prep: Prepared) -> np.ndarray:
     """Demographic segment per indexed user (-1 when unknown)."""
-    if prep.user_features is None:
+    if prep.ctx.user_segment is None:
         return np.full(len(prep.users), -1, dtype=np.int32)
-    idx = prep.user_features.user_ids.index(prep.users.ids)
-    return np.where(idx >= 0, prep.user_features.segment[np.maximum(idx, 0)], -1).astype(np.int32)
+    return prep.ctx.user_segment

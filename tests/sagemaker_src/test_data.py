@@ -57,3 +57,12 @@ def test_id_map_looks_up_known_ids_and_marks_unknown_ones():
     ids = IdMap.from_values(np.array(["b", "a"]), np.array(["c", "a"]))
     assert ids.ids.tolist() == ["a", "b", "c"]
     assert ids.index(["c", "zzz", "a"]).tolist() == [2, -1, 0]
+
+
+def test_id_map_lookup_of_long_columns_with_many_distinct_ids_matches_the_short_path():
+    ids = IdMap.from_values(np.array([f"u{n}" for n in range(60_000)]))
+    values = np.array([f"u{n}" for n in range(0, 120_000, 2)])  # 60k values, half unknown
+    expected = np.array([n if n < 60_000 else -1 for n in range(0, 120_000, 2)])
+    got = ids.index(values)
+    assert np.array_equal(ids.ids[got[got >= 0]], values[got >= 0])
+    assert np.array_equal(got >= 0, expected >= 0)

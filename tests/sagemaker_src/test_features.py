@@ -51,3 +51,31 @@ def test_item_features_encode_categories_and_price_with_unknowns():
     assert f.category_names.tolist() == ["Kurtis", "Sarees"]
     assert f.category.tolist() == [1, 0, -1]
     assert f.price_norm[0] == 0.0 and np.isnan(f.price_norm[1]) and np.isnan(f.price_norm[2])
+
+
+def test_recently_interacted_lists_a_users_items_newest_first():
+    from recsys_core.features import recently_interacted
+
+    df = make_log([("u", "old", "view", None, 1), ("u", "mid", "view", None, 2), ("u", "new", "view", None, 3),
+                   ("u", "old", "view", None, 0)])
+    users, items = IdMap.from_values(df["user_id"]), IdMap.from_values(df["product_id"])
+    hist = build_history(df, users, items)
+    assert items.ids[recently_interacted(hist, 0, 2)].tolist() == ["new", "mid"]
+
+
+def test_cooccurrence_counts_users_sharing_both_items_without_self_pairs():
+    from recsys_core.features import cooccurrence
+
+    df = make_log([("u1", "a", "view", None, 1), ("u1", "b", "view", None, 2), ("u2", "a", "view", None, 1),
+                   ("u2", "b", "view", None, 2), ("u3", "a", "view", None, 1), ("u3", "c", "view", None, 2)])
+    users, items = IdMap.from_values(df["user_id"]), IdMap.from_values(df["product_id"])
+    co = cooccurrence(build_history(df, users, items)).toarray()
+    assert co.tolist() == [[0, 2, 1], [2, 0, 0], [1, 0, 0]]
+
+
+def test_category_popularity_is_relative_to_the_categorys_bestseller():
+    from recsys_core.features import category_popularity
+
+    pop = np.array([10.0, 5.0, 2.0, 1.0, 7.0])
+    cat = np.array([0, 0, 1, 1, -1])
+    assert category_popularity(pop, cat).tolist() == [1.0, 0.5, 1.0, 0.5, 0.0]

@@ -110,3 +110,17 @@ def test_models_declare_when_the_data_is_too_big_for_them():
     assert EASE.fits(EASEConfig(max_items=1000), DataShape(10, 5000, 100)) is not None
     assert EASE.fits(EASEConfig(max_items=1000), DataShape(10, 500, 100)) is None
     assert "users" in UserKNN.fits(UserKNNConfig(max_users=10), DataShape(11, 5, 20))
+
+
+def test_segment_pop_ranks_what_the_users_demographic_segment_interacts_with(two_groups):
+    from recsys_core.models.content import SegmentPop
+
+    users = pd.DataFrame({"user_id": [f"u{n}" for n in range(10)] + [f"v{n}" for n in range(10)],
+                          "gender": ["f"] * 10 + ["m"] * 10})
+    prep = prepare(two_groups, users=users)
+    model = SegmentPop().fit(prep.hist.matrix(), prep.ctx)
+    v0 = prep.users.index_one("v0")
+    scores = model.score(prep.hist.matrix()[[v0]], np.array([v0]))[0]
+    assert scores[prep.items.index(["b0", "b1", "b2", "b3", "b4"])].min() > scores[prep.items.index(["a0"])].max()
+    clone = SegmentPop.from_state(model.config, model.state())
+    np.testing.assert_allclose(clone.score(prep.hist.matrix()[[v0]], np.array([v0])), [scores])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import DataShape, FitContext, Model
-from .content import Content
+from .content import Content, SegmentPop
 from .ease import EASE
 from .item_knn import ItemKNN
 from .mf import MatrixFactorization
@@ -12,8 +12,9 @@ from .rp3beta import RP3beta
 from .user_knn import UserKNN
 
 FAMILIES: dict[str, type[Model]] = {
-    cls.family: cls for cls in (Popularity, ItemKNN, RP3beta, EASE, UserKNN, MatrixFactorization, Content)
+    cls.family: cls
+    for cls in (Popularity, ItemKNN, RP3beta, EASE, UserKNN, MatrixFactorization, Content, SegmentPop)
 }
 
 __all__ = ["FAMILIES", "DataShape", "FitContext", "Model", "Content", "EASE", "ItemKNN", "MatrixFactorization",
-           "Popularity", "RP3beta", "UserKNN"]
+           "Popularity", "RP3beta", "SegmentPop", "UserKNN"]

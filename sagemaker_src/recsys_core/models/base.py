@@ -31,6 +31,7 @@ class FitContext:
     item_sub_category: np.ndarray | None = None
     item_price_band: np.ndarray | None = None
     entry_last_ts: np.ndarray | None = None
+    user_segment: np.ndarray | None = None  # demographic segment per user index, -1 unknown
     num_threads: int = 0
     seed: int = 42
 

@@ -78,6 +78,52 @@ class Content(Model):
         return m
 
 
+@dataclass(frozen=True)
+class SegmentPopConfig:
+    n_top: int = 1000  # items kept per segment; the rest fall back to overall popularity
+
+
+class SegmentPop(Model):
+    """Popularity among users of the same demographic segment: a hybrid signal for warm users too,
+    since tastes follow age, gender and place. Needs a users table; unknown segments get overall
+    popularity."""
+
+    family = "segment_pop"
+    Config = SegmentPopConfig
+    needs_user_features = True
+
+    def fit(self, X: sp.csr_matrix, ctx: FitContext) -> SegmentPop:
+        if ctx.user_segment is None:
+            raise ValueError("segment_pop needs user demographics (a users table)")
+        self.segment_of = np.asarray(ctx.user_segment, dtype=np.int32)
+        top = SegmentPopularity.fit(X, self.segment_of, self.config.n_top).top
+        peak = np.asarray(top.max(axis=1).toarray()).ravel()
+        peak[peak == 0] = 1.0
+        self.top = (sp.diags(1.0 / peak) @ top).tocsr().astype(np.float32)
+        pop = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float32)
+        self.pop = pop / max(pop.max(initial=0.0), 1.0)
+        return self
+
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users)
+        seg = np.where(users >= 0, self.segment_of[np.maximum(users, 0)], -1)
+        out = np.broadcast_to(0.01 * self.pop, (len(users), len(self.pop))).copy()
+        known = np.nonzero(seg >= 0)[0]
+        if len(known):
+            out[known] += self.top[seg[known]].toarray()
+        out[seg < 0] = self.pop
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        return sparse_state("top", self.top) | {"pop": self.pop, "segment_of": self.segment_of}
+
+    @classmethod
+    def from_state(cls, config: SegmentPopConfig, state: dict[str, np.ndarray]) -> SegmentPop:
+        m = cls(config)
+        m.top, m.pop, m.segment_of = sparse_from_state("top", state), state["pop"], state["segment_of"]
+        return m
+
+
 class SegmentPopularity:
     """Top items per demographic segment, from users that have both a segment and a history."""
 

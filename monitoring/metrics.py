@@ -1,0 +1,231 @@
+"""Every CloudWatch metric the project watches, named in ONE place, and the functions that publish ours.
+
+The alarm specs (``monitoring/alarms.py``), the CDK monitoring stack, the pipeline's evaluation step
+and the local run all import these names, so an alarm can never watch a metric nobody publishes.
+
+Custom metrics live in :data:`NAMESPACE`. Their dimensions are chosen so an alarm can match them
+exactly (CloudWatch treats every dimension set as a separate metric):
+
+- model quality: ``ModelPackageGroup`` (alarmed) and ``ModelPackageGroup, ModelVersion`` (history);
+- data quality: ``Database, Table``;
+- drift: ``ModelPackageGroup`` (the score) and ``ModelPackageGroup, Feature`` (per feature).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitoring.drift import DriftReport
+
+#: Namespace of the metrics this project publishes itself.
+NAMESPACE = "RecSys/MLOps"
+
+# ---- SageMaker's own endpoint metrics (published by AWS) -----------------------------------------
+SAGEMAKER_NAMESPACE = "AWS/SageMaker"
+#: CPU/memory of instance endpoints (not published for serverless endpoints).
+ENDPOINT_INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
+VARIANT_NAME = "AllTraffic"
+INVOCATIONS = "Invocations"
+INVOCATION_4XX = "Invocation4XXErrors"
+INVOCATION_5XX = "Invocation5XXErrors"
+MODEL_LATENCY = "ModelLatency"  # microseconds
+CPU_UTILIZATION = "CPUUtilization"  # percent, summed over vCPUs (400 % max on 4 vCPUs)
+MEMORY_UTILIZATION = "MemoryUtilization"  # percent
+
+# ---- our custom metrics ------------------------------------------------------------------------
+NDCG_AT_10 = "NdcgAt10"
+POPULARITY_NDCG_AT_10 = "PopularityNdcgAt10"
+COVERAGE_AT_10 = "CoverageAt10"
+NDCG_LIFT = "NdcgLiftOverPopularityAt10"
+ROWS_IN = "RowsIn"
+ROWS_CURATED = "RowsCurated"
+ROWS_QUARANTINED = "RowsQuarantined"
+QUARANTINED_RATIO = "QuarantinedRatio"
+DRIFT_SCORE = "DriftScore"
+FEATURE_DRIFT = "FeatureDrift"
+
+#: evaluation.json key -> metric name (``metrics.<key>.value``, see sagemaker_src/evaluate.py).
+MODEL_QUALITY_METRICS: dict[str, str] = {
+    "ndcg_at_10": NDCG_AT_10,
+    "popularity_ndcg_at_10": POPULARITY_NDCG_AT_10,
+    "coverage_at_10": COVERAGE_AT_10,
+    "ndcg_lift_over_popularity_at_10": NDCG_LIFT,
+}
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    """One CloudWatch metric: what an alarm, a dashboard widget or a query needs to find it."""
+
+    namespace: str
+    name: str
+    dimensions: tuple[tuple[str, str], ...]
+
+    @property
+    def dimensions_map(self) -> dict[str, str]:
+        return dict(self.dimensions)
+
+    def api_dimensions(self) -> list[dict[str, str]]:
+        return [{"Name": k, "Value": v} for k, v in self.dimensions]
+
+
+def endpoint_metric(endpoint_name: str, name: str) -> MetricRef:
+    namespace = ENDPOINT_INSTANCE_NAMESPACE if name in (CPU_UTILIZATION, MEMORY_UTILIZATION) else SAGEMAKER_NAMESPACE
+    return MetricRef(namespace, name, (("EndpointName", endpoint_name), ("VariantName", VARIANT_NAME)))
+
+
+def model_metric(model_group: str, name: str) -> MetricRef:
+    return MetricRef(NAMESPACE, name, (("ModelPackageGroup", model_group),))
+
+
+def data_metric(database: str, table: str, name: str) -> MetricRef:
+    return MetricRef(NAMESPACE, name, (("Database", database), ("Table", table)))
+
+
+def drift_metric(model_group: str) -> MetricRef:
+    return MetricRef(NAMESPACE, DRIFT_SCORE, (("ModelPackageGroup", model_group),))
+
+
+def _datum(ref: MetricRef, value: float, unit: str, when: datetime) -> dict[str, Any]:
+    return {
+        "MetricName": ref.name,
+        "Dimensions": ref.api_dimensions(),
+        "Value": float(value),
+        "Unit": unit,
+        "Timestamp": when,
+    }
+
+
+def _put(cloudwatch: Any, namespace: str, data: list[dict[str, Any]]) -> int:
+    for start in range(0, len(data), 1000):  # PutMetricData takes at most 1000 data per call
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start : start + 1000])
+    return len(data)
+
+
+def model_quality_values(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """evaluation.json's headline metrics by metric name; absent or non-finite ones are left out."""
+    metrics = evaluation.get("metrics", {})
+    values: dict[str, float] = {}
+    for key, name in MODEL_QUALITY_METRICS.items():
+        raw = metrics.get(key, {})
+        value = raw.get("value") if isinstance(raw, Mapping) else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            values[name] = float(value)
+    if NDCG_AT_10 not in values:
+        raise ValueError("evaluation has no finite metrics.ndcg_at_10.value (see sagemaker_src/evaluate.py)")
+    return values
+
+
+def publish_model_quality(
+    cloudwatch: Any,
+    evaluation: Mapping[str, Any],
+    model_version: str,
+    *,
+    model_group: str,
+    when: datetime | None = None,
+) -> dict[str, float]:
+    """NDCG@10 and friends of one evaluated model: once per group (alarmed) and once per version (history)."""
+    when = when or datetime.now(UTC)
+    values = model_quality_values(evaluation)
+    data = []
+    for name, value in values.items():
+        ref = model_metric(model_group, name)
+        data.append(_datum(ref, value, "None", when))
+        versioned = MetricRef(NAMESPACE, name, (*ref.dimensions, ("ModelVersion", str(model_version))))
+        data.append(_datum(versioned, value, "None", when))
+    _put(cloudwatch, NAMESPACE, data)
+    return values
+
+
+def quarantined_ratio(rows_in: int, quarantined: int) -> float:
+    return quarantined / rows_in if rows_in else 0.0
+
+
+def publish_data_quality(
+    cloudwatch: Any,
+    table: str,
+    rows_in: int,
+    curated: int,
+    quarantined: int,
+    *,
+    database: str,
+    when: datetime | None = None,
+) -> float:
+    """Row counts of one curation run and the quarantined share (what the data alarm watches)."""
+    if rows_in != curated + quarantined:
+        raise ValueError(f"{table}: rows in {rows_in} != curated {curated} + quarantined {quarantined}")
+    when = when or datetime.now(UTC)
+    ratio = quarantined_ratio(rows_in, quarantined)
+    counts = ((ROWS_IN, rows_in), (ROWS_CURATED, curated), (ROWS_QUARANTINED, quarantined))
+    data = [_datum(data_metric(database, table, name), n, "Count", when) for name, n in counts]
+    data.append(_datum(data_metric(database, table, QUARANTINED_RATIO), ratio, "None", when))
+    _put(cloudwatch, NAMESPACE, data)
+    return ratio
+
+
+def publish_drift(cloudwatch: Any, report: DriftReport, *, model_group: str, when: datetime | None = None) -> None:
+    """The drift score (alarmed) and each feature's own index (to see which one moved)."""
+    when = when or datetime.now(UTC)
+    ref = drift_metric(model_group)
+    data = [_datum(ref, report.score, "None", when)]
+    for feature, value in report.per_feature.items():
+        per = MetricRef(NAMESPACE, FEATURE_DRIFT, (*ref.dimensions, ("Feature", feature)))
+        data.append(_datum(per, value, "None", when))
+    _put(cloudwatch, NAMESPACE, data)
+
+
+def publish_endpoint_sample(
+    cloudwatch: Any,
+    endpoint_name: str,
+    latencies_ms: Sequence[float],
+    errors_4xx: int = 0,
+    errors_5xx: int = 0,
+    *,
+    when: datetime | None = None,
+) -> None:
+    """Locally only: what SageMaker would publish for a burst of requests to the local endpoint.
+
+    On AWS SageMaker publishes these itself; the local run feeds measured latencies so the endpoint
+    alarms are evaluated on real numbers instead of sitting in INSUFFICIENT_DATA.
+    """
+    when = when or datetime.now(UTC)
+    data = [
+        _datum(endpoint_metric(endpoint_name, INVOCATIONS), len(latencies_ms), "Count", when),
+        _datum(endpoint_metric(endpoint_name, INVOCATION_4XX), errors_4xx, "Count", when),
+        _datum(endpoint_metric(endpoint_name, INVOCATION_5XX), errors_5xx, "Count", when),
+    ]
+    ref = endpoint_metric(endpoint_name, MODEL_LATENCY)
+    micros = [float(ms) * 1000.0 for ms in latencies_ms]  # SageMaker reports ModelLatency in microseconds
+    for start in range(0, len(micros), 150):  # at most 150 values per datum
+        data.append(
+            {
+                "MetricName": ref.name,
+                "Dimensions": ref.api_dimensions(),
+                "Values": micros[start : start + 150],
+                "Unit": "Microseconds",
+                "Timestamp": when,
+            }
+        )
+    _put(cloudwatch, SAGEMAKER_NAMESPACE, data)
+
+
+def model_metrics_record(evaluation: Mapping[str, Any], model_version: str, evaluated_at: datetime) -> dict[str, Any]:
+    """One row of the model-metrics history (the ``model_metrics`` table and the dashboard's model sheet)."""
+    metrics = evaluation.get("metrics", {})
+
+    def value(key: str) -> float | None:
+        v = metrics.get(key, {}).get("value")
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    return {
+        "model_version": str(model_version),
+        "evaluated_at": evaluated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "ndcg_at_10": value("ndcg_at_10"),
+        "popularity_ndcg_at_10": value("popularity_ndcg_at_10"),
+        "coverage_at_10": value("coverage_at_10"),
+    }

@@ -1,0 +1,124 @@
+"""The monitoring stage of the local run: what CloudWatch, SNS, EventBridge and QuickSight do after a deploy.
+
+Publishes the model, data and drift metrics to (moto) CloudWatch, creates the alarms, event rules,
+SNS topic and operations dashboard from the same specs as ``stacks/monitoring_stack.py``, computes and
+prints every alarm's state, and writes the analytics dashboard as a self-contained HTML file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from monitoring import metrics as m
+from monitoring.alarms import create_alarms, create_event_rules, evaluate_alarms
+from monitoring.dashboard import write_dashboard
+from monitoring.drift import drift_score, split_by_time
+from recsys.local.athena import LocalAthena
+from stacks.config import Config
+
+
+class _Progress(Protocol):
+    def info(self, line: str) -> None: ...
+
+
+def _count(counts: Any, name: str) -> int:
+    return int(counts[name] if isinstance(counts, Mapping) else getattr(counts, name))
+
+
+def operations_dashboard_body(cfg: Config, region: str) -> str:
+    """A CloudWatch dashboard body with one metric widget per alarm (the local stand-in of the CDK one)."""
+    from monitoring.alarms import alarm_specs
+
+    widgets = []
+    for i, spec in enumerate(alarm_specs(cfg)):
+        series = [
+            [ref.namespace, ref.name, *[x for kv in ref.dimensions for x in kv], {"stat": stat, "id": mid}]
+            for mid, ref, stat in spec.metrics
+        ]
+        widgets.append(
+            {
+                "type": "metric",
+                "x": (i % 3) * 8,
+                "y": (i // 3) * 6,
+                "width": 8,
+                "height": 6,
+                "properties": {"title": spec.key, "region": region, "metrics": series, "period": spec.period_s},
+            }
+        )
+    return json.dumps({"widgets": widgets})
+
+
+def run_monitoring(
+    cfg: Config,
+    aws: Any,
+    athena: LocalAthena,
+    evaluation: Mapping[str, Any] | None,
+    curation_counts: Mapping[str, Any],
+    out_dir: Path,
+    progress: _Progress,
+    *,
+    model_version: str = "local",
+    model_metrics_history: Sequence[Mapping[str, Any]] = (),
+    endpoint_latencies_ms: Sequence[float] | None = None,
+    endpoint_errors: tuple[int, int] = (0, 0),
+) -> Path:
+    """Run the monitoring stage against the local AWS ``aws`` (``LocalAws``); returns the dashboard path.
+
+    ``curation_counts``: table -> object or dict with ``rows_in``, ``curated``, ``quarantined``.
+    ``evaluation``: evaluation.json as a dict (None: no model metrics this run).
+    ``endpoint_latencies_ms`` / ``endpoint_errors`` (4xx, 5xx): a measured burst against the local
+    endpoint, published as SageMaker would, so the endpoint alarms evaluate real numbers.
+    """
+    now = datetime.now(UTC)
+    cloudwatch = aws.client("cloudwatch")
+    topic_arn = aws.client("sns").create_topic(Name=f"{cfg.prefix}-alarms")["TopicArn"]
+
+    history = [dict(r) for r in model_metrics_history]
+    if evaluation:
+        values = m.publish_model_quality(
+            cloudwatch, evaluation, model_version, model_group=cfg.model_package_group, when=now
+        )
+        history.append(m.model_metrics_record(evaluation, model_version, now))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+        progress.info(f"model {model_version}: {shown} -> CloudWatch {m.NAMESPACE}")
+    for table, counts in curation_counts.items():
+        ratio = m.publish_data_quality(
+            cloudwatch,
+            table,
+            _count(counts, "rows_in"),
+            _count(counts, "curated"),
+            _count(counts, "quarantined"),
+            database=cfg.glue_database,
+            when=now,
+        )
+        progress.info(f"data {table:<13} quarantined ratio {ratio:.4f}")
+    training = athena.query("training_set")
+    if len(training) >= 10:
+        reference, current = split_by_time(training)
+        report = drift_score(reference, current)
+        m.publish_drift(cloudwatch, report, model_group=cfg.model_package_group, when=now)
+        per = ", ".join(f"{k} {v:.4f}" for k, v in report.per_feature.items())
+        progress.info(f"drift (latest 20% of interactions vs the rest): score {report.score:.4f} ({per})")
+    if endpoint_latencies_ms is not None:
+        m.publish_endpoint_sample(cloudwatch, cfg.endpoint_name, endpoint_latencies_ms, *endpoint_errors, when=now)
+
+    specs = create_alarms(cloudwatch, cfg, topic_arn)
+    rules = create_event_rules(aws.client("events"), cfg, topic_arn)
+    cloudwatch.put_dashboard(
+        DashboardName=f"{cfg.prefix}-operations", DashboardBody=operations_dashboard_body(cfg, aws.region)
+    )
+    progress.info(
+        f"{len(specs)} alarms, {len(rules)} event rules ({', '.join(r.key for r in rules)}) -> SNS {topic_arn}"
+    )
+    states = evaluate_alarms(cloudwatch, cfg, now)
+    for s in states:
+        progress.info(f"  {s.state:<17} {s.name:<40} {s.reason}")
+    path = write_dashboard(
+        athena, Path(out_dir) / "dashboard.html", history, title=f"{cfg.prefix} analytics", alarms=states
+    )
+    progress.info(f"dashboard {path}")
+    return path

@@ -1,0 +1,548 @@
+"""The training pipeline, described once: the step graph both runtimes walk.
+
+:data:`STEPS` says which script each step runs, which channels it reads and writes and what
+follows what; :func:`parameter_specs` gives the pipeline parameters with defaults from the
+config; :data:`GATE` is the quality gate. :func:`build_pipeline` turns this into a SageMaker
+Pipeline (sagemaker SDK 2.x ``sagemaker.workflow``) for the CDK stack, and
+``pipeline_steps/local_runner.py`` executes the same specs as processes against moto. Nothing
+about the graph is written anywhere else.
+
+Graph::
+
+    PrepareData (processing, prepare_data.py)  input -> train, test
+      -> TrainModel (training, train.py)       train -> model
+      -> EvaluateModel (processing, evaluate.py)  model, test -> evaluation (evaluation.json)
+      -> CheckQuality (condition: ndcg_at_10 >= QualityThreshold AND ndcg_at_10 > popularity's)
+           true  -> PackageModel (processing, package_model.py)  model -> model (model + code/)
+                 -> RegisterModel (model package group, metrics, ModelApprovalStatus)
+           false -> QualityGateFailed (fail)
+
+Step code is not uploaded by the SDK: every job reads one ``sourcedir.tar.gz`` of ``sagemaker_src/``
+(built by :func:`pack_source`, uploaded by the stack as an asset), so producing the definition
+needs no credentials and no S3 writes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from stacks.config import PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
+
+SOURCE_DIR = PROJECT_ROOT / "sagemaker_src"
+SOURCE_ARCHIVE = "sourcedir.tar.gz"
+#: Framework image for training, processing and serving. pandas 3 (requirements.txt) needs Python >= 3.11,
+#: which rules out the scikit-learn images; the PyTorch CPU images ship Python 3.12 and pip.
+FRAMEWORK, FRAMEWORK_VERSION, PY_VERSION = "pytorch", "2.6.0", "py312"
+PROCESSING_ROOT = "/opt/ml/processing"
+#: Where processing jobs find and unpack the source archive (outside every data channel).
+CODE_CHANNEL, CODE_DIR = "code", f"{PROCESSING_ROOT}/source"
+
+#: The SDK session insists on a default bucket; every S3 location is explicit, so this one never
+#: appears in the definition (a test checks) and ``bucket`` may be a ``${...}`` placeholder.
+SESSION_BUCKET = "sagemaker-definition-only-unused"
+
+#: Explicit SDK defaults: no telemetry call at synth time, and no developer's ``~/.config/sagemaker``
+#: defaults (VPC, tags, keys) leaking into the definition.
+SDK_CONFIG: dict[str, Any] = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+
+StepKind = Literal["processing", "training", "condition", "register", "fail"]
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A named input or output of a step.
+
+    ``source`` (inputs only): ``param:<Name>`` for a pipeline parameter or ``<Step>.<channel>`` for
+    another step's output. ``flag``: the script option that receives the channel's path
+    (processing jobs; training channels arrive as ``SM_CHANNEL_<NAME>``).
+    """
+
+    name: str
+    source: str = ""
+    flag: str = ""
+
+    @property
+    def container_path(self) -> str:
+        return f"{PROCESSING_ROOT}/{self.name}"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    kind: StepKind
+    description: str
+    script: str | None = None  # file under sagemaker_src/
+    inputs: tuple[Channel, ...] = ()
+    outputs: tuple[Channel, ...] = ()
+    if_steps: tuple[str, ...] = ()  # condition steps only
+    else_steps: tuple[str, ...] = ()
+
+    def upstream(self) -> set[str]:
+        """Steps whose outputs this step reads (the data dependencies that order the graph)."""
+        return {c.source.split(".", 1)[0] for c in self.inputs if c.source and not c.source.startswith("param:")}
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """ndcg@10 must reach the threshold parameter AND beat the popularity baseline on the same users."""
+
+    step: str
+    report_step: str
+    report_output: str
+    report_file: str
+    metric: str  # JSON path in the report (SageMaker JsonGet syntax: dotted keys)
+    baseline: str
+    threshold_parameter: str
+    property_file: str = "EvaluationReport"
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    type: Literal["String", "Float"]
+    default: str | float
+    description: str
+
+
+PREPARE, TRAIN, EVALUATE, CHECK, PACKAGE, REGISTER, FAIL = (
+    "PrepareData",
+    "TrainModel",
+    "EvaluateModel",
+    "CheckQuality",
+    "PackageModel",
+    "RegisterModel",
+    "QualityGateFailed",
+)
+#: Name of the model archive in a model channel (SageMaker's training output and PackageModel's).
+MODEL_ARCHIVE = "model.tar.gz"
+INPUT_PARAM, PROCESSING_TYPE_PARAM, TRAINING_TYPE_PARAM, THRESHOLD_PARAM, APPROVAL_PARAM = (
+    "InputDataUri",
+    "ProcessingInstanceType",
+    "TrainingInstanceType",
+    "QualityThreshold",
+    "ModelApprovalStatus",
+)
+
+STEPS: tuple[StepSpec, ...] = (
+    StepSpec(
+        PREPARE,
+        "processing",
+        "Temporal train/test split of the training-set extraction",
+        script="prepare_data.py",
+        inputs=(Channel("input", source=f"param:{INPUT_PARAM}", flag="--input-dir"),),
+        outputs=(Channel("train", flag="--train-dir"), Channel("test", flag="--test-dir")),
+    ),
+    StepSpec(
+        TRAIN,
+        "training",
+        "Select and fit the recommender on the train split (CONTRACTS §2)",
+        script="train.py",
+        inputs=(Channel("train", source=f"{PREPARE}.train"),),
+        outputs=(Channel("model"),),
+    ),
+    StepSpec(
+        EVALUATE,
+        "processing",
+        "Score the model and the popularity baseline on the later test period",
+        script="evaluate.py",
+        inputs=(
+            Channel("model", source=f"{TRAIN}.model", flag="--model-dir"),
+            Channel("test", source=f"{PREPARE}.test", flag="--test-dir"),
+        ),
+        outputs=(Channel("evaluation", flag="--output-dir"),),
+    ),
+    StepSpec(
+        CHECK,
+        "condition",
+        "Quality gate on evaluation.json",
+        inputs=(Channel("evaluation", source=f"{EVALUATE}.evaluation"),),
+        if_steps=(PACKAGE, REGISTER),
+        else_steps=(FAIL,),
+    ),
+    StepSpec(
+        PACKAGE,
+        "processing",
+        "Put the serving code under code/ in the model archive (what PyTorch serving containers load)",
+        script="package_model.py",
+        inputs=(Channel("model", source=f"{TRAIN}.model", flag="--model-dir"),),
+        outputs=(Channel("model", flag="--output-dir"),),
+    ),
+    StepSpec(
+        REGISTER,
+        "register",
+        "Register the model package with its metrics",
+        inputs=(Channel("model", source=f"{PACKAGE}.model"), Channel("evaluation", source=f"{EVALUATE}.evaluation")),
+    ),
+    StepSpec(FAIL, "fail", "Stop: the model did not pass the quality gate"),
+)
+
+GATE = QualityGate(
+    step=CHECK,
+    report_step=EVALUATE,
+    report_output="evaluation",
+    report_file="evaluation.json",
+    metric="metrics.ndcg_at_10.value",
+    baseline="metrics.popularity_ndcg_at_10.value",
+    threshold_parameter=THRESHOLD_PARAM,
+)
+
+#: Training hyperparameters (train.py flags without "--"); empty = train.py's defaults.
+TRAINING_HYPERPARAMETERS: dict[str, str] = {}
+#: What the registered model answers (CONTRACTS §3).
+CONTENT_TYPES = ("application/json",)
+
+
+def step(name: str) -> StepSpec:
+    """The spec named ``name`` (KeyError names the known steps)."""
+    for s in STEPS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no pipeline step {name!r}; steps are {[s.name for s in STEPS]}")
+
+
+def approval_status(cfg: Config) -> str:
+    """``auto`` approval registers models ready to deploy; ``manual`` waits for a reviewer."""
+    return "Approved" if cfg.model_approval == "auto" else "PendingManualApproval"
+
+
+def training_input_uri(bucket: str) -> str:
+    """Where the data workflow writes the training-set extraction (``sql/training_set.sql``)."""
+    return f"s3://{bucket}/{TRAINING_PREFIX}/"
+
+
+def parameter_specs(cfg: Config, bucket: str) -> tuple[ParameterSpec, ...]:
+    return (
+        ParameterSpec(INPUT_PARAM, "String", training_input_uri(bucket), "S3 prefix of the training-set extraction"),
+        ParameterSpec(PROCESSING_TYPE_PARAM, "String", cfg.processing_instance_type, "Processing instance type"),
+        ParameterSpec(TRAINING_TYPE_PARAM, "String", cfg.training_instance_type, "Training instance type"),
+        ParameterSpec(THRESHOLD_PARAM, "Float", cfg.quality_threshold_ndcg_at_10, "Minimum ndcg@10 to register"),
+        ParameterSpec(APPROVAL_PARAM, "String", approval_status(cfg), "Approval status of registered models"),
+    )
+
+
+def output_prefix(bucket: str, execution_id: str, step_name: str, channel: str) -> str:
+    """``s3://<bucket>/pipeline/<execution>/<step>/<channel>``: one place per run, step and output."""
+    return f"s3://{bucket}/{PIPELINE_PREFIX}/{execution_id}/{step_name}/{channel}"
+
+
+def json_path_get(doc: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted JSON path, as SageMaker's ``JsonGet`` reads it (KeyError when absent)."""
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise KeyError(f"{path!r} not found in the evaluation report (missing {part!r})")
+        value = value[part]
+    return value
+
+
+def gate_passes(evaluation: Mapping[str, Any], threshold: float) -> tuple[bool, str]:
+    """The condition step's verdict and a sentence saying why (the local runner's copy of it)."""
+    value, baseline = float(json_path_get(evaluation, GATE.metric)), float(json_path_get(evaluation, GATE.baseline))
+    passed = value >= threshold and value > baseline
+    verdict = "passed" if passed else "failed"
+    return passed, (
+        f"quality gate {verdict}: ndcg@10 {value:.4f} (threshold {threshold:.4f}, popularity baseline {baseline:.4f})"
+    )
+
+
+def framework_image(region: str, scope: Literal["training", "inference"]) -> str:
+    """The CPU framework image, read from the SDK's own image table (importing the SDK takes seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sagemaker")
+    assert spec is not None and spec.submodule_search_locations, "the sagemaker SDK is not installed"
+    table = Path(next(iter(spec.submodule_search_locations))) / "image_uri_config" / f"{FRAMEWORK}.json"
+    version = json.loads(table.read_text())[scope]["versions"][FRAMEWORK_VERSION]
+    registry = version["registries"][region]
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{registry}.dkr.ecr.{region}.{domain}/{version['repository']}:{FRAMEWORK_VERSION}-cpu-{PY_VERSION}"
+
+
+def serving_environment(region: str) -> dict[str, str]:
+    """The registered container's variables: the inference toolkit runs ``code/inference.py`` (CONTRACTS §3)."""
+    return {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        "SAGEMAKER_REGION": region,
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+
+
+# ---- source archive -------------------------------------------------------------------------
+
+
+def _source_files(src: Path) -> Iterator[Path]:
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        hidden = any(p.startswith(".") or p == "__pycache__" for p in rel.parts)
+        if path.is_file() and not hidden and path.suffix not in (".pyc", ".pyo"):
+            yield path
+
+
+def pack_source(dest_dir: Path, src: Path = SOURCE_DIR) -> Path:
+    """``dest_dir/sourcedir.tar.gz`` of ``sagemaker_src`` (SageMaker's source-dir format).
+
+    Byte-for-byte reproducible (sorted entries, zero mtimes and owners), so the CDK asset hash
+    changes only when the code does.
+    """
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in _source_files(src):
+            info = tarfile.TarInfo(str(path.relative_to(src)))
+            data = path.read_bytes()
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    target = dest_dir / SOURCE_ARCHIVE
+    with open(target, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, filename="") as gz:
+        gz.write(buffer.getvalue())
+    return target
+
+
+# ---- the SageMaker SDK pipeline ---------------------------------------------------------------
+
+
+def _processing_entrypoint(script: str) -> list[str]:
+    """Unpack the source archive, install its pinned requirements, run ``script`` with the job's arguments.
+
+    What the SDK's FrameworkProcessor does with a generated runproc.sh, inline, so that nothing is
+    uploaded when the definition is produced. No ``${...}`` here: the stack substitutes those.
+    """
+    # The archive keeps its S3 object's name (a CDK asset is "<hash>.gz"), so take whatever arrived.
+    command = (
+        f"set -eu; mkdir -p {CODE_DIR}; "
+        f'for archive in {PROCESSING_ROOT}/{CODE_CHANNEL}/*; do tar -xzf "$archive" -C {CODE_DIR}; done; '
+        f"python -m pip install --quiet --no-cache-dir -r {CODE_DIR}/requirements.txt; "
+        f'exec python {CODE_DIR}/{script} "$@"'
+    )
+    return ["/bin/bash", "-c", command, script]
+
+
+def build_pipeline(
+    cfg: Config, *, role_arn: str, bucket: str, code_uri: str, region: str, kms_key_arn: str | None = None
+) -> Any:
+    """The SageMaker ``Pipeline`` of :data:`STEPS` (returns ``sagemaker.workflow.pipeline.Pipeline``).
+
+    ``bucket`` holds the training data and the run outputs; ``code_uri`` is the S3 URI of
+    ``sourcedir.tar.gz``; ``kms_key_arn`` encrypts job outputs. Calling ``.definition()`` contacts
+    AWS for session set-up only: :func:`definition_json` does it inside moto with fake credentials.
+    """
+    import boto3
+    from sagemaker.model import Model
+    from sagemaker.model_metrics import MetricsSource, ModelMetrics
+    from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
+    from sagemaker.pytorch import PyTorch
+    from sagemaker.workflow.condition_step import ConditionStep
+    from sagemaker.workflow.conditions import ConditionGreaterThan, ConditionGreaterThanOrEqualTo
+    from sagemaker.workflow.execution_variables import ExecutionVariables
+    from sagemaker.workflow.fail_step import FailStep
+    from sagemaker.workflow.functions import Join, JsonGet
+    from sagemaker.workflow.model_step import ModelStep
+    from sagemaker.workflow.parameters import ParameterFloat, ParameterString
+    from sagemaker.workflow.pipeline import Pipeline
+    from sagemaker.workflow.pipeline_context import PipelineSession
+    from sagemaker.workflow.properties import PropertyFile
+    from sagemaker.workflow.steps import ProcessingStep, TrainingStep
+
+    session = PipelineSession(
+        boto_session=boto3.Session(region_name=region), default_bucket=SESSION_BUCKET, sagemaker_config=SDK_CONFIG
+    )
+    params = {
+        p.name: (ParameterString if p.type == "String" else ParameterFloat)(name=p.name, default_value=p.default)
+        for p in parameter_specs(cfg, bucket)
+    }
+
+    def out_uri(step_name: str, channel: str) -> Any:
+        return Join(
+            on="/",
+            values=[f"s3://{bucket}/{PIPELINE_PREFIX}", ExecutionVariables.PIPELINE_EXECUTION_ID, step_name, channel],
+        )
+
+    built: dict[str, Any] = {}  # step name -> SDK step
+    outputs: dict[str, Any] = {}  # "<Step>.<channel>" -> S3 URI (property reference)
+
+    def source(channel: Channel) -> Any:
+        kind, _, value = channel.source.partition(":")
+        return params[value] if kind == "param" else outputs[channel.source]
+
+    report = PropertyFile(name=GATE.property_file, output_name=GATE.report_output, path=GATE.report_file)
+    metric = JsonGet(step_name=GATE.report_step, property_file=report, json_path=GATE.metric)
+    baseline = JsonGet(step_name=GATE.report_step, property_file=report, json_path=GATE.baseline)
+    processing_image = framework_image(region, "training")
+
+    for spec in STEPS:
+        if spec.kind == "processing":
+            assert spec.script is not None
+            processor = Processor(
+                role=role_arn,
+                image_uri=processing_image,
+                instance_count=1,
+                instance_type=params[PROCESSING_TYPE_PARAM],
+                entrypoint=_processing_entrypoint(spec.script),
+                base_job_name=f"{cfg.prefix}-{spec.name.lower()}",
+                sagemaker_session=session,
+                output_kms_key=kms_key_arn,
+                volume_kms_key=kms_key_arn,
+                env={"OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+            )
+            inputs = [
+                ProcessingInput(
+                    source=code_uri, destination=f"{PROCESSING_ROOT}/{CODE_CHANNEL}", input_name=CODE_CHANNEL
+                )
+            ]
+            inputs += [
+                ProcessingInput(source=source(c), destination=c.container_path, input_name=c.name) for c in spec.inputs
+            ]
+            outs = [
+                ProcessingOutput(source=c.container_path, destination=out_uri(spec.name, c.name), output_name=c.name)
+                for c in spec.outputs
+            ]
+            arguments = [a for c in (*spec.inputs, *spec.outputs) for a in (c.flag, c.container_path)]
+            property_files = [report] if spec.name == GATE.report_step else None
+            built[spec.name] = ProcessingStep(
+                spec.name,
+                step_args=processor.run(inputs=inputs, outputs=outs, arguments=arguments),
+                property_files=property_files,
+                description=spec.description,
+            )
+            for c in spec.outputs:
+                outputs[f"{spec.name}.{c.name}"] = (
+                    built[spec.name].properties.ProcessingOutputConfig.Outputs[c.name].S3Output.S3Uri
+                )
+        elif spec.kind == "training":
+            from sagemaker.inputs import TrainingInput
+
+            assert spec.script is not None
+            estimator = PyTorch(
+                entry_point=spec.script,
+                source_dir=code_uri,
+                framework_version=FRAMEWORK_VERSION,
+                py_version=PY_VERSION,
+                role=role_arn,
+                instance_count=1,
+                instance_type=params[TRAINING_TYPE_PARAM],
+                output_path=out_uri(spec.name, "model"),
+                base_job_name=f"{cfg.prefix}-train",
+                hyperparameters=dict(TRAINING_HYPERPARAMETERS),
+                sagemaker_session=session,
+                output_kms_key=kms_key_arn,
+                volume_kms_key=kms_key_arn,
+                disable_profiler=True,
+                debugger_hook_config=False,
+                environment={"OPENBLAS_NUM_THREADS": "1"},
+            )
+            channels = {c.name: TrainingInput(source(c)) for c in spec.inputs}
+            built[spec.name] = TrainingStep(
+                spec.name, step_args=estimator.fit(inputs=channels), description=spec.description
+            )
+            outputs[f"{spec.name}.model"] = built[spec.name].properties.ModelArtifacts.S3ModelArtifacts
+        elif spec.kind == "register":
+            channel = {c.name: c for c in spec.inputs}
+            model = Model(
+                image_uri=framework_image(region, "inference"),
+                model_data=Join(on="/", values=[source(channel["model"]), MODEL_ARCHIVE]),
+                role=role_arn,
+                sagemaker_session=session,
+                env=serving_environment(region),
+            )
+            report_uri = Join(on="/", values=[source(channel["evaluation"]), GATE.report_file])
+            step_args = model.register(
+                content_types=list(CONTENT_TYPES),
+                response_types=list(CONTENT_TYPES),
+                inference_instances=[cfg.endpoint_instance_type],
+                transform_instances=[cfg.endpoint_instance_type],
+                model_package_group_name=cfg.model_package_group,
+                approval_status=params[APPROVAL_PARAM],
+                model_metrics=ModelMetrics(
+                    model_statistics=MetricsSource(content_type="application/json", s3_uri=report_uri)
+                ),
+                description=spec.description,
+            )
+            built[spec.name] = ModelStep(spec.name, step_args=step_args)
+        elif spec.kind == "fail":
+            built[spec.name] = FailStep(
+                spec.name,
+                description=spec.description,
+                error_message=Join(
+                    on=" ",
+                    values=[
+                        "Quality gate failed: ndcg_at_10",
+                        metric,
+                        "must be >=",
+                        params[THRESHOLD_PARAM],
+                        "and > popularity baseline",
+                        baseline,
+                    ],
+                ),
+            )
+    for spec in STEPS:  # conditions last: their branches must exist
+        if spec.kind == "condition":
+            built[spec.name] = ConditionStep(
+                spec.name,
+                description=spec.description,
+                conditions=[
+                    ConditionGreaterThanOrEqualTo(left=metric, right=params[GATE.threshold_parameter]),
+                    ConditionGreaterThan(left=metric, right=baseline),
+                ],
+                if_steps=[built[n] for n in spec.if_steps],
+                else_steps=[built[n] for n in spec.else_steps],
+            )
+    branch_steps = {n for s in STEPS for n in (*s.if_steps, *s.else_steps)}
+    return Pipeline(
+        name=cfg.pipeline_name,
+        parameters=list(params.values()),
+        steps=[built[s.name] for s in STEPS if s.name not in branch_steps],
+        sagemaker_session=session,
+        pipeline_experiment_config=None,  # no Experiments/Trials: the role need not manage them
+    )
+
+
+#: Credentials and region for the SDK's session set-up inside moto (never a real account).
+_FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "definition-only",
+    "AWS_SECRET_ACCESS_KEY": "definition-only",
+    "AWS_SESSION_TOKEN": "definition-only",
+    "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+}
+_DROP_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_STS")
+
+
+@contextmanager
+def _offline(region: str) -> Iterator[None]:
+    """moto's in-process mock with fake credentials: the SDK's set-up calls never leave the process."""
+    from moto import mock_aws
+
+    saved = dict(os.environ)
+    try:
+        for key in _DROP_ENV:
+            os.environ.pop(key, None)
+        os.environ.update({**_FAKE_ENV, "AWS_DEFAULT_REGION": region, "AWS_REGION": region})
+        with mock_aws():
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def definition_json(
+    cfg: Config, *, role_arn: str, bucket: str, code_uri: str, region: str, kms_key_arn: str | None = None
+) -> str:
+    """The pipeline definition JSON, produced offline (no credentials, no network, no uploads)."""
+    with _offline(region):
+        pipeline = build_pipeline(
+            cfg, role_arn=role_arn, bucket=bucket, code_uri=code_uri, region=region, kms_key_arn=kms_key_arn
+        )
+        definition = pipeline.definition()
+    return json.dumps(json.loads(definition), indent=None, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,359 @@
+"""The training pipeline run locally: the same step specs (``definition.STEPS``), the same scripts.
+
+Each processing/training step runs its ``sagemaker_src`` script as a subprocess with SageMaker's
+layout recreated under ``<workdir>/pipeline/<execution_id>/<step>/`` (``processing/<channel>`` for
+processing jobs; ``input/data/<channel>``, ``model``, ``output/data`` plus the ``SM_*`` variables
+for training). Inputs are downloaded from and outputs uploaded to the moto S3 at the same
+``s3://<destination>/pipeline/<execution>/<step>/<channel>`` locations the SageMaker pipeline
+uses, the model as ``model.tar.gz``. The quality gate is :func:`definition.gate_passes` with the
+threshold from the same pipeline parameter; on pass the model package is registered in moto's
+SageMaker with the same container, metrics and approval status as the register step.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from botocore.exceptions import ClientError
+
+from pipeline_steps.definition import (
+    APPROVAL_PARAM,
+    CONTENT_TYPES,
+    GATE,
+    MODEL_ARCHIVE,
+    SOURCE_DIR,
+    STEPS,
+    TRAIN,
+    TRAINING_HYPERPARAMETERS,
+    Channel,
+    StepSpec,
+    framework_image,
+    gate_passes,
+    output_prefix,
+    parameter_specs,
+    serving_environment,
+    step,
+)
+from recsys.local.moto_server import LocalAws
+from recsys.local.provision import LocalResources
+from recsys.local.s3io import split_s3_uri
+from stacks.config import PIPELINE_PREFIX, Config
+
+STDERR_TAIL_LINES = 25
+
+
+class PipelineStepError(RuntimeError):
+    """A step's script exited non-zero; the message names the step and ends with its stderr."""
+
+
+class StepRun(NamedTuple):
+    name: str
+    status: str  # "Succeeded" or "Failed", as SageMaker reports step statuses
+    seconds: float
+
+
+@dataclass
+class LocalPipelineResult:
+    execution_id: str
+    status: str  # "Succeeded", or "Failed" when the quality gate stopped the run
+    steps: list[StepRun] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    passed_gate: bool = False
+    gate_message: str = ""
+    model_dir: Path | None = None  # the unpacked model artefacts (model.json, arrays.npz)
+    model_data_uri: str = ""  # the training output, s3://.../TrainModel/model/model.tar.gz
+    packaged_model_uri: str | None = None  # the registered, deployable archive (model + code/)
+    evaluation_uri: str = ""  # s3://.../evaluation.json
+    model_package_arn: str | None = None
+    approval_status: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def new_execution_id() -> str:
+    """Sortable and unique: a UTC timestamp plus a random suffix."""
+    return f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+# ---- S3 <-> local directories, as SageMaker moves channel data -------------------------------
+
+
+def download(aws: LocalAws, uri: str, dest: Path) -> int:
+    """Every object under the S3 prefix ``uri`` into ``dest`` (relative keys kept), or one object."""
+    bucket, key = split_s3_uri(uri)
+    s3 = aws.client("s3")
+    prefix = key if key.endswith("/") else f"{key}/"
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+        if not o["Key"].endswith("/")
+    ]
+    dest.mkdir(parents=True, exist_ok=True)
+    if not keys:  # a single object (e.g. model.tar.gz) lands in dest under its own name
+        target = dest / key.rsplit("/", 1)[-1]
+        try:
+            s3.download_file(bucket, key, str(target))
+        except ClientError as exc:
+            raise FileNotFoundError(f"nothing at {uri}") from exc
+        return 1
+    for k in keys:
+        target = dest / k[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, k, str(target))
+    return len(keys)
+
+
+def upload(aws: LocalAws, src: Path, uri: str) -> int:
+    """Every file under ``src`` to the S3 prefix ``uri`` (what a processing output does at job end)."""
+    bucket, key = split_s3_uri(uri)
+    prefix = key.rstrip("/")
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    for path in files:
+        aws.client("s3").upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src).as_posix()}")
+    return len(files)
+
+
+def pack_model(model_dir: Path, archive: Path) -> Path:
+    """``model.tar.gz`` of the model directory's contents, as SageMaker packs ``/opt/ml/model``."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    return archive
+
+
+# ---- running one script ---------------------------------------------------------------------
+
+
+def run_script(
+    spec: StepSpec, args: list[str], env: Mapping[str, str], log_dir: Path, script_dir: Path = SOURCE_DIR
+) -> None:
+    """Run ``sagemaker_src/<script>`` as a process; raise :class:`PipelineStepError` if it fails."""
+    assert spec.script is not None
+    log_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, str(script_dir / spec.script), *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    (log_dir / "stdout.log").write_text(proc.stdout)
+    (log_dir / "stderr.log").write_text(proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-STDERR_TAIL_LINES:]) or "(no stderr)"
+        raise PipelineStepError(
+            f"pipeline step {spec.name} ({spec.script}) failed with exit code {proc.returncode}; "
+            f"logs in {log_dir}; stderr tail:\n{tail}"
+        )
+
+
+# ---- the runner -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    cfg: Config
+    aws: LocalAws
+    bucket: str
+    root: Path
+    execution_id: str
+    params: dict[str, Any]
+    env: dict[str, str]
+    hyperparameters: dict[str, str]
+    outputs: dict[str, str] = field(default_factory=dict)  # "<Step>.<channel>" -> S3 URI
+
+    def source_uri(self, source: str) -> str:
+        kind, _, value = source.partition(":")
+        return str(self.params[value]) if kind == "param" else self.outputs[source]
+
+    def out_uri(self, spec: StepSpec, channel: str) -> str:
+        return output_prefix(self.bucket, self.execution_id, spec.name, channel)
+
+    def fetch(self, spec: StepSpec, channel: Channel, dest: Path) -> None:
+        """Download a channel's data as SageMaker does before the job starts; nothing there fails the step."""
+        uri = self.source_uri(channel.source)
+        try:
+            download(self.aws, uri, dest)
+        except FileNotFoundError as exc:
+            raise PipelineStepError(
+                f"pipeline step {spec.name}: no data for input channel '{channel.name}' at {uri}"
+            ) from exc
+
+    def processing(self, spec: StepSpec) -> None:
+        base = self.root / spec.name / "processing"
+        args: list[str] = []
+        for c in spec.inputs:
+            self.fetch(spec, c, base / c.name)
+            args += [c.flag, str(base / c.name)]
+        for c in spec.outputs:
+            (base / c.name).mkdir(parents=True, exist_ok=True)
+            args += [c.flag, str(base / c.name)]
+        run_script(spec, args, self.env, self.root / spec.name / "logs")
+        for c in spec.outputs:
+            upload(self.aws, base / c.name, self.out_uri(spec, c.name))
+            self.outputs[f"{spec.name}.{c.name}"] = self.out_uri(spec, c.name)
+
+    def training(self, spec: StepSpec) -> Path:
+        base = self.root / spec.name
+        env = dict(self.env)
+        for c in spec.inputs:
+            channel_dir = base / "input" / "data" / c.name
+            self.fetch(spec, c, channel_dir)
+            env[f"SM_CHANNEL_{c.name.upper()}"] = str(channel_dir)
+        model_dir, output_dir = base / "model", base / "output" / "data"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        env.update(
+            {
+                "SM_MODEL_DIR": str(model_dir),
+                "SM_OUTPUT_DATA_DIR": str(output_dir),
+                "SM_HPS": json.dumps(self.hyperparameters),
+                "TRAINING_JOB_NAME": f"{self.cfg.prefix}-train-{self.execution_id}",
+            }
+        )
+        args = [a for k, v in self.hyperparameters.items() for a in (f"--{k}", str(v))]
+        run_script(spec, args, env, base / "logs")
+        archive = pack_model(model_dir, base / "output" / MODEL_ARCHIVE)
+        uri = f"{self.out_uri(spec, 'model')}/{MODEL_ARCHIVE}"
+        bucket, key = split_s3_uri(uri)
+        self.aws.client("s3").upload_file(str(archive), bucket, key)
+        upload(self.aws, output_dir, self.out_uri(spec, "output"))
+        self.outputs[f"{spec.name}.model"] = uri
+        return model_dir
+
+
+def _ensure_group(aws: LocalAws, cfg: Config) -> None:
+    sm = aws.client("sagemaker")
+    try:
+        sm.describe_model_package_group(ModelPackageGroupName=cfg.model_package_group)
+    except ClientError:
+        sm.create_model_package_group(
+            ModelPackageGroupName=cfg.model_package_group,
+            ModelPackageGroupDescription=f"{cfg.prefix} recommender models (pipeline {cfg.pipeline_name})",
+        )
+
+
+def register_model(aws: LocalAws, cfg: Config, *, model_data_uri: str, evaluation_uri: str, approval: str) -> str:
+    """The register step's CreateModelPackage call (same container, metrics and approval); returns the ARN."""
+    _ensure_group(aws, cfg)
+    container = {
+        "Image": framework_image(aws.region, "inference"),
+        "ModelDataUrl": model_data_uri,
+        "Environment": serving_environment(aws.region),
+    }
+    return aws.client("sagemaker").create_model_package(
+        ModelPackageGroupName=cfg.model_package_group,
+        ModelPackageDescription=step("RegisterModel").description,
+        InferenceSpecification={
+            "Containers": [container],
+            "SupportedContentTypes": list(CONTENT_TYPES),
+            "SupportedResponseMIMETypes": list(CONTENT_TYPES),
+            "SupportedRealtimeInferenceInstanceTypes": [cfg.endpoint_instance_type],
+            "SupportedTransformInstanceTypes": [cfg.endpoint_instance_type],
+        },
+        ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": evaluation_uri}}},
+        ModelApprovalStatus=approval,
+    )["ModelPackageArn"]
+
+
+def run_pipeline_locally(
+    cfg: Config,
+    aws: LocalAws,
+    res: LocalResources,
+    workdir: Path,
+    progress: Callable[[str], None] = print,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    hyperparameters: Mapping[str, str] | None = None,
+    execution_id: str | None = None,
+) -> LocalPipelineResult:
+    """Walk :data:`definition.STEPS` in order against the local AWS; see the module docstring.
+
+    ``parameters`` override pipeline parameters by name (as ``StartPipelineExecution`` would);
+    ``hyperparameters`` are extra train.py flags (tests use them to keep training short).
+    Raises :class:`PipelineStepError` when a script fails; a failed quality gate is a normal
+    result with ``status == "Failed"`` and nothing registered.
+    """
+    specs = {p.name: p for p in parameter_specs(cfg, res.destination_bucket)}
+    unknown = sorted(set(parameters or {}) - set(specs))
+    if unknown:
+        raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {sorted(specs)}")
+    params = {name: p.default for name, p in specs.items()} | dict(parameters or {})
+    execution_id = execution_id or new_execution_id()
+    root = Path(workdir) / PIPELINE_PREFIX / execution_id
+    root.mkdir(parents=True, exist_ok=True)
+    env = aws.subprocess_env() | {"OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    run = _Run(
+        cfg,
+        aws,
+        res.destination_bucket,
+        root,
+        execution_id,
+        params,
+        env,
+        {**TRAINING_HYPERPARAMETERS, **(hyperparameters or {})},
+    )
+    result = LocalPipelineResult(execution_id=execution_id, status="Executing", parameters=params)
+
+    branches = {n for s in STEPS for n in (*s.if_steps, *s.else_steps)}
+    queue = [s for s in STEPS if s.name not in branches]
+    while queue:
+        spec = queue.pop(0)
+        t0 = time.perf_counter()
+        label = f"{spec.name:<18} {spec.kind:<10} {spec.script or '-':<16}"
+        try:
+            if spec.kind == "processing":
+                run.processing(spec)
+            elif spec.kind == "training":
+                result.model_dir = run.training(spec)
+                result.model_data_uri = run.outputs[f"{TRAIN}.model"]
+            elif spec.kind == "condition":
+                # Like the PropertyFile: the report as uploaded by the evaluation step, read from S3.
+                report = run.outputs[f"{GATE.report_step}.{GATE.report_output}"]
+                result.evaluation_uri = f"{report}/{GATE.report_file}"
+                bucket, key = split_s3_uri(result.evaluation_uri)
+                result.evaluation = json.loads(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+                threshold = float(params[GATE.threshold_parameter])
+                result.passed_gate, result.gate_message = gate_passes(result.evaluation, threshold)
+                queue = [step(n) for n in (spec.if_steps if result.passed_gate else spec.else_steps)] + queue
+            elif spec.kind == "register":
+                channel = {c.name: run.source_uri(c.source) for c in spec.inputs}
+                approval = str(params[APPROVAL_PARAM])
+                result.packaged_model_uri = f"{channel['model']}/{MODEL_ARCHIVE}"
+                result.model_package_arn = register_model(
+                    aws,
+                    cfg,
+                    model_data_uri=result.packaged_model_uri,
+                    evaluation_uri=f"{channel['evaluation']}/{GATE.report_file}",
+                    approval=approval,
+                )
+                result.approval_status = approval
+            elif spec.kind == "fail":
+                result.steps.append(StepRun(spec.name, "Failed", time.perf_counter() - t0))
+                result.status = "Failed"
+                progress(f"{label} Failed: {result.gate_message}")
+                return result
+        except Exception:
+            result.steps.append(StepRun(spec.name, "Failed", time.perf_counter() - t0))
+            progress(f"{label} Failed")
+            raise
+        seconds = time.perf_counter() - t0
+        result.steps.append(StepRun(spec.name, "Succeeded", seconds))
+        detail = {
+            "condition": result.gate_message,
+            "register": f"{result.model_package_arn} ({result.approval_status})",
+        }.get(spec.kind, "")
+        progress(f"{label} Succeeded {seconds:5.1f} s {detail}".rstrip())
+    result.status = "Succeeded"
+    return result

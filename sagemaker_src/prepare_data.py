@@ -1,0 +1,105 @@
+"""Processing-job entry point: the training-set extraction in, a temporal train/test split out.
+
+Input (``--input-dir``, default ``/opt/ml/processing/input``): ``interactions.{csv,parquet}`` in the
+raw schema of CONTRACTS §1 (extra columns pass through), optional ``products.*`` / ``users.*``.
+Output: ``train/interactions.parquet`` (+ ``products.parquet``, ``users.parquet``) for train.py and
+``test/interactions.parquet`` (the later period) for evaluate.py.
+
+Why a global time cut: the model is judged on what happened *after* what it learned from, as it
+will be when serving. Rows whose timestamp cannot be parsed stay in ``train`` so that train.py
+counts and quarantines them with a reason instead of this step dropping them silently. When no
+products/users files are given, they are derived from the joined columns of the training-set
+extraction (``sql/training_set.sql`` adds category, price, age, gender, location).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from recsys_core.data import DataError, find_table, parse_timestamps, read_table  # noqa: E402
+from recsys_core.split import SplitConfig, split  # noqa: E402
+
+#: Columns of the optional tables that the training-set extraction carries per interaction.
+DERIVED_COLUMNS = {
+    "products": ("product_id", ("category", "sub_category", "price")),
+    "users": ("user_id", ("age", "gender", "location")),
+}
+_ROW = "__row"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input-dir", default="/opt/ml/processing/input")
+    p.add_argument("--train-dir", default="/opt/ml/processing/train")
+    p.add_argument("--test-dir", default="/opt/ml/processing/test")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of rows at or after the time cut")
+    return p.parse_args(argv)
+
+
+def temporal_train_test(raw: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(train, test, unparseable) over the raw rows, cut by ``recsys_core.split`` on parsed time."""
+    if "timestamp" not in raw.columns:
+        raise DataError(f"interactions have no 'timestamp' column (columns: {list(raw.columns)})")
+    ts = parse_timestamps(raw["timestamp"])
+    ok = ~np.isnan(ts)
+    timed = pd.DataFrame({_ROW: np.nonzero(ok)[0], "ts": ts[ok]})
+    if timed.empty:
+        raise DataError("no interaction has a parseable timestamp: nothing to split")
+    train_rows, test_rows = split(timed, SplitConfig("temporal", test_fraction))
+    test_mask = np.zeros(len(raw), dtype=bool)
+    test_mask[test_rows[_ROW].to_numpy()] = True
+    assert len(train_rows) + len(test_rows) == int(ok.sum())
+    return raw.loc[~test_mask].reset_index(drop=True), raw.loc[test_mask].reset_index(drop=True), int((~ok).sum())
+
+
+def side_table(input_dir: Path, interactions: pd.DataFrame, name: str) -> tuple[pd.DataFrame | None, str]:
+    """The given ``products``/``users`` file, else one derived from the joined columns, else None."""
+    path = find_table(input_dir, name)
+    if path is not None:
+        return read_table(path), f"from {path.name}"
+    key, columns = DERIVED_COLUMNS[name]
+    present = [c for c in columns if c in interactions.columns]
+    if key not in interactions.columns or not present:
+        return None, "absent"
+    table = interactions[[key, *present]].dropna(subset=present, how="all")
+    return table.drop_duplicates(subset=[key], keep="last").reset_index(drop=True), "derived from interactions"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    input_dir, train_dir, test_dir = Path(args.input_dir), Path(args.train_dir), Path(args.test_dir)
+    path = find_table(input_dir, "interactions")
+    if path is None:
+        raise DataError(f"no interactions.csv/.parquet in {input_dir}")
+    raw = read_table(path)
+    train, test, unparseable = temporal_train_test(raw, args.test_fraction)
+    for d in (train_dir, test_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(train_dir / "interactions.parquet", index=False)
+    test.to_parquet(test_dir / "interactions.parquet", index=False)
+    counts: dict[str, object] = {
+        "input_rows": len(raw),
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "unparseable_timestamps_kept_in_train": unparseable,
+    }
+    for name in DERIVED_COLUMNS:
+        table, origin = side_table(input_dir, raw, name)
+        if table is not None:
+            table.to_parquet(train_dir / f"{name}.parquet", index=False)
+        counts[name] = f"{len(table)} rows {origin}" if table is not None else origin
+    if len(test) == 0:
+        print("[prepare] warning: every row shares one timestamp, so the test split is empty", flush=True)
+    print(f"[prepare] {json.dumps(counts)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
