@@ -5,7 +5,7 @@ stability index (PSI) of its distribution, reference vs current:
 
 - ``category_mix``: share of interactions per product category (categorical);
 - ``price``: price of the interacted products, binned at the reference's deciles;
-- ``activity_per_user``: interactions per user, binned at the reference's deciles.
+- ``activity_per_user``: interactions per active day per user (window-length free), binned at the reference's deciles.
 
 PSI = sum over bins of (c - r) * ln(c / r), with shares floored at :data:`EPSILON` so an empty bin
 does not give infinity. Reading it: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a major shift. The score
@@ -66,7 +66,13 @@ def numeric_psi(reference: pd.Series, current: pd.Series, bins: int = BINS) -> f
 
 
 def _activity(frame: pd.DataFrame) -> pd.Series:
-    return frame.groupby("user_id").size().astype(float)
+    """Interactions per active day per user. Raw counts per user grow with the window's length, so a
+    short "current" window against a long reference would always look like drift; per active day does not."""
+    if "timestamp" not in frame.columns:
+        return frame.groupby("user_id").size().astype(float)
+    days = pd.to_numeric(frame["timestamp"], errors="coerce") // 86_400
+    grouped = frame.assign(_day=days).groupby("user_id")
+    return (grouped.size() / grouped["_day"].nunique().clip(lower=1)).astype(float)
 
 
 def drift_score(reference: pd.DataFrame, current: pd.DataFrame) -> DriftReport:

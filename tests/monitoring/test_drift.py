@@ -55,3 +55,20 @@ def test_missing_columns_are_named():
 def test_split_by_time_keeps_the_latest_fifth_as_current():
     ref, cur = split_by_time(_traffic(1, 0.5, n=100).iloc[::-1])
     assert len(cur) == 20 and cur["timestamp"].min() > ref["timestamp"].max()
+
+
+def test_activity_drift_does_not_depend_on_window_length():
+    """Steady shoppers (1 to 5 events a day each) in a 10-day window vs a 40-day window: no activity drift.
+    Raw counts per user would differ 4x between the windows and read as a large shift."""
+
+    def window(days: int, start_day: int) -> pd.DataFrame:
+        rows = [
+            {"user_id": f"u{u}", "category": "Sarees", "price": 300.0, "timestamp": (start_day + d) * 86_400 + e * 60}
+            for u in range(50)
+            for d in range(days)
+            for e in range(1 + u % 5)
+        ]
+        return pd.DataFrame(rows)
+
+    report = drift_score(window(40, 0), window(10, 40))
+    assert report.per_feature["activity_per_user"] < 0.01
