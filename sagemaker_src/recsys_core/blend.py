@@ -201,8 +201,8 @@ def select(
             reason = "no products table (category/price) to build content features from"
         if reason is None and getattr(cls, "needs_user_features", False) and prep.ctx.user_segment is None:
             reason = "no users table (age/gender/location) to build segments from"
-        if reason is None and time.perf_counter() - t0 + _expected_fit_s(cand, fit_times) > budget:
-            reason = f"time budget {budget:.0f}s would be exceeded"
+        if reason is None and time.perf_counter() - t0 + _expected_fit_s(cand, fit_times) > 0.8 * budget:
+            reason = f"time budget {budget:.0f}s would be exceeded (a fifth is kept for blending)"
         if reason is not None:
             log(f"[select] skip {model_name}: {reason}")
             table.append({"model": model_name, "ndcg": None, "fit_s": None, "skipped": reason})

@@ -197,7 +197,9 @@ class IdMap:
     def _search(self, values: np.ndarray) -> np.ndarray:
         if len(self.ids) == 0 or len(values) == 0:
             return np.full(len(values), -1, dtype=np.int64)
-        pos = np.searchsorted(self.ids, values)
+        # Search in the map's own string width: a wider query would make numpy copy the whole map.
+        # Truncated queries may land on a prefix; the equality check against the original rejects it.
+        pos = np.searchsorted(self.ids, values.astype(self.ids.dtype))
         pos = np.minimum(pos, len(self.ids) - 1)
         return np.where(self.ids[pos] == values, pos, -1).astype(np.int64)
 

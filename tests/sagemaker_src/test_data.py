@@ -66,3 +66,8 @@ def test_id_map_lookup_of_long_columns_with_many_distinct_ids_matches_the_short_
     got = ids.index(values)
     assert np.array_equal(ids.ids[got[got >= 0]], values[got >= 0])
     assert np.array_equal(got >= 0, expected >= 0)
+
+
+def test_id_map_rejects_longer_ids_that_share_a_known_prefix():
+    ids = IdMap.from_values(np.array(["ab", "abc"]))
+    assert ids.index(["abcd", "abc", "a"]).tolist() == [-1, 1, -1]

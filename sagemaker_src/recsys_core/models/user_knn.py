@@ -61,12 +61,14 @@ class UserKNN(Model):
         rows = np.nonzero(users >= 0)[0]
         sims[rows, users[rows]] = 0.0  # a user is not their own neighbour
         k = min(self.config.k, sims.shape[1])
-        if k < sims.shape[1]:
+        if k < sims.shape[1]:  # keep each row's k nearest users, built sparse directly
             cut = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            kept = np.zeros_like(sims)
-            np.put_along_axis(kept, cut, np.take_along_axis(sims, cut, axis=1), axis=1)
-            sims = kept
-        return np.asarray((sp.csr_matrix(sims) @ self.X).toarray(), dtype=np.float32)
+            vals = np.take_along_axis(sims, cut, axis=1)
+            indptr = np.arange(0, len(sims) * k + 1, k)
+            neighbours = sp.csr_matrix((vals.ravel(), cut.ravel(), indptr), shape=sims.shape)
+        else:
+            neighbours = sp.csr_matrix(sims)
+        return np.asarray((neighbours @ self.X).toarray(), dtype=np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
         return sparse_state("X", self.X)
