@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from pathlib import Path
-
 import pytest
 
 from recsys.local.athena import LocalAthena
-from tests.sql.test_queries import INTERACTIONS, PRODUCTS, USERS, _interaction_rows, _write
+from tests.sql.test_queries import write_tiny_curated
 
 EVALUATION = {
     "metrics": {
@@ -22,19 +19,4 @@ EVALUATION = {
 
 @pytest.fixture(scope="session")
 def tiny_athena(tmp_path_factory: pytest.TempPathFactory) -> LocalAthena:
-    root: Path = tmp_path_factory.mktemp("tiny_curated")
-    users = [
-        {"user_id": u, "age": a, "gender": g, "location": loc, "signup_date": datetime.fromisoformat(d).date()}
-        for u, a, g, loc, d in USERS
-    ]
-    products = [
-        {"product_id": p, "product_url": url, "category": c, "sub_category": s, "price": pr, "price_normalized": 0.0}
-        for p, url, c, s, pr in PRODUCTS
-    ]
-    return LocalAthena(
-        {
-            "users": _write(root / "users.parquet", "users", users),
-            "products": _write(root / "products.parquet", "products", products),
-            "interactions": _write(root / "interactions.parquet", "interactions", _interaction_rows(INTERACTIONS)),
-        }
-    )
+    return LocalAthena(write_tiny_curated(tmp_path_factory.mktemp("tiny_curated")))

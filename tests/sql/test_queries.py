@@ -84,9 +84,9 @@ def _interaction_rows(rows: list[tuple]) -> list[dict]:
     return [dict(zip(keys, (*r[:4], datetime.fromisoformat(r[4])), strict=True)) for r in rows]
 
 
-@pytest.fixture(scope="module")
-def curated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("curated")
+def write_tiny_curated(root: Path) -> dict[str, Path]:
+    """The hand-countable curated tables as Parquet under ``root``; interactions as a folder of parts,
+    as a CTAS or recipe job writes it. Shared with the monitoring tests."""
     users = [
         {"user_id": u, "age": a, "gender": g, "location": loc, "signup_date": datetime.fromisoformat(d).date()}
         for u, a, g, loc, d in USERS
@@ -95,7 +95,7 @@ def curated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         {"product_id": p, "product_url": url, "category": c, "sub_category": s, "price": pr, "price_normalized": 0.0}
         for p, url, c, s, pr in PRODUCTS
     ]
-    (root / "interactions").mkdir()  # a directory of parts, as a CTAS or recipe job writes it
+    (root / "interactions").mkdir()
     return {
         "users": _write(root / "users.parquet", "users", users),
         "products": _write(root / "products.parquet", "products", products),
@@ -103,6 +103,11 @@ def curated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             root / "interactions" / "part-0.parquet", "interactions", _interaction_rows(INTERACTIONS)
         ).parent,
     }
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_tiny_curated(tmp_path_factory.mktemp("curated"))
 
 
 @pytest.fixture(scope="module")
