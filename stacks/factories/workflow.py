@@ -19,10 +19,10 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from recsys.local.athena import ctas_statement, feature_queries
-from stacks.config import ATHENA_RESULTS_PREFIX, CURATED_PREFIX, RAW_PREFIX, Config
+from stacks.config import CURATED_PREFIX, RAW_PREFIX, Config
 from stacks.factories.databrew import DataBrewJobs
 from stacks.factories.storage import log_retention, removal_policy
-from stacks.nag import acknowledge_wildcards, arn_token, partition_text, ref_token
+from stacks.nag import acknowledge_wildcards, arn_token
 
 #: Tables whose raw data may be absent: a failed job for them does not stop the workflow.
 OPTIONAL_TABLES = ("users", "products")
@@ -79,30 +79,69 @@ def _crawler_stage(scope: Construct, name: str) -> tuple[sfn.IChainable, sfn.INe
     return start, done
 
 
-def _features_stage(scope: Construct, cfg: Config, results: s3.IBucket) -> list[sfn.IChainable]:
+def _features_stage(scope: Construct, cfg: Config) -> list[sfn.IChainable]:
     """DROP + CTAS per feature table; without external_location Athena writes each run to a new
-    prefix under the workgroup's result location, so a re-run never collides with old files."""
+    prefix under the workgroup's result location, so a re-run never collides with old files.
+
+    Plain ``.sync`` states rather than ``AthenaStartQueryExecution``: that task always grants
+    ``s3:GetObject``/``s3:ListBucket`` on ``*``; the rights are granted narrowly in
+    :func:`_grant_athena` instead."""
     steps: list[sfn.IChainable] = []
     for name in feature_queries():
         for label, sql in (("Drop", f"DROP TABLE IF EXISTS {name}"), ("Build", ctas_statement(name, location=None))):
             steps.append(
-                tasks.AthenaStartQueryExecution(
+                sfn.CustomState(
                     scope,
                     f"{label} {name}",
-                    query_string=sql,
-                    work_group=cfg.athena_workgroup,
-                    query_execution_context=tasks.QueryExecutionContext(
-                        catalog_name="AwsDataCatalog", database_name=cfg.glue_database
-                    ),
-                    # Naming the (workgroup-enforced) location scopes the task's S3 rights to that bucket.
-                    result_configuration=tasks.ResultConfiguration(
-                        output_location=s3.Location(bucket_name=results.bucket_name, object_key=ATHENA_RESULTS_PREFIX)
-                    ),
-                    integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-                    result_path=sfn.JsonPath.DISCARD,
+                    state_json={
+                        "Type": "Task",
+                        "Resource": f"arn:{Aws.PARTITION}:states:::athena:startQueryExecution.sync",
+                        "Parameters": {
+                            "QueryString": sql,
+                            "WorkGroup": cfg.athena_workgroup,
+                            "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": cfg.glue_database},
+                        },
+                        "ResultPath": None,
+                    },
                 )
             )
     return steps
+
+
+def _grant_athena(
+    machine: sfn.StateMachine, cfg: Config, destination: s3.IBucket, results: s3.IBucket, key: kms.IKey
+) -> None:
+    """What the DROP/CTAS queries need: this workgroup, this database, curated data in, results out."""
+    arn = f"arn:{Aws.PARTITION}"
+    glue = f"{arn}:glue:{Aws.REGION}:{Aws.ACCOUNT_ID}"
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:StopQueryExecution"],
+            resources=[f"{arn}:athena:{Aws.REGION}:{Aws.ACCOUNT_ID}:workgroup/{cfg.athena_workgroup}"],
+        )
+    )
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=[
+                "glue:GetDatabase",
+                "glue:GetTable",
+                "glue:GetTables",
+                "glue:GetPartitions",
+                "glue:CreateTable",
+                "glue:DeleteTable",
+            ],
+            resources=[
+                f"{glue}:catalog",
+                f"{glue}:database/{cfg.glue_database}",
+                f"{glue}:table/{cfg.glue_database}/*",
+            ],
+        )
+    )
+    # Athena re-checks data access through Lake Formation even when it is not in use; no resource form exists.
+    machine.add_to_role_policy(iam.PolicyStatement(actions=["lakeformation:GetDataAccess"], resources=["*"]))
+    destination.grant_read(machine, f"{CURATED_PREFIX}/*")
+    results.grant_read_write(machine)
+    key.grant_encrypt_decrypt(machine)
 
 
 def curation_workflow(
@@ -120,7 +159,7 @@ def curation_workflow(
     jobs_stage = _jobs_stage(scope, jobs)
     stages.append((jobs_stage, jobs_stage))
     stages += [_crawler_stage(scope, name) for name in crawler_names.values()]
-    stages += [(step, step) for step in _features_stage(scope, cfg, results)]
+    stages += [(step, step) for step in _features_stage(scope, cfg)]
     for (_, exit_state), (entry, _) in zip(stages, stages[1:], strict=False):
         exit_state.next(entry)
     stages[-1][1].next(sfn.Succeed(scope, "Curated and features built"))
@@ -142,24 +181,16 @@ def curation_workflow(
         tracing_enabled=True,
         logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
     )
-    # Athena CTAS reads curated data and writes results; the .sync tasks add Athena/Glue rights.
-    destination.grant_read(machine, f"{CURATED_PREFIX}/*")
-    results.grant_read_write(machine)
-    key.grant_encrypt_decrypt(machine)
-    partition = partition_text(machine)
-    glue_arn = f"arn:{partition}:glue:{cfg.region}:<AWS::AccountId>"
+    _grant_athena(machine, cfg, destination, results, key)
     acknowledge_wildcards(
         machine,
         {
             "*": "Only actions AWS offers without resource-level permissions: X-Ray tracing, CloudWatch Logs "
-            "delivery for the state machine, and lakeformation:GetDataAccess (added by the Athena task).",
-            f"{glue_arn}:table/{cfg.glue_database}/*": "Athena reads and CTAS creates tables in this database only.",
-            f"{glue_arn}:userDefinedFunction/{cfg.glue_database}/*": "Added by the Athena task for this database.",
+            "delivery for the state machine, and lakeformation:GetDataAccess (checked by Athena).",
+            "arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/"
+            f"{cfg.glue_database}/*": "CTAS creates, and DROP deletes, feature tables in this database only.",
             f"{arn_token(destination)}/{CURATED_PREFIX}/*": "CTAS queries read the curated tables only.",
             f"{arn_token(results)}/*": "The results bucket holds only query results and CTAS output.",
-            f"arn:{partition}:s3:::{ref_token(results)}/{ATHENA_RESULTS_PREFIX}/*": (
-                "Added by the Athena task for the workgroup's result location."
-            ),
         },
     )
 

@@ -1,0 +1,174 @@
+"""The one-row serving path (``score_row``, no scipy matrices per request) must answer exactly as the
+batch sparse path it replaced: same products in the same order, same scores.
+
+``reference_recommend`` is ``Bundle.recommend`` as it was before the fast path: it scores scipy CSR
+rows with ``Ensemble.score`` (still the batch path used by selection and evaluation) and ranks with
+the multi-row ``top_k``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+N_USERS, N_ITEMS = 300, 200
+
+
+def _bundle(tmp_path, decay: float, repeat: float):
+    import inference
+    from recsys_core.blend import Candidate, Recipe, fit_recipe
+    from recsys_core.bundle import Bundle, recipe_doc
+    from recsys_core.data import clean_interactions
+    from recsys_core.features import item_popularity
+    from recsys_core.models.ease import EASEConfig
+    from recsys_core.models.item_knn import ItemKNNConfig
+    from recsys_core.models.mf import MFConfig
+    from recsys_core.models.rp3beta import RP3betaConfig
+    from recsys_core.models.user_knn import UserKNNConfig
+    from recsys_core.prepare import prepare
+    from recsys_core.synthetic import SyntheticConfig, synthetic_tables
+
+    tables = synthetic_tables(SyntheticConfig(n_users=N_USERS, n_items=N_ITEMS, events_per_user=15, seed=4))
+    clean, _ = clean_interactions(tables["interactions"])
+    prep = prepare(clean, tables["products"], num_threads=1)
+    candidates = [
+        Candidate("user_knn", UserKNNConfig(k=20)),  # fewer neighbours than users: the argpartition cut
+        Candidate("user_knn", UserKNNConfig(k=10_000)),  # every user a neighbour
+        Candidate("ease", EASEConfig(lambda_rel=0.5, k=50)),
+        Candidate("rp3beta", RP3betaConfig(k=30)),
+        Candidate("item_knn", ItemKNNConfig("cosine", k=20)),
+        Candidate("mf", MFConfig("als", factors=8, iterations=3)),
+        Candidate("mf", MFConfig("bpr", factors=8, iterations=2)),
+    ]
+    recipe = Recipe(candidates, [0.3, 0.1, 0.2, 0.1, 0.1, 0.15, 0.05], decay, repeat)
+    pop = item_popularity(prep.hist)
+    bundle = Bundle("fast-v1", prep.users, prep.items, prep.hist, fit_recipe(recipe, prep),
+                    recipe_doc(recipe.candidates, recipe.weights), pop / pop.max(),
+                    prep.item_features.category, prep.item_features.category_names)
+    bundle.save(tmp_path)
+    return inference.model_fn(str(tmp_path))
+
+
+@pytest.fixture(scope="module", params=[(0.0, 0.0), (5.0, 0.3)], ids=["plain", "decay+repeat"])
+def bundle(request, tmp_path_factory):
+    return _bundle(tmp_path_factory.mktemp("model"), *request.param)
+
+
+def reference_recommend(b, user_id: str, k: int = 10, recent_product_ids: list[str] | None = None,
+                        exclude_product_ids: list[str] | None = None, exclude: str = "purchased",
+                        category: str | None = None) -> tuple[list[int], np.ndarray, str]:
+    """The pre-fast-path ranking: (item indices best first, raw scores, strategy)."""
+    from recsys_core.ensemble import top_k
+
+    n = b.hist.n_items
+    u = b.users.index_one(user_id)
+    recent = b.items.index(list(recent_product_ids or []))
+    recent = recent[recent >= 0]
+    session = None
+    if len(recent):
+        session = sp.csr_matrix((np.ones(len(recent), np.float32), (np.zeros(len(recent), int), recent)), shape=(1, n))
+        session.sum_duplicates()
+        session.data[:] = 1.0
+    mask = np.zeros(n, dtype=bool)
+    if u >= 0:
+        profile = b._profiles[u]
+        if session is not None:
+            peak = float(profile.data.max(initial=0.0)) or 1.0
+            scores, strategy = b.ensemble.score(profile + session * peak, np.array([-1]))[0], "personalized+session"
+        else:
+            scores, strategy = b.ensemble.score(profile, np.array([u]))[0], "personalized"
+        if exclude != "none":
+            owned = b._strong if exclude == "purchased" else b._any
+            mask[owned.indices[owned.indptr[u] : owned.indptr[u + 1]]] = True
+    elif session is not None:
+        scores, strategy = b.ensemble.score(session, np.array([-1]))[0], "session"
+    else:
+        scores, strategy = b._cold_scores(user_id)
+    if exclude == "interacted" and len(recent):
+        mask[recent] = True
+    if exclude_product_ids:
+        ex = b.items.index(list(exclude_product_ids))
+        mask[ex[ex >= 0]] = True
+    if category is not None:
+        mask |= ~b._category_mask(category)
+    k = min(k, n)
+    scores = np.where(mask, -np.inf, scores)
+    # two copies of the row force top_k's general multi-row code, not its one-row shortcut
+    ranked = top_k(np.vstack([scores, scores]), k)[0]
+    return list(ranked), scores, strategy
+
+
+def requests(b) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(11)
+    users = [str(x) for x in b.users.ids]
+    items = [str(x) for x in b.items.ids]
+    cats = [str(c) for c in b.category_names]
+    out: list[dict[str, Any]] = []
+    for exclude in ("purchased", "interacted", "none"):
+        for n in range(40):
+            known = users[int(rng.integers(len(users)))]
+            recent = [items[int(i)] for i in rng.choice(len(items), int(rng.integers(1, 6)))]  # may repeat
+            out += [
+                {"user_id": known, "k": 10, "exclude": exclude},
+                {"user_id": known, "k": 25, "exclude": exclude, "recent_product_ids": recent},
+                {"user_id": f"new-{n}", "k": 10, "exclude": exclude, "recent_product_ids": recent + ["no-such-id"]},
+                {"user_id": f"new-{n}", "k": 5, "exclude": exclude},
+                {"user_id": known, "k": 300, "exclude": exclude, "category": cats[n % len(cats)],
+                 "exclude_product_ids": recent},
+            ]
+    return out
+
+
+def test_fixture_has_non_canonical_profiles(bundle):
+    """Profiles with repeated items in stored order are the tricky case for exact replication."""
+    P = bundle._profiles
+    assert any(np.any(np.diff(P.indices[P.indptr[u] : P.indptr[u + 1]]) <= 0) for u in range(P.shape[0]))
+
+
+def test_responses_match_the_sparse_path(bundle):
+    seen = set()
+    for req in requests(bundle):
+        got = bundle.recommend(**req)
+        ranked, scores, strategy = reference_recommend(bundle, **req)
+        seen.add((strategy, req["exclude"]))
+        assert got["strategy"] == strategy, req
+        assert [r["product_id"] for r in got["recommendations"]] == [str(bundle.items.ids[i]) for i in ranked], req
+        assert [r["score"] for r in got["recommendations"]] == [round(float(scores[i]), 6) for i in ranked], req
+    strategies = {s for s, _ in seen}
+    assert strategies >= {"personalized", "personalized+session", "session", "popular"}
+    assert len(seen) == len(strategies) * 3  # every strategy under every exclude mode
+
+
+def test_raw_scores_match_for_every_user_and_model(bundle):
+    """Before rounding and ranking: each model and the ensemble, known users and folded-in rows."""
+    ens, P, n = bundle.ensemble, bundle._profiles, bundle.hist.n_items
+    for u in range(P.shape[0]):
+        row = P[u]
+        for user in (u, -1):
+            np.testing.assert_allclose(ens.score_row(row.indices, row.data, user, n),
+                                       ens.score(row, np.array([user]))[0], rtol=0, atol=1e-9)
+            for model in ens.models:
+                np.testing.assert_allclose(model.score_row(row.indices, row.data, user, n),
+                                           model.score(row, np.array([user]))[0], rtol=0, atol=1e-9,
+                                           err_msg=f"{model.name} user {u}")
+
+
+def test_empty_profile_row_matches(bundle):
+    ens, n = bundle.ensemble, bundle.hist.n_items
+    empty = sp.csr_matrix((1, n), dtype=np.float32)
+    got = ens.score_row(np.zeros(0, np.int32), np.zeros(0, np.float32), -1, n)
+    np.testing.assert_allclose(got, ens.score(empty, np.array([-1]))[0], rtol=0, atol=1e-9)
+
+
+def test_one_row_top_k_matches_the_general_one():
+    from recsys_core.ensemble import top_k
+
+    rng = np.random.default_rng(5)
+    for n in (7, 50, 2000):
+        scores = rng.integers(0, 5, n).astype(np.float32)  # many ties
+        scores[rng.integers(0, n, n // 3)] = -np.inf
+        for k in (1, 3, 10, n // 2, n, n + 4):
+            assert list(top_k(scores[None, :], k)[0]) == list(top_k(np.vstack([scores, scores]), k)[0])
