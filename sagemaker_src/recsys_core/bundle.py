@@ -70,30 +70,29 @@ class Bundle:
             raise BadRequest(f"'exclude' must be one of {list(EXCLUDE_MODES)}, got {exclude!r}")
         n = self.hist.n_items
         u = self.users.index_one(user_id)
-        recent = self.items.index(list(recent_product_ids or []))
+        recent = self.items.index(list(recent_product_ids)) if recent_product_ids else np.zeros(0, dtype=np.int64)
         recent = recent[recent >= 0]
-        session = None
-        if len(recent):
-            session = sp.csr_matrix((np.ones(len(recent), np.float32), (np.zeros(len(recent), int), recent)),
-                                    shape=(1, n))
-            session.sum_duplicates()
-            session.data[:] = 1.0
+        # Profiles go to the models as stored CSR entries (indices, data), not scipy rows: building
+        # matrices per request cost more than the scoring. A session row is the canonical CSR of
+        # the recent items (sorted, deduplicated, all ones).
+        session = np.unique(recent) if len(recent) else None
         mask = np.zeros(n, dtype=bool)
         if u >= 0:
-            profile = self._profiles[u]
+            lo, hi = self._profiles.indptr[u], self._profiles.indptr[u + 1]
+            p_idx, p_val = self._profiles.indices[lo:hi], self._profiles.data[lo:hi]
             if session is not None:
-                peak = float(profile.data.max(initial=0.0)) or 1.0
-                profile = profile + session * peak
-                scores = self.ensemble.score(profile, np.array([-1]))[0]  # steered: fold the session in
+                peak = float(p_val.max(initial=0.0)) or 1.0
+                steered = self._profiles[u] + self._session_row(session) * peak  # rare: keep scipy's exact sum
+                scores = self.ensemble.score_row(steered.indices, steered.data, -1, n)  # steered: fold the session in
                 strategy = "personalized+session"
             else:
-                scores = self.ensemble.score(profile, np.array([u]))[0]
+                scores = self.ensemble.score_row(p_idx, p_val, u, n)
                 strategy = "personalized"
             if exclude != "none":
                 owned = self._strong if exclude == "purchased" else self._any
                 mask[owned.indices[owned.indptr[u] : owned.indptr[u + 1]]] = True
         elif session is not None:
-            scores = self.ensemble.score(session, np.array([-1]))[0]
+            scores = self.ensemble.score_row(session.astype(np.int32), np.ones(len(session), np.float32), -1, n)
             strategy = "session"
         else:
             scores, strategy = self._cold_scores(user_id)
@@ -118,6 +117,11 @@ class Bundle:
             "strategy": strategy,
             "model_version": self.model_version,
         }
+
+    def _session_row(self, items: np.ndarray) -> sp.csr_matrix:
+        """Recent items as a canonical 1 x n_items CSR row of ones."""
+        return sp.csr_matrix((np.ones(len(items), np.float32), items.astype(np.int32), np.array([0, len(items)])),
+                             shape=(1, self.hist.n_items))
 
     def _cold_scores(self, user_id: str) -> tuple[np.ndarray, str]:
         if self.segments is not None and self.segment_users is not None and self.segment_of is not None:

@@ -54,6 +54,20 @@ class Ensemble:
             total += 1e-4 * self.popularity[None, :]
         return total
 
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+        """``score`` for one profile row given as its stored CSR entries (duplicates and order kept):
+        the serving path, with no scipy matrix built. Identical results, operation for operation."""
+        total = np.zeros((1, n_items), dtype=np.float32)
+        for model, weight in zip(self.models, self.weights, strict=True):
+            total += weight * row_max_normalize(model.score_row(indices, data, user, n_items)[None, :])
+        if self.repeat_weight:
+            dense = np.zeros((1, n_items), dtype=data.dtype)
+            np.add.at(dense[0], indices, data)  # toarray() adds duplicates in stored order too
+            total += self.repeat_weight * row_max_normalize(dense.astype(np.float32))
+        if self.popularity is not None:
+            total += 1e-4 * self.popularity[None, :]
+        return total[0]
+
 
 def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> list[np.ndarray]:
     """Per row, indices of the k best items (best first), never one flagged in ``exclude``."""
@@ -66,6 +80,8 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> l
     k = min(k, n_items)
     if k <= 0:
         return [np.zeros(0, dtype=np.int64) for _ in range(n_rows)]
+    if n_rows == 1:
+        return [_top_k_row(scores[0], k)]
     # Exact selection without a full sort: any lower bound on a row's k-th best value leaves few
     # candidates above it. The k-th best of every 16th column is such a bound and is cheap; if ties
     # flood it, the exact k-th value is used. Candidates are ordered by score, then item index.
@@ -88,3 +104,16 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> l
     starts = np.searchsorted(rows, np.arange(n_rows))
     ends = np.minimum(np.searchsorted(rows, np.arange(n_rows), side="right"), starts + k)
     return [cols[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
+    """``top_k`` for a single row (one request), same order and same items with fewer array passes:
+    everything at or above the k-th best value, finite only, by score then item index."""
+    n_items = len(scores)
+    bound = -np.partition(-scores, k - 1)[k - 1] if k < n_items else -np.inf
+    mask = scores >= bound
+    if not np.isfinite(bound):
+        mask &= np.isfinite(scores)
+    cand = np.flatnonzero(mask)
+    order = np.lexsort((cand, -scores[cand]))
+    return cand[order[:k]].astype(np.int64)

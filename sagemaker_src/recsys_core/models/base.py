@@ -61,6 +61,15 @@ class Model(ABC):
     def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         """Dense float32 scores (len(profiles) x n_items); ``users`` holds indices or -1 (unknown)."""
 
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+        """Scores (n_items,) of one profile row given as its stored CSR entries, for serving one request.
+
+        Must equal ``score(row, [user])[0]`` bit for bit. This default builds the row; models on the
+        request path override it to skip scipy's per-call overhead, which dominates one-row requests.
+        """
+        row = sp.csr_matrix((data, indices, np.array([0, len(indices)])), shape=(1, n_items))
+        return self.score(row, np.array([user]))[0]
+
     @abstractmethod
     def state(self) -> dict[str, np.ndarray]: ...
 
@@ -95,6 +104,11 @@ class ItemItemModel(Model):
     def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         return np.asarray((profiles @ self.W).toarray(), dtype=np.float32)
 
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+        out = np.zeros(self.W.shape[1], dtype=np.result_type(data, self.W.data))
+        accumulate_rows(out, self.W, indices, data)
+        return out.astype(np.float32, copy=False)
+
     def state(self) -> dict[str, np.ndarray]:
         return sparse_state("W", self.W)
 
@@ -111,3 +125,65 @@ def drop_diagonal(m: sp.csr_matrix) -> sp.csr_matrix:
     m.setdiag(0)
     m.eliminate_zeros()
     return m
+
+
+# ------------------------------------------------------------------- one-row sparse arithmetic
+# The single-request path must reproduce scipy's results bit for bit, so these helpers repeat the
+# exact float operations (and their order) of scipy's CSR kernels on one row, in plain numpy.
+
+
+def accumulate_rows(out: np.ndarray, M: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> None:
+    """``out += sum_j weights[j] * M[rows[j]]`` in place, as scipy's ``row @ M`` (csr_matmat) computes it.
+
+    csr_matmat adds ``w * m`` into each output column in the order of the row's stored entries, then
+    of M's stored entries; ``np.add.at`` is unbuffered and sequential, so it repeats that order.
+    """
+    if not len(rows):
+        return
+    starts = M.indptr[rows]
+    lens = M.indptr[np.asarray(rows) + 1] - starts
+    total = int(lens.sum())
+    if not total:
+        return
+    pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
+    np.add.at(out, M.indices[pos], np.repeat(weights, lens) * M.data[pos])
+
+
+def _first_seen_reversed(indices: np.ndarray) -> np.ndarray:
+    """Distinct columns in reverse order of first appearance: the output order of scipy's row kernels
+    that accumulate into a linked list (csr_matmat, binops on non-canonical rows)."""
+    uniq, first = np.unique(indices, return_index=True)
+    return uniq[np.argsort(first)[::-1]]
+
+
+def _is_canonical(indices: np.ndarray) -> bool:
+    return bool(np.all(indices[1:] > indices[:-1]))
+
+
+def row_normalize_entries(indices: np.ndarray, data: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stored entries of ``diags(1 / ||row||) @ row`` exactly as scipy produces them for one CSR row.
+
+    Mirrors ``X.multiply(X).sum(axis=1)`` (duplicates summed first, on non-canonical rows in linked-list
+    order; explicit zeros dropped; summed with ``np.add.reduceat``) and the matmul (each entry scaled,
+    then duplicates added in stored order; output in linked-list order, zeros dropped).
+    """
+    if _is_canonical(indices):
+        sums = data
+    else:
+        dense = np.zeros(n_cols, dtype=data.dtype)
+        np.add.at(dense, indices, data)
+        sums = dense[_first_seen_reversed(indices)]
+    sq = sums * sums
+    sq = sq[sq != 0]
+    norm = np.zeros(1, dtype=sq.dtype)
+    if len(sq):
+        norm[0] = np.add.reduceat(sq, np.zeros(1, dtype=np.intp))[0]
+    norm = np.sqrt(norm)
+    norm[norm == 0] = 1.0
+    inv = 1.0 / norm
+    scaled = np.zeros(n_cols, dtype=np.result_type(inv, data))
+    np.add.at(scaled, indices, inv[0] * data)
+    cols = _first_seen_reversed(indices) if len(indices) else indices
+    vals = scaled[cols]
+    keep = vals != 0
+    return cols[keep], vals[keep]

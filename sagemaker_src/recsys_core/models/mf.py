@@ -77,25 +77,27 @@ class MatrixFactorization(Model):
         self.YtY = (self.item_factors.T @ self.item_factors).astype(np.float64)
 
     def fold_in(self, profiles: sp.csr_matrix) -> np.ndarray:
-        c = self.config
         Y = self.item_factors
         out = np.zeros((profiles.shape[0], Y.shape[1]), dtype=np.float32)
         profiles = profiles.tocsr()
         for r in range(profiles.shape[0]):
             lo, hi = profiles.indptr[r], profiles.indptr[r + 1]
-            if lo == hi:
-                continue
-            items, vals = profiles.indices[lo:hi], profiles.data[lo:hi].astype(np.float64)
-            Yi = Y[items].astype(np.float64)
-            if c.method == "als":
-                conf = c.alpha * vals
-                A = self.YtY + c.regularization * np.eye(Y.shape[1]) + (Yi.T * (conf - 1.0)) @ Yi
-                out[r] = np.linalg.solve(A, Yi.T @ conf)
-            else:
-                vec = (vals[:, None] * Yi).sum(axis=0) / max(vals.sum(), 1e-9)
-                vec[-1] = 1.0  # implicit's BPR keeps an item-bias column matched by a constant user 1
-                out[r] = vec
+            if lo < hi:
+                out[r] = self._fold_in_row(profiles.indices[lo:hi], profiles.data[lo:hi])
         return out
+
+    def _fold_in_row(self, items: np.ndarray, data: np.ndarray) -> np.ndarray:
+        c = self.config
+        Y = self.item_factors
+        vals = data.astype(np.float64)
+        Yi = Y[items].astype(np.float64)
+        if c.method == "als":
+            conf = c.alpha * vals
+            A = self.YtY + c.regularization * np.eye(Y.shape[1]) + (Yi.T * (conf - 1.0)) @ Yi
+            return np.linalg.solve(A, Yi.T @ conf)
+        vec = (vals[:, None] * Yi).sum(axis=0) / max(vals.sum(), 1e-9)
+        vec[-1] = 1.0  # implicit's BPR keeps an item-bias column matched by a constant user 1
+        return vec
 
     def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users)
@@ -105,6 +107,15 @@ class MatrixFactorization(Model):
         if (~known).any():
             U[~known] = self.fold_in(profiles[np.nonzero(~known)[0]])
         return U @ self.item_factors.T
+
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+        """``score`` for one row, skipping the sparse row slice; same (1 x f) @ (f x n) product."""
+        U = np.zeros((1, self.item_factors.shape[1]), dtype=np.float32)
+        if user >= 0:
+            U[0] = self.user_factors[user]
+        elif len(indices):
+            U[0] = self._fold_in_row(indices, data)
+        return (U @ self.item_factors.T)[0]
 
     def state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
