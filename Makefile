@@ -47,8 +47,13 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Every benchmark in bench/ at its quick size (~10 min on 2 cores); each script's --help shows larger runs.
 bench: setup
-	$(PY) -m recsys bench $(ARGS)
+	$(PY) bench/bench_generate.py --scale small
+	$(PY) bench/bench_data_plane.py --scales small
+	$(PY) bench/bench_recommender.py --quick
+	$(PY) bench/bench_endpoint.py --workers 2 --threads 2
+	$(PY) bench/bench_streaming.py
 
 clean:
 	rm -rf cdk.out out .pytest_cache
