@@ -54,8 +54,8 @@ SERVERLESS_MAX_CONCURRENCY = 10
 # ---- rollback alarm thresholds (constants) ----------------------------------------------------------
 #: Any burst of server errors during a deployment rolls it back: >= 5 5XX responses in one minute.
 ERRORS_5XX_THRESHOLD = 5
-#: p99 model latency above 500 ms for 3 consecutive minutes (ModelLatency is reported in microseconds).
-LATENCY_P99_MS = 500
+#: p99 model latency above ``cfg.alarm_latency_p99_ms`` (the same setting the monitoring alarm uses)
+#: for 3 consecutive minutes; ModelLatency is reported in microseconds.
 LATENCY_PERIODS = 3
 
 
@@ -117,7 +117,7 @@ def rollback_alarms(scope: Construct, cfg: Config) -> list[cw.Alarm]:
             statistic="p99",
             period=Duration.minutes(1),
         ),
-        threshold=LATENCY_P99_MS * 1000,
+        threshold=cfg.alarm_latency_p99_ms * 1000,
         evaluation_periods=LATENCY_PERIODS,
         comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
         treat_missing_data=cw.TreatMissingData.NOT_BREACHING,

@@ -9,7 +9,7 @@ from aws_cdk.assertions import Match
 
 from lambdas.deploy_endpoint.handler import Settings
 from stacks.config import load_project_config
-from stacks.deploy_stack import ERRORS_5XX_THRESHOLD, LATENCY_P99_MS, alarm_names
+from stacks.deploy_stack import ERRORS_5XX_THRESHOLD, alarm_names
 from tests.stacks.conftest import resources
 
 pytestmark = pytest.mark.xdist_group("synth")
@@ -139,7 +139,7 @@ def test_rollback_alarms_watch_5xx_and_p99_latency_of_the_endpoint(dev):
             "MetricName": "ModelLatency",
             "ExtendedStatistic": "p99",
             "Dimensions": dims,
-            "Threshold": LATENCY_P99_MS * 1000,
+            "Threshold": DEV.alarm_latency_p99_ms * 1000,
         },
     )
 
