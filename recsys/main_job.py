@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from glue_jobs.raw_reader import read_raw
 from glue_jobs.recipe_executor import curated_arrow_table, reason_counts, run_recipe
-from glue_jobs.schema import CURATED_COLUMNS, REQUIRED_RAW_COLUMNS
+from glue_jobs.schema import CURATED_COLUMNS
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena, feature_queries
 from recsys.local.catalog import list_tables, register_prefix
@@ -162,11 +162,6 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             progress.info(
                 "generated " + ", ".join(f"{t} {n:,}" for t, n in summary.rows.items()) + f" (seed {gen_cfg.seed})"
             )
-        for table, path in files.items():
-            header = path.open("rb").read(4096) if path.suffix == ".csv" else b""
-            missing = [c for c in REQUIRED_RAW_COLUMNS[table] if header and c.encode() not in header]
-            if missing:
-                progress.info(f"warning: {path.name} header lacks {missing}; the recipe will reject it")
 
     with local_aws(cfg.region) as aws:
         with progress.step(f"Local AWS (moto server at {aws.url}): buckets, KMS key, Glue database, Athena workgroup"):
