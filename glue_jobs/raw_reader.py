@@ -1,4 +1,5 @@
-"""Read a raw table file (CSV or Parquet) as strings, keeping every line: unparseable lines are returned, not lost.
+"""Read a raw table file (CSV, Parquet or JSON lines, optionally gzip) as strings, keeping every line:
+unparseable lines are returned, not lost.
 
 Choices (see glue_jobs/README.md):
 - Everything is read as text, so no value is coerced before the recipe decides what is valid. An empty CSV
@@ -7,12 +8,19 @@ Choices (see glue_jobs/README.md):
   would silently create different ids for the same user.
 - A file with no header at all raises; a header-only file is a valid empty drop and returns zero rows.
 - A line with the wrong number of fields goes to ``malformed`` with a reason; the rest of the file is read.
+- JSON lines (the clickstream archive Firehose writes: one object per line, gzip) have no header: every
+  contract column is present (null where a record lacks it) and the recipe quarantines what is missing; a
+  line that is not a JSON object goes to ``malformed``. Scalars become their JSON text (``true``, ``4.0``).
+- gzip is recognised by its magic bytes, whatever the file is called.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +35,10 @@ READ_STEP = "read_raw"
 MALFORMED_REASON = "malformed_line"
 MALFORMED_COLUMNS = ("line_number", "raw_line", QUARANTINE_REASON_COLUMN, QUARANTINE_STEP_COLUMN, "detail")
 _BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+FORMATS = ("csv", "parquet", "jsonl")
+#: File name endings read as JSON lines (``.gz`` is stripped first).
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 class RawDataError(ValueError):
@@ -48,12 +60,26 @@ def _empty_malformed() -> pd.DataFrame:
 def _detect_format(data: bytes, name: str, fmt: str | None) -> str:
     if fmt:
         fmt = fmt.lower().lstrip(".")
-        if fmt not in ("csv", "parquet"):
-            raise RawDataError(f"{name}: format {fmt!r} is not supported; give a .csv or .parquet file")
+        fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
+        if fmt not in FORMATS:
+            raise RawDataError(f"{name}: format {fmt!r} is not supported; give a .csv, .parquet or .jsonl file")
         return fmt
-    if data[:4] == b"PAR1" or name.lower().endswith(".parquet"):
+    lower = name.lower().removesuffix(".gz")
+    if data[:4] == b"PAR1" or lower.endswith(".parquet"):
         return "parquet"
+    if lower.endswith(_JSON_SUFFIXES) or data.lstrip(_BOM + b" \t\r\n")[:1] == b"{":
+        return "jsonl"
     return "csv"
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    """Decompress a gzip file (Firehose archives are gzip); a damaged one is an error naming the file."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise RawDataError(
+            f"{name}: looks gzip-compressed but cannot be decompressed ({exc}); upload it again"
+        ) from exc
 
 
 def _check_columns(columns: list[str], table: str, name: str) -> None:
@@ -69,17 +95,21 @@ def _check_columns(columns: list[str], table: str, name: str) -> None:
         )
 
 
-def _read_csv(data: bytes, table: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _utf8(data: bytes, name: str) -> str:
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise RawDataError(
             f"{name}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line} cannot be decoded); "
             "re-save the file as UTF-8 (e.g. 'iconv -f latin1 -t utf-8') and upload it again"
         ) from exc
+
+
+def _read_csv(data: bytes, table: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    text = _utf8(data, name)
     if not text.strip():
         raise RawDataError(
             f"{name}: the file is empty (no header row); expected a header naming {list(RAW_COLUMNS[table])}"
@@ -101,16 +131,31 @@ def _read_csv(data: bytes, table: str, name: str) -> tuple[pd.DataFrame, pd.Data
         )
         return "skip"
 
-    table_ = pacsv.read_csv(
-        io.BytesIO(text.encode("utf-8")),
-        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in header},
-            null_values=[""],
-            strings_can_be_null=True,
-        ),
-    )
+    payload = text.encode("utf-8")
+
+    def parse(block_size: int | None) -> pa.Table:
+        bad.clear()
+        return pacsv.read_csv(
+            io.BytesIO(payload),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=block_size),
+            # A quoted value may hold a newline: without this, one falling on a block boundary splits its row in two.
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+
+    try:
+        try:
+            table_ = parse(None)
+        except pa.ArrowInvalid as exc:  # a row longer than a block (1 MiB): parse the file as one block
+            if "straddl" not in str(exc) or len(payload) >= 2**31 - 1:
+                raise
+            table_ = parse(len(payload) + 1)
+    except pa.ArrowInvalid as exc:
+        raise RawDataError(f"{name}: cannot be parsed as CSV ({exc}); check quoting and delimiters") from exc
     frame = (
         table_.to_pandas().astype("str")
         if table_.num_rows
@@ -155,6 +200,52 @@ def _read_parquet(data: bytes, table: str, name: str) -> pd.DataFrame:
     )
 
 
+def _json_text(value: object) -> str | None:
+    """A JSON value as the text a CSV cell would hold: null stays null, scalars keep their JSON spelling."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _read_jsonl(data: bytes, table: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    text = _utf8(data, name)
+    rows: list[dict[str, str | None]] = []
+    bad: list[dict[str, str]] = []
+    columns = list(RAW_COLUMNS[table])
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue  # Firehose's record delimiter leaves a final newline; blank lines carry no row
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            record, detail = None, f"not JSON: {exc}"
+        else:
+            detail = f"a JSON {type(record).__name__}, not an object"
+        if not isinstance(record, dict):
+            bad.append(
+                {
+                    "line_number": str(number),
+                    "raw_line": line,
+                    QUARANTINE_REASON_COLUMN: MALFORMED_REASON,
+                    QUARANTINE_STEP_COLUMN: READ_STEP,
+                    "detail": detail,
+                }
+            )
+            continue
+        row = {str(k).strip(): _json_text(v) for k, v in record.items()}
+        columns.extend(k for k in row if k not in columns)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=columns).astype("str") if rows else _empty_text_frame(columns)
+    malformed = pd.DataFrame(bad, columns=list(MALFORMED_COLUMNS)).astype("str") if bad else _empty_malformed()
+    return frame, malformed
+
+
+def _empty_text_frame(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
+
+
 def read_raw(source: str | Path | bytes, table: str, fmt: str | None = None, name: str = "") -> RawReadResult:
     """Read one raw file for ``table``; ``source`` is a path or the file's bytes (e.g. an S3 object body)."""
     if table not in RAW_COLUMNS:
@@ -168,9 +259,13 @@ def read_raw(source: str | Path | bytes, table: str, fmt: str | None = None, nam
             data = path.read_bytes()
         except OSError as exc:
             raise RawDataError(f"{name}: cannot be read ({exc.strerror})") from exc
+    if data[:2] == _GZIP_MAGIC:
+        data = _gunzip(data, name)
     kind = _detect_format(data, name, fmt)
     if kind == "parquet":
         frame, malformed = _read_parquet(data, table, name), _empty_malformed()
+    elif kind == "jsonl":
+        frame, malformed = _read_jsonl(data, table, name)
     else:
         frame, malformed = _read_csv(data, table, name)
     return RawReadResult(table=table, frame=frame, malformed=malformed, source=name)

@@ -2,8 +2,9 @@
 
 raw files -> source bucket (moto S3) -> the DataBrew recipes (pandas executor) -> curated and
 quarantine Parquet in the destination bucket -> Glue tables (the crawler's local equivalent)
--> Athena SQL on DuckDB: feature tables (CTAS), the training set and KPIs.
-Later issues extend it (training, endpoint, monitoring).
+-> Athena SQL on DuckDB: feature tables (CTAS), the training set and KPIs -> the SageMaker pipeline
+steps -> a real HTTP endpoint -> the clickstream (Kinesis, consumer, API) whose archive feeds the
+next training set -> monitoring.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
 from recsys.local.s3io import write_parquet
 from stacks.config import (
+    CLICKSTREAM,
+    CLICKSTREAM_RECIPE,
     CURATED_PREFIX,
     FEATURES_PREFIX,
     QUARANTINE_PREFIX,
@@ -40,6 +43,8 @@ from stacks.config import (
 )
 
 RAW_SUFFIXES = (".csv", ".parquet")
+#: An optional clickstream archive in a user's --data folder (JSON lines, as Firehose writes them).
+CLICKSTREAM_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 
 
 class Progress:
@@ -74,12 +79,14 @@ class CurationCounts:
 
 
 def find_raw_files(folder: Path) -> dict[str, Path]:
-    """``users``/``products``/``interactions`` files in a user's folder; only interactions is required."""
+    """``users``/``products``/``interactions`` files in a user's folder (only interactions is required),
+    and optionally a ``clickstream.jsonl[.gz]`` archive of stream events."""
     if not folder.is_dir():
         raise FileNotFoundError(f"--data folder not found: {folder}")
     found: dict[str, Path] = {}
-    for table in TABLES:
-        matches = [folder / f"{table}{suffix}" for suffix in RAW_SUFFIXES if (folder / f"{table}{suffix}").is_file()]
+    for table in (*TABLES, CLICKSTREAM):
+        suffixes = CLICKSTREAM_SUFFIXES if table == CLICKSTREAM else RAW_SUFFIXES
+        matches = [folder / f"{table}{suffix}" for suffix in suffixes if (folder / f"{table}{suffix}").is_file()]
         if len(matches) > 1:
             raise ValueError(f"both {matches[0].name} and {matches[1].name} in {folder}: keep one")
         if matches:
@@ -106,27 +113,62 @@ def curate_table(
     aws: LocalAws, res: LocalResources, table: str, raw_uri: str, lake: Path
 ) -> tuple[CurationCounts, pd.DataFrame]:
     """Read raw from the source bucket, run the table's recipes, write curated + quarantine Parquet."""
-    key = raw_uri.split(f"s3://{res.source_bucket}/", 1)[1]
-    body = aws.client("s3").get_object(Bucket=res.source_bucket, Key=key)["Body"].read()
-    raw = read_raw(body, table, fmt=Path(key).suffix.lstrip("."), name=raw_uri)
-    result = run_recipe(table, raw.frame)
-    quarantine = (
-        pd.concat([raw.malformed, result.quarantine], ignore_index=True) if len(raw.malformed) else result.quarantine
-    )
+    return _curate(aws, res, table, table, [raw_uri.split(f"s3://{res.source_bucket}/", 1)[1]], lake)
+
+
+def curate_clickstream(aws: LocalAws, res: LocalResources, lake: Path) -> CurationCounts | None:
+    """The clickstream-curated/-quarantine jobs: every archived object under raw/clickstream/ through the
+    interactions recipes (duplicates found across files, as one DataBrew dataset over the prefix).
+
+    With no archive yet the curated table is written empty, as the catalogue declares it on AWS.
+    """
+    prefix = f"{RAW_PREFIX}/{CLICKSTREAM}/"
+    keys = [
+        obj["Key"]
+        for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=res.source_bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+    ]
+    if not keys:
+        _publish(aws, res, CLICKSTREAM, CURATED_PREFIX, empty_curated(CLICKSTREAM_RECIPE), lake)
+        return None
+    return _curate(aws, res, CLICKSTREAM, CLICKSTREAM_RECIPE, sorted(keys), lake)[0]
+
+
+def _curate(
+    aws: LocalAws, res: LocalResources, name: str, recipe: str, keys: list[str], lake: Path
+) -> tuple[CurationCounts, pd.DataFrame]:
+    s3 = aws.client("s3")
+    frames, malformed = [], []
+    for key in keys:
+        body = s3.get_object(Bucket=res.source_bucket, Key=key)["Body"].read()
+        raw = read_raw(body, recipe, fmt=_raw_format(key), name=f"s3://{res.source_bucket}/{key}")
+        frames.append(raw.frame)
+        if len(raw.malformed):
+            malformed.append(raw.malformed)
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    result = run_recipe(recipe, frame)
+    quarantine = pd.concat([*malformed, result.quarantine], ignore_index=True) if malformed else result.quarantine
     quarantine = quarantine.astype("string")
     counts = CurationCounts(
-        rows_in=len(raw.frame) + len(raw.malformed), curated=len(result.curated), quarantined=len(quarantine)
+        rows_in=len(frame) + sum(len(m) for m in malformed), curated=len(result.curated), quarantined=len(quarantine)
     )
     counts.reasons = reason_counts(quarantine)
-    for prefix, frame in (
-        (CURATED_PREFIX, curated_arrow_table(table, result.curated)),
-        (QUARANTINE_PREFIX, quarantine),
-    ):
-        if prefix == QUARANTINE_PREFIX and len(frame) == 0:
-            continue
-        _local_parquet(frame, lake / prefix / table / "part-00000.parquet")
-        write_parquet(aws, frame, f"s3://{res.destination_bucket}/{prefix}/{table}/")
+    _publish(aws, res, name, CURATED_PREFIX, curated_arrow_table(recipe, result.curated), lake)
+    if len(quarantine):
+        _publish(aws, res, name, QUARANTINE_PREFIX, quarantine, lake)
     return counts, result.curated
+
+
+def _raw_format(key: str) -> str | None:
+    """The format a key's name gives (``.jsonl.gz`` -> jsonl); None lets the reader sniff the bytes."""
+    suffixes = [x.lstrip(".") for x in Path(key).suffixes if x != ".gz"]
+    return suffixes[-1] if suffixes and suffixes[-1] in ("csv", "parquet", "jsonl", "json") else None
+
+
+def _publish(aws: LocalAws, res: LocalResources, name: str, prefix: str, frame: pd.DataFrame | pa.Table, lake: Path):
+    """One output of a recipe job: replaces ``<prefix>/<name>/`` locally and in the destination bucket."""
+    _local_parquet(frame, lake / prefix / name / "part-00000.parquet")
+    write_parquet(aws, frame, f"s3://{res.destination_bucket}/{prefix}/{name}/")
 
 
 def _print_counts(progress: Progress, table: str, c: CurationCounts) -> None:
@@ -177,29 +219,23 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             curated: dict[str, pd.DataFrame] = {}
             counts: dict[str, CurationCounts] = {}
             for table, uri in uris.items():
-                counts[table], curated[table] = curate_table(aws, res, table, uri, lake)
-                _print_counts(progress, table, counts[table])
+                if table in TABLES:
+                    counts[table], curated[table] = curate_table(aws, res, table, uri, lake)
+                    _print_counts(progress, table, counts[table])
             for table in TABLES:
                 if table not in uris:
-                    _local_parquet(empty_curated(table), lake / CURATED_PREFIX / table / "part-00000.parquet")
-                    write_parquet(aws, empty_curated(table), f"s3://{res.destination_bucket}/{CURATED_PREFIX}/{table}/")
+                    _publish(aws, res, table, CURATED_PREFIX, empty_curated(table), lake)
                     progress.info(f"{table:<13} not provided: an empty curated table keeps joins working")
+            stream_counts = curate_clickstream(aws, res, lake)
+            if stream_counts is not None:
+                counts[CLICKSTREAM] = stream_counts
+                _print_counts(progress, CLICKSTREAM, stream_counts)
 
         with progress.step("Glue catalogue (the crawler's local equivalent)"):
-            for prefix, table_prefix in ((CURATED_PREFIX, ""), (QUARANTINE_PREFIX, "quarantine_")):
-                for table in TABLES:
-                    if (lake / prefix / table).exists():
-                        register_prefix(
-                            aws,
-                            res.glue_database,
-                            res.destination_bucket,
-                            f"{prefix}/{table}",
-                            f"{table_prefix}{table}",
-                            kind=prefix,
-                        )
+            _register_curated(aws, res, lake, (*TABLES, CLICKSTREAM))
 
         with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): features, training set, KPIs"):
-            athena = LocalAthena({t: lake / CURATED_PREFIX / t for t in TABLES})
+            athena = LocalAthena({t: lake / CURATED_PREFIX / t for t in (*TABLES, CLICKSTREAM)})
             for name in feature_queries():
                 path = athena.ctas(name, lake / FEATURES_PREFIX)
                 table = pq.read_table(path) if path.is_file() else pq.ParquetDataset(path).read()
@@ -210,9 +246,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 progress.info(
                     f"feature table {name:<28} {table.num_rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/"
                 )
-            training = athena.query("training_set")
-            _local_parquet(training, lake / TRAINING_PREFIX / "interactions.parquet")
-            write_parquet(aws, training, f"s3://{res.destination_bucket}/{TRAINING_PREFIX}/interactions.parquet")
+            training = _training_set(aws, res, athena, lake)
             progress.info(f"training set {len(training):,} rows -> s3://.../{TRAINING_PREFIX}/interactions.parquet")
             kpis = athena.query("kpi_daily_funnel")
             top = athena.query("top_products_by_category")
@@ -227,7 +261,9 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             _show(progress, "best-selling product per category", top[top.category_rank == 1], rows=15)
         latencies: list[float] = []
         if pipeline is not None and pipeline.passed_gate:
-            latencies = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training)
+            latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training)
+            with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
+                _archive_to_training(progress, aws, res, athena, lake, stream_events, len(training))
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring
@@ -253,6 +289,55 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
         print(f"\n--serve: the registered model stays up ({pipeline.model_dir}); Ctrl-C stops it")
         serve_forever(pipeline.model_dir)
     return 0
+
+
+def _register_curated(aws: LocalAws, res: LocalResources, lake: Path, names: tuple[str, ...]) -> None:
+    """The crawlers' local equivalent: a Glue table per curated and quarantine output that exists."""
+    for prefix, table_prefix in ((CURATED_PREFIX, ""), (QUARANTINE_PREFIX, "quarantine_")):
+        for name in names:
+            if (lake / prefix / name).exists():
+                register_prefix(
+                    aws,
+                    res.glue_database,
+                    res.destination_bucket,
+                    f"{prefix}/{name}",
+                    f"{table_prefix}{name}",
+                    kind=prefix,
+                )
+
+
+def _training_set(aws: LocalAws, res: LocalResources, athena: LocalAthena, lake: Path) -> pd.DataFrame:
+    """sql/training_set.sql (exports + clickstream) written where the pipeline's processing step reads it."""
+    training = athena.query("training_set")
+    _local_parquet(training, lake / TRAINING_PREFIX / "interactions.parquet")
+    write_parquet(aws, training, f"s3://{res.destination_bucket}/{TRAINING_PREFIX}/interactions.parquet")
+    return training
+
+
+def _archive_to_training(
+    progress: Progress,
+    aws: LocalAws,
+    res: LocalResources,
+    athena: LocalAthena,
+    lake: Path,
+    events: list[dict | str],
+    rows_before: int,
+) -> None:
+    """What the nightly workflow does with the stream: archive (Firehose) -> curate -> training set."""
+    from recsys.local import streaming
+
+    key = streaming.archive_events(aws, res.source_bucket, events)
+    progress.info(f"firehose (local): {len(events)} records -> s3://{res.source_bucket}/{key}")
+    counts = curate_clickstream(aws, res, lake)
+    if counts is not None:
+        _print_counts(progress, CLICKSTREAM, counts)
+    _register_curated(aws, res, lake, (CLICKSTREAM,))
+    athena.register(CLICKSTREAM, lake / CURATED_PREFIX / CLICKSTREAM)
+    training = _training_set(aws, res, athena, lake)
+    progress.info(
+        f"training set for the next pipeline run: {len(training):,} rows ({len(training) - rows_before:+,} from the "
+        f"clickstream) -> s3://.../{TRAINING_PREFIX}/interactions.parquet"
+    )
 
 
 #: Metrics shown from evaluation.json (SageMaker model-quality style), model vs popularity baseline.
@@ -289,8 +374,12 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
     return result
 
 
-def _endpoint_stage(progress: Progress, cfg, aws: LocalAws, model_dir: Path, training: pd.DataFrame) -> list[float]:
-    """Serve the registered model over real HTTP and show a few answers, as a shopper's app would get them."""
+def _endpoint_stage(
+    progress: Progress, cfg, aws: LocalAws, model_dir: Path, training: pd.DataFrame
+) -> tuple[list[float], list[dict | str]]:
+    """Serve the registered model over real HTTP and show a few answers, as a shopper's app would get them.
+
+    Returns the measured latencies and the clickstream records put on Kinesis (for the archive step)."""
     from recsys.local.endpoint import invoke, serve_endpoint
 
     title = "Endpoint: sagemaker_src/inference.py over HTTP on 127.0.0.1 (GET /ping, POST /invocations)"
@@ -308,18 +397,19 @@ def _endpoint_stage(progress: Progress, cfg, aws: LocalAws, model_dir: Path, tra
             recs = ", ".join(r["product_id"] for r in answer.get("recommendations", []))
             steer = f" after viewing {request['recent_product_ids']}" if "recent_product_ids" in request else ""
             progress.info(f"{request['user_id']}{steer}: [{answer.get('strategy')}] {recs}")
-        _clickstream_demo(progress, cfg, aws, url, training)
+        stream_events = _clickstream_demo(progress, cfg, aws, url, training)
         latencies = _latency_burst(url, [*active, "new-shopper-003"])
         progress.info(
             f"{len(latencies)} requests: p50 {np.percentile(latencies, 50):.1f} ms, "
             f"p99 {np.percentile(latencies, 99):.1f} ms (in-process client, one connection at a time)"
         )
-    return latencies
+    return latencies, stream_events
 
 
-def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training: pd.DataFrame) -> None:
+def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training: pd.DataFrame) -> list[dict | str]:
     """Kinesis -> consumer Lambda -> DynamoDB -> API Lambda -> endpoint, on moto: a new shopper's
-    recommendations before and after a burst of views (issue 7's real-time path)."""
+    recommendations before and after a burst of views (issue 7's real-time path). One malformed
+    record rides along: the consumer dead-letters it, the archive keeps it, the recipe quarantines it."""
     from recsys.local import streaming
 
     sres = streaming.provision_streaming(cfg, aws)
@@ -336,18 +426,21 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
 
     show(f"{shopper} before any event")
     now = int(time.time())
-    events = [
+    views: list[dict | str] = [
         {"user_id": shopper, "product_id": p, "event_type": "view", "rating": None, "timestamp": now + i}
         for i, p in enumerate(viewed)
     ]
+    malformed = {"user_id": shopper, "product_id": viewed[0], "event_type": "wishlist", "timestamp": now}
     start = time.perf_counter()
-    streaming.replay_events(aws, sres, events)
+    streaming.replay_events(aws, sres, [*views, malformed])
     stats = streaming.consume_once(aws, sres)
     progress.info(
-        f"clickstream: {len(events)} views of {category} put on Kinesis, consumer processed {stats.processed} "
+        f"clickstream: {len(views)} views of {category} + 1 malformed record put on Kinesis; consumer processed "
+        f"{stats.processed}, dead-lettered {stats.dead_lettered} ({', '.join(stats.reasons) or 'none'}) "
         f"in {(time.perf_counter() - start) * 1000:.0f} ms; recent items {streaming.recent_items(aws, sres, shopper)}"
     )
     show(f"{shopper} after the views")
+    return [*views, malformed]
 
 
 def _latency_burst(url: str, users: list[str], n: int = 200) -> list[float]:

@@ -30,6 +30,11 @@ LOCAL_ACCOUNT = "123456789012"
 #: Raw tables of CONTRACTS.md §1, in processing order.
 TABLES = ("users", "products", "interactions")
 
+#: The Kinesis clickstream's archive (Firehose JSON lines under raw/clickstream/): rows in the interactions
+#: contract, curated by the interactions recipe into their own table, which the training set reads too.
+CLICKSTREAM = "clickstream"
+CLICKSTREAM_RECIPE = "interactions"
+
 #: CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
     1,

@@ -25,7 +25,7 @@ from stacks.buckets import (
     bucket_specs,
     kms_alias,
 )
-from stacks.config import ATHENA_RESULTS_PREFIX, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
+from stacks.config import ATHENA_RESULTS_PREFIX, CLICKSTREAM, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
 
 
 def athena_output_location(results_bucket: str) -> str:
@@ -247,7 +247,13 @@ def provision(cfg: Config, aws: LocalAws) -> LocalResources:
     )
 
 
-_CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet", ".json": "application/json"}
+_CONTENT_TYPES = {
+    ".csv": "text/csv",
+    ".parquet": "application/vnd.apache.parquet",
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+    ".gz": "application/gzip",
+}
 
 
 def upload_raw(aws: LocalAws, res: LocalResources, files: Mapping[str, Path]) -> dict[str, str]:
@@ -257,9 +263,10 @@ def upload_raw(aws: LocalAws, res: LocalResources, files: Mapping[str, Path]) ->
     source bucket. A table's previous raw objects are removed (versioning keeps them), because
     the recipe job reads the whole ``raw/<table>/`` prefix and must see only this load.
     """
-    unknown = sorted(set(files) - set(TABLES))
+    known = (*TABLES, CLICKSTREAM)
+    unknown = sorted(set(files) - set(known))
     if unknown:
-        raise ValueError(f"unknown raw table(s) {unknown}; expected some of {list(TABLES)}")
+        raise ValueError(f"unknown raw table(s) {unknown}; expected some of {list(known)}")
     missing = {t: Path(p) for t, p in files.items() if not Path(p).is_file()}
     if missing:
         listed = ", ".join(f"{t}: {p}" for t, p in missing.items())

@@ -10,18 +10,21 @@ Names and settings live here once (no CDK import): ``stacks/streaming_stack.py``
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from lambdas.recommend_api import handler as recommend_api
 from lambdas.stream_consumer import handler as consumer
 from recsys.local.moto_server import LocalAws
-from stacks.config import RAW_PREFIX, Config
+from stacks.config import CLICKSTREAM, RAW_PREFIX, Config
 
 #: Settings of the streaming path (module constants: Config stays the data plane's; see the issue note).
 RECENT_ITEMS_N = 20  # distinct products kept per user
@@ -32,8 +35,10 @@ CONSUMER_MAX_BATCHING_SECONDS = 1  # "within seconds": wait at most this long to
 CONSUMER_RETRY_ATTEMPTS = 3
 PUT_RECORDS_MAX = 500  # Kinesis PutRecords limit per call
 #: Where Firehose archives the stream in the source bucket (the next training run reads it).
-STREAM_ARCHIVE_PREFIX = f"{RAW_PREFIX}/clickstream/"  # outside raw/interactions/: the CSV dataset never reads it
+STREAM_ARCHIVE_PREFIX = f"{RAW_PREFIX}/{CLICKSTREAM}/"  # its own JSON dataset; the CSV one never reads it
 STREAM_ERRORS_PREFIX = "stream-errors/interactions/"
+#: The archive's date folders: Firehose's ``year=!{timestamp:yyyy}/...`` (streaming_stack.py) in strftime.
+ARCHIVE_DATE_LAYOUT = "year=%Y/month=%m/day=%d/"
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,27 @@ def replay_events(aws: LocalAws, res: StreamingResources, events: Iterable[dict 
         else:
             raise RuntimeError(f"{len(entries)} record(s) not accepted by {res.names.stream}")
     return put
+
+
+def archive_events(
+    aws: LocalAws, bucket: str, records: Iterable[dict | bytes | str], *, name: str = "local-archive"
+) -> str:
+    """Firehose's job, done once: the records as gzip JSON lines under raw/clickstream/<date>/; returns the key.
+
+    Records are archived as they were put on the stream, malformed ones included (Firehose does not
+    validate): the clickstream recipe job quarantines them with a reason, so nothing is lost.
+    """
+    lines = [
+        r if isinstance(r, bytes) else (r.encode() if isinstance(r, str) else json.dumps(r).encode()) for r in records
+    ]
+    now = datetime.now(UTC)
+    key = (
+        f"{STREAM_ARCHIVE_PREFIX}{now.strftime(ARCHIVE_DATE_LAYOUT)}"
+        f"{name}-{now:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}.jsonl.gz"
+    )
+    body = gzip.compress(b"".join(line.rstrip(b"\n") + b"\n" for line in lines))
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+    return key
 
 
 def _kinesis_event(records: list[dict[str, Any]], shard_id: str, res: StreamingResources, region: str) -> dict:

@@ -1,10 +1,13 @@
-"""Glue Data Catalog: the database and the crawlers that turn curated Parquet into tables."""
+"""Glue Data Catalog: the database, the crawlers that turn curated Parquet into tables, and the
+declared clickstream table (it must exist before the stream has delivered anything, because the
+training-set query reads it)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
+import pyarrow as pa
 from aws_cdk import Aws
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
@@ -12,11 +15,15 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.config import CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
+from glue_jobs.schema import CURATED_COLUMNS
+from recsys.local.catalog import PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT, PARQUET_SERDE, glue_columns
+from stacks.config import CLICKSTREAM, CLICKSTREAM_RECIPE, CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
 from stacks.nag import acknowledge_wildcards, arn_token
 
 #: crawler suffix -> (prefix it reads, table-name prefix). Quarantine tables get their own names.
 CRAWLED = {"curated": (CURATED_PREFIX, ""), "quarantine": (QUARANTINE_PREFIX, "quarantine_")}
+#: crawler suffix -> the tables it crawls; curated clickstream is a declared table (see clickstream_table).
+CRAWLED_TABLES = {"curated": TABLES, "quarantine": (*TABLES, CLICKSTREAM)}
 
 
 @dataclass
@@ -118,7 +125,7 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
             targets=glue.CfnCrawler.TargetsProperty(
                 s3_targets=[
                     glue.CfnCrawler.S3TargetProperty(path=f"s3://{bucket.bucket_name}/{prefix}/{table}/")
-                    for table in TABLES
+                    for table in CRAWLED_TABLES[suffix]
                 ]
             ),
             schedule=glue.CfnCrawler.ScheduleProperty(schedule_expression=cfg.crawler_schedule),
@@ -131,4 +138,31 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
         crawler.node.add_dependency(database)
         crawler.node.add_dependency(security)
         names[suffix] = crawler.name
+    clickstream_table(scope, cfg, bucket).node.add_dependency(database)
     return Catalog(database=database, crawler_names=names, role=role)
+
+
+def clickstream_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue.CfnTable:
+    """curated/clickstream/ as a table with the curated interactions schema, empty until the first job run."""
+    columns = glue_columns(pa.schema(CURATED_COLUMNS[CLICKSTREAM_RECIPE]))
+    return glue.CfnTable(
+        scope,
+        "ClickstreamTable",
+        catalog_id=Aws.ACCOUNT_ID,
+        database_name=cfg.glue_database,
+        table_input=glue.CfnTable.TableInputProperty(
+            name=CLICKSTREAM,
+            description="Clickstream archive curated by the interactions recipe (DataBrew clickstream-curated job)",
+            table_type="EXTERNAL_TABLE",
+            parameters={"classification": "parquet"},
+            storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                location=f"s3://{bucket.bucket_name}/{CURATED_PREFIX}/{CLICKSTREAM}/",
+                input_format=PARQUET_INPUT_FORMAT,
+                output_format=PARQUET_OUTPUT_FORMAT,
+                serde_info=glue.CfnTable.SerdeInfoProperty(
+                    serialization_library=PARQUET_SERDE, parameters={"serialization.format": "1"}
+                ),
+                columns=[glue.CfnTable.ColumnProperty(name=c["Name"], type=c["Type"]) for c in columns],
+            ),
+        ),
+    )

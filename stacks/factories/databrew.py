@@ -2,7 +2,8 @@
 
 Each table gets two recipes composed from its one JSON file (see ``glue_jobs/recipe.py``):
 ``<table>-curated`` keeps the rows that pass every check, ``<table>-quarantine`` keeps the rest
-with the reason. Both read the same dataset, so together they account for every raw row.
+with the reason. Both read the same dataset, so together they account for every raw row. The
+clickstream archive (JSON lines) gets its own dataset and jobs running the interactions recipes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from glue_jobs.recipe import recipe_steps
-from stacks.config import CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
+from stacks.config import (
+    CLICKSTREAM,
+    CLICKSTREAM_RECIPE,
+    CURATED_PREFIX,
+    QUARANTINE_PREFIX,
+    RAW_PREFIX,
+    TABLES,
+    Config,
+)
 from stacks.nag import acknowledge_wildcards, arn_token
 
 OUTPUTS = {"curated": CURATED_PREFIX, "quarantine": QUARANTINE_PREFIX}
@@ -112,27 +121,43 @@ def publish_recipe(
     return publisher
 
 
+def _dataset(scope: Construct, cfg: Config, source: s3.IBucket, name: str) -> databrew.CfnDataset:
+    """A table's raw prefix: CSV with a header, or the clickstream archive's gzip JSON lines."""
+    if name == CLICKSTREAM:
+        fmt, options = (
+            "JSON",
+            databrew.CfnDataset.FormatOptionsProperty(json=databrew.CfnDataset.JsonOptionsProperty(multi_line=False)),
+        )
+    else:
+        fmt, options = (
+            "CSV",
+            databrew.CfnDataset.FormatOptionsProperty(
+                csv=databrew.CfnDataset.CsvOptionsProperty(delimiter=",", header_row=True)
+            ),
+        )
+    return databrew.CfnDataset(
+        scope,
+        f"{name.title()}Dataset",
+        name=f"{cfg.prefix}-{name}-raw",
+        format=fmt,
+        format_options=options,
+        input=databrew.CfnDataset.InputProperty(
+            s3_input_definition=databrew.CfnDataset.S3LocationProperty(
+                bucket=source.bucket_name, key=f"{RAW_PREFIX}/{name}/"
+            )
+        ),
+    )
+
+
 def databrew_jobs(
     scope: Construct, cfg: Config, source: s3.IBucket, destination: s3.IBucket, key: kms.IKey
 ) -> DataBrewJobs:
+    """Two jobs (curated, quarantine) per raw table, plus two that run the interactions recipes on the clickstream."""
     role = databrew_role(scope, source, destination, key)
     job_names: dict[tuple[str, str], str] = {}
+    recipes: dict[tuple[str, str], tuple[databrew.CfnRecipe, cr.AwsCustomResource]] = {}
     for table in TABLES:
-        dataset = databrew.CfnDataset(
-            scope,
-            f"{table.title()}Dataset",
-            name=f"{cfg.prefix}-{table}-raw",
-            format="CSV",
-            format_options=databrew.CfnDataset.FormatOptionsProperty(
-                csv=databrew.CfnDataset.CsvOptionsProperty(delimiter=",", header_row=True)
-            ),
-            input=databrew.CfnDataset.InputProperty(
-                s3_input_definition=databrew.CfnDataset.S3LocationProperty(
-                    bucket=source.bucket_name, key=f"{RAW_PREFIX}/{table}/"
-                )
-            ),
-        )
-        for output, prefix in OUTPUTS.items():
+        for output in OUTPUTS:
             steps = recipe_steps(table, output)
             recipe = databrew.CfnRecipe(
                 scope,
@@ -142,10 +167,15 @@ def databrew_jobs(
                 steps=[_step(s) for s in steps],
             )
             publisher = publish_recipe(scope, f"{table.title()}{output.title()}Publish", recipe, steps)
+            recipes[(table, output)] = recipe, publisher
+    for name, recipe_table in [*((t, t) for t in TABLES), (CLICKSTREAM, CLICKSTREAM_RECIPE)]:
+        dataset = _dataset(scope, cfg, source, name)
+        for output, prefix in OUTPUTS.items():
+            recipe, publisher = recipes[(recipe_table, output)]
             job = databrew.CfnJob(
                 scope,
-                f"{table.title()}{output.title()}Job",
-                name=f"{cfg.prefix}-{table}-{output}",
+                f"{name.title()}{output.title()}Job",
+                name=f"{cfg.prefix}-{name}-{output}",
                 type="RECIPE",
                 role_arn=role.role_arn,
                 dataset_name=dataset.name,
@@ -153,7 +183,7 @@ def databrew_jobs(
                 outputs=[
                     databrew.CfnJob.OutputProperty(
                         location=databrew.CfnJob.S3LocationProperty(
-                            bucket=destination.bucket_name, key=f"{prefix}/{table}/"
+                            bucket=destination.bucket_name, key=f"{prefix}/{name}/"
                         ),
                         format="PARQUET",
                         overwrite=True,
@@ -169,5 +199,5 @@ def databrew_jobs(
             job.node.add_dependency(dataset)
             job.node.add_dependency(recipe)
             job.node.add_dependency(publisher)
-            job_names[(table, output)] = job.name
+            job_names[(name, output)] = job.name
     return DataBrewJobs(role=role, job_names=job_names)

@@ -19,13 +19,14 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from recsys.local.athena import ctas_statement, feature_queries
-from stacks.config import CURATED_PREFIX, RAW_PREFIX, Config
+from stacks.config import CLICKSTREAM, CURATED_PREFIX, RAW_PREFIX, Config
 from stacks.factories.databrew import DataBrewJobs
 from stacks.factories.storage import log_retention, removal_policy
 from stacks.nag import acknowledge_wildcards, arn_token
 
-#: Tables whose raw data may be absent: a failed job for them does not stop the workflow.
-OPTIONAL_TABLES = ("users", "products")
+#: Tables whose raw data may be absent: a failed job for them does not stop the workflow (the
+#: clickstream archive is empty until the stream has run; its curated table is declared, so SQL still works).
+OPTIONAL_TABLES = ("users", "products", CLICKSTREAM)
 
 
 def _jobs_stage(scope: Construct, jobs: DataBrewJobs) -> sfn.Parallel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import pandas as pd
@@ -79,3 +80,38 @@ def test_parquet_bytes_are_detected_without_a_format_hint():
     buf = io.BytesIO()
     pq.write_table(pa.table({"user_id": ["u1"], "age": [30]}), buf)
     assert read_raw(buf.getvalue(), "users").frame["age"].tolist() == ["30"]
+
+
+# ---- JSON lines (the clickstream archive Firehose writes) ------------------------------------------
+
+_EVENT = '{"user_id": "u1", "product_id": "p1", "event_type": "view", "rating": null, "timestamp": 1767250000}'
+
+
+def test_gzip_json_lines_are_read_as_text_with_every_contract_column():
+    body = gzip.compress(f'{_EVENT}\n{{"user_id": "u2", "event_type": "rating", "rating": 4.0, "ok": true}}\n'.encode())
+    raw = read_raw(body, "interactions", name="s3://b/raw/clickstream/x.jsonl.gz")
+    assert list(raw.frame.columns) == ["user_id", "product_id", "event_type", "rating", "timestamp", "ok"]
+    first, second = raw.frame.iloc[0], raw.frame.iloc[1]
+    assert (first.timestamp, pd.isna(first.rating)) == ("1767250000", True)  # numbers keep their JSON text
+    assert (second.rating, second.ok) == ("4.0", "true")
+    assert pd.isna(second.product_id) and pd.isna(second.timestamp)  # absent keys are nulls for the recipe
+    assert len(raw.malformed) == 0
+
+
+def test_a_json_line_that_is_not_an_object_goes_to_malformed_with_its_line_number():
+    body = f"{_EVENT}\n\n[1, 2]\nnot json\n{_EVENT}\n".encode()
+    raw = read_raw(body, "interactions", fmt="jsonl", name="events.jsonl")
+    assert len(raw.frame) == 2  # the blank line is Firehose's trailing delimiter, not a row
+    assert raw.malformed["line_number"].tolist() == ["3", "4"]
+    assert set(raw.malformed["quarantine_reason"]) == {MALFORMED_REASON}
+    assert "not an object" in raw.malformed["detail"].iloc[0] and "not JSON" in raw.malformed["detail"].iloc[1]
+
+
+def test_json_lines_are_detected_by_content_without_a_name_or_hint():
+    raw = read_raw(f"{_EVENT}\n".encode(), "interactions")
+    assert raw.frame["user_id"].tolist() == ["u1"]
+
+
+def test_a_damaged_gzip_file_is_an_error_naming_the_file():
+    with pytest.raises(RawDataError, match=r"x\.jsonl\.gz.*cannot be decompressed"):
+        read_raw(gzip.compress(_EVENT.encode())[:-9], "interactions", name="x.jsonl.gz")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,6 +30,14 @@ def test_main_job_runs_end_to_end_and_reconciles_rows(tmp_path, capsys):
     assert "quarantine_interactions" in out  # registered in the (moto) Glue catalogue
     training = pq.read_table(tmp_path / "lake" / "training" / "interactions.parquet")
     assert {"user_id", "product_id", "event_type", "timestamp"} <= set(training.column_names)
+    # the stream's archive (n views + 1 malformed record) reaches the next training set, nothing lost
+    views = int(re.search(r"clickstream: (\d+) views", out).group(1))
+    assert views >= 1
+    assert re.search(rf"clickstream\s+in\s+{views + 1}\s+curated\s+{views}\s+quarantined\s+1\s", out), out
+    before = int(re.search(r"training set ([\d,]+) rows", out).group(1).replace(",", ""))
+    assert f"next pipeline run: {before + views:,} rows (+{views} from the clickstream)" in out
+    stream_rows = training.filter(pa.compute.equal(training["user_id"], "stream-shopper-001"))
+    assert stream_rows.num_rows == views
 
 
 def test_main_job_on_user_files_with_interactions_only(tmp_path, capsys):
@@ -40,9 +50,16 @@ def test_main_job_on_user_files_with_interactions_only(tmp_path, capsys):
         "u2,p1,teleport,,2026-01-01T11:00:00Z\n"
         "u2,p1,view,,2026-01-01T11:00:00Z,extra-field\n"
     )
+    (data / "clickstream.jsonl").write_text(  # an archive of stream events, as Firehose writes them
+        '{"user_id": "u3", "product_id": "p1", "event_type": "view", "timestamp": 1767260000}\n'
+        '{"user_id": "u3", "product_id": "p2", "event_type": "add_to_cart", "rating": null, "timestamp": "bad"}\n'
+        "{truncated\n"
+    )
     assert main(["run", "--data", str(data), "--workdir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"interactions\s+in\s+4\s+curated\s+2\s+quarantined\s+2", out), out
+    assert re.search(r"clickstream\s+in\s+3\s+curated\s+1\s+quarantined\s+2", out), out
+    assert "training set 3 rows" in out  # 2 curated interactions + 1 curated stream event
     assert "unknown_event_type" in out and "malformed_line" in out
     assert "products      not provided" in out
 

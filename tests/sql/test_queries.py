@@ -96,7 +96,10 @@ def write_tiny_curated(root: Path) -> dict[str, Path]:
         for p, url, c, s, pr in PRODUCTS
     ]
     (root / "interactions").mkdir()
+    (root / "clickstream").mkdir()
     return {
+        # Declared in the catalogue before the stream delivers anything: empty, with the curated schema.
+        "clickstream": _write(root / "clickstream" / "part-0.parquet", "interactions", []).parent,
         "users": _write(root / "users.parquet", "users", users),
         "products": _write(root / "products.parquet", "products", products),
         "interactions": _write(
@@ -180,6 +183,19 @@ def test_training_set_keeps_raw_contract_columns_plus_joins_in_time_order(engine
     rating = df[df.event_type == "rating"].iloc[0]
     assert rating.rating == 5.0 and math.isnan(df.iloc[1].rating)
     assert df[df.user_id == "u2"]["age"].isna().all()
+
+
+def test_training_set_adds_clickstream_events_and_counts_an_event_in_both_sources_once(
+    tmp_path: Path, curated: dict[str, Path]
+) -> None:
+    overlap = INTERACTIONS[0]  # also in the export: must not be counted twice
+    fresh = ("u9", "p2", "view", None, "2024-04-01 10:00:00")
+    stream = _write(tmp_path / "c.parquet", "interactions", _interaction_rows([overlap, fresh]))
+    engine = LocalAthena({**curated, "clickstream": stream})
+    df = engine.query("training_set")
+    assert len(df) == len(INTERACTIONS) + 1
+    assert df.iloc[-1][["user_id", "product_id", "event_type"]].tolist() == ["u9", "p2", "view"]
+    assert df.iloc[-1]["category"] == "Sarees"  # clickstream rows get the same joins
 
 
 def test_training_set_keeps_interactions_whose_product_is_unknown(tmp_path: Path, curated: dict[str, Path]) -> None:
@@ -322,7 +338,7 @@ def test_ctas_writes_parquet_and_registers_the_table_for_later_queries(
 
 def test_missing_table_names_the_query_and_the_table(curated: dict[str, Path]) -> None:
     engine = LocalAthena({"interactions": curated["interactions"]})
-    with pytest.raises(MissingTableError, match=r"'training_set'.*products, users.*registered: interactions"):
+    with pytest.raises(MissingTableError, match=r"'training_set'.*clickstream, products, users.*registered: interactions"):
         engine.query("training_set")
 
 

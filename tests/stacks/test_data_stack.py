@@ -6,8 +6,9 @@ import pytest
 from aws_cdk.assertions import Match
 
 from glue_jobs.recipe import recipe_steps
+from glue_jobs.schema import CURATED_COLUMNS
 from recsys.local.athena import feature_queries, list_queries
-from stacks.config import TABLES, load_project_config
+from stacks.config import CLICKSTREAM, TABLES, load_project_config
 from tests.stacks.conftest import resources
 
 pytestmark = pytest.mark.xdist_group("synth")
@@ -89,10 +90,39 @@ def test_raw_data_expires_after_configured_days(data_template):
     )
 
 
-def test_databrew_dataset_per_raw_table(data_template):
-    datasets = resources(data_template, "AWS::DataBrew::Dataset")
-    keys = sorted(d["Properties"]["Input"]["S3InputDefinition"]["Key"] for d in datasets.values())
-    assert keys == sorted(f"raw/{t}/" for t in TABLES)
+def test_databrew_dataset_per_raw_table_csv_and_the_clickstream_archive_as_json_lines(data_template):
+    datasets = {
+        d["Properties"]["Input"]["S3InputDefinition"]["Key"]: d["Properties"]
+        for d in resources(data_template, "AWS::DataBrew::Dataset").values()
+    }
+    assert sorted(datasets) == sorted(f"raw/{t}/" for t in (*TABLES, CLICKSTREAM))
+    assert {datasets[f"raw/{t}/"]["Format"] for t in TABLES} == {"CSV"}
+    assert datasets["raw/clickstream/"]["Format"] == "JSON"
+    assert datasets["raw/clickstream/"]["FormatOptions"] == {"Json": {"MultiLine": False}}
+
+
+@pytest.mark.parametrize("output", ["curated", "quarantine"])
+def test_clickstream_jobs_run_the_interactions_recipes_into_their_own_prefix(data_template, output):
+    data_template.has_resource_properties(
+        "AWS::DataBrew::Job",
+        {
+            "Name": f"recsys-dev-clickstream-{output}",
+            "DatasetName": "recsys-dev-clickstream-raw",
+            "Recipe": {"Name": f"recsys-dev-interactions-{output}"},
+            "EncryptionMode": "SSE-KMS",
+            "Outputs": [Match.object_like({"Location": Match.object_like({"Key": f"{output}/clickstream/"})})],
+        },
+    )
+
+
+def test_clickstream_table_is_declared_with_the_curated_interactions_schema(data_template):
+    (table,) = resources(data_template, "AWS::Glue::Table").values()
+    props = table["Properties"]["TableInput"]
+    assert props["Name"] == CLICKSTREAM
+    assert props["StorageDescriptor"]["Location"]["Fn::Join"][1][-1] == "/curated/clickstream/"
+    columns = [c["Name"] for c in props["StorageDescriptor"]["Columns"]]
+    assert columns == list(CURATED_COLUMNS["interactions"])
+    assert "ParquetHiveSerDe" in props["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -136,7 +166,9 @@ def test_glue_database_and_crawlers_over_curated_and_quarantine(data_template):
     for name, props in crawlers.items():
         layer = name.rsplit("-", 1)[1]
         paths = [t["Path"]["Fn::Join"][1][-1] for t in props["Targets"]["S3Targets"]]
-        assert paths == [f"/{layer}/{t}/" for t in TABLES]
+        # curated clickstream is a declared table; its quarantine is crawled like the others
+        expected = (*TABLES, CLICKSTREAM) if layer == "quarantine" else TABLES
+        assert paths == [f"/{layer}/{t}/" for t in expected]
         assert props["Schedule"] == {"ScheduleExpression": CFG.crawler_schedule}
         assert props["CrawlerSecurityConfiguration"]
     assert crawlers["recsys-dev-quarantine"]["TablePrefix"] == "quarantine_"

@@ -8,9 +8,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from glue_jobs.raw_reader import read_raw
+from glue_jobs.recipe_executor import run_recipe
 from recsys.local.moto_server import LocalAws
 from recsys.local.streaming import (
+    STREAM_ARCHIVE_PREFIX,
     StreamingResources,
+    archive_events,
     consume_once,
     dead_letters,
     http_invoke,
@@ -130,3 +134,17 @@ def test_http_invoke_posts_to_the_local_endpoint_and_maps_errors_to_502(aws_env,
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_archive_writes_gzip_json_lines_that_the_interactions_recipe_curates_or_quarantines(aws_env):
+    """Firehose's local stand-in: every record put on the stream is archived, malformed ones included."""
+    s3 = aws_env.client("s3")
+    s3.create_bucket(Bucket="src", CreateBucketConfiguration={"LocationConstraint": aws_env.region})
+    records = [*views("u1", ["p1", "p2"]), b"{not json", {"user_id": "u1", "product_id": "p3", "event_type": "zap"}]
+    key = archive_events(aws_env, "src", records)
+    assert key.startswith(f"{STREAM_ARCHIVE_PREFIX}year=") and "/month=" in key and key.endswith(".jsonl.gz")
+    raw = read_raw(s3.get_object(Bucket="src", Key=key)["Body"].read(), "interactions", name=key)
+    assert len(raw.frame) == 3 and len(raw.malformed) == 1
+    result = run_recipe("interactions", raw.frame)
+    assert result.curated["product_id"].tolist() == ["p1", "p2"]
+    assert len(result.quarantine) == 1  # the unknown event type (and its missing timestamp)
