@@ -282,7 +282,8 @@ def _unix_time(df: pd.DataFrame, p: Params, _m: pd.Series | None) -> pd.DataFram
     ts = pd.to_datetime(
         s.where(~s.str.fullmatch(r"[+-]?\d+(\.\d*)?", na=False)), format="ISO8601", errors="coerce", utc=True
     )
-    secs = (ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    # In microseconds: nanoseconds (the epoch's unit) overflow after 2262 and the subtraction would raise.
+    secs = (ts.dt.as_unit("us") - pd.Timestamp(0, tz="UTC").as_unit("us")) / pd.Timedelta(seconds=1)
     return df.assign(**{p["targetColumn"]: secs.astype("float64")})
 
 

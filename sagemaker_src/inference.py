@@ -53,41 +53,69 @@ def input_fn(body: str | bytes | bytearray, content_type: str = JSON) -> dict[st
         data = json.loads(body)
     except (json.JSONDecodeError, TypeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # json's parser gives up on very deep nesting
+        raise BadRequest("request JSON is nested too deeply") from exc
+    except ValueError as exc:  # an integer literal beyond Python's int digit limit (4300 digits)
+        raise BadRequest(f"request body has an unreadable number: {str(exc).split(';')[0]}") from exc
     _validate(data)
     return data
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A client value for an error message: bounded, and safe on deep nesting or an int too long to print."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _id_text(value: Any) -> str | None:
+    """An id sent as a string or an int, as text; None for any other type or an int too long to print."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    try:
+        return str(value)
+    except ValueError:  # beyond Python's int->str digit limit
+        return None
 
 
 def _id_list(req: dict[str, Any], key: str) -> list[str] | None:
     value = req.get(key)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
-        raise BadRequest(f"'{key}' must be a list of product id strings")
-    if len(value) > MAX_IDS:
+    if isinstance(value, list) and len(value) > MAX_IDS:
         raise BadRequest(f"'{key}' has more than {MAX_IDS} ids")
-    return [str(v) for v in value]
+    texts = [_id_text(v) for v in value] if isinstance(value, list) else [None]
+    ids = [t for t in texts if t is not None]
+    if len(ids) != len(texts):
+        raise BadRequest(f"'{key}' must be a list of product id strings")
+    return ids
 
 
 def _single(req: Any) -> dict[str, Any]:
     """Validated keyword arguments for Bundle.recommend."""
     if not isinstance(req, dict):
         raise BadRequest("each request must be a JSON object")
-    user_id = req.get("user_id")
-    if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, str | int) or str(user_id).strip() == "":
+    user_id = _id_text(req.get("user_id"))
+    if user_id is None or user_id.strip() == "":
         raise BadRequest("'user_id' is required (a non-empty string)")
     k = req.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise BadRequest(f"'k' must be a positive integer, got {k!r}")
+        raise BadRequest(f"'k' must be a positive integer, got {_show(k)}")
     if k > MAX_K:
         raise BadRequest(f"'k' must be at most {MAX_K}")
     exclude = req.get("exclude", "purchased")
     if exclude not in EXCLUDE_MODES:
-        raise BadRequest(f"'exclude' must be one of {list(EXCLUDE_MODES)}, got {exclude!r}")
+        raise BadRequest(f"'exclude' must be one of {list(EXCLUDE_MODES)}, got {_show(exclude)}")
     category = req.get("category")
     if category is not None and not isinstance(category, str):
         raise BadRequest("'category' must be a string")
     return {
-        "user_id": str(user_id).strip(), "k": k, "exclude": exclude, "category": category,
+        "user_id": user_id.strip(),
+        "k": k,
+        "exclude": exclude,
+        "category": category,
         "recent_product_ids": _id_list(req, "recent_product_ids"),
         "exclude_product_ids": _id_list(req, "exclude_product_ids"),
     }

@@ -129,7 +129,7 @@ class _Validation:
     def __init__(self, prep: Prepared, targets: Targets, k: int, pop: np.ndarray):
         self.prep, self.targets, self.k, self.pop = prep, targets, k, pop
         self.users = targets.users
-        strong = prep.hist.matrix(prep.hist.strong.astype(np.float32))
+        strong = prep.hist.matrix(prep.hist.strong.astype(np.float32)).copy()  # own arrays: see Bundle
         strong.eliminate_zeros()
         self.exclude = strong[self.users]
         self._profiles: dict[float, Any] = {}

@@ -50,7 +50,8 @@ class Bundle:
 
     def __post_init__(self) -> None:
         self._profiles = self.hist.profile(self.ensemble.decay_half_life)
-        self._strong = self.hist.matrix(self.hist.strong.astype(np.float32))
+        # copy(): hist.matrix shares hist.indices, which eliminate_zeros would compact in place.
+        self._strong = self.hist.matrix(self.hist.strong.astype(np.float32)).copy()
         self._strong.eliminate_zeros()
         self._any = self.hist.matrix(np.ones(self.hist.nnz, dtype=np.float32))
         self._popular_order = np.argsort(-self.popularity, kind="stable")

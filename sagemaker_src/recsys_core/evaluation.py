@@ -73,7 +73,7 @@ def evaluate_scores(
     batch_cells: int = 20_000_000,
 ) -> tuple[dict[str, float], list[np.ndarray]]:
     """Metrics@k for ``score_fn(user_indices) -> dense scores``, default exclusions applied."""
-    strong = hist.matrix(hist.strong.astype(np.float32))
+    strong = hist.matrix(hist.strong.astype(np.float32)).copy()  # own arrays: eliminate_zeros works in place
     strong.eliminate_zeros()
     batch = max(1, batch_cells // max(hist.n_items, 1))
     recs: list[np.ndarray] = []

@@ -122,10 +122,12 @@ def requests(b) -> list[dict[str, Any]]:
     return out
 
 
-def test_fixture_has_non_canonical_profiles(bundle):
-    """Profiles with repeated items in stored order are the tricky case for exact replication."""
+def test_profiles_are_canonical_history_rows(bundle):
+    """Each profile row lists distinct items in ascending order, as build_history made it. Building the
+    serving matrices once compacted the history's shared index array in place (eliminate_zeros), which
+    scrambled profiles and the purchased-item exclusions of every saved model."""
     P = bundle._profiles
-    assert any(np.any(np.diff(P.indices[P.indptr[u] : P.indptr[u + 1]]) <= 0) for u in range(P.shape[0]))
+    assert all(np.all(np.diff(P.indices[P.indptr[u] : P.indptr[u + 1]]) > 0) for u in range(P.shape[0]))
 
 
 def test_responses_match_the_sparse_path(bundle):
