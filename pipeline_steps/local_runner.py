@@ -8,11 +8,18 @@ for training). Inputs are downloaded from and outputs uploaded to the moto S3 at
 uses, the model as ``model.tar.gz``. The quality gate is :func:`definition.gate_passes` with the
 threshold from the same pipeline parameter; on pass the model package is registered in moto's
 SageMaker with the same container, metrics and approval status as the register step.
+
+Re-running is safe (see ``pipeline_steps/README.md``, "Interrupted runs"): every execution writes
+under its own ``pipeline/<execution_id>/`` prefix; a step starts from an empty local folder and
+replaces its S3 output prefix; and a model whose training fingerprint (training data, test data,
+hyperparameters, ``sagemaker_src`` code) is already registered in the group is not registered again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -50,6 +57,8 @@ from recsys.local.s3io import split_s3_uri
 from stacks.config import PIPELINE_PREFIX, Config
 
 STDERR_TAIL_LINES = 25
+#: CustomerMetadataProperties key of a registered package: what it was trained from (see training_fingerprint).
+FINGERPRINT_KEY = "training-fingerprint"
 
 
 class PipelineStepError(RuntimeError):
@@ -77,6 +86,8 @@ class LocalPipelineResult:
     model_package_arn: str | None = None
     approval_status: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    training_fingerprint: str = ""  # sha256 of what the model was trained from (see training_fingerprint)
+    registration: str | None = None  # "created", or "already registered" when the fingerprint was found
 
 
 def new_execution_id() -> str:
@@ -114,13 +125,49 @@ def download(aws: LocalAws, uri: str, dest: Path) -> int:
 
 
 def upload(aws: LocalAws, src: Path, uri: str) -> int:
-    """Every file under ``src`` to the S3 prefix ``uri`` (what a processing output does at job end)."""
+    """Every file under ``src`` to the S3 prefix ``uri`` (what a processing output does at job end).
+
+    The prefix ends up holding exactly these files: objects left there by an interrupted earlier
+    attempt of the same execution are deleted after the upload, so a retried step never mixes outputs.
+    """
     bucket, key = split_s3_uri(uri)
     prefix = key.rstrip("/")
+    s3 = aws.client("s3")
     files = sorted(p for p in src.rglob("*") if p.is_file())
+    written = {f"{prefix}/{path.relative_to(src).as_posix()}" for path in files}
     for path in files:
-        aws.client("s3").upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src).as_posix()}")
+        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(src).as_posix()}")
+    stale = [
+        {"Key": o["Key"]}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+        for o in page.get("Contents", [])
+        if o["Key"] not in written
+    ]
+    if stale:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": stale, "Quiet": True})
     return len(files)
+
+
+def _file_digests(root: Path) -> list[tuple[str, str]]:
+    return [
+        (p.relative_to(root).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    ]
+
+
+def training_fingerprint(channels: Mapping[str, Path], hyperparameters: Mapping[str, str], code: Path) -> str:
+    """sha256 of what a model is trained from: the channels' files, the hyperparameters and the code.
+
+    Training is seeded, so the same fingerprint means the same model: the register step uses it to
+    tell a re-run of the same training (not registered again) from a new model (a new version).
+    """
+    payload = {
+        "channels": {name: _file_digests(path) for name, path in sorted(channels.items())},
+        "hyperparameters": dict(sorted(hyperparameters.items())),
+        "code": _file_digests(code),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def pack_model(model_dir: Path, archive: Path) -> Path:
@@ -172,6 +219,7 @@ class _Run:
     env: dict[str, str]
     hyperparameters: dict[str, str]
     outputs: dict[str, str] = field(default_factory=dict)  # "<Step>.<channel>" -> S3 URI
+    fingerprint: str = ""  # set by the training step
 
     def source_uri(self, source: str) -> str:
         kind, _, value = source.partition(":")
@@ -190,8 +238,13 @@ class _Run:
                 f"pipeline step {spec.name}: no data for input channel '{channel.name}' at {uri}"
             ) from exc
 
+    def fresh_step_dir(self, spec: StepSpec) -> Path:
+        """Each job starts in an empty container: nothing left by an interrupted attempt is re-uploaded."""
+        shutil.rmtree(self.root / spec.name, ignore_errors=True)
+        return self.root / spec.name
+
     def processing(self, spec: StepSpec) -> None:
-        base = self.root / spec.name / "processing"
+        base = self.fresh_step_dir(spec) / "processing"
         args: list[str] = []
         for c in spec.inputs:
             self.fetch(spec, c, base / c.name)
@@ -205,12 +258,15 @@ class _Run:
             self.outputs[f"{spec.name}.{c.name}"] = self.out_uri(spec, c.name)
 
     def training(self, spec: StepSpec) -> Path:
-        base = self.root / spec.name
+        base = self.fresh_step_dir(spec)
         env = dict(self.env)
         for c in spec.inputs:
             channel_dir = base / "input" / "data" / c.name
             self.fetch(spec, c, channel_dir)
             env[f"SM_CHANNEL_{c.name.upper()}"] = str(channel_dir)
+        self.fingerprint = training_fingerprint(
+            {c.name: base / "input" / "data" / c.name for c in spec.inputs}, self.hyperparameters, SOURCE_DIR
+        )
         model_dir, output_dir = base / "model", base / "output" / "data"
         model_dir.mkdir(parents=True, exist_ok=True)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -244,8 +300,33 @@ def _ensure_group(aws: LocalAws, cfg: Config) -> None:
         )
 
 
-def register_model(aws: LocalAws, cfg: Config, *, model_data_uri: str, evaluation_uri: str, approval: str) -> str:
-    """The register step's CreateModelPackage call (same container, metrics and approval); returns the ARN."""
+def find_registered(aws: LocalAws, cfg: Config, fingerprint: str) -> dict[str, Any] | None:
+    """The group's package (newest first) registered with this training fingerprint, if any."""
+    sm = aws.client("sagemaker")
+    pages = sm.get_paginator("list_model_packages").paginate(
+        ModelPackageGroupName=cfg.model_package_group, SortBy="CreationTime", SortOrder="Descending"
+    )
+    for page in pages:
+        for summary in page.get("ModelPackageSummaryList", []):
+            package = sm.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            if (package.get("CustomerMetadataProperties") or {}).get(FINGERPRINT_KEY) == fingerprint:
+                return package
+    return None
+
+
+def register_model(
+    aws: LocalAws,
+    cfg: Config,
+    *,
+    model_data_uri: str,
+    evaluation_uri: str,
+    approval: str,
+    fingerprint: str = "",
+) -> str:
+    """The register step's CreateModelPackage call (same container, metrics and approval); returns the ARN.
+
+    ``fingerprint`` (see :func:`training_fingerprint`) is kept as customer metadata on the package.
+    """
     _ensure_group(aws, cfg)
     container = {
         "Image": framework_image(aws.region, "inference"),
@@ -264,6 +345,7 @@ def register_model(aws: LocalAws, cfg: Config, *, model_data_uri: str, evaluatio
         },
         ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": evaluation_uri}}},
         ModelApprovalStatus=approval,
+        **({"CustomerMetadataProperties": {FINGERPRINT_KEY: fingerprint}} if fingerprint else {}),
     )["ModelPackageArn"]
 
 
@@ -318,6 +400,7 @@ def run_pipeline_locally(
             elif spec.kind == "training":
                 result.model_dir = run.training(spec)
                 result.model_data_uri = run.outputs[f"{TRAIN}.model"]
+                result.training_fingerprint = run.fingerprint
             elif spec.kind == "condition":
                 # Like the PropertyFile: the report as uploaded by the evaluation step, read from S3.
                 report = run.outputs[f"{GATE.report_step}.{GATE.report_output}"]
@@ -331,14 +414,23 @@ def run_pipeline_locally(
                 channel = {c.name: run.source_uri(c.source) for c in spec.inputs}
                 approval = str(params[APPROVAL_PARAM])
                 result.packaged_model_uri = f"{channel['model']}/{MODEL_ARCHIVE}"
-                result.model_package_arn = register_model(
-                    aws,
-                    cfg,
-                    model_data_uri=result.packaged_model_uri,
-                    evaluation_uri=f"{channel['evaluation']}/{GATE.report_file}",
-                    approval=approval,
-                )
-                result.approval_status = approval
+                existing = find_registered(aws, cfg, run.fingerprint) if run.fingerprint else None
+                if existing is not None:  # the same training re-run (e.g. after an interruption)
+                    result.model_package_arn = existing["ModelPackageArn"]
+                    result.packaged_model_uri = existing["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+                    result.approval_status = existing.get("ModelApprovalStatus")
+                    result.registration = "already registered"
+                else:
+                    result.model_package_arn = register_model(
+                        aws,
+                        cfg,
+                        model_data_uri=result.packaged_model_uri,
+                        evaluation_uri=f"{channel['evaluation']}/{GATE.report_file}",
+                        approval=approval,
+                        fingerprint=run.fingerprint,
+                    )
+                    result.approval_status = approval
+                    result.registration = "created"
             elif spec.kind == "fail":
                 result.steps.append(StepRun(spec.name, "Failed", time.perf_counter() - t0))
                 result.status = "Failed"
@@ -352,7 +444,7 @@ def run_pipeline_locally(
         result.steps.append(StepRun(spec.name, "Succeeded", seconds))
         detail = {
             "condition": result.gate_message,
-            "register": f"{result.model_package_arn} ({result.approval_status})",
+            "register": f"{result.model_package_arn} ({result.approval_status}, {result.registration})",
         }.get(spec.kind, "")
         progress(f"{label} Succeeded {seconds:5.1f} s {detail}".rstrip())
     result.status = "Succeeded"

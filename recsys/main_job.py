@@ -10,6 +10,7 @@ next training set -> monitoring.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from recsys.local.athena import LocalAthena, feature_queries
 from recsys.local.catalog import list_tables, register_prefix
 from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
-from recsys.local.s3io import write_parquet
+from recsys.local.s3io import delete_data, write_parquet
 from stacks.config import (
     CLICKSTREAM,
     CLICKSTREAM_RECIPE,
@@ -156,6 +157,9 @@ def _curate(
     _publish(aws, res, name, CURATED_PREFIX, curated_arrow_table(recipe, result.curated), lake)
     if len(quarantine):
         _publish(aws, res, name, QUARANTINE_PREFIX, quarantine, lake)
+    else:  # nothing quarantined this time: an earlier run's quarantine must not be catalogued again
+        shutil.rmtree(lake / QUARANTINE_PREFIX / name, ignore_errors=True)
+        delete_data(aws, f"s3://{res.destination_bucket}/{QUARANTINE_PREFIX}/{name}/")
     return counts, result.curated
 
 

@@ -27,9 +27,11 @@ from stacks.buckets import CURATED
 from stacks.config import PIPELINE_PREFIX, PROJECT_ROOT, Config
 from stacks.data_stack import DataStack
 from stacks.factories.storage import log_retention, removal_policy
-from stacks.nag import acknowledge, acknowledge_wildcards, partition_text
+from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards, partition_text
 
 LAMBDA_DIR: Path = PROJECT_ROOT / "lambdas" / "deploy_endpoint"
+#: Endpoint State Change statuses sent to the Lambda (its ``HANDLED_ENDPOINT_EVENTS``; a test keeps them equal).
+ENDPOINT_EVENT_STATUSES = ("IN_SERVICE", "FAILED", "UPDATE_ROLLBACK_FAILED")
 
 
 def _nag_arn(service: str) -> str:
@@ -185,10 +187,14 @@ def deployer_role(scope: Construct, cfg: Config, execution_role: iam.IRole, log_
     models = f"{sm}:model/{cfg.endpoint_name}-*"
     statements = [
         (["sagemaker:DescribeModelPackage"], [f"{sm}:model-package/{cfg.model_package_group}/*"]),
+        # Mark a package Rejected after SageMaker rolled its deployment back (this group's packages only).
+        (["sagemaker:UpdateModelPackage"], [f"{sm}:model-package/{cfg.model_package_group}/*"]),
         (["sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:AddTags"], [models]),
         (["sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig"], [configs]),
         (["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], [endpoint, configs]),
         (["sagemaker:DescribeEndpoint"], [endpoint]),
+        # The deployment in flight and its verdict are recorded as tags on this endpoint.
+        (["sagemaker:AddTags", "sagemaker:ListTags"], [endpoint]),
         (["cloudwatch:DescribeAlarms"], ["*"]),
         (
             [
@@ -236,12 +242,20 @@ class DeployStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, cfg: Config, data: DataStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         alarms = rollback_alarms(self, cfg)
+        for alarm in alarms:
+            acknowledge(
+                alarm,
+                "NIST.800.53.R5-CloudWatchAlarmAction",
+                "SageMaker reads this alarm to roll back a deployment; the monitoring stack's endpoint alarms on the "
+                "same metrics notify the SNS topic.",
+            )
         # Created here so its retention follows the config (SageMaker would create it without one).
         logs.LogGroup(
             self,
             "EndpointLogs",
             log_group_name=f"/aws/sagemaker/Endpoints/{cfg.endpoint_name}",
             retention=log_retention(cfg),
+            encryption_key=data.key,
             removal_policy=removal_policy(cfg),
         )
         self.execution_role = model_execution_role(self, cfg, data)
@@ -252,6 +266,7 @@ class DeployStack(Stack):
             "DeployerLogs",
             log_group_name=f"/aws/lambda/{function_name}",
             retention=log_retention(cfg),
+            encryption_key=data.key,
             removal_policy=removal_policy(cfg),
         )
         self.dlq = sqs.Queue(
@@ -288,6 +303,7 @@ class DeployStack(Stack):
         )
         for alarm in alarms:  # named by config (literal in the environment); exist before any deployment
             self.function.node.add_dependency(alarm)
+        acknowledge(self.function, "NIST.800.53.R5-LambdaInsideVPC", LAMBDA_OUTSIDE_VPC)
         acknowledge_wildcards(
             role,
             {
@@ -320,18 +336,18 @@ class DeployStack(Stack):
             ),
             targets=[targets.LambdaFunction(self.function, **retry)],
         )
-        if not cfg.serverless_endpoint:
-            events.Rule(
-                self,
-                "OnEndpointInService",
-                description=f"{cfg.endpoint_name} in service -> register its autoscaling",
-                event_pattern=events.EventPattern(
-                    source=["aws.sagemaker"],
-                    detail_type=["SageMaker Endpoint State Change"],
-                    detail={"EndpointName": [cfg.endpoint_name], "EndpointStatus": ["IN_SERVICE"]},
-                ),
-                targets=[targets.LambdaFunction(self.function, **retry)],
-            )
+        # Serverless endpoints roll back too (ALL_AT_ONCE with the same alarms): both kinds need the verdict.
+        events.Rule(
+            self,
+            "OnEndpointInService",
+            description=f"{cfg.endpoint_name} in service or failed -> judge the deployment, register autoscaling",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Endpoint State Change"],
+                detail={"EndpointName": [cfg.endpoint_name], "EndpointStatus": list(ENDPOINT_EVENT_STATUSES)},
+            ),
+            targets=[targets.LambdaFunction(self.function, **retry)],
+        )
 
         CfnOutput(self, "EndpointName", value=cfg.endpoint_name)
         CfnOutput(self, "DeployFunctionName", value=self.function.function_name)

@@ -5,8 +5,12 @@ Invoked by EventBridge for two events, both for the project's resources only:
 - ``SageMaker Model Package State Change`` in the configured group: when the package is Approved,
   create a Model and a new EndpointConfig named after the package version, then create the
   endpoint or update it with a blue/green deployment whose CloudWatch alarms roll it back.
-- ``SageMaker Endpoint State Change`` to ``IN_SERVICE`` for the endpoint: (re-)register
-  autoscaling, which AWS only accepts on an endpoint that is in service.
+- ``SageMaker Endpoint State Change`` for the endpoint (``IN_SERVICE``, ``FAILED``,
+  ``UPDATE_ROLLBACK_FAILED``): finish or judge the deployment the function started. Back in
+  service on the config it deployed: done. Back in service on another config: SageMaker rolled
+  the blue/green deployment back (an alarm fired during the canary or the bake), so the package is
+  marked Rejected with the reason and a repeated approval event cannot redeploy it. Failed states
+  are reported. In service, autoscaling is (re-)registered, which AWS only accepts then.
 
 Names are derived from the package version and a digest of what is deployed, so a repeated
 event (EventBridge delivers at least once; SageMaker may emit several events per change) finds
@@ -37,6 +41,20 @@ SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 MAX_NAME_LENGTH = 63  # SageMaker model / endpoint-config names
 #: An endpoint in any other state refuses UpdateEndpoint.
 UPDATABLE_STATUS = "InService"
+#: DescribeEndpoint states in which a deployment ended badly and a person must look.
+FAILED_STATUSES = ("Failed", "UpdateRollbackFailed")
+REJECTED = "Rejected"
+#: Endpoint tags naming the deployment in flight and its verdict (``pending`` when UpdateEndpoint is
+#: called, then ``completed`` or ``rolled_back``): only a pending deployment this function started is
+#: judged, once. Tags are overwritten, never deleted (the role has no sagemaker:Delete* action).
+TARGET_CONFIG_TAG = "deploy:target-endpoint-config"
+TARGET_PACKAGE_TAG = "deploy:target-model-package"
+VERDICT_TAG = "deploy:verdict"
+PENDING = "pending"
+MAX_APPROVAL_DESCRIPTION = 1024
+#: Endpoint State Change statuses the stack's rule sends (the event spells DescribeEndpoint's status
+#: in upper snake case, e.g. IN_SERVICE); the handler then reads the status from DescribeEndpoint.
+HANDLED_ENDPOINT_EVENTS = ("IN_SERVICE", "FAILED", "UPDATE_ROLLBACK_FAILED")
 
 
 class MalformedEventError(ValueError):
@@ -138,16 +156,20 @@ class Settings:
 @dataclass
 class Clients:
     """AWS calls the handler makes. ``update_endpoint`` is separate so tests can observe it
-    (moto does not implement UpdateEndpoint); in Lambda it is the SageMaker client's method."""
+    (moto does not implement UpdateEndpoint); in Lambda it is the SageMaker client's method.
+    ``cloudwatch`` (optional) names the rollback alarms in ALARM when a rollback is reported."""
 
     sagemaker: Any
     autoscaling: Any
     update_endpoint: Callable[..., Any]
+    cloudwatch: Any = None
 
 
 def make_clients() -> Clients:
     sagemaker = boto3.client("sagemaker")
-    return Clients(sagemaker, boto3.client("application-autoscaling"), sagemaker.update_endpoint)
+    return Clients(
+        sagemaker, boto3.client("application-autoscaling"), sagemaker.update_endpoint, boto3.client("cloudwatch")
+    )
 
 
 # ---- event parsing -------------------------------------------------------------------------------
@@ -367,12 +389,14 @@ def deploy_package(detail: Mapping[str, Any], settings: Settings, clients: Clien
 
     endpoint = _describe(sm.describe_endpoint, EndpointName=settings.endpoint_name)
     if endpoint is None:
-        sm.create_endpoint(EndpointName=settings.endpoint_name, EndpointConfigName=config_name)
+        created = sm.create_endpoint(EndpointName=settings.endpoint_name, EndpointConfigName=config_name)
+        _mark_target(sm, created["EndpointArn"], config_name, arn)  # a failed creation is then reported with it
         _log("endpoint created", endpoint=settings.endpoint_name, **done)
         return {"action": "created", **done, "autoscaling": ensure_autoscaling(settings, clients)}
     if endpoint.get("EndpointConfigName") == config_name:
         return _skip("already deployed", **done)
     if (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName") == config_name:
+        _mark_target(sm, endpoint["EndpointArn"], config_name, arn)  # a retry after a crash: keep it judged
         return _skip("deployment already in progress", **done)
     if endpoint.get("EndpointStatus") != UPDATABLE_STATUS:
         raise EndpointBusyError(
@@ -393,25 +417,147 @@ def deploy_package(detail: Mapping[str, Any], settings: Settings, clients: Clien
         "DeploymentConfig": deployment_config(settings),
     }
     clients.update_endpoint(**request)
+    _mark_target(sm, endpoint["EndpointArn"], config_name, arn)
     _log("endpoint updated", endpoint=settings.endpoint_name, previous=endpoint.get("EndpointConfigName"), **done)
     return {"action": "updated", **done, "previous_endpoint_config_name": endpoint.get("EndpointConfigName")}
 
 
-def endpoint_in_service(detail: Mapping[str, Any], settings: Settings, clients: Clients) -> dict[str, Any]:
+# ---- after a deployment: completed, rolled back or failed -------------------------------------------
+
+
+def _mark_target(sm: Any, endpoint_arn: str, config_name: str, package_arn: str) -> None:
+    """Record on the endpoint which config and package the running deployment is for (AddTags overwrites)."""
+    sm.add_tags(
+        ResourceArn=endpoint_arn,
+        Tags=[
+            {"Key": TARGET_CONFIG_TAG, "Value": config_name},
+            {"Key": TARGET_PACKAGE_TAG, "Value": package_arn},
+            {"Key": VERDICT_TAG, "Value": PENDING},
+        ],
+    )
+
+
+def _target(sm: Any, endpoint_arn: str) -> tuple[str | None, str | None]:
+    """The pending deployment's (config, package), or (None, None) when none is waiting for a verdict."""
+    tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=endpoint_arn).get("Tags", [])}  # last wins
+    if tags.get(VERDICT_TAG) != PENDING:
+        return None, None
+    return tags.get(TARGET_CONFIG_TAG), tags.get(TARGET_PACKAGE_TAG)
+
+
+def _alarms_in_alarm(settings: Settings, clients: Clients) -> list[str]:
+    if clients.cloudwatch is None:
+        return []
+    found = clients.cloudwatch.describe_alarms(AlarmNames=list(settings.rollback_alarms), StateValue="ALARM")
+    return sorted(a["AlarmName"] for a in found.get("MetricAlarms", []))
+
+
+def _reject(sm: Any, package_arn: str, description: str) -> str:
+    """Mark the rolled-back package Rejected (idempotent): a redelivered or repeated Approved event
+    then finds it rejected in the registry and skips it; approving it again is a person's decision."""
+    status = sm.describe_model_package(ModelPackageName=package_arn).get("ModelApprovalStatus")
+    if status == REJECTED:
+        return "already rejected"
+    sm.update_model_package(
+        ModelPackageArn=package_arn,
+        ModelApprovalStatus=REJECTED,
+        ApprovalDescription=description[:MAX_APPROVAL_DESCRIPTION],
+    )
+    return f"rejected (was {status})"
+
+
+def endpoint_state_changed(detail: Mapping[str, Any], settings: Settings, clients: Clients) -> dict[str, Any]:
+    """Judge the deployment this function started, from DescribeEndpoint (the event is only the trigger)."""
     name = _required(detail, "EndpointName")
-    status = _required(detail, "EndpointStatus")
+    event_status = _required(detail, "EndpointStatus")
     if name != settings.endpoint_name:
         return _skip(f"endpoint {name!r} is not {settings.endpoint_name!r}")
-    if status != "IN_SERVICE":
-        return _skip(f"endpoint status is {status}")
-    return {"action": "autoscaling", "endpoint": name, "autoscaling": ensure_autoscaling(settings, clients)}
+    if event_status not in HANDLED_ENDPOINT_EVENTS:
+        return _skip(f"endpoint status is {event_status}")
+    sm = clients.sagemaker
+    endpoint = _describe(sm.describe_endpoint, EndpointName=name)
+    if endpoint is None:
+        return _skip(f"endpoint {name!r} no longer exists")
+    status = endpoint.get("EndpointStatus")
+    current = endpoint.get("EndpointConfigName")
+    target_config, target_package = _target(sm, endpoint["EndpointArn"])
+    reason = endpoint.get("FailureReason") or ""
+    facts = {"endpoint": name, "endpoint_status": status, "endpoint_config_name": current}
+
+    if status in FAILED_STATUSES:
+        next_step = (
+            "old and new configs are mixed: a person must update or delete the endpoint"
+            if status == "UpdateRollbackFailed"
+            else "only DeleteEndpoint is possible"
+        )
+        message = f"endpoint {name} is {status}: {reason or 'no FailureReason given'}; {next_step}"
+        _log(
+            "deployment failed",
+            **facts,
+            failure_reason=reason,
+            target_endpoint_config_name=target_config,
+            model_package_arn=target_package,
+            message=message,
+        )
+        return {
+            "action": "failed",
+            **facts,
+            "failure_reason": reason,
+            "model_package_arn": target_package,
+            "message": message,
+        }
+    if status != UPDATABLE_STATUS:
+        return _skip(f"endpoint status is {status} (event said {event_status})", endpoint=name)
+
+    result: dict[str, Any] = {"action": "autoscaling", **facts}
+    pending = (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+    if target_config and not pending:
+        if target_config == current:
+            _log("deployment completed", **facts, model_package_arn=target_package)
+            result["action"] = "completed"
+        else:
+            alarms = _alarms_in_alarm(settings, clients)
+            why = (
+                "; ".join(p for p in (f"alarm(s) in ALARM: {', '.join(alarms)}" if alarms else "", reason) if p)
+                or "no alarm in ALARM now and no FailureReason given"
+            )
+            verdict = (
+                _reject(
+                    sm,
+                    target_package,
+                    f"Rolled back by SageMaker on endpoint {name} (now on {current}, not {target_config}): {why}",
+                )
+                if target_package
+                else "no package recorded"
+            )
+            _log(
+                "rolled_back",
+                **facts,
+                target_endpoint_config_name=target_config,
+                model_package_arn=target_package,
+                failure_reason=why,
+                alarms=alarms,
+                package=verdict,
+            )
+            result.update(
+                action="rolled_back",
+                restored_endpoint_config_name=current,
+                target_endpoint_config_name=target_config,
+                model_package_arn=target_package,
+                failure_reason=why,
+                package=verdict,
+            )
+        sm.add_tags(ResourceArn=endpoint["EndpointArn"], Tags=[{"Key": VERDICT_TAG, "Value": result["action"]}])
+    # The variant keeps its name across blue/green (and so across a rollback): this targets what serves now.
+    result["autoscaling"] = ensure_autoscaling(settings, clients)
+    return result
 
 
 def process(event: Any, settings: Settings, clients: Clients) -> dict[str, Any]:
     kind, detail = _detail(event)
     if kind == PACKAGE_EVENT:
         return deploy_package(detail, settings, clients)
-    return endpoint_in_service(detail, settings, clients)
+    return endpoint_state_changed(detail, settings, clients)
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:

@@ -31,8 +31,17 @@ FAKE_SECRET_ACCESS_KEY = "testing"
 #: Variables that would make boto3 look for a real profile or mix real and fake credentials.
 _CONFLICTING_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
+#: Attempts per AWS call (the first one included) for every client of the local run and, through
+#: ``AWS_MAX_ATTEMPTS``/``AWS_RETRY_MODE`` in :meth:`LocalAws.env`, its subprocesses. Standard mode
+#: retries throttling (``SlowDown``), 500/502/503/504 and connection errors with jittered backoff;
+#: an AccessDenied or NoSuchKey is never retried.
+MAX_ATTEMPTS = 4
+RETRY_MODE = "standard"
 # Path-style S3 addressing: virtual-host style would resolve <bucket>.127.0.0.1, which fails.
-_BOTO_CONFIG = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2, "mode": "standard"})
+# ``total_max_attempts`` counts the first call, as AWS_MAX_ATTEMPTS does (``max_attempts`` would count retries).
+_BOTO_CONFIG = BotoConfig(
+    s3={"addressing_style": "path"}, retries={"total_max_attempts": MAX_ATTEMPTS, "mode": RETRY_MODE}
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class LocalAws:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
             "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+            "AWS_RETRY_MODE": RETRY_MODE,
         }
 
     def subprocess_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -91,7 +102,30 @@ def _client_unlocked(url: str, region: str, service: str) -> Any:
     session = boto3.Session(
         aws_access_key_id=FAKE_ACCESS_KEY_ID, aws_secret_access_key=FAKE_SECRET_ACCESS_KEY, region_name=region
     )
-    return session.client(service, endpoint_url=url, config=_BOTO_CONFIG)
+    client = session.client(service, endpoint_url=url, config=_BOTO_CONFIG)
+    if service == "s3":
+        name_s3_object_in_errors(client)
+    return client
+
+
+def _remember_s3_target(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    if isinstance(params, dict) and params.get("Bucket"):
+        context["s3_target"] = f"s3://{params['Bucket']}/{params.get('Key') or params.get('Prefix') or ''}"
+
+
+def _append_s3_target(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    target = context.get("s3_target")
+    error = parsed.get("Error") if isinstance(parsed, dict) else None
+    if target and http_response is not None and http_response.status_code >= 300 and isinstance(error, dict):
+        error["Message"] = f"{error.get('Message') or error.get('Code', 'error')} ({target})"
+
+
+def name_s3_object_in_errors(client: Any) -> None:
+    """Make an S3 ``ClientError`` name its object: botocore's message names the operation and the
+    error code only ("AccessDenied when calling the PutObject operation"); this appends
+    ``(s3://bucket/key)``, so a failed run says what it could not read or write."""
+    client.meta.events.register("before-parameter-build.s3", _remember_s3_target, unique_id="recsys-s3-target")
+    client.meta.events.register("after-call.s3", _append_s3_target, unique_id="recsys-s3-target-error")
 
 
 def _client(url: str, region: str, service: str) -> Any:

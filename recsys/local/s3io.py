@@ -56,20 +56,34 @@ def write_parquet(aws: LocalAws, df: pd.DataFrame | pa.Table, s3_uri: str) -> st
 
     A URI ending in ``.parquet`` is one object; anything else is a dataset prefix whose old data
     files are replaced by a single ``part-00000.parquet`` (overwrite, as a recipe job output).
+
+    Safe to repeat and to interrupt: the new object is written first (an S3 PUT replaces a key
+    atomically), then the prefix's other data files are deleted. A failed write leaves the
+    previous output whole, never an empty or doubled prefix; a rerun converges to one file.
     """
     bucket, key = split_s3_uri(s3_uri)
     table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
     s3 = aws.client("s3")
-    if not key.endswith(PARQUET_SUFFIX):
-        prefix = _prefix(key)
-        old = list_data_keys(aws, bucket, prefix)
-        if old:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in old], "Quiet": True})
+    prefix = None if key.endswith(PARQUET_SUFFIX) else _prefix(key)
+    if prefix is not None:
         key = f"{prefix}{PART_NAME}"
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue(), ContentType="application/vnd.apache.parquet")
+    if prefix is not None:
+        stale = [k for k in list_data_keys(aws, bucket, prefix) if k != key]
+        if stale:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale], "Quiet": True})
     return f"s3://{bucket}/{key}"
+
+
+def delete_data(aws: LocalAws, s3_uri: str) -> int:
+    """Remove the data files under the prefix ``s3_uri`` (an output that no longer exists); returns how many."""
+    bucket, key = split_s3_uri(s3_uri)
+    keys = list_data_keys(aws, bucket, _prefix(key))
+    if keys:
+        aws.client("s3").delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+    return len(keys)
 
 
 def read_parquet_table(aws: LocalAws, s3_uri: str) -> pa.Table:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -10,6 +11,7 @@ from constructs import Construct
 
 from stacks.buckets import TRANSITION_STORAGE_CLASS, BucketSpec, kms_alias
 from stacks.config import LOG_RETENTION_DAYS, Config
+from stacks.nag import acknowledge
 
 
 def removal_policy(cfg: Config) -> RemovalPolicy:
@@ -25,8 +27,12 @@ def log_retention(cfg: Config) -> logs.RetentionDays:
 
 
 def data_key(scope: Construct, cfg: Config) -> kms.Key:
-    """One customer-managed key for data at rest: buckets, DataBrew output, Athena results, logs."""
-    return kms.Key(
+    """One customer-managed key for data at rest: buckets, DataBrew output, Athena results, logs.
+
+    CloudWatch Logs encrypts with the key as itself, not as a role, so the key policy must name it;
+    the condition limits that to log groups of this account and region.
+    """
+    key = kms.Key(
         scope,
         "DataKey",
         alias=kms_alias(cfg),
@@ -34,6 +40,17 @@ def data_key(scope: Construct, cfg: Config) -> kms.Key:
         enable_key_rotation=True,
         removal_policy=removal_policy(cfg),
     )
+    region = Stack.of(scope).region
+    log_groups = f"arn:{Aws.PARTITION}:logs:{region}:{Aws.ACCOUNT_ID}:log-group:*"
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal(f"logs.{region}.amazonaws.com")],
+            actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+            resources=["*"],  # in a key policy, "*" is this key
+            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
+        )
+    )
+    return key
 
 
 def lifecycle_rules(spec: BucketSpec) -> list[s3.LifecycleRule]:
@@ -76,7 +93,7 @@ def bucket(
 
     The access-log bucket uses SSE-S3: S3 log delivery cannot write with a customer key.
     """
-    return s3.Bucket(
+    bucket = s3.Bucket(
         scope,
         construct_id,
         bucket_name=cfg.bucket_name(spec.kind, account),
@@ -92,3 +109,16 @@ def bucket(
         lifecycle_rules=lifecycle_rules(spec),
         removal_policy=removal_policy(cfg),
     )
+    acknowledge(
+        bucket,
+        "NIST.800.53.R5-S3BucketReplicationEnabled",
+        "S3 already stores objects across at least three AZs, and these buckets are versioned (and retained in prod); "
+        "a second-region copy is a disaster-recovery choice that doubles storage cost, left to the deployer.",
+    )
+    if not spec.kms:
+        acknowledge(
+            bucket,
+            "NIST.800.53.R5-S3DefaultEncryptionKMS",
+            "Server access log target: S3 log delivery supports only SSE-S3 on the target bucket, not SSE-KMS.",
+        )
+    return bucket

@@ -315,13 +315,25 @@ def test_missing_setting_is_named():
 
 
 def test_endpoint_in_service_event_registers_autoscaling_and_ignores_other_endpoints(aws):
-    _, _, aas = aws
+    _, sm, aas = aws
+    created = h.process(event(PROD, register(sm, PROD)), settings(PROD), clients(aws))
+    aas.deregister_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=settings(PROD).scalable_resource_id,
+        ScalableDimension=h.SCALABLE_DIMENSION,
+    )
     assert h.process(in_service("someone-else"), settings(PROD), clients(aws))["action"] == "skipped"
     assert h.process(in_service(PROD.endpoint_name, "UPDATING"), settings(PROD), clients(aws))["action"] == "skipped"
     assert scalable_targets(aas) == []
 
     result = h.process(in_service(PROD.endpoint_name), settings(PROD), clients(aws))
-    assert result == {"action": "autoscaling", "endpoint": PROD.endpoint_name, "autoscaling": "registered"}
+    assert result == {
+        "action": "completed",  # the creation this function started is judged done
+        "endpoint": PROD.endpoint_name,
+        "endpoint_status": "InService",
+        "endpoint_config_name": created["endpoint_config_name"],
+        "autoscaling": "registered",
+    }
     assert len(scalable_targets(aas)) == 1
 
 

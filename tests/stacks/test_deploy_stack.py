@@ -96,20 +96,21 @@ def test_approval_rule_matches_this_group_approved_packages_with_retries_and_dlq
     )
 
 
-def test_endpoint_in_service_rule_exists_only_for_instance_endpoints(dev, prod):
-    def patterns(t):
-        return [r["Properties"]["EventPattern"]["detail-type"] for r in resources(t, "AWS::Events::Rule").values()]
-
-    assert patterns(dev) == [["SageMaker Model Package State Change"]]  # serverless: nothing to autoscale
-    assert ["SageMaker Endpoint State Change"] in patterns(prod)
-    prod.has_resource_properties(
-        "AWS::Events::Rule",
-        {
-            "EventPattern": Match.object_like(
-                {"detail": {"EndpointName": [PROD.endpoint_name], "EndpointStatus": ["IN_SERVICE"]}}
-            )
-        },
-    )
+def test_endpoint_state_rule_sends_in_service_and_failed_states_for_both_endpoint_kinds(dev, prod):
+    """Serverless endpoints roll back too, so both get the rule (the Lambda judges the deployment)."""
+    statuses = ["IN_SERVICE", "FAILED", "UPDATE_ROLLBACK_FAILED"]
+    for template, cfg in ((dev, DEV), (prod, PROD)):
+        template.has_resource_properties(
+            "AWS::Events::Rule",
+            {
+                "EventPattern": Match.object_like(
+                    {
+                        "detail-type": ["SageMaker Endpoint State Change"],
+                        "detail": {"EndpointName": [cfg.endpoint_name], "EndpointStatus": statuses},
+                    }
+                )
+            },
+        )
 
 
 def test_dlq_is_encrypted_and_tls_only(dev):

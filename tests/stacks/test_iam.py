@@ -1,5 +1,6 @@
 """Least privilege across every synthesised stack: no wildcard actions, and ``Resource: "*"`` only
-for actions AWS offers without resource-level permissions (each listed with why)."""
+for actions AWS offers without resource-level permissions (the allow-list, with reasons, is
+``stacks.security.RESOURCE_STAR_OK``)."""
 
 from __future__ import annotations
 
@@ -7,69 +8,65 @@ import json
 
 import pytest
 
+from stacks.security import RESOURCE_STAR_OK, key_policy_offenders, unjustified_resource_star, wildcard_actions
+
 pytestmark = pytest.mark.xdist_group("synth")
 
-#: Actions that have no resource-level form (per the AWS Service Authorization Reference).
-RESOURCE_STAR_OK = {
-    "xray:PutTraceSegments": "X-Ray has no resource-level permissions for trace submission",
-    "xray:PutTelemetryRecords": "same",
-    "xray:GetSamplingRules": "same",
-    "xray:GetSamplingTargets": "same",
-    "logs:CreateLogDelivery": "vended-log delivery APIs (Step Functions, API Gateway) take no resource",
-    "logs:GetLogDelivery": "same",
-    "logs:UpdateLogDelivery": "same",
-    "logs:DeleteLogDelivery": "same",
-    "logs:ListLogDeliveries": "same",
-    "logs:PutResourcePolicy": "same",
-    "logs:DescribeResourcePolicies": "same",
-    "logs:DescribeLogGroups": "same",
-    "lakeformation:GetDataAccess": "Athena checks it on every query; no resource form",
-    "ecr:GetAuthorizationToken": "account-wide token; the image pull itself is scoped to repositories",
-    "application-autoscaling:DescribeScalableTargets": "Describe* take no resource",
-    "application-autoscaling:DescribeScalingPolicies": "same",
-    "application-autoscaling:RegisterScalableTarget": "the target's ARN is assigned by the service on registration",
-    "application-autoscaling:DeregisterScalableTarget": "same",
-    "application-autoscaling:PutScalingPolicy": "same",
-    "cloudwatch:DescribeAlarms": "read-only, no resource form for the list call",
-}
 
-
-def _statements(template: dict):
-    for logical_id, resource in template["Resources"].items():
-        props = resource.get("Properties", {})
-        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-            docs = [props["PolicyDocument"]]
-        elif resource["Type"] == "AWS::IAM::Role":
-            docs = [p["PolicyDocument"] for p in props.get("Policies", [])]
-        else:
-            continue
-        for doc in docs:
-            for statement in doc["Statement"]:
-                if statement.get("Effect") == "Allow":
-                    yield logical_id, statement
-
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
+def _templates(synth, env_name: str) -> dict[str, dict]:
+    outdir, _ = synth(env_name)
+    return {path.name: json.loads(path.read_text()) for path in sorted(outdir.glob("*.template.json"))}
 
 
 @pytest.mark.parametrize("env_name", ["dev", "prod"])
 def test_no_policy_allows_wildcard_actions(synth, env_name):
-    outdir, _ = synth(env_name)
-    for path in outdir.glob("*.template.json"):
-        for logical_id, statement in _statements(json.loads(path.read_text())):
-            for action in _as_list(statement.get("Action", [])):
-                assert action != "*" and not action.endswith(":*"), f"{path.name} {logical_id}: {action}"
+    templates = _templates(synth, env_name)
+    assert len(templates) >= 5
+    assert {name: wildcard_actions(t) for name, t in templates.items() if wildcard_actions(t)} == {}
 
 
 @pytest.mark.parametrize("env_name", ["dev", "prod"])
 def test_resource_star_only_for_actions_without_resource_level_permissions(synth, env_name):
-    outdir, _ = synth(env_name)
-    offenders = []
-    for path in outdir.glob("*.template.json"):
-        for logical_id, statement in _statements(json.loads(path.read_text())):
-            if "*" in _as_list(statement.get("Resource", [])):
-                offenders += [
-                    f"{path.name} {logical_id}: {a}" for a in _as_list(statement["Action"]) if a not in RESOURCE_STAR_OK
+    templates = _templates(synth, env_name)
+    assert {name: unjustified_resource_star(t) for name, t in templates.items() if unjustified_resource_star(t)} == {}
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_key_policies_give_all_kms_actions_only_to_the_account_root(synth, env_name):
+    templates = _templates(synth, env_name)
+    assert {name: key_policy_offenders(t) for name, t in templates.items() if key_policy_offenders(t)} == {}
+
+
+def _policy(statement: dict) -> dict:
+    return {
+        "Resources": {
+            "P": {"Type": "AWS::IAM::Policy", "Properties": {"PolicyDocument": {"Statement": [statement]}}},
+        }
+    }
+
+
+def test_wildcard_action_and_unlisted_resource_star_are_reported():
+    """The checks can fail: ``s3:*`` is a wildcard action, ``s3:GetObject`` on "*" is not allow-listed."""
+    assert wildcard_actions(_policy({"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b"})) == ["P: s3:*"]
+    star = _policy({"Effect": "Allow", "Action": ["s3:GetObject", "ecr:GetAuthorizationToken"], "Resource": "*"})
+    assert unjustified_resource_star(star) == ["P: s3:GetObject"]
+
+
+def test_key_policy_granting_kms_star_to_a_service_is_reported():
+    key = {
+        "Type": "AWS::KMS::Key",
+        "Properties": {
+            "KeyPolicy": {
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*"},
+                    {"Effect": "Allow", "Principal": {"Service": "logs.amazonaws.com"}, "Action": "kms:*"},
                 ]
-    assert offenders == []
+            }
+        },
+    }
+    assert key_policy_offenders({"Resources": {"K": key}}) == ["K: {'Service': 'logs.amazonaws.com'}"]
+
+
+def test_every_resource_star_action_has_a_reason():
+    for action, reason in RESOURCE_STAR_OK.items():
+        assert len(reason.split()) >= 6, f"{action}: say why AWS requires Resource '*'"

@@ -1,0 +1,307 @@
+"""The local flow interrupted at a stage or step, then run again: same outputs, nothing duplicated.
+
+One uninterrupted main job (module fixture) is the reference. Each test crashes a run in a reset
+moto account at one point, after that point has written part or all of its output, then runs
+again in the same workdir and the same account, and compares what a consumer sees: every object
+in the destination bucket outside ``pipeline/`` (keys, row counts, content), the raw objects, the
+Glue tables, the local lake files, the training splits and evaluation of the last pipeline
+execution, and the model packages registered in the group.
+
+To stay within CI time the main job runs with short training (``FAST``) and without the stages
+that come after the data plane and the pipeline (endpoint, clickstream archive, monitoring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import monitoring.run
+from pipeline_steps import local_runner
+from pipeline_steps.definition import PREPARE, REGISTER, TRAIN
+from pipeline_steps.local_runner import LocalPipelineResult, run_pipeline_locally
+from recsys import main_job
+from recsys.cli import main
+from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws
+from recsys.local.provision import provision, upload_raw
+from recsys.local.s3io import list_data_keys, read_parquet, split_s3_uri, write_parquet
+from stacks.buckets import CURATED, SOURCE
+from stacks.config import LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_PREFIX, load_project_config
+
+pytestmark = pytest.mark.slow
+CFG = load_project_config("dev")
+SMALL = ["--users", "150", "--products", "60", "--interactions", "3000", "--days", "30"]
+FAST = {"models": "popularity,item_knn", "max-eval-users": "300"}
+
+
+class Interrupted(RuntimeError):
+    """The injected crash (a killed process, an expired session ...)."""
+
+
+# ---- running the main job with a crash injected ---------------------------------------------------
+
+
+@contextmanager
+def quick_main_job(mp: pytest.MonkeyPatch, pipeline: bool = True) -> Iterator[list[LocalPipelineResult]]:
+    """Short training (or, ``pipeline=False``, none: the pipeline tests below cover it); endpoint,
+    clickstream archive and monitoring skipped; pipeline results collected."""
+    results: list[LocalPipelineResult] = []
+    real_stage = main_job._pipeline_stage
+
+    def stage(*args: Any, **kwargs: Any) -> LocalPipelineResult | None:
+        result = real_stage(*args, **kwargs) if pipeline else LocalPipelineResult("skipped", "Succeeded")
+        results.append(result)
+        return result
+
+    mp.setattr(local_runner, "TRAINING_HYPERPARAMETERS", {**local_runner.TRAINING_HYPERPARAMETERS, **FAST})
+    mp.setattr(main_job, "_pipeline_stage", stage)
+    mp.setattr(main_job, "_endpoint_stage", lambda *a, **k: ([], []))
+    mp.setattr(main_job, "_archive_to_training", lambda *a, **k: None)
+    mp.setattr(monitoring.run, "run_monitoring", lambda *a, **k: Path("dashboard.html"))
+    yield results
+
+
+def crash_after(real: Callable[..., Any], calls: int = 1) -> Callable[..., Any]:
+    """``real``, but the process 'dies' right after its ``calls``-th call has done its work."""
+    seen = [0]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        seen[0] += 1
+        if seen[0] == calls:
+            raise Interrupted(f"crashed after {getattr(real, '__name__', real)} call {calls}")
+        return out
+
+    return wrapper
+
+
+# ---- what a consumer sees ---------------------------------------------------------------------------
+
+
+def _digest(body: bytes, key: str) -> tuple[int, str] | str:
+    """Parquet by content (rows, hash of the sorted rows: a SQL result has no order); anything else by bytes."""
+    if key.endswith(".parquet"):
+        frame = pq.read_table(io.BytesIO(body)).to_pandas()
+        rows = sorted(frame.to_csv(index=False).splitlines())
+        return len(frame), hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    return hashlib.sha256(body).hexdigest()
+
+
+def _objects(aws: LocalAws, bucket: str, prefix: str = "") -> dict[str, Any]:
+    s3 = aws.client("s3")
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+    ]
+    return {k: _digest(s3.get_object(Bucket=bucket, Key=k)["Body"].read(), k) for k in keys}
+
+
+def _bucket(kind: str, aws: LocalAws) -> str:
+    return CFG.bucket_name(kind, LOCAL_ACCOUNT, aws.region)
+
+
+def execution_outputs(aws: LocalAws, execution_id: str) -> dict[str, Any]:
+    """One execution's S3 outputs by step-relative key; only the training splits and evaluation.json by
+    content (model archives and report.md carry timestamps and the execution id)."""
+    prefix = f"{PIPELINE_PREFIX}/{execution_id}/"
+    out = {}
+    for key, digest in _objects(aws, _bucket(CURATED, aws), prefix).items():
+        rel = key[len(prefix) :]
+        out[rel] = digest if rel.startswith(f"{PREPARE}/") or rel.endswith("evaluation.json") else "present"
+    return out
+
+
+def consumer_view(aws: LocalAws, workdir: Path, result: LocalPipelineResult | None) -> dict[str, Any]:
+    dest = _bucket(CURATED, aws)
+    sm = aws.client("sagemaker")
+    packages = [
+        sm.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+        for p in sm.list_model_packages(ModelPackageGroupName=CFG.model_package_group)["ModelPackageSummaryList"]
+    ]
+    tables = aws.client("glue").get_tables(DatabaseName=CFG.glue_database)["TableList"]
+    return {
+        "data": {k: v for k, v in _objects(aws, dest).items() if not k.startswith(f"{PIPELINE_PREFIX}/")},
+        "raw": sorted(_objects(aws, _bucket(SOURCE, aws))),
+        "glue": {t["Name"]: t["StorageDescriptor"]["Location"] for t in tables},
+        "lake": sorted(p.relative_to(workdir).as_posix() for p in (workdir / "lake").rglob("*") if p.is_file()),
+        "pipeline": execution_outputs(aws, result.execution_id) if result else None,
+        "evaluation": result.evaluation if result else None,
+        "packages": [
+            (p["ModelApprovalStatus"], (p.get("CustomerMetadataProperties") or {}).get("training-fingerprint"))
+            for p in packages
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def baseline(moto_endpoint: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The uninterrupted run every interrupted-then-rerun one must reproduce."""
+    workdir = tmp_path_factory.mktemp("baseline")
+    moto_endpoint.reset()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in _CONFLICTING_ENV:
+            mp.delenv(name, raising=False)
+        with quick_main_job(mp) as results:
+            assert main(["run", "--workdir", str(workdir), *SMALL]) == 0
+    [result] = results
+    assert result.passed_gate and result.registration == "created"
+    bucket, key = split_s3_uri(f"s3://{_bucket(CURATED, moto_endpoint)}/{TRAINING_PREFIX}/interactions.parquet")
+    training = moto_endpoint.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    view = consumer_view(moto_endpoint, workdir, result)
+    assert view["packages"] == [("Approved", result.training_fingerprint)]
+    return {"view": view, "training_parquet": training, "result": result}
+
+
+# ---- data-plane stages of the main job ----------------------------------------------------------------
+
+STAGE_CRASHES: dict[str, tuple[str, int]] = {
+    "raw upload": ("upload_raw", 1),  # every raw object written, nothing curated
+    "recipes, mid-stage": ("write_parquet", 2),  # users curated + quarantine written, other tables not
+    "catalogue, mid-stage": ("register_prefix", 2),  # two of the Glue tables registered
+    "athena, end of stage": ("_training_set", 1),  # features and training set written, no pipeline
+}
+# The pipeline stage is covered step by step below, on the baseline's training set.
+
+
+@pytest.mark.parametrize("where", sorted(STAGE_CRASHES))
+def test_main_job_interrupted_in_a_data_stage_then_rerun_reproduces_the_outputs_without_duplicates(
+    aws_env: LocalAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baseline: dict[str, Any], where: str
+) -> None:
+    name, calls = STAGE_CRASHES[where]
+    with quick_main_job(monkeypatch, pipeline=False), monkeypatch.context() as crash:
+        crash.setattr(main_job, name, crash_after(getattr(main_job, name), calls))
+        with pytest.raises(Interrupted):
+            main(["run", "--workdir", str(tmp_path), *SMALL])
+
+    with quick_main_job(monkeypatch, pipeline=False):
+        assert main(["run", "--workdir", str(tmp_path), *SMALL]) == 0
+    view = consumer_view(aws_env, tmp_path, None)
+    expected = baseline["view"]
+    assert view["data"] == expected["data"]  # same keys: no extra part files, same rows and content
+    for key in ("raw", "glue", "lake"):
+        assert view[key] == expected[key], key
+
+
+# ---- pipeline steps -----------------------------------------------------------------------------------
+
+
+def _partial_upload(step_name: str) -> Callable[..., int]:
+    """local_runner.upload that, for ``step_name``, writes only the first file of the output and dies."""
+    real = local_runner.upload
+
+    def upload(aws: LocalAws, src: Path, uri: str) -> int:
+        if f"/{step_name}/" not in uri:
+            return real(aws, src, uri)
+        first = sorted(p for p in src.rglob("*") if p.is_file())[0]
+        bucket, key = split_s3_uri(uri)
+        aws.client("s3").upload_file(str(first), bucket, f"{key.rstrip('/')}/{first.relative_to(src).as_posix()}")
+        raise Interrupted(f"crashed while uploading {step_name}'s output")
+
+    return upload
+
+
+def _crash_after_script(step_name: str) -> Callable[..., None]:
+    """The step's script ran (its local output exists), then the runner died before uploading it."""
+    real = local_runner.run_script
+
+    def run_script(spec: Any, *args: Any, **kwargs: Any) -> None:
+        real(spec, *args, **kwargs)
+        if spec.name == step_name:
+            raise Interrupted(f"crashed after {step_name}'s script")
+
+    return run_script
+
+
+#: step -> (the patched local_runner function, its replacement, rerun as the same execution?).
+#: Same execution = SageMaker's RetryPipelineExecution; a new one = what the main job does.
+#: Representative points (a partial output, a lost local result, a registration whose step died);
+#: ``bench/bench_faults.py`` interrupts every step.
+STEP_CRASHES: dict[str, tuple[str, Callable[[], Any], bool]] = {
+    PREPARE: ("upload", lambda: _partial_upload(PREPARE), True),
+    TRAIN: ("run_script", lambda: _crash_after_script(TRAIN), False),
+    REGISTER: ("register_model", lambda: crash_after(local_runner.register_model), False),  # package created
+}
+
+
+@pytest.mark.parametrize("step_name", list(STEP_CRASHES))
+def test_pipeline_interrupted_in_a_step_then_rerun_gives_the_same_model_and_no_duplicate_package(
+    aws_env: LocalAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baseline: dict[str, Any], step_name: str
+) -> None:
+    res = provision(CFG, aws_env)
+    aws_env.client("s3").put_object(
+        Bucket=res.destination_bucket, Key=f"{TRAINING_PREFIX}/interactions.parquet", Body=baseline["training_parquet"]
+    )
+    attribute, replacement, same_execution = STEP_CRASHES[step_name]
+    interrupted_id = local_runner.new_execution_id()
+    with monkeypatch.context() as crash, pytest.raises(Interrupted):
+        crash.setattr(local_runner, attribute, replacement())
+        run_pipeline_locally(
+            CFG, aws_env, res, tmp_path, lambda _: None, hyperparameters=FAST, execution_id=interrupted_id
+        )
+
+    rerun_id = interrupted_id if same_execution else None
+    result = run_pipeline_locally(
+        CFG, aws_env, res, tmp_path, lambda _: None, hyperparameters=FAST, execution_id=rerun_id
+    )
+
+    reference: LocalPipelineResult = baseline["result"]
+    assert result.status == "Succeeded" and result.passed_gate
+    assert result.training_fingerprint == reference.training_fingerprint
+    assert result.evaluation == reference.evaluation
+    assert execution_outputs(aws_env, result.execution_id) == baseline["view"]["pipeline"]  # no stale objects
+    assert consumer_view(aws_env, tmp_path, result)["packages"] == baseline["view"]["packages"]  # one package
+    assert result.registration == ("already registered" if step_name == REGISTER else "created")
+
+
+# ---- the building blocks ----------------------------------------------------------------------------
+
+
+def test_rewriting_a_parquet_prefix_replaces_it_instead_of_appending(aws_env: LocalAws) -> None:
+    bucket = _bucket(CURATED, aws_env)
+    aws_env.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": aws_env.region})
+    frame = pd.DataFrame({"user_id": ["u1", "u2"]})
+    write_parquet(aws_env, frame, f"s3://{bucket}/curated/users/part-00001.parquet")  # e.g. left by a Spark job
+    for _ in range(2):
+        write_parquet(aws_env, frame, f"s3://{bucket}/curated/users/")
+    assert list_data_keys(aws_env, bucket, "curated/users/") == ["curated/users/part-00000.parquet"]
+    assert len(read_parquet(aws_env, f"s3://{bucket}/curated/users/")) == 2
+
+
+def test_a_retried_step_output_holds_exactly_the_new_files(aws_env: LocalAws, tmp_path: Path) -> None:
+    bucket = _bucket(CURATED, aws_env)
+    aws_env.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": aws_env.region})
+    uri = f"s3://{bucket}/pipeline/e1/EvaluateModel/evaluation"
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "partial.tmp").write_text("half")
+    local_runner.upload(aws_env, tmp_path / "first", uri)
+    (tmp_path / "second").mkdir()
+    (tmp_path / "second" / "evaluation.json").write_text(json.dumps({"metrics": {}}))
+    assert local_runner.upload(aws_env, tmp_path / "second", uri) == 1
+    assert list(_objects(aws_env, bucket, "pipeline/e1/")) == ["pipeline/e1/EvaluateModel/evaluation/evaluation.json"]
+
+
+def test_a_rerun_with_nothing_to_quarantine_removes_the_earlier_quarantine(aws_env: LocalAws, tmp_path: Path) -> None:
+    """Otherwise the catalogue step would register the earlier run's quarantine again (or, with a
+    fresh moto account and the same workdir, fail on a local folder whose S3 prefix is empty)."""
+    res = provision(CFG, aws_env)
+    header = "user_id,product_id,event_type,rating,timestamp\n"
+    good, bad = "u1,p1,view,,2026-01-01T10:00:00Z\n", "u2,p1,teleport,,2026-01-01T11:00:00Z\n"
+    raw = tmp_path / "interactions.csv"
+    for content, quarantined in ((header + good + bad, 1), (header + good, 0)):
+        raw.write_text(content)
+        uri = upload_raw(aws_env, res, {"interactions": raw})["interactions"]
+        counts, _ = main_job.curate_table(aws_env, res, "interactions", uri, tmp_path / "lake")
+        assert counts.quarantined == quarantined
+    assert list_data_keys(aws_env, res.destination_bucket, "quarantine/interactions/") == []
+    assert not (tmp_path / "lake" / "quarantine" / "interactions").exists()
+    assert list_data_keys(aws_env, res.destination_bucket, "curated/interactions/") != []
