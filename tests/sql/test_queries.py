@@ -338,7 +338,8 @@ def test_ctas_writes_parquet_and_registers_the_table_for_later_queries(
 
 def test_missing_table_names_the_query_and_the_table(curated: dict[str, Path]) -> None:
     engine = LocalAthena({"interactions": curated["interactions"]})
-    with pytest.raises(MissingTableError, match=r"'training_set'.*clickstream, products, users.*registered: interactions"):
+    missing = r"'training_set'.*clickstream, products, users.*registered: interactions"
+    with pytest.raises(MissingTableError, match=missing):
         engine.query("training_set")
 
 
