@@ -53,7 +53,11 @@ bench: setup
 	$(PY) bench/bench_data_plane.py --scales small
 	$(PY) bench/bench_recommender.py --quick
 	$(PY) bench/bench_endpoint.py --workers 2 --threads 2
+	$(PY) bench/bench_soak.py --duration 90
 	$(PY) bench/bench_streaming.py
+	$(PY) bench/bench_faults.py
+	$(PY) bench/bench_robustness.py
+	$(PY) bench/bench_security.py
 
 clean:
 	rm -rf cdk.out out .pytest_cache

@@ -10,8 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
+
 from glue_jobs.raw_reader import RawDataError
 from stacks.config import ConfigError
+
+#: A failed AWS call: the message names the operation, the error code and, for S3, the object
+#: (``s3://bucket/key``); S3UploadFailedError (a Boto3Error) is how upload_file reports a failed PUT.
+AWS_ERRORS = (ClientError, BotoCoreError, Boto3Error)
 
 
 class UserError(Exception):
@@ -82,12 +89,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
     from recsys.local.endpoint import serve_forever
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.getLogger("recsys.local.endpoint").setLevel(logging.INFO)  # model loads and reloads
+    logging.getLogger("recsys.local.endpoint.access").setLevel(logging.INFO if args.log_requests else logging.WARNING)
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise UserError(f"--model-dir {model_dir} is not a folder (train one with `make run`: see its output)")
-    serve_forever(model_dir, host=args.host, port=args.port, threads=args.threads)
+    serve_forever(model_dir, host=args.host, port=args.port, threads=args.threads, workers=args.workers)
     return 0
 
 
@@ -111,11 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generator_args(run)
     run.set_defaults(func=cmd_run)
 
-    serve = sub.add_parser("serve", help="serve a trained model dir over HTTP like a SageMaker endpoint")
+    serve = sub.add_parser(
+        "serve",
+        help="serve a trained model dir over HTTP like a SageMaker endpoint",
+        description="Serve --model-dir on GET /ping and POST /invocations until Ctrl-C or SIGTERM. "
+        "SIGHUP reloads the model from --model-dir's current contents; if the new model fails to load, "
+        "the error is logged and the previous model keeps serving.",
+    )
     serve.add_argument("--model-dir", required=True, help="a model folder written by train.py (SM_MODEL_DIR)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--threads", type=_positive, default=8)
+    serve.add_argument("--threads", type=_positive, default=8, help="waitress threads per worker (default 8)")
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="pre-forked worker processes, about one per core (default 1)"
+    )
+    serve.add_argument("--log-requests", action="store_true", help="log one line per request (stderr)")
     serve.set_defaults(func=cmd_serve)
     return parser
 
@@ -127,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, RawDataError, ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except AWS_ERRORS as err:  # retried per the client config first (recsys.local.moto_server.MAX_ATTEMPTS)
+        print(f"error: AWS request failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -12,15 +12,26 @@ path -> 404; wrong method -> 405 (with ``Allow``); anything else -> 500 ``{"erro
 error"}`` with the traceback only in the log. One exception: a body larger than
 ``HARD_BODY_LIMIT`` (16 MiB) is refused by waitress itself with 413 before it is buffered, so a
 huge upload cannot fill memory; between 1 MiB and 16 MiB the app answers 400 as CONTRACTS §3 says.
+
+Hot reload (issue #8): ``LocalEndpoint.reload(model_dir)`` loads a model with ``model_fn`` off to
+the side, checks that it answers one probe request, and only then swaps it in with a single
+attribute assignment; a request reads that attribute once, so in-flight requests finish on the
+model they started with. If anything fails the error is logged, ``reload`` returns False and the
+previous model keeps serving (``/ping`` still shows its ``model_version``). SageMaker has no reload
+route, so none is exposed over HTTP: ``serve_forever`` (``python -m recsys serve``) reloads from
+``--model-dir``'s current contents on SIGHUP, and ``serve_endpoint`` yields a URL string whose
+``.endpoint`` is the app, for callers (tests) that want to call ``reload`` directly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import http.client
 import importlib.util
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -31,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from waitress.server import create_server
@@ -43,6 +54,7 @@ HARD_BODY_LIMIT = 16 << 20  # waitress refuses (413) above this without bufferin
 JSON = "application/json"
 
 log = logging.getLogger("recsys.local.endpoint")
+access_log = logging.getLogger("recsys.local.endpoint.access")  # one line per request; off separately
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found", 405: "405 Method Not Allowed",
@@ -87,28 +99,80 @@ def load_handler(handler_path: Path) -> ModuleType:
     return module
 
 
-class LocalEndpoint:
-    """The WSGI app: model loaded once in the constructor, then shared read-only by every thread.
+class _Loaded(NamedTuple):
+    """One loaded model and what is derived from it: swapped as a whole, so readers never see a mix."""
 
-    No lock: ``Bundle.recommend`` only reads state built at load time (the concurrency test
-    compares concurrent answers with sequential ones), and a lock would serialise numpy work that
-    releases the GIL.
+    model: Any
+    model_version: str
+    model_dir: Path
+    ping_body: bytes
+
+
+# An unknown user is answered by every valid model (CONTRACTS §3), so it proves a new model can serve.
+RELOAD_PROBE: dict[str, Any] = {"user_id": "__reload_probe__", "k": 1}
+
+
+class LocalEndpoint:
+    """The WSGI app: the model is loaded in the constructor, then shared read-only by every thread.
+
+    No lock on the request path: ``Bundle.recommend`` only reads state built at load time (the
+    concurrency test compares concurrent answers with sequential ones), a lock would serialise
+    numpy work that releases the GIL, and ``reload`` replaces the whole ``_Loaded`` tuple in one
+    assignment, which each request reads once.
     """
 
     def __init__(self, model_dir: Path, handler_path: Path = DEFAULT_HANDLER) -> None:
         self.handler = load_handler(handler_path)
-        t0 = time.perf_counter()
-        self.model = self.handler.model_fn(str(model_dir))
-        self.model_version = str(getattr(self.model, "model_version", ""))
         # Exceptions the handler means as "your request is wrong" (CONTRACTS §3: BadRequest -> 400).
         bad = getattr(self.handler, "BadRequest", None)
         self._client_errors: tuple[type[BaseException], ...] = (ClientError,) + ((bad,) if bad else ())
-        self._ping_body = json.dumps({"status": "healthy", "model_version": self.model_version}).encode()
-        log.info("loaded model %s from %s in %.2fs", self.model_version, model_dir, time.perf_counter() - t0)
+        self._reload_lock = threading.Lock()  # one reload at a time; never taken by requests
+        self._state = self._load(Path(model_dir), probe=None)
+
+    @property
+    def model(self) -> Any:
+        return self._state.model
+
+    @property
+    def model_version(self) -> str:
+        return self._state.model_version
+
+    @property
+    def model_dir(self) -> Path:
+        return self._state.model_dir
+
+    def _load(self, model_dir: Path, probe: dict[str, Any] | None) -> _Loaded:
+        t0 = time.perf_counter()
+        model = self.handler.model_fn(str(model_dir))
+        if probe is not None:  # a model that loads but cannot answer must not replace one that can
+            self.handler.output_fn(self.handler.predict_fn(dict(probe), model), JSON)
+        version = str(getattr(model, "model_version", ""))
+        ping = json.dumps({"status": "healthy", "model_version": version}).encode()
+        log.info("loaded model %s from %s in %.2fs", version, model_dir, time.perf_counter() - t0)
+        return _Loaded(model, version, model_dir, ping)
+
+    def reload(self, model_dir: Path | None = None, probe: dict[str, Any] | None = RELOAD_PROBE) -> bool:
+        """Load ``model_dir`` (default: the current one, re-read) and swap it in only if it loads and answers ``probe``.
+
+        Returns False, logging why, when the new model fails: the previous one keeps serving.
+        Requests already running finish on the model they started with.
+        """
+        with self._reload_lock:
+            old = self._state
+            target = Path(model_dir) if model_dir is not None else old.model_dir
+            try:
+                new = self._load(target, probe)
+            except Exception:
+                log.exception("reload from %s failed; still serving model %s", target, old.model_version)
+                return False
+            self._state = new  # the swap: one attribute assignment
+            log.info("reloaded: model %s -> %s", old.model_version, new.model_version)
+            return True
 
     # ------------------------------------------------------------------ WSGI
     def wsgi_app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         t0 = time.perf_counter()
+        state = self._state  # read once: a concurrent reload cannot change the model mid-request
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
         extra: list[tuple[str, str]] = []
         try:
@@ -119,9 +183,9 @@ class LocalEndpoint:
                 status, body = 405, _error(f"{method} not allowed on {path}; use {' or '.join(allowed)}")
                 extra.append(("Allow", ", ".join(allowed)))
             elif path == "/ping":
-                status, body = (200, self._ping_body) if self.model is not None else (503, _error("model not loaded"))
+                status, body = (200, state.ping_body) if state.model is not None else (503, _error("model not loaded"))
             else:
-                status, body = 200, self._invoke(environ)
+                status, body = 200, self._invoke(environ, state.model)
         except Exception as exc:
             if isinstance(exc, self._client_errors) or _is_4xx(getattr(exc, "status_code", None)):
                 status, body = _client_status(exc), _error(str(exc))
@@ -131,22 +195,35 @@ class LocalEndpoint:
         payload = b"" if method == "HEAD" else body
         start_response(_STATUS.get(status, f"{status} Error"),
                        [("Content-Type", JSON), ("Content-Length", str(len(body)))] + extra)
-        log.info("%s %s %d %.2fms in=%sB out=%dB", method, path, status, (time.perf_counter() - t0) * 1000,
-                 environ.get("CONTENT_LENGTH") or 0, len(body))
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s %s %d %.2fms in=%sB out=%dB", method, path, status, (time.perf_counter() - t0) * 1000,
+                            environ.get("CONTENT_LENGTH") or 0, len(body))
         return [payload]
 
     __call__ = wsgi_app
 
-    def _invoke(self, environ: dict[str, Any]) -> bytes:
+    def _invoke(self, environ: dict[str, Any], model: Any) -> bytes:
         raw = _read_body(environ)
         h = self.handler
         try:
             data = h.input_fn(raw, environ.get("CONTENT_TYPE", ""))
         except RecursionError as exc:  # json's C parser gives up on very deep nesting
             raise ClientError("request JSON is nested too deeply") from exc
-        prediction = h.predict_fn(data, self.model)
+        prediction = h.predict_fn(data, model)
         out = h.output_fn(prediction, environ.get("HTTP_ACCEPT") or JSON)
         return out.encode() if isinstance(out, str) else bytes(out)
+
+
+def _freeze_heap() -> None:
+    """Move everything alive now (the model, imports) out of the cyclic GC's reach.
+
+    Only for a process that is nothing but the server (``serve_forever``): a full collection would
+    otherwise walk the model's objects again in the middle of requests, and in pre-forked workers
+    touch their pages (copy-on-write copies). Frozen objects are still freed by reference counting
+    when a reload drops the old model.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _error(message: str) -> bytes:
@@ -177,6 +254,12 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 
 
 # ---------------------------------------------------------------------- serving
+# Each waitress worker has an I/O thread and task threads sharing one GIL; with Python's default
+# 5 ms switch interval a thread that wakes for a ready socket can wait up to 5 ms behind a
+# CPU-bound handler, several times per request. 1 ms trimmed the tail at concurrency 8 in
+# bench/bench_endpoint.py (README); it only affects the dedicated process of serve_forever.
+SWITCH_INTERVAL = 0.001
+_GONE = 1 << 30  # the open-connection count of a dead worker: never the least busy
 _SERVER_OPTIONS = {"ident": "recsys-local-endpoint", "max_request_body_size": HARD_BODY_LIMIT,
                    "channel_timeout": 30, "connection_limit": 256, "clear_untrusted_proxy_headers": True}
 
@@ -190,15 +273,34 @@ def _url(server: Any) -> str:
     return f"http://{host}:{port}"
 
 
+class EndpointURL(str):
+    """The base URL (a plain ``str`` to every existing caller) that also carries the served app.
+
+    ``url.endpoint.reload(new_dir)`` hot-swaps the model of a ``serve_endpoint`` server in-process
+    (SageMaker has no reload route, so there is none over HTTP).
+    """
+
+    endpoint: LocalEndpoint
+
+    def __new__(cls, url: str, endpoint: LocalEndpoint) -> EndpointURL:
+        self = super().__new__(cls, url)
+        self.endpoint = endpoint
+        return self
+
+
 @contextmanager
 def serve_endpoint(model_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int = 8, *,
-                   handler_path: Path = DEFAULT_HANDLER) -> Iterator[str]:
-    """Serve on a background thread and yield the base URL (port 0 = a free one); always stopped on exit."""
-    server = _make_server(LocalEndpoint(model_dir, handler_path), host, port, threads)
+                   handler_path: Path = DEFAULT_HANDLER) -> Iterator[EndpointURL]:
+    """Serve on a background thread and yield the base URL (port 0 = a free one); always stopped on exit.
+
+    The URL is an ``EndpointURL``: a ``str`` whose ``.endpoint`` is the ``LocalEndpoint`` (for ``reload``).
+    """
+    app = LocalEndpoint(model_dir, handler_path)
+    server = _make_server(app, host, port, threads)
     loop = threading.Thread(target=server.run, name="endpoint-loop", daemon=True)
     loop.start()
     try:
-        yield _url(server)
+        yield EndpointURL(_url(server), app)
     finally:
         _stop(server, loop)
 
@@ -215,19 +317,34 @@ def _stop(server: Any, loop: threading.Thread) -> None:
 
 
 def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 8, *,
-                  workers: int = 1, handler_path: Path = DEFAULT_HANDLER) -> None:
+                  workers: int = 1, handler_path: Path = DEFAULT_HANDLER,
+                  switch_interval: float | None = SWITCH_INTERVAL) -> None:
     """Serve in the foreground until Ctrl-C or SIGTERM (``python -m recsys serve``).
 
     ``workers`` > 1 pre-forks that many processes sharing one listening socket, each with its own
     waitress thread pool: the handler is CPU-bound Python, so one process uses about one core
     however many threads it has (SageMaker's model servers likewise run a worker per vCPU). The
     model is loaded once, before the fork, and shared copy-on-write.
+
+    SIGHUP reloads the model from ``model_dir``'s current contents (write the new model elsewhere
+    and rename it into place, so a reload never sees half a model): each serving process loads it
+    on a side thread and swaps it in only if it loads and answers a probe request; otherwise it logs
+    the error and keeps the previous model. With several workers the parent forwards SIGHUP to each,
+    and each loads its own copy (no longer shared copy-on-write).
+
+    ``switch_interval`` (s) sets this process's GIL switch interval (None: leave Python's 5 ms).
     """
     app = LocalEndpoint(model_dir, handler_path)
+    _freeze_heap()
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval)
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_exit) if on_main else None
+    previous_hup = signal.getsignal(signal.SIGHUP) if on_main else None
     if workers <= 1:
         server = _make_server(app, host, port, threads)
+        if on_main:
+            signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(app))
         _announce(_url(server), model_dir, threads, 1)
         try:
             server.run()  # waitress turns KeyboardInterrupt/SystemExit into a clean stop of its threads
@@ -235,48 +352,102 @@ def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, th
             server.close()
             if on_main:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGHUP, previous_hup)
             print("endpoint stopped", flush=True)
         return
     sock = socket.create_server((host, port), backlog=1024)
     _announce(f"http://{host}:{sock.getsockname()[1]}", model_dir, threads, workers)
+    open_conns = multiprocessing.RawArray("i", workers)  # shared: each worker's open connections
     children: list[int] = []
+    if on_main:  # blocked while forking, so a child never runs the parent's forwarding handler
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        signal.signal(signal.SIGHUP, lambda *_: _forward(children, signal.SIGHUP))
     try:
-        for _ in range(workers):
+        for index in range(workers):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - child process, measured by the benchmark
-                _run_child(app, sock, threads)
+                _run_child(app, sock, threads, open_conns, index)
             children.append(pid)
         sock.close()  # the children hold it
-        for pid in children:
-            os.waitpid(pid, 0)
+        if on_main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        running = dict(zip(children, range(workers), strict=True))
+        while running:  # polled, not os.wait(): that could reap a child the caller owns
+            for pid in [pid for pid in running if os.waitpid(pid, os.WNOHANG)[0]]:
+                open_conns[running.pop(pid)] = _GONE  # a dead worker must not look like the least busy
+            time.sleep(0.2)
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         if on_main:
             signal.signal(signal.SIGTERM, previous)
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+            signal.signal(signal.SIGHUP, previous_hup)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        _forward(children, signal.SIGTERM)
         for pid in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         print("endpoint stopped", flush=True)
 
 
+def _forward(children: list[int], signum: int) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _reload_in_background(app: LocalEndpoint) -> None:
+    """SIGHUP: reload on a side thread, so the event loop (where the signal lands) keeps serving."""
+
+    def run() -> None:
+        if app.reload():
+            _freeze_heap()
+
+    threading.Thread(target=run, name="endpoint-reload", daemon=True).start()
+
+
 def _raise_exit(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
     raise SystemExit(0)
 
 
-def _run_child(app: LocalEndpoint, sock: socket.socket, threads: int) -> None:  # pragma: no cover - child
+def _run_child(app: LocalEndpoint, sock: socket.socket, threads: int, open_conns: Any,
+               index: int) -> None:  # pragma: no cover - child
     """One pre-forked worker: its own waitress loop and threads on the shared socket; never returns."""
     code = 0
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        create_server(app, sockets=[sock], threads=threads, **_SERVER_OPTIONS).run()
+        signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(app))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        server = create_server(app, sockets=[sock], threads=threads, **_SERVER_OPTIONS)
+        _accept_least_connections(server, open_conns, index)
+        server.run()
     except BaseException:  # noqa: BLE001 - a child must never fall back into the parent's code
         code = 1
     finally:
+        open_conns[index] = _GONE
         os._exit(code)
+
+
+
+
+def _accept_least_connections(server: Any, open_conns: Any, index: int) -> None:  # pragma: no cover - child
+    """Let a worker accept only while it holds no more open connections than any other worker.
+
+    Workers share one listening socket and whichever wakes first accepts, so a client's few
+    keep-alive connections could land 6 on one worker and 2 on the other: that worker's queue,
+    and so the latency tail, is three times as long while the other core idles. Waitress asks
+    ``readable()`` before each poll of its loop; a worker above the minimum leaves the socket to
+    the others (it re-checks at the latest after ``asyncore_loop_timeout``, 1 s). Relies on
+    waitress's ``readable``/``active_channels`` (waitress is pinned).
+    """
+    base = server.readable
+
+    def readable() -> bool:
+        mine = len(server.active_channels)
+        open_conns[index] = mine
+        return base() and mine <= min(open_conns)
+
+    server.readable = readable
 
 
 def _announce(url: str, model_dir: Path, threads: int, workers: int) -> None:

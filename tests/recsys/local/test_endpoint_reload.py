@@ -1,0 +1,340 @@
+"""Hot model reload of the local endpoint (issue #8): a bad new model never replaces a good one.
+
+The real handler and a real train.py model are served over HTTP on 127.0.0.1; "new" models are
+copies of it with another ``model_version`` (a good one) or damaged on purpose (bad ones).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from recsys.local.endpoint import EndpointURL, invoke, request, serve_endpoint
+
+ROOT = Path(__file__).resolve().parents[3]
+SRC = ROOT / "sagemaker_src"
+pytestmark = pytest.mark.xdist_group("endpoint-reload")
+JSON_HEADERS = {"Content-Type": "application/json"}
+QUERIES = [
+    {"user_id": "u1", "k": 5},
+    {"user_id": "u7", "k": 3, "exclude": "none"},
+    {"user_id": "nobody", "k": 4},
+    {"user_id": "nobody", "k": 4, "recent_product_ids": ["p1", "p2"]},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model from train.py on a small synthetic shop (users u0..u59, products p0..p49)."""
+    sys.path.insert(0, str(SRC))
+    from recsys_core.synthetic import SyntheticConfig, synthetic_tables
+
+    base = tmp_path_factory.mktemp("reload")
+    train = base / "train"
+    train.mkdir()
+    for name, df in synthetic_tables(SyntheticConfig(n_users=60, n_items=50, events_per_user=8)).items():
+        df.to_csv(train / f"{name}.csv", index=False)
+    env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": "1",
+        "SM_CHANNEL_TRAIN": str(train),
+        "SM_MODEL_DIR": str(base / "model"),
+        "SM_OUTPUT_DATA_DIR": str(base / "out"),
+    }
+    cmd = [sys.executable, str(SRC / "train.py"), "--models", "item_knn", "--no-blend", "--time-budget", "3"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    return base / "model"
+
+
+def versioned_copy(model_dir: Path, dest: Path, version: str) -> Path:
+    """The same model under another ``model_version``: a good new model whose swap is visible."""
+    shutil.copytree(model_dir, dest)
+    doc = json.loads((dest / "model.json").read_text())
+    doc["model_version"] = version
+    (dest / "model.json").write_text(json.dumps(doc))
+    return dest
+
+
+def _missing_arrays(d: Path) -> None:
+    (d / "arrays.npz").unlink()
+
+
+def _truncated_arrays(d: Path) -> None:
+    data = (d / "arrays.npz").read_bytes()
+    (d / "arrays.npz").write_bytes(data[: len(data) // 2])
+
+
+def _bad_model_json(d: Path) -> None:
+    (d / "model.json").write_text('{"model_version": "broken", ')
+
+
+def _unknown_format(d: Path) -> None:
+    doc = json.loads((d / "model.json").read_text())
+    doc["format_version"] = 999
+    (d / "model.json").write_text(json.dumps(doc))
+
+
+CORRUPTIONS: dict[str, Callable[[Path], None]] = {
+    "missing arrays.npz": _missing_arrays,
+    "truncated arrays.npz": _truncated_arrays,
+    "model.json not JSON": _bad_model_json,
+    "unknown model format": _unknown_format,
+}
+
+
+@pytest.fixture()
+def served(model_dir: Path) -> Iterator[EndpointURL]:
+    with serve_endpoint(model_dir, threads=4) as url:
+        yield url
+
+
+def ping_version(url: str) -> str:
+    status, _, body = request(url, "GET", "/ping")
+    assert status == 200
+    return json.loads(body)["model_version"]
+
+
+def test_serve_endpoint_still_yields_a_plain_url_string(served: EndpointURL) -> None:
+    """Existing callers format and split the yielded value as a str; it must stay one."""
+    assert isinstance(served, str) and served.startswith("http://127.0.0.1:")
+    assert f"{served}/ping" == str(served) + "/ping"
+    assert served.endpoint.model_version == ping_version(served)
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_a_model_that_fails_to_load_is_refused_and_the_old_one_keeps_answering(
+    served: EndpointURL,
+    model_dir: Path,
+    tmp_path: Path,
+    corrupt: Callable[[Path], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = [invoke(served, q) for q in QUERIES]
+    old_version = ping_version(served)
+    bad = versioned_copy(model_dir, tmp_path / "bad", "should-never-serve")
+    corrupt(bad)
+    assert served.endpoint.reload(bad) is False
+    assert "reload from" in caplog.text and "failed" in caplog.text
+    assert ping_version(served) == old_version
+    assert [invoke(served, q) for q in QUERIES] == before
+
+
+def test_a_missing_model_dir_is_refused(served: EndpointURL, tmp_path: Path) -> None:
+    old_version = ping_version(served)
+    assert served.endpoint.reload(tmp_path / "no-such-model") is False
+    assert ping_version(served) == old_version
+
+
+def test_a_good_new_model_is_swapped_in_and_ping_shows_its_version(
+    served: EndpointURL, model_dir: Path, tmp_path: Path
+) -> None:
+    old_version = ping_version(served)
+    new = versioned_copy(model_dir, tmp_path / "new", "v2-reloaded")
+    assert served.endpoint.reload(new) is True
+    assert ping_version(served) == "v2-reloaded" != old_version
+    assert all(invoke(served, q)["model_version"] == "v2-reloaded" for q in QUERIES)
+    assert served.endpoint.model_dir == new
+
+
+def test_requests_during_reloads_never_fail_and_see_one_model_or_the_other(
+    served: EndpointURL, model_dir: Path, tmp_path: Path
+) -> None:
+    """Clients hammer the endpoint while good and bad reloads alternate: every answer is a 200 from a whole model."""
+    old_version = ping_version(served)
+    expected = {json.dumps(q): invoke(served, q)["recommendations"] for q in QUERIES}
+    good = versioned_copy(model_dir, tmp_path / "good", "v3")
+    bad = versioned_copy(model_dir, tmp_path / "bad", "never")
+    _truncated_arrays(bad)
+    stop = threading.Event()
+
+    def client(n: int) -> list[str]:
+        seen = []
+        while not stop.is_set():
+            q = QUERIES[n % len(QUERIES)]
+            answer = invoke(served, q)  # raises on any non-200
+            assert answer["recommendations"] == expected[json.dumps(q)]
+            seen.append(answer["model_version"])
+            n += 1
+        return seen
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(client, n) for n in range(4)]
+        results = []
+        for target in [good, bad, model_dir, bad, good]:
+            time.sleep(0.15)
+            results.append(served.endpoint.reload(target))
+        time.sleep(0.15)
+        stop.set()
+        seen = [v for f in futures for v in f.result()]
+    assert results == [True, False, True, False, True]
+    assert set(seen) == {old_version, "v3"}
+    assert len(seen) > 50
+
+
+GATED_HANDLER = """
+import threading
+from pathlib import Path
+ENTERED, GATE = threading.Event(), threading.Event()
+class Model:
+    def __init__(self, version):
+        self.model_version = version
+def model_fn(model_dir):
+    return Model((Path(model_dir) / "version").read_text())
+def input_fn(body, content_type):
+    import json
+    return json.loads(body)
+def predict_fn(data, model):
+    if model.model_version == "cannot-answer":
+        raise RuntimeError("loads but cannot predict")
+    if data.get("wait"):
+        ENTERED.set()
+        GATE.wait(5)
+    return {"model_version": model.model_version}
+def output_fn(prediction, accept):
+    import json
+    return json.dumps(prediction)
+"""
+
+
+def _version_dir(path: Path, version: str) -> Path:
+    path.mkdir()
+    (path / "version").write_text(version)
+    return path
+
+
+def test_a_request_in_flight_during_a_swap_finishes_on_the_model_it_started_with(tmp_path: Path) -> None:
+    handler = tmp_path / "gated_inference.py"
+    handler.write_text(GATED_HANDLER)
+    with serve_endpoint(_version_dir(tmp_path / "a", "old"), threads=2, handler_path=handler) as url:
+        module = url.endpoint.handler
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            slow = pool.submit(invoke, url, {"user_id": "u1", "wait": True})
+            assert module.ENTERED.wait(5)
+            assert url.endpoint.reload(_version_dir(tmp_path / "b", "new")) is True
+            assert invoke(url, {"user_id": "u1"})["model_version"] == "new"
+            module.GATE.set()
+            assert slow.result(timeout=5)["model_version"] == "old"
+
+
+def test_a_model_that_loads_but_cannot_answer_the_probe_is_refused(tmp_path: Path) -> None:
+    handler = tmp_path / "probed_inference.py"
+    handler.write_text(GATED_HANDLER)
+    with serve_endpoint(_version_dir(tmp_path / "a", "old"), threads=2, handler_path=handler) as url:
+        assert url.endpoint.reload(_version_dir(tmp_path / "b", "cannot-answer")) is False
+        assert ping_version(url) == "old"
+        assert invoke(url, {"user_id": "u1"})["model_version"] == "old"
+
+
+def _wait_for_version(url: str, version: str, timeout: float = 10.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ping_version(url) == version:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_the_served_model_dir_and_a_broken_one_is_refused(
+    model_dir: Path, tmp_path: Path, workers: int
+) -> None:
+    """`python -m recsys serve`: SIGHUP re-reads --model-dir; a broken one logs the error and keeps serving."""
+    live = versioned_copy(model_dir, tmp_path / "live", "v1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "recsys",
+        "serve",
+        "--model-dir",
+        str(live),
+        "--port",
+        "0",
+        "--threads",
+        "2",
+        "--workers",
+        str(workers),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        url = proc.stdout.readline().split(" at ")[1].split()[0]
+        assert ping_version(url) == "v1"
+        staged = versioned_copy(model_dir, tmp_path / "staged", "v2")
+        shutil.rmtree(live)
+        staged.rename(live)  # the documented way: write elsewhere, rename into place
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for_version(url, "v2")
+        # every worker answers with the new model
+        assert {invoke(url, {"user_id": f"u{n}", "k": 2})["model_version"] for n in range(12)} == {"v2"}
+        _bad_model_json(live)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None
+        assert {invoke(url, {"user_id": f"u{n}", "k": 2})["model_version"] for n in range(12)} == {"v2"}
+        assert ping_version(url) == "v2"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert err.count("reload from") == workers and "still serving model v2" in err
+
+
+def _tcp_sockets(pid: int) -> int:
+    return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_prefork_workers_split_keep_alive_connections_evenly(model_dir: Path) -> None:
+    """Keep-alive connections stick to the worker that accepted them: an uneven split is a long queue on one core."""
+    code = (
+        "import sys; from pathlib import Path; from recsys.local.endpoint import serve_forever\n"
+        "serve_forever(Path(sys.argv[1]), '127.0.0.1', 0, 2, workers=2)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(model_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        url = proc.stdout.readline().split(" at ")[1].split()[0]
+        port = int(url.rsplit(":", 1)[1])
+        assert ping_version(url)
+        deadline = time.time() + 10
+        while len(_children(proc.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        for n in range(8):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("POST", "/invocations", json.dumps({"user_id": f"u{n}", "k": 2}), JSON_HEADERS)
+            assert conn.getresponse().read()
+            conns.append(conn)
+        deadline = time.time() + 3
+        while True:  # each worker also holds the listening socket; the ping's closed connection may linger briefly
+            held = sorted(_tcp_sockets(pid) - 1 for pid in workers)
+            if sum(held) == 8 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        for conn in conns:
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert sum(held) == 8
+    assert held[-1] - held[0] <= 1, held
