@@ -131,6 +131,7 @@ def curate_clickstream(aws: LocalAws, res: LocalResources, lake: Path) -> Curati
     ]
     if not keys:
         _publish(aws, res, CLICKSTREAM, CURATED_PREFIX, empty_curated(CLICKSTREAM_RECIPE), lake)
+        _clear_quarantine(aws, res, CLICKSTREAM, lake)
         return None
     return _curate(aws, res, CLICKSTREAM, CLICKSTREAM_RECIPE, sorted(keys), lake)[0]
 
@@ -157,10 +158,15 @@ def _curate(
     _publish(aws, res, name, CURATED_PREFIX, curated_arrow_table(recipe, result.curated), lake)
     if len(quarantine):
         _publish(aws, res, name, QUARANTINE_PREFIX, quarantine, lake)
-    else:  # nothing quarantined this time: an earlier run's quarantine must not be catalogued again
-        shutil.rmtree(lake / QUARANTINE_PREFIX / name, ignore_errors=True)
-        delete_data(aws, f"s3://{res.destination_bucket}/{QUARANTINE_PREFIX}/{name}/")
+    else:
+        _clear_quarantine(aws, res, name, lake)
     return counts, result.curated
+
+
+def _clear_quarantine(aws: LocalAws, res: LocalResources, name: str, lake: Path) -> None:
+    """Nothing quarantined this time: an earlier run's quarantine (same workdir) must not be catalogued again."""
+    shutil.rmtree(lake / QUARANTINE_PREFIX / name, ignore_errors=True)
+    delete_data(aws, f"s3://{res.destination_bucket}/{QUARANTINE_PREFIX}/{name}/")
 
 
 def _raw_format(key: str) -> str | None:
@@ -229,6 +235,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             for table in TABLES:
                 if table not in uris:
                     _publish(aws, res, table, CURATED_PREFIX, empty_curated(table), lake)
+                    _clear_quarantine(aws, res, table, lake)
                     progress.info(f"{table:<13} not provided: an empty curated table keeps joins working")
             stream_counts = curate_clickstream(aws, res, lake)
             if stream_counts is not None:

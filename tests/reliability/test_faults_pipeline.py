@@ -305,3 +305,16 @@ def test_a_rerun_with_nothing_to_quarantine_removes_the_earlier_quarantine(aws_e
     assert list_data_keys(aws_env, res.destination_bucket, "quarantine/interactions/") == []
     assert not (tmp_path / "lake" / "quarantine" / "interactions").exists()
     assert list_data_keys(aws_env, res.destination_bucket, "curated/interactions/") != []
+
+
+def test_a_rerun_without_a_clickstream_archive_removes_the_earlier_clickstream_quarantine(
+    aws_env: LocalAws, tmp_path: Path
+) -> None:
+    """Same workdir, fresh moto account: the earlier run's local quarantine/clickstream must not be catalogued."""
+    res = provision(CFG, aws_env)
+    stale = tmp_path / "lake" / "quarantine" / "clickstream"
+    stale.mkdir(parents=True)
+    (stale / "part-00000.parquet").write_bytes(b"left by an earlier run")
+    assert main_job.curate_clickstream(aws_env, res, tmp_path / "lake") is None
+    assert not stale.exists()
+    assert list_data_keys(aws_env, res.destination_bucket, "curated/clickstream/") != []  # declared, empty
