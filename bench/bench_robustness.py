@@ -43,8 +43,8 @@ from glue_jobs.raw_reader import RawDataError  # noqa: E402
 from recsys.generator import GeneratorConfig, generate_to_dir  # noqa: E402
 from recsys.local.endpoint import request, serve_endpoint  # noqa: E402
 from tests.reliability import corpus  # noqa: E402
-from tests.reliability.conftest import train_tiny_model  # noqa: E402
 from tests.reliability.strategies import EXCLUDE_MODES, expected_problems  # noqa: E402
+from tests.tiny_model import train_tiny_model  # noqa: E402
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 USERS, ITEMS = [f"u{n}" for n in range(70)], [f"p{n}" for n in range(55)]

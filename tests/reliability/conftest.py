@@ -6,8 +6,6 @@ p0..p49, item_knn only, ~3 s), but session-scoped so the in-process and HTTP fuz
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,36 +16,12 @@ import pandas as pd
 import pytest
 
 from recsys.local.endpoint import serve_endpoint
+from tests.tiny_model import train_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "sagemaker_src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
-
-
-def train_tiny_model(base: Path) -> Path:
-    """Write a small synthetic shop under ``base/train`` and train a model into ``base/model``."""
-    from recsys_core.synthetic import SyntheticConfig, synthetic_tables
-
-    train = base / "train"
-    train.mkdir(parents=True, exist_ok=True)
-    for name, df in synthetic_tables(SyntheticConfig(n_users=60, n_items=50, events_per_user=8)).items():
-        df.to_csv(train / f"{name}.csv", index=False)
-    env = {
-        **os.environ,
-        "OPENBLAS_NUM_THREADS": "1",
-        "SM_CHANNEL_TRAIN": str(train),
-        "SM_MODEL_DIR": str(base / "model"),
-        "SM_OUTPUT_DATA_DIR": str(base / "out"),
-    }
-    subprocess.run(
-        [sys.executable, str(SRC / "train.py"), "--models", "item_knn", "--no-blend", "--time-budget", "3"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return base / "model"
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys.local.endpoint import MAX_BODY, EndpointError, LocalEndpoint, invoke, request, serve_endpoint
+from tests.tiny_model import train_tiny_model
 
 ROOT = Path(__file__).resolve().parents[3]
 SRC = ROOT / "sagemaker_src"
@@ -33,19 +33,7 @@ pytestmark = pytest.mark.xdist_group("endpoint")  # one xdist worker trains the 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real model from train.py on a small synthetic shop (users u0..u59, products p0..p49)."""
-    sys.path.insert(0, str(SRC))
-    from recsys_core.synthetic import SyntheticConfig, synthetic_tables
-
-    base = tmp_path_factory.mktemp("endpoint")
-    train = base / "train"
-    train.mkdir()
-    for name, df in synthetic_tables(SyntheticConfig(n_users=60, n_items=50, events_per_user=8)).items():
-        df.to_csv(train / f"{name}.csv", index=False)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "SM_CHANNEL_TRAIN": str(train),
-           "SM_MODEL_DIR": str(base / "model"), "SM_OUTPUT_DATA_DIR": str(base / "out")}
-    subprocess.run([sys.executable, str(SRC / "train.py"), "--models", "item_knn", "--no-blend", "--time-budget", "3"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    return base / "model"
+    return train_tiny_model(tmp_path_factory.mktemp("endpoint"))
 
 
 @pytest.fixture(scope="module")

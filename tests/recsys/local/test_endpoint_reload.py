@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from recsys.local.endpoint import EndpointURL, invoke, request, serve_endpoint
+from tests.tiny_model import train_tiny_model
 
 ROOT = Path(__file__).resolve().parents[3]
 SRC = ROOT / "sagemaker_src"
@@ -38,24 +39,7 @@ QUERIES = [
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real model from train.py on a small synthetic shop (users u0..u59, products p0..p49)."""
-    sys.path.insert(0, str(SRC))
-    from recsys_core.synthetic import SyntheticConfig, synthetic_tables
-
-    base = tmp_path_factory.mktemp("reload")
-    train = base / "train"
-    train.mkdir()
-    for name, df in synthetic_tables(SyntheticConfig(n_users=60, n_items=50, events_per_user=8)).items():
-        df.to_csv(train / f"{name}.csv", index=False)
-    env = {
-        **os.environ,
-        "OPENBLAS_NUM_THREADS": "1",
-        "SM_CHANNEL_TRAIN": str(train),
-        "SM_MODEL_DIR": str(base / "model"),
-        "SM_OUTPUT_DATA_DIR": str(base / "out"),
-    }
-    cmd = [sys.executable, str(SRC / "train.py"), "--models", "item_knn", "--no-blend", "--time-budget", "3"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
-    return base / "model"
+    return train_tiny_model(tmp_path_factory.mktemp("reload"))
 
 
 def versioned_copy(model_dir: Path, dest: Path, version: str) -> Path:

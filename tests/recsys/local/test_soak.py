@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,31 +20,16 @@ SRC = ROOT / "sagemaker_src"
 sys.path.insert(0, str(ROOT / "bench"))
 import bench_soak  # noqa: E402
 
+from tests.tiny_model import train_tiny_model  # noqa: E402
+
 pytestmark = pytest.mark.xdist_group("endpoint-soak")
 ROW_KEYS = {"t", "requests", "errors", "5xx", "timeouts", "p50_ms", "p99_ms", "rss_mb", "fds"}
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real model from train.py on a small synthetic shop."""
-    sys.path.insert(0, str(SRC))
-    from recsys_core.synthetic import SyntheticConfig, synthetic_tables
-
-    base = tmp_path_factory.mktemp("soak")
-    train = base / "train"
-    train.mkdir()
-    for name, df in synthetic_tables(SyntheticConfig(n_users=60, n_items=50, events_per_user=8)).items():
-        df.to_csv(train / f"{name}.csv", index=False)
-    env = {
-        **os.environ,
-        "OPENBLAS_NUM_THREADS": "1",
-        "SM_CHANNEL_TRAIN": str(train),
-        "SM_MODEL_DIR": str(base / "model"),
-        "SM_OUTPUT_DATA_DIR": str(base / "out"),
-    }
-    cmd = [sys.executable, str(SRC / "train.py"), "--models", "item_knn", "--no-blend", "--time-budget", "3"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
-    return base / "model"
+    """A real model from train.py on a small synthetic shop (users u0..u59, products p0..p49)."""
+    return train_tiny_model(tmp_path_factory.mktemp("soak"))
 
 
 def test_request_mix_covers_every_contract_shape_and_some_bad_requests(model_dir: Path) -> None:
