@@ -67,7 +67,7 @@ def _detect_format(data: bytes, name: str, fmt: str | None) -> str:
     lower = name.lower().removesuffix(".gz")
     if data[:4] == b"PAR1" or lower.endswith(".parquet"):
         return "parquet"
-    if lower.endswith(_JSON_SUFFIXES) or data.lstrip(_BOM + b" \t\r\n")[:1] == b"{":
+    if lower.endswith(_JSON_SUFFIXES) or data[:4096].lstrip(_BOM + b" \t\r\n")[:1] == b"{":
         return "jsonl"
     return "csv"
 
