@@ -363,12 +363,17 @@ def start_server(
         text=True,
         start_new_session=True,
     )
+    return proc, wait_for_url(proc)
+
+
+def wait_for_url(proc: subprocess.Popen) -> str:
+    """The base URL ``python -m recsys serve`` announces on stdout; stops the process if it never does."""
     deadline = time.time() + 60
     while time.time() < deadline:
         line = proc.stdout.readline() if proc.stdout else ""
         match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
         if match:
-            return proc, match.group(1)
+            return match.group(1)
         if not line and proc.poll() is not None:
             break
     stop_server(proc)

@@ -41,7 +41,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_endpoint import LOCAL_HOSTS, ROOT, stop_server, train_default_model, wait_ready  # noqa: E402
+from bench_endpoint import LOCAL_HOSTS, ROOT, stop_server, train_default_model, wait_for_url, wait_ready  # noqa: E402
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 DEFAULT_PLOT = ROOT / "out" / "bench" / "soak.png"
@@ -332,16 +332,7 @@ def start_cli_server(model_dir: Path, workers: int, threads: int, log: Path) -> 
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
         )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
-        if match:
-            return proc, match.group(1)
-        if not line and proc.poll() is not None:
-            break
-    stop_server(proc)
-    raise SystemExit("the endpoint process did not start")
+    return proc, wait_for_url(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
