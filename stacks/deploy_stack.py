@@ -23,9 +23,11 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from monitoring.metrics import INVOCATION_5XX, MODEL_LATENCY, endpoint_metric
 from stacks.buckets import CURATED
 from stacks.config import PIPELINE_PREFIX, PROJECT_ROOT, Config
 from stacks.data_stack import DataStack
+from stacks.factories.cloudwatch import cw_metric
 from stacks.factories.storage import log_retention, removal_policy
 from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards, partition_text
 
@@ -88,20 +90,13 @@ def alarm_names(cfg: Config) -> dict[str, str]:
 
 def rollback_alarms(scope: Construct, cfg: Config) -> list[cw.Alarm]:
     """Alarms SageMaker watches during a blue/green deployment; no traffic is not a failure."""
-    dims = {"EndpointName": cfg.endpoint_name, "VariantName": "AllTraffic"}
     names = alarm_names(cfg)
     errors = cw.Alarm(
         scope,
         "Endpoint5xxAlarm",
         alarm_name=names["errors"],
         alarm_description=f"{cfg.endpoint_name}: 5XX errors; rolls back a deployment in progress",
-        metric=cw.Metric(
-            namespace="AWS/SageMaker",
-            metric_name="Invocation5XXErrors",
-            dimensions_map=dims,
-            statistic="Sum",
-            period=Duration.minutes(1),
-        ),
+        metric=cw_metric(endpoint_metric(cfg.endpoint_name, INVOCATION_5XX), "Sum", Duration.minutes(1)),
         threshold=ERRORS_5XX_THRESHOLD,
         evaluation_periods=1,
         comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -112,13 +107,7 @@ def rollback_alarms(scope: Construct, cfg: Config) -> list[cw.Alarm]:
         "EndpointLatencyAlarm",
         alarm_name=names["latency"],
         alarm_description=f"{cfg.endpoint_name}: p99 model latency; rolls back a deployment in progress",
-        metric=cw.Metric(
-            namespace="AWS/SageMaker",
-            metric_name="ModelLatency",
-            dimensions_map=dims,
-            statistic="p99",
-            period=Duration.minutes(1),
-        ),
+        metric=cw_metric(endpoint_metric(cfg.endpoint_name, MODEL_LATENCY), "p99", Duration.minutes(1)),
         threshold=cfg.alarm_latency_p99_ms * 1000,
         evaluation_periods=LATENCY_PERIODS,
         comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,

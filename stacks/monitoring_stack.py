@@ -23,6 +23,7 @@ from monitoring import metrics as m
 from monitoring.alarms import AlarmSpec, alarm_specs, event_rule_specs
 from stacks.config import TABLES, Config
 from stacks.data_stack import DataStack
+from stacks.factories.cloudwatch import cw_metric
 from stacks.factories.storage import removal_policy
 
 
@@ -32,13 +33,7 @@ def _upper_snake(name: str) -> str:
 
 
 def _metric(ref: m.MetricRef, stat: str, period_s: int) -> cw.Metric:
-    return cw.Metric(
-        namespace=ref.namespace,
-        metric_name=ref.name,
-        dimensions_map=ref.dimensions_map,
-        statistic=stat,
-        period=Duration.seconds(period_s),
-    )
+    return cw_metric(ref, stat, Duration.seconds(period_s))
 
 
 def alarm_metric(spec: AlarmSpec) -> cw.IMetric:
@@ -150,13 +145,7 @@ class MonitoringStack(Stack):
             cw.GraphWidget(
                 title="Model quality per evaluation (NDCG@10, popularity NDCG@10, coverage@10)",
                 left=[
-                    cw.Metric(
-                        namespace=m.NAMESPACE,
-                        metric_name=name,
-                        dimensions_map=m.model_metric(group, name).dimensions_map,
-                        statistic="Maximum",
-                        period=day,
-                    )
+                    cw_metric(m.model_metric(group, name), "Maximum", day)
                     for name in (m.NDCG_AT_10, m.POPULARITY_NDCG_AT_10, m.COVERAGE_AT_10)
                 ],
                 width=12,
@@ -164,14 +153,7 @@ class MonitoringStack(Stack):
             cw.GraphWidget(
                 title="Rows in / quarantined per table",
                 left=[
-                    cw.Metric(
-                        namespace=m.NAMESPACE,
-                        metric_name=name,
-                        dimensions_map=m.data_metric(cfg.glue_database, table, name).dimensions_map,
-                        statistic="Sum",
-                        period=day,
-                        label=f"{table} {name}",
-                    )
+                    cw_metric(m.data_metric(cfg.glue_database, table, name), "Sum", day, f"{table} {name}")
                     for table in TABLES
                     for name in (m.ROWS_IN, m.ROWS_QUARANTINED)
                 ],
