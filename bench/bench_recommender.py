@@ -28,12 +28,12 @@ sys.path[:0] = [str(SRC), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from recsys_core.blend import SelectionConfig, default_candidates, fit_recipe, select  # noqa: E402
 from recsys_core.data import clean_interactions  # noqa: E402
 from recsys_core.ensemble import Ensemble  # noqa: E402
 from recsys_core.evaluation import build_targets, evaluate_scores  # noqa: E402
 from recsys_core.models import FAMILIES  # noqa: E402
 from recsys_core.prepare import prepare  # noqa: E402
+from recsys_core.selection import SelectionConfig, default_candidates, fit_recipe, select  # noqa: E402
 from recsys_core.split import leave_last_out, temporal_split  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def fmt_table(rows: list[dict], columns: list[str]) -> str:
 
 # --------------------------------------------------------------------------------------------- quality
 def evaluate_row(ens: Ensemble, prep, targets, pop: np.ndarray) -> dict:  # noqa: ANN001
-    profiles = prep.hist.profile(ens.decay_half_life)
+    profiles = ens.profiles(prep.hist)
     m, _ = evaluate_scores(lambda u: ens.score(profiles[u], u), prep.hist, targets, 10, popularity=pop)
     keys = ("ndcg", "precision", "recall", "f1", "map", "hit_rate", "coverage", "novelty", "users")
     return {key: m[key] for key in keys}
@@ -113,7 +113,7 @@ def quality(source: str, sizes: tuple[int, int, int], time_budget: float) -> lis
             )
         t0 = time.perf_counter()
         result = select(
-            train, t["products"], t["users"], SelectionConfig(time_budget_s=time_budget), log=lambda _msg: None
+            train, t["products"], t["users"], SelectionConfig(), log=lambda _msg: None
         )
         ens = fit_recipe(result.recipe, prep)
         rows.append(

@@ -57,7 +57,7 @@ def resolve_model_dir(model_dir: Path) -> Path:
 def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, Any]]:  # noqa: ANN001
     """Metrics for the served ensemble and for popularity on the same users."""
     targets = build_targets(test, bundle.users, bundle.items, bundle.hist)
-    profiles = bundle.hist.profile(bundle.ensemble.decay_half_life)
+    profiles = bundle.ensemble.profiles(bundle.hist)
     model, _ = evaluate_scores(lambda u: bundle.ensemble.score(profiles[u], u), bundle.hist, targets, k,
                                popularity=bundle.popularity)
     pop = bundle.popularity
@@ -66,7 +66,8 @@ def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, An
     results = {"model": model, "popularity": baseline}
     if len(bundle.ensemble.models) > 1:  # each blended model alone, for the report
         for m in bundle.ensemble.models:
-            alone = Ensemble([m], [1.0], bundle.ensemble.decay_half_life, 0.0, bundle.ensemble.popularity)
+            alone = Ensemble([m], [1.0], bundle.ensemble.decay_half_life, 0.0, bundle.ensemble.popularity,
+                             recency_boost=bundle.ensemble.recency_boost)
             results[f"component: {m.name}"], _ = evaluate_scores(
                 lambda u, alone=alone: alone.score(profiles[u], u), bundle.hist, targets, k)
     return results

@@ -20,14 +20,14 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit runs its own threads; nested BLAS threads thrash
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recsys_core.blend import SelectionConfig, default_candidates, fit_recipe, select  # noqa: E402
 from recsys_core.bundle import Bundle, recipe_doc  # noqa: E402
 from recsys_core.data import load_interactions, load_optional  # noqa: E402
 from recsys_core.features import EventWeights, item_popularity  # noqa: E402
 from recsys_core.models.content import SegmentPopularity  # noqa: E402
 from recsys_core.prepare import prepare, user_segments  # noqa: E402
 from recsys_core.report import bar_chart, markdown_table  # noqa: E402
-from recsys_core.split import SplitConfig  # noqa: E402
+from recsys_core.selection import SelectionConfig, default_candidates, fit_recipe, select  # noqa: E402
+from recsys_core.split import HoldoutConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,12 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10, help="list length optimised on validation")
     p.add_argument("--models", default="auto",
                    help="'auto' (all candidates) or comma list of families to consider: "
-                        "popularity,item_knn,rp3beta,ease,user_knn,mf,content")
-    p.add_argument("--val-split", choices=["temporal", "leave_last_out"], default="temporal")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training rows used for validation")
-    p.add_argument("--max-eval-users", type=int, default=3000, help="validation users scored per candidate")
-    p.add_argument("--time-budget", type=float, default=0.0,
-                   help="seconds for model selection, later candidates are skipped; 0 = auto (20 s + 20 s per 1M rows)")
+                        "popularity,item_knn,rp3beta,ease,user_knn,mf,content,segment_pop")
+    p.add_argument("--val-max-users", type=int, default=HoldoutConfig.max_users,
+                   help="validation users scored per candidate (a per-user holdout draws this many)")
+    p.add_argument("--work-budget", type=float, default=0.0,
+                   help="selection work in reference seconds (estimated from the data's shape, not timed); "
+                        "0 = from the data's size")
+    p.add_argument("--no-tune", action="store_true", help="each family at its default settings only")
     p.add_argument("--no-blend", action="store_true", help="select a single model only")
     p.add_argument("--weight-view", type=float, default=EventWeights.view)
     p.add_argument("--weight-cart", type=float, default=EventWeights.add_to_cart)
@@ -85,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {m.strip() for m in args.models.split(",") if m.strip()}
         candidates = [c for c in candidates if c.family in wanted or c.family == "popularity"]
     sel_config = SelectionConfig(
-        k=args.k, split=SplitConfig(args.val_split, args.val_fraction), max_eval_users=args.max_eval_users,
-        time_budget_s=args.time_budget, candidates=tuple(candidates),
+        k=args.k, holdout=replace(HoldoutConfig(), max_users=args.val_max_users, seed=args.seed),
+        work_budget=args.work_budget or None, tune=not args.no_tune, candidates=tuple(candidates),
     )
     if args.no_blend:
-        sel_config = replace(sel_config, blend_grid=())
+        sel_config = replace(sel_config, max_components=1)
     result = select(clean, products, users, sel_config, weights, args.num_threads, log)
-    log(f"[train] selection done ({time.perf_counter() - t0:.1f}s)")
+    log(f"[train] selection done ({time.perf_counter() - t0:.1f}s): {_describe(result)}")
 
     prep = prepare(clean, products, users, weights, args.num_threads, args.seed)
     ensemble = fit_recipe(result.recipe, prep)
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "trained_at": datetime.now(UTC).isoformat(), "k": args.k, "rows": len(clean),
             "quarantined": len(quarantine), "quarantine_reasons": reasons, "event_weights": asdict(weights),
             "validation_ndcg": result.val_ndcg, "validation_popularity_ndcg": result.popularity_val_ndcg,
+            "selection_summary": result.summary() | {"chosen": ensemble.name},
             "selection": result.table, "notes": result.notes,
         },
     )
@@ -125,23 +127,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _describe(result) -> str:  # noqa: ANN001 - a SelectionResult
+    s = result.summary()
+    if s["split"] == "none":
+        return "; ".join(s["notes"])
+    return (f"validated on {s['split']} ({s['validation_users']} users, {s['objective']}), "
+            f"ndcg@k {s['validation_ndcg']:.4f} vs popularity {s['popularity_validation_ndcg']:.4f}")
+
+
 def _normalised(pop):  # noqa: ANN001 - numpy array in, numpy array out
     return (pop / max(float(pop.max(initial=0.0)), 1e-12)).astype("float32")
 
 
 def _write_selection_report(out_dir: Path, result, chosen: str, k: int) -> None:  # noqa: ANN001
-    (out_dir / "selection.json").write_text(json.dumps(
-        {"chosen": chosen, "validation_ndcg": result.val_ndcg, "popularity_validation_ndcg": result.popularity_val_ndcg,
-         "table": result.table, "notes": result.notes}, indent=2, default=str))
+    summary = result.summary() | {"chosen": chosen}
+    (out_dir / "selection.json").write_text(json.dumps(summary | {"table": result.table}, indent=2, default=str))
     scored = [r for r in result.table if r.get("ndcg") is not None and not r.get("step")]
     lines = ["# Model selection (validation carved from training data)\n", f"Chosen: **{chosen}**  ",
+             f"Validation: {summary['split']} ({summary['validation_users']} users): {summary['split_reason']}  ",
              f"Validation NDCG@{k}: {result.val_ndcg:.4f} (popularity {result.popularity_val_ndcg:.4f})\n"]
     lines += [f"- {n}" for n in result.notes]
     if scored:
         bar_chart(out_dir / "selection_ndcg.png", [r["model"] for r in scored], [r["ndcg"] for r in scored],
                   f"Validation NDCG@{k} per candidate", f"NDCG@{k}")
         lines.append("![validation ndcg](selection_ndcg.png)\n")
-    lines.append(markdown_table(result.table, ["model", "ndcg", "fit_s", "step", "skipped"]))
+    lines.append(markdown_table(result.table, ["model", "ndcg", "parts", "fit_s", "cost_ref_s", "step", "skipped"]))
     (out_dir / "selection_report.md").write_text("\n".join(lines) + "\n")
 
 

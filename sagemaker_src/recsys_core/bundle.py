@@ -49,7 +49,7 @@ class Bundle:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._profiles = self.hist.profile(self.ensemble.decay_half_life)
+        self._profiles = self.ensemble.profiles(self.hist)
         # copy(): hist.matrix shares hist.indices, which eliminate_zeros would compact in place.
         self._strong = self.hist.matrix(self.hist.strong.astype(np.float32)).copy()
         self._strong.eliminate_zeros()
@@ -170,6 +170,7 @@ class Bundle:
             "ensemble": self.ensemble.name,
             "decay_half_life": self.ensemble.decay_half_life,
             "repeat_weight": self.ensemble.repeat_weight,
+            "recency_boost": self.ensemble.recency_boost,
             "components": self.recipe,
             "n_users": len(self.users), "n_items": len(self.items), "nnz": self.hist.nnz,
             "meta": self.meta,
@@ -194,7 +195,8 @@ class Bundle:
             state = {key[len(prefix):]: v for key, v in a.items() if key.startswith(prefix)}
             models.append(cls_.from_state(cls_.Config(**comp["config"]), state))
         ensemble = Ensemble(models, [c["weight"] for c in doc["components"]], doc["decay_half_life"],
-                            doc["repeat_weight"], a.get("ensemble_popularity"))
+                            doc["repeat_weight"], a.get("ensemble_popularity"),
+                            recency_boost=float(doc.get("recency_boost", 0.0)))
         segments = seg_users = seg_of = None
         if "seg_data" in a:
             shape = tuple(int(x) for x in a["seg_shape"])

@@ -1,10 +1,10 @@
 """How fitted models turn into one ranking: the same code scores validation, test and live requests.
 
-An ``Ensemble`` is one model or a weighted blend of two, plus two post-processing knobs chosen on
-validation: ``decay_half_life`` (a user's older items count less when their profile is scored,
-half weight every that-many newer items) and ``repeat_weight`` (how much a user's own, not
-excluded, items - viewed or carted but not bought - are shown again; 0 for logs where everything
-interacted with is excluded anyway).
+An ``Ensemble`` is one model or a weighted blend of several, plus knobs chosen on validation:
+``decay_half_life`` and ``recency_boost`` (how a user's items are weighted by how many newer items
+the user has when their profile is scored; see ``History.profile``) and ``repeat_weight`` (how
+much a user's own, not excluded, items - viewed or carted but not bought - are shown again; 0 for
+logs where everything interacted with is excluded anyway).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from .features import History
 from .models.base import Model
 
 
@@ -32,19 +33,26 @@ class Ensemble:
     repeat_weight: float = 0.0
     popularity: np.ndarray | None = None  # tie-break and back-fill when models have no opinion
     names: list[str] = field(default_factory=list)
+    recency_boost: float = 0.0
 
     @property
     def name(self) -> str:
         parts = [m.name if w == 1.0 else f"{w:g}*{m.name}" for m, w in zip(self.models, self.weights, strict=True)]
         extra = []
-        if self.decay_half_life:
+        if self.decay_half_life and self.recency_boost:
+            extra.append(f"recent x{1 + self.recency_boost:g} (half-life {self.decay_half_life:g})")
+        elif self.decay_half_life:
             extra.append(f"decay={self.decay_half_life:g}")
         if self.repeat_weight:
             extra.append(f"repeat={self.repeat_weight:g}")
         return " + ".join(parts) + (f" [{', '.join(extra)}]" if extra else "")
 
+    def profiles(self, hist: History) -> sp.csr_matrix:
+        """Every user's profile as this ensemble scores it (recency weighting applied)."""
+        return hist.profile(self.decay_half_life, self.recency_boost)
+
     def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        """Dense scores for profile rows (already decayed by the caller) of users (-1 = unknown)."""
+        """Dense scores for profile rows (from ``profiles``) of users (-1 = unknown)."""
         total = np.zeros(profiles.shape, dtype=np.float32)
         for model, weight in zip(self.models, self.weights, strict=True):
             total += weight * row_max_normalize(model.score(profiles, users))

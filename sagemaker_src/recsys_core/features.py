@@ -64,14 +64,19 @@ class History:
         data = self.value if data is None else data
         return sp.csr_matrix((data, self.indices, self.indptr), shape=(self.n_users, self.n_items))
 
-    def profile(self, decay_half_life: float = 0.0) -> sp.csr_matrix:
-        """User profiles: values down-weighted by how many newer items the user has (0 = no decay)."""
-        if decay_half_life and decay_half_life > 0:
-            return self.matrix((self.value * 0.5 ** (self.recency / decay_half_life)).astype(np.float32))
-        return self.matrix()
+    def profile(self, decay_half_life: float = 0.0, recency_boost: float = 0.0) -> sp.csr_matrix:
+        """User profiles weighted by how many newer items the user has (``recency``).
 
-    def rows(self, users: np.ndarray, decay_half_life: float = 0.0) -> sp.csr_matrix:
-        return self.profile(decay_half_life)[users]
+        ``decay_half_life`` h alone: pure decay, weight 0.5^(recency / h) (old items fade out).
+        With ``recency_boost`` b > 0: weight 1 + b * 0.5^(recency / h), so the latest items count up
+        to 1 + b times more while older ones keep their full weight: "what next" gains without
+        forgetting the rest of the user's taste. h = 0 means no recency weighting at all.
+        """
+        if decay_half_life and decay_half_life > 0:
+            fade = 0.5 ** (self.recency / decay_half_life)
+            weight = 1.0 + recency_boost * fade if recency_boost > 0 else fade
+            return self.matrix((self.value * weight).astype(np.float32))
+        return self.matrix()
 
 
 def build_history(

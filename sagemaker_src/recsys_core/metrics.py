@@ -38,11 +38,8 @@ def ranking_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float
     recall = n_hits / n_relevant
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(n_hits > 0, 2 * precision * recall / (precision + recall), 0.0)
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = hits @ discount
+    ndcg = ndcg_per_user(hits, n_relevant)
     ideal_n = np.minimum(n_relevant, k).astype(int)
-    idcg = np.cumsum(discount)[ideal_n - 1]
-    ndcg = dcg / idcg
     prec_at_rank = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
     ap = (prec_at_rank * hits).sum(axis=1) / ideal_n
     return {
@@ -54,6 +51,14 @@ def ranking_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float
         "hit_rate": float((n_hits > 0).mean()),
         "users": int(len(hits)),
     }
+
+
+def ndcg_per_user(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """NDCG@k of each row of ``hits`` (users with no relevant item must be removed first)."""
+    k = hits.shape[1]
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal_n = np.minimum(np.asarray(n_relevant), k).astype(int)
+    return (hits @ discount) / np.cumsum(discount)[ideal_n - 1]
 
 
 def coverage(recs: list[np.ndarray] | np.ndarray, n_items: int) -> float:

@@ -23,7 +23,8 @@ class Prepared:
 
     @property
     def shape(self) -> DataShape:
-        return DataShape(self.hist.n_users, self.hist.n_items, self.hist.nnz)
+        per_user = np.diff(self.hist.indptr).astype(np.float64)
+        return DataShape(self.hist.n_users, self.hist.n_items, self.hist.nnz, float(np.square(per_user).sum()))
 
 
 def prepare(
@@ -54,6 +55,7 @@ def prepare(
         item_sub_category=feats.sub_category if feats.known else None,
         item_price_band=feats.price_band if feats.known else None,
         entry_last_ts=hist.last_ts,
+        entry_recency=hist.recency,
         user_segment=segment,
         num_threads=num_threads,
         seed=seed,

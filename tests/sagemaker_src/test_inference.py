@@ -14,12 +14,12 @@ from .conftest import make_log
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     import inference
-    from recsys_core.blend import Candidate, Recipe, fit_recipe
     from recsys_core.bundle import Bundle, recipe_doc
     from recsys_core.features import item_popularity
     from recsys_core.models.content import SegmentPopularity
     from recsys_core.models.item_knn import ItemKNNConfig
     from recsys_core.prepare import prepare, user_segments
+    from recsys_core.selection import Candidate, Recipe, fit_recipe
 
     rng = np.random.default_rng(3)
     rows, t = [], 0

@@ -17,9 +17,8 @@ import scipy.sparse as sp
 N_USERS, N_ITEMS = 300, 200
 
 
-def _bundle(tmp_path, decay: float, repeat: float):
+def _bundle(tmp_path, decay: float, repeat: float, boost: float = 0.0):
     import inference
-    from recsys_core.blend import Candidate, Recipe, fit_recipe
     from recsys_core.bundle import Bundle, recipe_doc
     from recsys_core.data import clean_interactions
     from recsys_core.features import item_popularity
@@ -27,8 +26,10 @@ def _bundle(tmp_path, decay: float, repeat: float):
     from recsys_core.models.item_knn import ItemKNNConfig
     from recsys_core.models.mf import MFConfig
     from recsys_core.models.rp3beta import RP3betaConfig
+    from recsys_core.models.sequence import SequenceConfig
     from recsys_core.models.user_knn import UserKNNConfig
     from recsys_core.prepare import prepare
+    from recsys_core.selection import Candidate, Recipe, fit_recipe
     from recsys_core.synthetic import SyntheticConfig, synthetic_tables
 
     tables = synthetic_tables(SyntheticConfig(n_users=N_USERS, n_items=N_ITEMS, events_per_user=15, seed=4))
@@ -37,13 +38,14 @@ def _bundle(tmp_path, decay: float, repeat: float):
     candidates = [
         Candidate("user_knn", UserKNNConfig(k=20)),  # fewer neighbours than users: the argpartition cut
         Candidate("user_knn", UserKNNConfig(k=10_000)),  # every user a neighbour
-        Candidate("ease", EASEConfig(lambda_rel=0.5, k=50)),
+        Candidate("ease", EASEConfig(lambda_factor=0.5, k=50)),
+        Candidate("sequence", SequenceConfig(window=3, k=30)),
         Candidate("rp3beta", RP3betaConfig(k=30)),
         Candidate("item_knn", ItemKNNConfig("cosine", k=20)),
         Candidate("mf", MFConfig("als", factors=8, iterations=3)),
         Candidate("mf", MFConfig("bpr", factors=8, iterations=2)),
     ]
-    recipe = Recipe(candidates, [0.3, 0.1, 0.2, 0.1, 0.1, 0.15, 0.05], decay, repeat)
+    recipe = Recipe(candidates, [0.3, 0.1, 0.15, 0.05, 0.1, 0.1, 0.15, 0.05], decay, repeat, boost)
     pop = item_popularity(prep.hist)
     bundle = Bundle("fast-v1", prep.users, prep.items, prep.hist, fit_recipe(recipe, prep),
                     recipe_doc(recipe.candidates, recipe.weights), pop / pop.max(),
@@ -52,7 +54,8 @@ def _bundle(tmp_path, decay: float, repeat: float):
     return inference.model_fn(str(tmp_path))
 
 
-@pytest.fixture(scope="module", params=[(0.0, 0.0), (5.0, 0.3)], ids=["plain", "decay+repeat"])
+@pytest.fixture(scope="module", params=[(0.0, 0.0, 0.0), (5.0, 0.3, 0.0), (2.0, 0.3, 1.0)],
+                ids=["plain", "decay+repeat", "boost+repeat"])
 def bundle(request, tmp_path_factory):
     return _bundle(tmp_path_factory.mktemp("model"), *request.param)
 

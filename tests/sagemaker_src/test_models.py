@@ -13,6 +13,7 @@ from recsys_core.models.item_knn import ItemKNNConfig
 from recsys_core.models.mf import MFConfig
 from recsys_core.models.popularity import Popularity
 from recsys_core.models.rp3beta import RP3betaConfig
+from recsys_core.models.sequence import SequenceConfig
 from recsys_core.models.user_knn import UserKNN, UserKNNConfig
 from recsys_core.prepare import prepare
 
@@ -20,8 +21,10 @@ COLLABORATIVE = [
     ("item_knn", ItemKNNConfig("cosine", k=10)),
     ("item_knn", ItemKNNConfig("bm25", k=10)),
     ("item_knn", ItemKNNConfig("tfidf", k=10)),
+    ("item_knn", ItemKNNConfig("cosine", k=10, shrink=10.0)),
     ("rp3beta", RP3betaConfig(k=10)),
-    ("ease", EASEConfig(lambda_rel=0.1)),
+    ("ease", EASEConfig(lambda_factor=0.1)),
+    ("sequence", SequenceConfig(window=2, k=10)),
     ("user_knn", UserKNNConfig(k=3)),
     ("mf", MFConfig("als", factors=4, regularization=0.01, alpha=5.0, iterations=10)),
 ]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from recsys_core.blend import Candidate, SelectionConfig, fit_recipe, select
 from recsys_core.data import clean_interactions
 from recsys_core.models.ease import EASEConfig
 from recsys_core.models.item_knn import ItemKNNConfig
 from recsys_core.models.popularity import PopularityConfig
 from recsys_core.prepare import prepare
+from recsys_core.selection import Candidate, SelectionConfig, fit_recipe, select
 from recsys_core.split import temporal_split
 from recsys_core.synthetic import SyntheticConfig, synthetic_tables
 
@@ -37,7 +37,7 @@ def test_selection_skips_models_that_do_not_fit_and_says_why(shop):
 
 
 def test_selection_only_sees_training_rows(shop, monkeypatch):
-    import recsys_core.blend as blend
+    import recsys_core.selection as blend
 
     train, test = shop
     seen = []
@@ -55,7 +55,7 @@ def test_fitted_recipe_outranks_popularity_on_held_out_test(shop):
     prep = prepare(train, num_threads=1)
     ens = fit_recipe(result.recipe, prep)
     targets = build_targets(test, prep.users, prep.items, prep.hist)
-    prof = prep.hist.profile(ens.decay_half_life)
+    prof = ens.profiles(prep.hist)
     model, _ = evaluate_scores(lambda u: ens.score(prof[u], u), prep.hist, targets, 10)
     pop, _ = evaluate_scores(lambda u: ens.popularity[None, :].repeat(len(u), 0), prep.hist, targets, 10)
     assert model["ndcg"] > pop["ndcg"]

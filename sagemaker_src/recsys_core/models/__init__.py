@@ -9,12 +9,14 @@ from .item_knn import ItemKNN
 from .mf import MatrixFactorization
 from .popularity import Popularity
 from .rp3beta import RP3beta
+from .sequence import SequenceNeighbours
 from .user_knn import UserKNN
 
 FAMILIES: dict[str, type[Model]] = {
     cls.family: cls
-    for cls in (Popularity, ItemKNN, RP3beta, EASE, UserKNN, MatrixFactorization, Content, SegmentPop)
+    for cls in (Popularity, ItemKNN, RP3beta, EASE, UserKNN, MatrixFactorization, Content, SegmentPop,
+                SequenceNeighbours)
 }
 
 __all__ = ["FAMILIES", "DataShape", "FitContext", "Model", "Content", "EASE", "ItemKNN", "MatrixFactorization",
-           "Popularity", "RP3beta", "SegmentPop", "UserKNN"]
+           "Popularity", "RP3beta", "SegmentPop", "SequenceNeighbours", "UserKNN"]

@@ -18,9 +18,18 @@ import scipy.sparse as sp
 
 @dataclass(frozen=True)
 class DataShape:
+    """What a model's cost and fitness depend on; derived from the data, never from the machine."""
+
     n_users: int
     n_items: int
     nnz: int
+    #: Sum over users of (items per user)^2: the co-occurring pairs an item-item model touches.
+    user_pairs: float = 0.0
+
+
+#: Cost estimates are in "reference seconds": seconds on the 2-core build machine, from the data's
+#: shape only, so the work selection does (and so the model it picks) is the same on any machine.
+EVAL_SECONDS_PER_CELL = 2.5e-8  # scoring + top-k of one validation user x one item
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class FitContext:
     item_sub_category: np.ndarray | None = None
     item_price_band: np.ndarray | None = None
     entry_last_ts: np.ndarray | None = None
+    entry_recency: np.ndarray | None = None  # per entry of X: 0 = the user's most recent item
     user_segment: np.ndarray | None = None  # demographic segment per user index, -1 unknown
     num_threads: int = 0
     seed: int = 42
@@ -49,10 +59,19 @@ class Model(ABC):
     def name(self) -> str:
         return self.family
 
+    #: Hyperparameters selection may tune, as (config field, values in order); the config's
+    #: default is the starting point of a coordinate search along these axes.
+    search_axes: ClassVar[tuple[tuple[str, tuple[Any, ...]], ...]] = ()
+
     @classmethod
     def fits(cls, config: Any, shape: DataShape) -> str | None:
         """None if this model is sensible at this data size, else the reason it is skipped."""
         return None
+
+    @classmethod
+    def cost(cls, config: Any, shape: DataShape) -> float:
+        """Estimated fit time in reference seconds (see ``EVAL_SECONDS_PER_CELL``)."""
+        return 1e-8 * shape.nnz
 
     @abstractmethod
     def fit(self, X: sp.csr_matrix, ctx: FitContext) -> Model: ...
@@ -117,6 +136,11 @@ class ItemItemModel(Model):
         m = cls(config)
         m.W = sparse_from_state("W", state)
         return m
+
+
+def item_item_cost(k: int, shape: DataShape) -> float:
+    """Reference seconds of an all-pairs top-k search: co-occurring pairs, plus sorting k per item."""
+    return 1e-7 * shape.user_pairs + 2e-8 * shape.n_items * k + 1e-8 * shape.nnz
 
 
 def drop_diagonal(m: sp.csr_matrix) -> sp.csr_matrix:

@@ -20,8 +20,8 @@ from .base import DataShape, FitContext, Model
 @dataclass(frozen=True)
 class MFConfig:
     method: Literal["als", "bpr"] = "als"
-    factors: int = 64
-    regularization: float = 0.05
+    factors: int = 128
+    regularization: float = 0.1
     alpha: float = 10.0  # ALS confidence = alpha * value
     iterations: int = 15  # ALS sweeps; BPR epochs = 5x this
     learning_rate: float = 0.05  # BPR only
@@ -36,6 +36,14 @@ class MatrixFactorization(Model):
     def name(self) -> str:
         c = self.config
         return f"{c.method}(f={c.factors},reg={c.regularization}" + (f",a={c.alpha})" if c.method == "als" else ")")
+
+    search_axes = (("alpha", (2.0, 5.0, 10.0, 20.0, 40.0)), ("factors", (64, 128, 256)),
+                   ("regularization", (0.01, 0.1, 1.0, 10.0)))
+
+    @classmethod
+    def cost(cls, config: MFConfig, shape: DataShape) -> float:
+        sweeps = config.iterations * (5 if config.method == "bpr" else 1)
+        return 1.2e-8 * sweeps * (shape.nnz + shape.n_users + shape.n_items) * config.factors
 
     @classmethod
     def fits(cls, config: MFConfig, shape: DataShape) -> str | None:

@@ -14,14 +14,18 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.nearest_neighbours import all_pairs_knn
 
-from .base import DataShape, FitContext, ItemItemModel, drop_diagonal
+from .base import DataShape, FitContext, ItemItemModel, drop_diagonal, item_item_cost
 
 
 @dataclass(frozen=True)
 class RP3betaConfig:
-    alpha: float = 1.0
-    beta: float = 0.5
-    k: int = 100
+    #: Exponent on the interaction values (< 1 flattens heavy repeat interactions).
+    alpha: float = 0.6
+    #: How much the landing item's popularity is divided out (0 = plain 3-step walk).
+    beta: float = 0.2
+    #: Neighbours kept per item (the served matrix has items x k entries).
+    k: int = 200
+    #: Above this many interactions the all-pairs search is not attempted.
     max_nnz: int = 50_000_000
 
 
@@ -33,6 +37,12 @@ class RP3beta(ItemItemModel):
     def name(self) -> str:
         c = self.config
         return f"rp3beta(a={c.alpha},b={c.beta},k={c.k})"
+
+    search_axes = (("beta", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)), ("alpha", (0.4, 0.6, 0.8, 1.0)), ("k", (100, 200, 400)))
+
+    @classmethod
+    def cost(cls, config: RP3betaConfig, shape: DataShape) -> float:
+        return item_item_cost(config.k, shape)
 
     @classmethod
     def fits(cls, config: RP3betaConfig, shape: DataShape) -> str | None:

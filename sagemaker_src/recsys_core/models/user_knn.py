@@ -24,7 +24,7 @@ from .base import (
 
 @dataclass(frozen=True)
 class UserKNNConfig:
-    k: int = 50
+    k: int = 100
     max_users: int = 300_000
     max_nnz: int = 10_000_000
 
@@ -42,6 +42,13 @@ class UserKNN(Model):
     @property
     def name(self) -> str:
         return f"user_knn(k={self.config.k})"
+
+    search_axes = (("k", (50, 100, 200, 400)),)
+
+    @classmethod
+    def cost(cls, config: UserKNNConfig, shape: DataShape) -> float:
+        # Fitting only normalises; the cost is in scoring (user x user similarities per request).
+        return 2e-9 * shape.n_users * shape.n_items + 1e-8 * shape.nnz
 
     @classmethod
     def fits(cls, config: UserKNNConfig, shape: DataShape) -> str | None:

@@ -1,0 +1,546 @@
+"""Model selection on validation carved from the training rows only (never from test rows).
+
+1. ``split.plan_validation`` picks the validation the data supports: a global time cut where the
+   log has a shared clock and enough returning users, else a per-user holdout of each user's latest
+   rows plus a random draw of their older rows ("what next" and "what else", scored on the same
+   users; the objective is the geometric mean of the two NDCGs, so neither is traded away).
+2. Every family that fits the data is fitted at its default configuration, cheapest first; then
+   each family, best first, is tuned by a coordinate search along its ``search_axes``.
+3. The best model of each family is blended in greedily where it helps; then recency weighting
+   of profiles and the repeat knob are tuned on the blend.
+
+Work is bounded by a budget in *reference seconds* estimated from the data's shape (each family's
+``cost``), not by the clock: the same data and seed give the same recipe on a busy or an idle
+machine. The chosen recipe (configs, weights, knobs) is refitted on all training rows by
+``fit_recipe``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .ensemble import Ensemble, row_max_normalize, top_k
+from .evaluation import Targets, build_targets
+from .metrics import hit_matrix, ndcg_per_user
+from .models import FAMILIES, Model
+from .models.base import EVAL_SECONDS_PER_CELL, DataShape
+from .models.content import ContentConfig, SegmentPopConfig
+from .models.ease import EASEConfig
+from .models.item_knn import ItemKNNConfig
+from .models.mf import MFConfig
+from .models.popularity import PopularityConfig
+from .models.rp3beta import RP3betaConfig
+from .models.sequence import SequenceConfig
+from .models.user_knn import UserKNNConfig
+from .prepare import Prepared, prepare
+from .split import HoldoutConfig, ValidationPlan, plan_validation
+
+
+@dataclass(frozen=True)
+class Candidate:
+    family: str
+    config: Any
+
+    def build(self) -> Model:
+        return FAMILIES[self.family](self.config)
+
+    @property
+    def name(self) -> str:
+        return self.build().name
+
+
+def default_candidates() -> list[Candidate]:
+    """Each family's starting point, cheapest first; selection tunes them from here."""
+    return [
+        Candidate("popularity", PopularityConfig()),
+        Candidate("popularity", PopularityConfig(half_life_fraction=0.05)),
+        Candidate("rp3beta", RP3betaConfig()),
+        Candidate("item_knn", ItemKNNConfig("cosine", k=100)),
+        Candidate("sequence", SequenceConfig()),
+        Candidate("user_knn", UserKNNConfig()),
+        Candidate("segment_pop", SegmentPopConfig()),
+        Candidate("content", ContentConfig()),
+        Candidate("ease", EASEConfig()),
+        Candidate("mf", MFConfig("als")),
+    ]
+
+
+def strongest_fitting(shape: DataShape) -> Candidate:
+    """The model used when selection cannot run: EASE where its dense solve fits, else RP3beta."""
+    ease = Candidate("ease", EASEConfig())
+    return ease if FAMILIES["ease"].fits(ease.config, shape) is None else Candidate("rp3beta", RP3betaConfig())
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    k: int = 10
+    holdout: HoldoutConfig = HoldoutConfig()
+    #: Selection work in reference seconds (see ``models.base``); None = from the data's shape:
+    #: ``budget_base + budget_per_million * nnz / 1e6``, plus room for ``ease_fits`` fits of the
+    #: dense EASE solve where it fits (the strongest single model on catalogues up to ~20k items).
+    work_budget: float | None = None
+    budget_base: float = 20.0
+    budget_per_million: float = 30.0
+    ease_fits: int = 4
+    #: Validation users x items scored per candidate, bounding the memory of cached score matrices.
+    eval_cells: int = 60_000_000
+    min_eval_users: int = 300
+    cache_bytes: float = 2e9
+    #: Fewer validation users than this: no selection, the strongest model that fits is used.
+    min_val_users: int = 20
+    max_components: int = 4
+    partner_min_ratio: float = 0.5  # blend partners must reach this share of the best objective
+    #: A step (tuning, blending, recency) must beat the best so far by this factor *and* by
+    #: ``min_z`` standard errors of the paired per-user difference: no noise-level complexity.
+    min_gain: float = 1.002
+    min_z: float = 1.5
+    blend_grid: tuple[float, ...] = (0.15, 0.3, 0.5)
+    #: Recency weighting of profiles: pure decay half-lives (only with a shared clock: a pure decay
+    #: forgets a user's older tastes), and (half-life, boost) pairs.
+    decay_grid: tuple[float, ...] = (4.0, 16.0)
+    boost_half_lives: tuple[float, ...] = (1.0, 4.0)
+    boost_grid: tuple[float, ...] = (0.25, 0.5, 1.0)
+    #: With the per-user holdout, recency may not cost the random part ("what else") more than
+    #: this share, nor show a drop there at all beyond one standard error.
+    recency_guard: float = 0.01
+    repeat_grid: tuple[float, ...] = (0.3, 1.0)
+    tune: bool = True  # coordinate search around each family's default
+    candidates: tuple[Candidate, ...] = field(default_factory=lambda: tuple(default_candidates()))
+
+    def budget(self, shape: DataShape) -> float:
+        if self.work_budget is not None:
+            return self.work_budget
+        extra = 0.0
+        ease = FAMILIES["ease"]
+        if ease.fits(EASEConfig(), shape) is None:
+            extra = self.ease_fits * ease.cost(EASEConfig(), shape)
+        return self.budget_base + self.budget_per_million * shape.nnz / 1e6 + extra
+
+
+@dataclass
+class Recipe:
+    """What to refit on the full training data."""
+
+    candidates: list[Candidate]
+    weights: list[float]
+    decay_half_life: float = 0.0
+    repeat_weight: float = 0.0
+    recency_boost: float = 0.0
+
+
+@dataclass
+class SelectionResult:
+    recipe: Recipe
+    table: list[dict[str, Any]]  # one row per candidate / tuning step, for the report
+    val_ndcg: float  # the objective of the chosen recipe (geometric mean over validation parts)
+    popularity_val_ndcg: float
+    notes: list[str]
+    plan: ValidationPlan | None = None
+    parts: tuple[str, ...] = ()
+    chosen_parts: dict[str, float] = field(default_factory=dict)
+    budget: float = 0.0
+    spent: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """What the log and evaluation.json say about selection: split, users, choice and why."""
+        plan = self.plan
+        return {
+            "split": plan.kind if plan else "none",
+            "split_reason": plan.reason if plan else "",
+            "validation_users": plan.val_users if plan else 0,
+            "validation_rows": plan.val_rows if plan else 0,
+            "objective": "geometric mean of NDCG@k over " + " and ".join(self.parts) if self.parts else "none",
+            "validation_ndcg": self.val_ndcg, "popularity_validation_ndcg": self.popularity_val_ndcg,
+            "validation_ndcg_per_part": self.chosen_parts,
+            "work_budget_reference_s": round(self.budget, 1), "work_spent_reference_s": round(self.spent, 1),
+            "notes": self.notes,
+        }
+
+
+class _Validator:
+    """Scores validation users once per model and profile weighting; measures NDCG per part."""
+
+    def __init__(self, prep: Prepared, parts: list[Targets], names: tuple[str, ...], k: int, pop: np.ndarray):
+        self.prep, self.k, self.pop, self.names = prep, k, pop, names
+        self.users = np.unique(np.concatenate([t.users for t in parts])) if parts else np.zeros(0, np.int64)
+        self.relevant: list[list[np.ndarray]] = []
+        self.n_relevant: list[np.ndarray] = []
+        for t in parts:  # align each part's targets to the union of users (empty where a user has none)
+            where = {int(u): j for j, u in enumerate(t.users)}
+            self.relevant.append([t.relevant[where[u]] if u in where else np.zeros(0, np.int64)
+                                  for u in self.users.tolist()])
+            self.n_relevant.append(np.array([t.n_relevant[where[u]] if u in where else 0
+                                             for u in self.users.tolist()], dtype=np.int64))
+        strong = prep.hist.matrix(prep.hist.strong.astype(np.float32)).copy()  # own arrays: see Bundle
+        strong.eliminate_zeros()
+        self.exclude = strong[self.users]
+        self._profiles: dict[tuple[float, float], Any] = {}
+
+    @property
+    def cells(self) -> int:
+        return len(self.users) * self.prep.hist.n_items
+
+    def profiles(self, half_life: float = 0.0, boost: float = 0.0):  # noqa: ANN201 - csr rows
+        key = (half_life, boost)
+        if key not in self._profiles:
+            self._profiles[key] = self.prep.hist.profile(half_life, boost)[self.users]
+        return self._profiles[key]
+
+    def component(self, model: Model, half_life: float = 0.0, boost: float = 0.0,
+                  batch_cells: int = 20_000_000) -> np.ndarray:
+        profiles = self.profiles(half_life, boost)
+        n_items = self.prep.hist.n_items
+        batch = max(1, batch_cells // max(n_items, 1))
+        out = np.empty((len(self.users), n_items), dtype=np.float32)
+        for lo in range(0, len(self.users), batch):
+            sl = slice(lo, lo + batch)
+            out[sl] = row_max_normalize(model.score(profiles[sl], self.users[sl]))
+        return out
+
+    def repeat(self, half_life: float, boost: float) -> np.ndarray:
+        return row_max_normalize(self.profiles(half_life, boost).toarray().astype(np.float32))
+
+    def measure(self, scores: np.ndarray) -> Score:
+        """NDCG per part and per user; the objective is the geometric mean over the parts."""
+        recs = top_k(scores + 1e-4 * self.pop[None, :], self.k, self.exclude)
+        per_user = []
+        for rel, n in zip(self.relevant, self.n_relevant, strict=True):
+            has = n > 0
+            per_user.append(ndcg_per_user(hit_matrix([recs[i] for i in np.flatnonzero(has)],
+                                                     [rel[i] for i in np.flatnonzero(has)], self.k), n[has]))
+        parts = [float(u.mean()) if len(u) else 0.0 for u in per_user]
+        return Score(float(np.prod(parts) ** (1.0 / len(parts))), parts, per_user)
+
+
+@dataclass
+class Score:
+    """A candidate's validation result: objective, NDCG per part, and per-user NDCG per part
+    (same users in the same order for every candidate, for paired comparisons)."""
+
+    value: float
+    parts: list[float]
+    per_user: list[np.ndarray]
+
+    def costs_part(self, other: Score, part: int, tolerance: float) -> bool:
+        """Whether this score loses more than ``tolerance`` of ``other``'s NDCG on ``part``, or shows
+        a paired drop there larger than one standard error."""
+        mine, theirs, level = self.per_user[part], other.per_user[part], max(other.parts[part], 1e-12)
+        if self.parts[part] < other.parts[part] * (1 - tolerance):
+            return True
+        diff = (mine - theirs) / level
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        return bool(diff.mean() < -se)
+
+    def beats(self, other: Score, min_gain: float, min_z: float) -> bool:
+        """Better than ``other`` by ``min_gain`` and by ``min_z`` standard errors of the paired
+        difference (delta method on the log of the geometric mean)."""
+        if self.value <= other.value * min_gain:
+            return False
+        n_parts = len(self.parts)
+        mean = var = 0.0
+        for mine, theirs, level in zip(self.per_user, other.per_user, other.parts, strict=True):
+            if not len(mine):
+                continue
+            rel = (mine - theirs) / max(level, 1e-12)
+            mean += rel.mean() / n_parts
+            var += rel.var(ddof=1) / len(rel) / n_parts**2 if len(rel) > 1 else 0.0
+        return var == 0.0 or mean / np.sqrt(var) >= min_z
+
+
+@dataclass
+class _Fitted:
+    cand: Candidate
+    model: Model
+    result: Score
+
+    @property
+    def score(self) -> float:
+        return self.result.value
+
+
+class _Search:
+    """Bookkeeping shared by the stages: budget, score cache, result table and log."""
+
+    def __init__(self, val: _Validator, prep: Prepared, config: SelectionConfig, budget: float,
+                 log: Callable[[str], None]):
+        self.val, self.prep, self.config, self.budget, self.log = val, prep, config, budget, log
+        self.spent = 0.0
+        self.table: list[dict[str, Any]] = []
+        self.fitted: dict[Candidate, _Fitted] = {}
+        self.cache: dict[Candidate, np.ndarray] = {}
+        self.X = prep.hist.matrix()
+        self.eval_cost = EVAL_SECONDS_PER_CELL * val.cells
+        matrix_bytes = 4 * max(val.cells, 1)
+        self.max_cached = max(2, int(config.cache_bytes // matrix_bytes))
+
+    def row(self, name: str, score: float | None, parts: list[float] | None, step: str | None = None,
+            fit_s: float | None = None, skipped: str | None = None, cost: float | None = None) -> None:
+        self.table.append({"model": name, "ndcg": score, "parts": [round(p, 5) for p in parts] if parts else None,
+                           "step": step, "fit_s": None if fit_s is None else round(fit_s, 2),
+                           "cost_ref_s": None if cost is None else round(cost, 1), "skipped": skipped})
+
+    def affordable(self, cost: float, reserve: float = 0.0) -> bool:
+        return self.spent + cost <= self.budget - reserve
+
+    def why_not(self, cand: Candidate) -> str | None:
+        cls = FAMILIES[cand.family]
+        reason = cls.fits(cand.config, self.prep.shape)
+        if reason is None and getattr(cls, "needs_item_features", False) and not self.prep.item_features.known:
+            reason = "no products table (category/price) to build content features from"
+        if reason is None and getattr(cls, "needs_user_features", False) and self.prep.ctx.user_segment is None:
+            reason = "no users table (age/gender/location) to build segments from"
+        return reason
+
+    def evaluate(self, cand: Candidate, step: str | None = None, reserve: float = 0.0) -> _Fitted | None:
+        """Fit and score one candidate if it fits the data and the budget (less ``reserve``)."""
+        if cand in self.fitted:
+            return self.fitted[cand]
+        name = cand.name
+        reason = self.why_not(cand)
+        cost = FAMILIES[cand.family].cost(cand.config, self.prep.shape) + self.eval_cost
+        if reason is None and not self.affordable(cost, reserve):
+            reason = (f"work budget: needs ~{cost:.0f} reference s, {self.budget - self.spent:.0f} of "
+                      f"{self.budget:.0f} left")
+        if reason is not None:
+            if step is None:  # tuning steps that do not fit are not worth a line each
+                self.log(f"[select] skip {name}: {reason}")
+                self.row(name, None, None, step, skipped=reason, cost=cost)
+            return None
+        self.spent += cost
+        t = time.perf_counter()
+        try:
+            model = cand.build().fit(self.X, self.prep.ctx)
+        except Exception as exc:  # one failing candidate must not sink training
+            self.log(f"[select] {name} failed: {exc!r}")
+            self.row(name, None, None, step, skipped=f"failed: {exc!r}", cost=cost)
+            return None
+        fit_s = time.perf_counter() - t
+        scores = self.val.component(model)
+        result = self.val.measure(scores)
+        self.log(f"[select] {step + ' ' if step else ''}{name}: ndcg@{self.config.k}={result.value:.4f}"
+                 + (f" {self._parts(result.parts)}" if len(result.parts) > 1 else "") + f" (fit {fit_s:.1f}s)")
+        self.row(name, result.value, result.parts, step, fit_s=fit_s, cost=cost)
+        fitted = _Fitted(cand, model, result)
+        self.fitted[cand] = fitted
+        self.cache[cand] = scores
+        if len(self.cache) > self.max_cached:  # keep the best-scoring models' matrices for blending
+            worst = min(self.cache, key=lambda c: self.fitted[c].score)
+            del self.cache[worst]
+        return fitted
+
+    def scores_of(self, fitted: _Fitted) -> np.ndarray:
+        if fitted.cand not in self.cache:
+            self.spent += self.eval_cost
+            return self.val.component(fitted.model)
+        return self.cache[fitted.cand]
+
+    def _parts(self, parts: list[float]) -> str:
+        return "(" + ", ".join(f"{n} {p:.4f}" for n, p in zip(self.val.names, parts, strict=True)) + ")"
+
+    def measure(self, name: str, step: str, scores: np.ndarray) -> Score:
+        self.spent += self.eval_cost
+        result = self.val.measure(scores)
+        self.row(name, result.value, result.parts, step)
+        self.log(f"[select] {step} {name}: ndcg@{self.config.k}={result.value:.4f}"
+                 + (f" {self._parts(result.parts)}" if len(result.parts) > 1 else ""))
+        return result
+
+    def better(self, new: Score, old: Score) -> bool:
+        return new.beats(old, self.config.min_gain, self.config.min_z)
+
+    def best_of(self, family: str) -> _Fitted | None:
+        options = [f for f in self.fitted.values() if f.cand.family == family]
+        return max(options, key=lambda f: f.score) if options else None
+
+    def tune(self, start: _Fitted, reserve: float) -> _Fitted:
+        """Coordinate search from ``start`` along its family's axes: step to a neighbouring value
+        while that improves the objective, one axis after the other."""
+        cls = FAMILIES[start.cand.family]
+        best = start
+        for axis, values in cls.search_axes:
+            current = getattr(best.cand.config, axis)
+            if current not in values:
+                continue
+            for direction in (1, -1):
+                pos = values.index(getattr(best.cand.config, axis))
+                moved = False
+                while 0 <= pos + direction < len(values):
+                    pos += direction
+                    cand = Candidate(best.cand.family, replace(best.cand.config, **{axis: values[pos]}))
+                    trial = self.evaluate(cand, step="tune", reserve=reserve)
+                    if trial is None or not self.better(trial.result, best.result):
+                        break
+                    best, moved = trial, True
+                if moved:
+                    break  # improved going up: no need to try going down
+        return best
+
+
+def select(
+    train: pd.DataFrame,
+    products: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    config: SelectionConfig,
+    weights: Any = None,
+    num_threads: int = 0,
+    log: Callable[[str], None] = print,
+) -> SelectionResult:
+    """Choose the recipe on validation carved from ``train``; never sees any test rows."""
+    t0 = time.perf_counter()
+    fit_part, val_parts, plan = plan_validation(train, config.holdout)
+    log(f"[select] validation: {plan.kind}: {plan.reason}")
+    if plan.kind == "none" or len(fit_part) == 0:
+        return _fallback(train, products, users, weights, num_threads, plan, log,
+                         "no validation split possible: " + plan.reason)
+    prep = prepare(fit_part, products, users, weights, num_threads)
+    names = ("latest", "random") if plan.kind == "user_holdout" else ("after cut",)
+    targets = [build_targets(p, prep.users, prep.items, prep.hist) for p in val_parts]
+    n_eval = int(np.clip(config.eval_cells // max(prep.hist.n_items, 1), config.min_eval_users,
+                         config.holdout.max_users))
+    if plan.kind == "global_cut":
+        targets = [targets[0].sample(n_eval, seed=config.holdout.seed)]
+    else:  # both parts are scored on the same sampled users
+        keep = _sample_users(targets[0].users, n_eval, config.holdout.seed)
+        targets = [_restrict(t, keep) for t in targets]
+    pop = FAMILIES["popularity"]().fit(prep.hist.matrix(), prep.ctx).pop
+    val = _Validator(prep, targets, names, config.k, pop)
+    if len(val.users) < config.min_val_users:
+        return _fallback(train, products, users, weights, num_threads, plan, log,
+                         f"only {len(val.users)} validation users (need {config.min_val_users})")
+    budget = config.budget(prep.shape)
+    log(f"[select] fit part {len(fit_part)} rows; {len(val.users)} validation users scored on "
+        f"{' + '.join(names)}; work budget {budget:.0f} reference s from the data's shape")
+    search = _Search(val, prep, config, budget, log)
+
+    # 1. Every family at its default, in the configured order.
+    for cand in config.candidates:
+        if cand.family == "popularity" and cand.config.half_life_fraction > 0 and plan.kind != "global_cut":
+            reason = "trending needs a shared clock (the validation is a per-user holdout)"
+            search.row(cand.name, None, None, skipped=reason)
+            log(f"[select] skip {cand.name}: {reason}")
+            continue
+        search.evaluate(cand)
+    if not search.fitted:
+        return _fallback(train, products, users, weights, num_threads, plan, log, "no candidate could be fitted")
+    pop_fit = next((f for c, f in search.fitted.items() if c == Candidate("popularity", PopularityConfig())), None)
+    pop_score = pop_fit.score if pop_fit else 0.0
+
+    # 2. Tune each family, best first, while the budget lasts (keeping what blending and recency need).
+    families = sorted({c.family for c in search.fitted}, key=lambda f: -search.best_of(f).score)
+    n_recency = len(config.decay_grid) + len(config.boost_half_lives) * len(config.boost_grid)
+    reserve = search.eval_cost * (len(config.blend_grid) * (config.max_components - 1)
+                                  + (n_recency + len(config.repeat_grid)) * (config.max_components + 1))
+    if config.tune:
+        for family in families:
+            if FAMILIES[family].search_axes:
+                search.tune(search.best_of(family), reserve)
+
+    # 3. Greedy forward blend of each family's best.
+    ranked = sorted((search.best_of(f) for f in {c.family for c in search.fitted}), key=lambda f: -f.score)
+    lead = ranked[0]
+    best = lead.result
+    recipe = Recipe([lead.cand], [1.0])
+    members = [lead]
+    current = search.scores_of(lead)
+    for other in ranked[1:]:
+        if len(members) >= config.max_components:
+            break
+        if other.score < config.partner_min_ratio * lead.score:
+            break  # sorted: every remaining family is far behind; blending it in would not help
+        if not search.affordable(len(config.blend_grid) * search.eval_cost):
+            log("[select] blending stopped: work budget spent")
+            break
+        other_scores = search.scores_of(other)
+        gain = None
+        for w in config.blend_grid:
+            blend = (1 - w) * current + w * other_scores
+            weights_ = [*(x * (1 - w) for x in recipe.weights), w]
+            name = Ensemble([*(m.model for m in members), other.model], weights_).name
+            trial = search.measure(name, "blend", blend)
+            if search.better(trial, best):
+                best, gain = trial, (blend, weights_)
+        if gain is not None:
+            current, weights_ = gain
+            recipe = Recipe([*recipe.candidates, other.cand], weights_)
+            members.append(other)
+
+    # 4. Recency weighting of profiles, then the repeat knob, on the blend.
+    def combined(half_life: float, boost: float) -> np.ndarray:
+        if half_life == 0:
+            return current
+        search.spent += search.eval_cost * len(members)
+        return sum(w * val.component(m.model, half_life, boost)
+                   for m, w in zip(members, recipe.weights, strict=True))
+
+    guarded_part = names.index("random") if plan.kind == "user_holdout" else None
+    decays = config.decay_grid if plan.kind == "global_cut" else ()
+    options = [(h, 0.0) for h in decays] + [(h, b) for h in config.boost_half_lives for b in config.boost_grid]
+    for half_life, boost in options:
+        if not search.affordable(search.eval_cost * (len(members) + 1)):
+            log("[select] recency tuning stopped: work budget spent")
+            break
+        name = Ensemble([m.model for m in members], recipe.weights, half_life, recency_boost=boost).name
+        trial = search.measure(name, "recency", combined(half_life, boost))
+        guarded = guarded_part is not None and trial.costs_part(best, guarded_part, config.recency_guard)
+        if search.better(trial, best) and not guarded:
+            best = trial
+            recipe = replace(recipe, decay_half_life=half_life, recency_boost=boost)
+    if not prep.hist.strong.all():  # some of a user's items stay showable: how much to show them again
+        base = combined(recipe.decay_half_life, recipe.recency_boost)
+        for r in config.repeat_grid:
+            if not search.affordable(search.eval_cost):
+                break
+            name = Ensemble([m.model for m in members], recipe.weights, recipe.decay_half_life, r,
+                            recency_boost=recipe.recency_boost).name
+            trial = search.measure(name, "repeat",
+                                   base + r * val.repeat(recipe.decay_half_life, recipe.recency_boost))
+            if search.better(trial, best):
+                best = trial
+                recipe = replace(recipe, repeat_weight=r)
+    chosen = Ensemble([m.model for m in members], recipe.weights, recipe.decay_half_life, recipe.repeat_weight,
+                      recency_boost=recipe.recency_boost)
+    log(f"[select] chosen {chosen.name}: validation ndcg@{config.k}={best.value:.4f} vs popularity "
+        f"{pop_score:.4f}; work {search.spent:.0f} of {budget:.0f} reference s ({time.perf_counter() - t0:.1f}s)")
+    return SelectionResult(recipe, search.table, best.value, pop_score, [], plan, names,
+                           dict(zip(names, best.parts, strict=True)), budget, search.spent)
+
+
+def _sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if len(users) <= n:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
+
+
+def _restrict(t: Targets, keep: np.ndarray) -> Targets:
+    idx = np.flatnonzero(np.isin(t.users, keep))
+    return Targets(t.users[idx], [t.relevant[i] for i in idx], t.n_relevant[idx], t.cold_relevant, t.cold_n_relevant)
+
+
+def _fallback(train: pd.DataFrame, products: pd.DataFrame | None, users: pd.DataFrame | None, weights: Any,
+              num_threads: int, plan: ValidationPlan, log: Callable[[str], None], why: str) -> SelectionResult:
+    """No selection possible: say so, and use the strongest model that fits the data size."""
+    shape = prepare(train, products, users, weights, num_threads).shape
+    cand = strongest_fitting(shape)
+    note = f"selection did not run ({why}); using {cand.name}, the strongest model that fits {shape.n_items} items"
+    log(f"[select] {note}")
+    plan = replace(plan, kind="none") if plan.kind != "none" else plan
+    return SelectionResult(Recipe([cand], [1.0]), [], float("nan"), float("nan"), [note], plan)
+
+
+def fit_recipe(recipe: Recipe, prep: Prepared) -> Ensemble:
+    """Refit the recipe's models on the full training data."""
+    X = prep.hist.matrix()
+    pop = FAMILIES["popularity"]().fit(X, prep.ctx).pop
+    models = [c.build().fit(X, prep.ctx) for c in recipe.candidates]
+    return Ensemble(models, list(recipe.weights), recipe.decay_half_life, recipe.repeat_weight, pop,
+                    recency_boost=recipe.recency_boost)
+
+
+__all__ = ["Candidate", "Recipe", "SelectionConfig", "SelectionResult", "default_candidates", "fit_recipe",
+           "prepare", "select", "strongest_fitting"]
