@@ -49,9 +49,24 @@ def resolve_model_dir(model_dir: Path) -> Path:
         target = model_dir / "extracted"
         target.mkdir(exist_ok=True)
         with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
+            safe_extract(tar, target)
         return target
     raise FileNotFoundError(f"no model.json or model.tar.gz in {model_dir}")
+
+
+def safe_extract(tar: tarfile.TarFile, target: Path) -> None:
+    """Extract regular files and folders only, never outside ``target``: the "data" filter where
+    this Python has it (3.11.4+, 3.12+), the same checks by hand before (Debian 12 ships 3.11.2)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(target, filter="data")
+        return
+    root = target.resolve()
+    for member in tar.getmembers():
+        dest = (target / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or (dest != root and root not in dest.parents):
+            raise ValueError(f"refusing to extract {member.name!r} from the model archive (outside the folder "
+                             "or not a regular file)")
+    tar.extractall(target)  # noqa: S202 - every member checked above
 
 
 def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, Any]]:  # noqa: ANN001
@@ -110,7 +125,7 @@ def write_report(out_dir: Path, bundle: Bundle, results: dict[str, dict[str, Any
     selection = bundle.meta.get("selection") or []
     if selection:
         lines += ["\n## Model selection on validation (carved from training data)\n",
-                  markdown_table(selection, ["model", "ndcg", "fit_s", "step", "skipped"])]
+                  markdown_table(selection, ["model", "ndcg", "parts", "fit_s", "step", "skipped"])]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -126,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[evaluate] model {bundle.model_version}; {len(test)} test rows ({len(quarantine)} quarantined)", flush=True)
     results = evaluate_bundle(bundle, test, args.k)
     doc = to_model_quality(results, args.k)
-    (out_dir / "evaluation.json").write_text(json.dumps(doc, indent=2))
+    selection = bundle.meta.get("selection_summary")
+    if selection:  # which validation split chose this model, on how many users, and why
+        doc["selection"] = selection
+    (out_dir / "evaluation.json").write_text(json.dumps(doc, indent=2, default=str))
     write_report(out_dir, bundle, results, args.k)
     m = doc["metrics"]
     print(f"[evaluate] ndcg@{args.k}={m[f'ndcg_at_{args.k}']['value']:.4f} "

@@ -98,17 +98,18 @@ class SelectionConfig:
     partner_min_ratio: float = 0.5  # blend partners must reach this share of the best objective
     #: A step (tuning, blending, recency) must beat the best so far by this factor *and* by
     #: ``min_z`` standard errors of the paired per-user difference: no noise-level complexity.
-    min_gain: float = 1.002
+    min_gain: float = 1.005
     min_z: float = 1.5
-    blend_grid: tuple[float, ...] = (0.15, 0.3, 0.5)
+    blend_grid: tuple[float, ...] = (0.2, 0.4)
     #: Recency weighting of profiles: pure decay half-lives (only with a shared clock: a pure decay
     #: forgets a user's older tastes), and (half-life, boost) pairs.
     decay_grid: tuple[float, ...] = (4.0, 16.0)
     boost_half_lives: tuple[float, ...] = (1.0, 4.0)
     boost_grid: tuple[float, ...] = (0.25, 0.5, 1.0)
-    #: With the per-user holdout, recency may not cost the random part ("what else") more than
-    #: this share, nor show a drop there at all beyond one standard error.
-    recency_guard: float = 0.01
+    #: The mild boost tried first and kept unless validation shows it hurting (None = no prior).
+    recency_default: tuple[float, float] | None = (1.0, 0.25)
+    #: With the per-user holdout, recency may not cost the random part ("what else") more than this share.
+    recency_guard: float = 0.02
     repeat_grid: tuple[float, ...] = (0.3, 1.0)
     tune: bool = True  # coordinate search around each family's default
     candidates: tuple[Candidate, ...] = field(default_factory=lambda: tuple(default_candidates()))
@@ -163,11 +164,12 @@ class SelectionResult:
         }
 
 
-class _Validator:
-    """Scores validation users once per model and profile weighting; measures NDCG per part."""
+class _Fold:
+    """One validation fold: its fit part prepared, its users and what they did next, per part."""
 
-    def __init__(self, prep: Prepared, parts: list[Targets], names: tuple[str, ...], k: int, pop: np.ndarray):
-        self.prep, self.k, self.pop, self.names = prep, k, pop, names
+    def __init__(self, prep: Prepared, parts: list[Targets], k: int):
+        self.prep, self.k = prep, k
+        self.pop = FAMILIES["popularity"]().fit(prep.hist.matrix(), prep.ctx).pop
         self.users = np.unique(np.concatenate([t.users for t in parts])) if parts else np.zeros(0, np.int64)
         self.relevant: list[list[np.ndarray]] = []
         self.n_relevant: list[np.ndarray] = []
@@ -206,14 +208,33 @@ class _Validator:
     def repeat(self, half_life: float, boost: float) -> np.ndarray:
         return row_max_normalize(self.profiles(half_life, boost).toarray().astype(np.float32))
 
-    def measure(self, scores: np.ndarray) -> Score:
-        """NDCG per part and per user; the objective is the geometric mean over the parts."""
+    def per_user_ndcg(self, scores: np.ndarray) -> list[np.ndarray]:
         recs = top_k(scores + 1e-4 * self.pop[None, :], self.k, self.exclude)
-        per_user = []
+        out = []
         for rel, n in zip(self.relevant, self.n_relevant, strict=True):
-            has = n > 0
-            per_user.append(ndcg_per_user(hit_matrix([recs[i] for i in np.flatnonzero(has)],
-                                                     [rel[i] for i in np.flatnonzero(has)], self.k), n[has]))
+            has = np.flatnonzero(n > 0)
+            out.append(ndcg_per_user(hit_matrix([recs[i] for i in has], [rel[i] for i in has], self.k), n[has]))
+        return out
+
+
+class _Validator:
+    """All folds: scores are lists (one matrix per fold); NDCG per part pools every fold's users."""
+
+    def __init__(self, folds: list[_Fold], names: tuple[str, ...]):
+        self.folds, self.names = folds, names
+
+    @property
+    def cells(self) -> int:
+        return sum(f.cells for f in self.folds)
+
+    @property
+    def n_users(self) -> int:
+        return sum(len(f.users) for f in self.folds)
+
+    def measure(self, scores: list[np.ndarray]) -> Score:
+        """NDCG per part and per user; the objective is the geometric mean over the parts."""
+        per_fold = [fold.per_user_ndcg(s) for fold, s in zip(self.folds, scores, strict=True)]
+        per_user = [np.concatenate([f[p] for f in per_fold]) for p in range(len(self.names))]
         parts = [float(u.mean()) if len(u) else 0.0 for u in per_user]
         return Score(float(np.prod(parts) ** (1.0 / len(parts))), parts, per_user)
 
@@ -228,14 +249,8 @@ class Score:
     per_user: list[np.ndarray]
 
     def costs_part(self, other: Score, part: int, tolerance: float) -> bool:
-        """Whether this score loses more than ``tolerance`` of ``other``'s NDCG on ``part``, or shows
-        a paired drop there larger than one standard error."""
-        mine, theirs, level = self.per_user[part], other.per_user[part], max(other.parts[part], 1e-12)
-        if self.parts[part] < other.parts[part] * (1 - tolerance):
-            return True
-        diff = (mine - theirs) / level
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-        return bool(diff.mean() < -se)
+        """Whether this score loses more than ``tolerance`` of ``other``'s NDCG on ``part``."""
+        return self.parts[part] < other.parts[part] * (1 - tolerance)
 
     def beats(self, other: Score, min_gain: float, min_z: float) -> bool:
         """Better than ``other`` by ``min_gain`` and by ``min_z`` standard errors of the paired
@@ -256,7 +271,7 @@ class Score:
 @dataclass
 class _Fitted:
     cand: Candidate
-    model: Model
+    models: list[Model]  # one per fold
     result: Score
 
     @property
@@ -267,21 +282,21 @@ class _Fitted:
 class _Search:
     """Bookkeeping shared by the stages: budget, score cache, result table and log."""
 
-    def __init__(self, val: _Validator, prep: Prepared, config: SelectionConfig, budget: float,
-                 log: Callable[[str], None]):
-        self.val, self.prep, self.config, self.budget, self.log = val, prep, config, budget, log
+    def __init__(self, val: _Validator, config: SelectionConfig, budget: float, log: Callable[[str], None]):
+        self.val, self.config, self.budget, self.log = val, config, budget, log
+        self.shape = val.folds[0].prep.shape
         self.spent = 0.0
         self.table: list[dict[str, Any]] = []
         self.fitted: dict[Candidate, _Fitted] = {}
-        self.cache: dict[Candidate, np.ndarray] = {}
-        self.X = prep.hist.matrix()
+        self.winners: dict[str, _Fitted] = {}
+        self.cache: dict[Candidate, list[np.ndarray]] = {}
         self.eval_cost = EVAL_SECONDS_PER_CELL * val.cells
-        matrix_bytes = 4 * max(val.cells, 1)
-        self.max_cached = max(2, int(config.cache_bytes // matrix_bytes))
+        self.max_cached = max(2, int(config.cache_bytes // (4 * max(val.cells, 1))))
 
-    def row(self, name: str, score: float | None, parts: list[float] | None, step: str | None = None,
-            fit_s: float | None = None, skipped: str | None = None, cost: float | None = None) -> None:
-        self.table.append({"model": name, "ndcg": score, "parts": [round(p, 5) for p in parts] if parts else None,
+    def row(self, name: str, score: Score | None, step: str | None = None, fit_s: float | None = None,
+            skipped: str | None = None, cost: float | None = None) -> None:
+        self.table.append({"model": name, "ndcg": score.value if score else None,
+                           "parts": [round(p, 5) for p in score.parts] if score else None,
                            "step": step, "fit_s": None if fit_s is None else round(fit_s, 2),
                            "cost_ref_s": None if cost is None else round(cost, 1), "skipped": skipped})
 
@@ -290,43 +305,43 @@ class _Search:
 
     def why_not(self, cand: Candidate) -> str | None:
         cls = FAMILIES[cand.family]
-        reason = cls.fits(cand.config, self.prep.shape)
-        if reason is None and getattr(cls, "needs_item_features", False) and not self.prep.item_features.known:
+        prep = self.val.folds[0].prep
+        reason = cls.fits(cand.config, self.shape)
+        if reason is None and getattr(cls, "needs_item_features", False) and not prep.item_features.known:
             reason = "no products table (category/price) to build content features from"
-        if reason is None and getattr(cls, "needs_user_features", False) and self.prep.ctx.user_segment is None:
+        if reason is None and getattr(cls, "needs_user_features", False) and prep.ctx.user_segment is None:
             reason = "no users table (age/gender/location) to build segments from"
         return reason
 
     def evaluate(self, cand: Candidate, step: str | None = None, reserve: float = 0.0) -> _Fitted | None:
-        """Fit and score one candidate if it fits the data and the budget (less ``reserve``)."""
+        """Fit and score one candidate on every fold if it fits the data and the budget (less ``reserve``)."""
         if cand in self.fitted:
             return self.fitted[cand]
         name = cand.name
         reason = self.why_not(cand)
-        cost = FAMILIES[cand.family].cost(cand.config, self.prep.shape) + self.eval_cost
+        cost = len(self.val.folds) * FAMILIES[cand.family].cost(cand.config, self.shape) + self.eval_cost
         if reason is None and not self.affordable(cost, reserve):
             reason = (f"work budget: needs ~{cost:.0f} reference s, {self.budget - self.spent:.0f} of "
                       f"{self.budget:.0f} left")
         if reason is not None:
             if step is None:  # tuning steps that do not fit are not worth a line each
                 self.log(f"[select] skip {name}: {reason}")
-                self.row(name, None, None, step, skipped=reason, cost=cost)
+                self.row(name, None, step, skipped=reason, cost=cost)
             return None
         self.spent += cost
         t = time.perf_counter()
         try:
-            model = cand.build().fit(self.X, self.prep.ctx)
+            models = [cand.build().fit(f.prep.hist.matrix(), f.prep.ctx) for f in self.val.folds]
         except Exception as exc:  # one failing candidate must not sink training
             self.log(f"[select] {name} failed: {exc!r}")
-            self.row(name, None, None, step, skipped=f"failed: {exc!r}", cost=cost)
+            self.row(name, None, step, skipped=f"failed: {exc!r}", cost=cost)
             return None
         fit_s = time.perf_counter() - t
-        scores = self.val.component(model)
+        scores = [f.component(m) for f, m in zip(self.val.folds, models, strict=True)]
         result = self.val.measure(scores)
-        self.log(f"[select] {step + ' ' if step else ''}{name}: ndcg@{self.config.k}={result.value:.4f}"
-                 + (f" {self._parts(result.parts)}" if len(result.parts) > 1 else "") + f" (fit {fit_s:.1f}s)")
-        self.row(name, result.value, result.parts, step, fit_s=fit_s, cost=cost)
-        fitted = _Fitted(cand, model, result)
+        self.log(f"[select] {step + ' ' if step else ''}{name}: {self.describe(result)} (fit {fit_s:.1f}s)")
+        self.row(name, result, step, fit_s=fit_s, cost=cost)
+        fitted = _Fitted(cand, models, result)
         self.fitted[cand] = fitted
         self.cache[cand] = scores
         if len(self.cache) > self.max_cached:  # keep the best-scoring models' matrices for blending
@@ -334,27 +349,33 @@ class _Search:
             del self.cache[worst]
         return fitted
 
-    def scores_of(self, fitted: _Fitted) -> np.ndarray:
+    def scores_of(self, fitted: _Fitted) -> list[np.ndarray]:
         if fitted.cand not in self.cache:
             self.spent += self.eval_cost
-            return self.val.component(fitted.model)
+            return [f.component(m) for f, m in zip(self.val.folds, fitted.models, strict=True)]
         return self.cache[fitted.cand]
 
-    def _parts(self, parts: list[float]) -> str:
-        return "(" + ", ".join(f"{n} {p:.4f}" for n, p in zip(self.val.names, parts, strict=True)) + ")"
+    def describe(self, result: Score) -> str:
+        text = f"ndcg@{self.config.k}={result.value:.4f}"
+        if len(result.parts) > 1:
+            text += " (" + ", ".join(f"{n} {p:.4f}" for n, p in zip(self.val.names, result.parts, strict=True)) + ")"
+        return text
 
-    def measure(self, name: str, step: str, scores: np.ndarray) -> Score:
+    def measure(self, name: str, step: str, scores: list[np.ndarray]) -> Score:
         self.spent += self.eval_cost
         result = self.val.measure(scores)
-        self.row(name, result.value, result.parts, step)
-        self.log(f"[select] {step} {name}: ndcg@{self.config.k}={result.value:.4f}"
-                 + (f" {self._parts(result.parts)}" if len(result.parts) > 1 else ""))
+        self.row(name, result, step)
+        self.log(f"[select] {step} {name}: {self.describe(result)}")
         return result
 
     def better(self, new: Score, old: Score) -> bool:
         return new.beats(old, self.config.min_gain, self.config.min_z)
 
     def best_of(self, family: str) -> _Fitted | None:
+        """The family's tuned winner; before tuning, its best-scoring fit. (A tuning trial that
+        scores a hair higher without clearing ``better`` does not win.)"""
+        if family in self.winners:
+            return self.winners[family]
         options = [f for f in self.fitted.values() if f.cand.family == family]
         return max(options, key=lambda f: f.score) if options else None
 
@@ -364,8 +385,7 @@ class _Search:
         cls = FAMILIES[start.cand.family]
         best = start
         for axis, values in cls.search_axes:
-            current = getattr(best.cand.config, axis)
-            if current not in values:
+            if getattr(best.cand.config, axis) not in values:
                 continue
             for direction in (1, -1):
                 pos = values.index(getattr(best.cand.config, axis))
@@ -378,8 +398,13 @@ class _Search:
                         break
                     best, moved = trial, True
                 if moved:
-                    break  # improved going up: no need to try going down
+                    break  # improved going one way: no need to try the other
+        self.winners[start.cand.family] = best
         return best
+
+
+def _mix(a: list[np.ndarray], wa: float, b: list[np.ndarray], wb: float) -> list[np.ndarray]:
+    return [wa * x + wb * y for x, y in zip(a, b, strict=True)]
 
 
 def select(
@@ -393,120 +418,137 @@ def select(
 ) -> SelectionResult:
     """Choose the recipe on validation carved from ``train``; never sees any test rows."""
     t0 = time.perf_counter()
-    fit_part, val_parts, plan = plan_validation(train, config.holdout)
+    folds, plan = plan_validation(train, config.holdout)
     log(f"[select] validation: {plan.kind}: {plan.reason}")
-    if plan.kind == "none" or len(fit_part) == 0:
+    if plan.kind == "none":
         return _fallback(train, products, users, weights, num_threads, plan, log,
                          "no validation split possible: " + plan.reason)
-    prep = prepare(fit_part, products, users, weights, num_threads)
     names = ("latest", "random") if plan.kind == "user_holdout" else ("after cut",)
-    targets = [build_targets(p, prep.users, prep.items, prep.hist) for p in val_parts]
-    n_eval = int(np.clip(config.eval_cells // max(prep.hist.n_items, 1), config.min_eval_users,
-                         config.holdout.max_users))
-    if plan.kind == "global_cut":
-        targets = [targets[0].sample(n_eval, seed=config.holdout.seed)]
-    else:  # both parts are scored on the same sampled users
-        keep = _sample_users(targets[0].users, n_eval, config.holdout.seed)
-        targets = [_restrict(t, keep) for t in targets]
-    pop = FAMILIES["popularity"]().fit(prep.hist.matrix(), prep.ctx).pop
-    val = _Validator(prep, targets, names, config.k, pop)
-    if len(val.users) < config.min_val_users:
+    built = []
+    for fit_part, parts in folds:
+        prep = prepare(fit_part, products, users, weights, num_threads)
+        targets = [build_targets(p, prep.users, prep.items, prep.hist) for p in parts]
+        n_eval = int(np.clip(config.eval_cells // max(prep.hist.n_items, 1) // len(folds),
+                             config.min_eval_users, config.holdout.max_users))
+        keep = _sample_users(np.unique(np.concatenate([t.users for t in targets])), n_eval, config.holdout.seed)
+        built.append(_Fold(prep, [_restrict(t, keep) for t in targets], config.k))
+    val = _Validator(built, names)
+    if val.n_users < config.min_val_users:
         return _fallback(train, products, users, weights, num_threads, plan, log,
-                         f"only {len(val.users)} validation users (need {config.min_val_users})")
-    budget = config.budget(prep.shape)
-    log(f"[select] fit part {len(fit_part)} rows; {len(val.users)} validation users scored on "
-        f"{' + '.join(names)}; work budget {budget:.0f} reference s from the data's shape")
-    search = _Search(val, prep, config, budget, log)
+                         f"only {val.n_users} validation users (need {config.min_val_users})")
+    shape = built[0].prep.shape
+    budget = config.budget(shape) * len(folds)
+    log(f"[select] fit part {len(folds[0][0])} rows; {val.n_users} validation users"
+        + (f" over {len(folds)} folds" if len(folds) > 1 else "")
+        + f" scored on {' + '.join(names)}; work budget {budget:.0f} reference s from the data's shape")
+    search = _Search(val, config, budget, log)
 
     # 1. Every family at its default, in the configured order.
     for cand in config.candidates:
         if cand.family == "popularity" and cand.config.half_life_fraction > 0 and plan.kind != "global_cut":
             reason = "trending needs a shared clock (the validation is a per-user holdout)"
-            search.row(cand.name, None, None, skipped=reason)
+            search.row(cand.name, None, skipped=reason)
             log(f"[select] skip {cand.name}: {reason}")
             continue
         search.evaluate(cand)
     if not search.fitted:
         return _fallback(train, products, users, weights, num_threads, plan, log, "no candidate could be fitted")
-    pop_fit = next((f for c, f in search.fitted.items() if c == Candidate("popularity", PopularityConfig())), None)
+    pop_fit = search.fitted.get(Candidate("popularity", PopularityConfig()))
     pop_score = pop_fit.score if pop_fit else 0.0
 
     # 2. Tune each family, best first, while the budget lasts (keeping what blending and recency need).
     families = sorted({c.family for c in search.fitted}, key=lambda f: -search.best_of(f).score)
-    n_recency = len(config.decay_grid) + len(config.boost_half_lives) * len(config.boost_grid)
-    reserve = search.eval_cost * (len(config.blend_grid) * (config.max_components - 1)
-                                  + (n_recency + len(config.repeat_grid)) * (config.max_components + 1))
+    n_recency = len(config.decay_grid) + len(config.boost_half_lives) * len(config.boost_grid) + 1
+    n_blend = len(config.blend_grid) * len(families) * (config.max_components - 1)
+    reserve = search.eval_cost * (n_blend + (n_recency + len(config.repeat_grid)) * (config.max_components + 1))
     if config.tune:
         for family in families:
             if FAMILIES[family].search_axes:
                 search.tune(search.best_of(family), reserve)
 
-    # 3. Greedy forward blend of each family's best.
-    ranked = sorted((search.best_of(f) for f in {c.family for c in search.fitted}), key=lambda f: -f.score)
+    # 3. Forward stepwise blend: each round adds the family (at the weight) that helps most.
+    ranked = sorted((search.best_of(f) for f in families), key=lambda f: -f.score)
     lead = ranked[0]
     best = lead.result
     recipe = Recipe([lead.cand], [1.0])
     members = [lead]
     current = search.scores_of(lead)
-    for other in ranked[1:]:
-        if len(members) >= config.max_components:
-            break
-        if other.score < config.partner_min_ratio * lead.score:
-            break  # sorted: every remaining family is far behind; blending it in would not help
-        if not search.affordable(len(config.blend_grid) * search.eval_cost):
+    partners = [f for f in ranked[1:] if f.score >= config.partner_min_ratio * lead.score]
+    while partners and len(members) < config.max_components:
+        if not search.affordable(len(config.blend_grid) * len(partners) * search.eval_cost):
             log("[select] blending stopped: work budget spent")
             break
-        other_scores = search.scores_of(other)
         gain = None
-        for w in config.blend_grid:
-            blend = (1 - w) * current + w * other_scores
-            weights_ = [*(x * (1 - w) for x in recipe.weights), w]
-            name = Ensemble([*(m.model for m in members), other.model], weights_).name
-            trial = search.measure(name, "blend", blend)
-            if search.better(trial, best):
-                best, gain = trial, (blend, weights_)
-        if gain is not None:
-            current, weights_ = gain
-            recipe = Recipe([*recipe.candidates, other.cand], weights_)
-            members.append(other)
+        for other in partners:
+            other_scores = search.scores_of(other)
+            for w in config.blend_grid:
+                weights_ = [*(x * (1 - w) for x in recipe.weights), w]
+                name = Ensemble([*(m.models[0] for m in members), other.models[0]], weights_).name
+                trial = search.measure(name, "blend", _mix(current, 1 - w, other_scores, w))
+                if search.better(trial, best if gain is None else gain[0]):
+                    gain = (trial, other, w, weights_)
+        if gain is None:
+            break
+        best, other, w, weights_ = gain
+        current = _mix(current, 1 - w, search.scores_of(other), w)
+        recipe = Recipe([*recipe.candidates, other.cand], weights_)
+        members.append(other)
+        partners.remove(other)
 
     # 4. Recency weighting of profiles, then the repeat knob, on the blend.
-    def combined(half_life: float, boost: float) -> np.ndarray:
+    def combined(half_life: float, boost: float) -> list[np.ndarray]:
         if half_life == 0:
             return current
         search.spent += search.eval_cost * len(members)
-        return sum(w * val.component(m.model, half_life, boost)
-                   for m, w in zip(members, recipe.weights, strict=True))
+        return [sum(w * fold.component(m.models[j], half_life, boost)
+                    for m, w in zip(members, recipe.weights, strict=True))
+                for j, fold in enumerate(val.folds)]
+
+    def recency_name(half_life: float, boost: float) -> str:
+        return Ensemble([m.models[0] for m in members], recipe.weights, half_life, recency_boost=boost).name
 
     guarded_part = names.index("random") if plan.kind == "user_holdout" else None
+    no_recency = best
+    if config.recency_default is not None and search.affordable(search.eval_cost * (len(members) + 1)):
+        # A mild boost of the latest items is the prior ("what next" gains, "what else" keeps): kept
+        # unless validation shows it hurting.
+        h, b = config.recency_default
+        trial = search.measure(recency_name(h, b), "recency default", combined(h, b))
+        hurts = no_recency.beats(trial, 1.0, config.min_z) or (
+            guarded_part is not None and trial.costs_part(no_recency, guarded_part, config.recency_guard))
+        if not hurts:
+            best = trial
+            recipe = replace(recipe, decay_half_life=h, recency_boost=b)
     decays = config.decay_grid if plan.kind == "global_cut" else ()
     options = [(h, 0.0) for h in decays] + [(h, b) for h in config.boost_half_lives for b in config.boost_grid]
     for half_life, boost in options:
+        if (half_life, boost) == config.recency_default:
+            continue
         if not search.affordable(search.eval_cost * (len(members) + 1)):
             log("[select] recency tuning stopped: work budget spent")
             break
-        name = Ensemble([m.model for m in members], recipe.weights, half_life, recency_boost=boost).name
-        trial = search.measure(name, "recency", combined(half_life, boost))
-        guarded = guarded_part is not None and trial.costs_part(best, guarded_part, config.recency_guard)
+        trial = search.measure(recency_name(half_life, boost), "recency", combined(half_life, boost))
+        guarded = guarded_part is not None and trial.costs_part(no_recency, guarded_part, config.recency_guard)
         if search.better(trial, best) and not guarded:
             best = trial
             recipe = replace(recipe, decay_half_life=half_life, recency_boost=boost)
-    if not prep.hist.strong.all():  # some of a user's items stay showable: how much to show them again
+    if not all(f.prep.hist.strong.all() for f in val.folds):  # some items stay showable: show them again?
         base = combined(recipe.decay_half_life, recipe.recency_boost)
         for r in config.repeat_grid:
             if not search.affordable(search.eval_cost):
                 break
-            name = Ensemble([m.model for m in members], recipe.weights, recipe.decay_half_life, r,
+            name = Ensemble([m.models[0] for m in members], recipe.weights, recipe.decay_half_life, r,
                             recency_boost=recipe.recency_boost).name
-            trial = search.measure(name, "repeat",
-                                   base + r * val.repeat(recipe.decay_half_life, recipe.recency_boost))
+            again = [b_ + r * fold.repeat(recipe.decay_half_life, recipe.recency_boost)
+                     for b_, fold in zip(base, val.folds, strict=True)]
+            trial = search.measure(name, "repeat", again)
             if search.better(trial, best):
                 best = trial
                 recipe = replace(recipe, repeat_weight=r)
-    chosen = Ensemble([m.model for m in members], recipe.weights, recipe.decay_half_life, recipe.repeat_weight,
+    chosen = Ensemble([m.models[0] for m in members], recipe.weights, recipe.decay_half_life, recipe.repeat_weight,
                       recency_boost=recipe.recency_boost)
-    log(f"[select] chosen {chosen.name}: validation ndcg@{config.k}={best.value:.4f} vs popularity "
-        f"{pop_score:.4f}; work {search.spent:.0f} of {budget:.0f} reference s ({time.perf_counter() - t0:.1f}s)")
+    log(f"[select] chosen {chosen.name}: validation {search.describe(best)} vs popularity {pop_score:.4f}; "
+        f"work {search.spent:.0f} of {budget:.0f} reference s ({time.perf_counter() - t0:.1f}s)")
     return SelectionResult(recipe, search.table, best.value, pop_score, [], plan, names,
                            dict(zip(names, best.parts, strict=True)), budget, search.spent)
 

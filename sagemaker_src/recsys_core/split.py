@@ -72,6 +72,8 @@ class HoldoutConfig:
     min_user_rows: int = 4
     #: Validation users drawn at random; the others keep all their rows in the fit part.
     max_users: int = 4000
+    #: Logs with fewer eligible users get up to this many folds (earlier blocks of each user's rows).
+    max_folds: int = 3
     #: Share of the global cut's rows for the time-cut validation.
     global_fraction: float = 0.1
     #: A global cut is used only if at least this share of the users active after it were active
@@ -103,19 +105,25 @@ def clock_check(df: pd.DataFrame, fraction: float) -> tuple[int, int]:
     return int(returning.sum()), len(after)
 
 
-def user_holdout(df: pd.DataFrame, config: HoldoutConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def user_holdout(
+    df: pd.DataFrame, config: HoldoutConfig, fold: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(fit, recent, random): per sampled user, the latest rows and a random draw of the older ones.
 
     Rows are ordered per user by time, ties by their order in the file (a log without a clock keeps
-    its sequence in row order). Users with fewer than ``min_user_rows`` rows stay wholly in fit.
+    its sequence in row order). Users with too few rows stay wholly in fit. Fold ``f`` > 0 holds
+    out the block of rows ``f`` blocks before the latest (and leaves out the newer ones, which a
+    model at that point could not have seen), with its own random draw: more validation signal
+    from logs with few users.
     """
     df = df.reset_index(drop=True)
     if df.empty:
         return df, df.iloc[:0], df.iloc[:0]
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed + fold)
     codes, uniques = pd.factorize(df["user_id"])
     n_rows = np.bincount(codes, minlength=len(uniques))
-    eligible = np.flatnonzero(n_rows >= config.min_user_rows)
+    per_block = np.maximum(1, np.round(config.recent_fraction * n_rows)).astype(np.int64)
+    eligible = np.flatnonzero(n_rows - fold * per_block >= config.min_user_rows)
     if len(eligible) > config.max_users:
         eligible = np.sort(rng.choice(eligible, config.max_users, replace=False))
     chosen = np.zeros(len(uniques), dtype=bool)
@@ -126,14 +134,14 @@ def user_holdout(df: pd.DataFrame, config: HoldoutConfig) -> tuple[pd.DataFrame,
     pos = np.empty(len(df), dtype=np.int64)
     pos[order] = np.arange(len(df)) - start[codes[order]]
     newest_rank = n_rows[codes] - 1 - pos
-    n = n_rows[codes]
-    n_recent = np.maximum(1, np.round(config.recent_fraction * n)).astype(np.int64)
-    n_random = np.maximum(1, np.round(config.random_fraction * n)).astype(np.int64)
+    block = per_block[codes]
+    n_random = np.maximum(1, np.round(config.random_fraction * n_rows)).astype(np.int64)[codes]
     in_val = chosen[codes]
-    recent = in_val & (newest_rank < n_recent)
+    future = in_val & (newest_rank < fold * block)
+    recent = in_val & ~future & (newest_rank < (fold + 1) * block)
     # Random part: among each chosen user's older rows, the n_random with the smallest random keys.
     key = rng.random(len(df))
-    older = in_val & ~recent
+    older = in_val & ~recent & ~future
     rank = np.full(len(df), np.iinfo(np.int64).max)
     idx = np.flatnonzero(older)
     if len(idx):
@@ -143,19 +151,20 @@ def user_holdout(df: pd.DataFrame, config: HoldoutConfig) -> tuple[pd.DataFrame,
         counts = np.diff(np.r_[first, len(sorted_idx)])
         rank[sorted_idx] = np.arange(len(sorted_idx)) - np.repeat(first, counts)
     rand = older & (rank < n_random)
-    fit = ~(recent | rand)
+    fit = ~(recent | rand | future)
     return (df.loc[fit].reset_index(drop=True), df.loc[recent].reset_index(drop=True),
             df.loc[rand].reset_index(drop=True))
 
 
 def plan_validation(
     df: pd.DataFrame, config: HoldoutConfig | None = None
-) -> tuple[pd.DataFrame, list[pd.DataFrame], ValidationPlan]:
+) -> tuple[list[tuple[pd.DataFrame, list[pd.DataFrame]]], ValidationPlan]:
     """The split selection validates on: a global time cut where the log has a shared clock and
-    enough returning users, else a per-user holdout (recent + random rows).
+    enough returning users, else a per-user holdout (latest + random rows).
 
-    Returns (fit part, validation parts, plan). With the per-user holdout there are two parts,
-    recent and random, scored on the same users.
+    Returns ([(fit part, validation parts), ...] one per fold, plan). The per-user holdout has two
+    parts, latest and random, scored on the same users, and as many folds (up to ``max_folds``) as
+    it takes to reach ``max_users`` validation users on logs with few users.
     """
     config = config or HoldoutConfig()
     returning, after = clock_check(df, config.global_fraction)
@@ -164,13 +173,22 @@ def plan_validation(
         fit, val = temporal_split(df, config.global_fraction)
         reason = (f"shared clock: {returning} of {after} users active in the last "
                   f"{config.global_fraction:.0%} of time were active before it")
-        return fit, [val], ValidationPlan("global_cut", reason, len(fit), len(val), returning)
-    fit, recent, rand = user_holdout(df, config)
+        return [(fit, [val])], ValidationPlan("global_cut", reason, len(fit), len(val), returning)
     why = (f"no shared clock to cut on ({returning} of {after} users after a global cut were seen before it, "
            f"need >= {config.global_min_users} and >= {config.global_min_warm_share:.0%})")
-    users = int(recent["user_id"].nunique())
-    if users == 0:
-        return fit, [], ValidationPlan("none", f"{why}; no user has {config.min_user_rows}+ rows to hold out",
-                                       len(fit), 0, 0)
-    reason = f"{why}: per-user holdout of the latest and a random draw of older rows"
-    return fit, [recent, rand], ValidationPlan("user_holdout", reason, len(fit), len(recent) + len(rand), users)
+    folds, users, rows = [], 0, 0
+    for fold in range(config.max_folds):
+        fit, recent, rand = user_holdout(df, config, fold)
+        n = int(recent["user_id"].nunique())
+        if n == 0:
+            break
+        folds.append((fit, [recent, rand]))
+        users, rows = users + n, rows + len(recent) + len(rand)
+        if users >= config.max_users:
+            break
+    if not folds:
+        return [], ValidationPlan("none", f"{why}; no user has {config.min_user_rows}+ rows to hold out",
+                                  len(df), 0, 0)
+    reason = (f"{why}: per-user holdout of the latest and a random draw of older rows"
+              + (f", {len(folds)} folds" if len(folds) > 1 else ""))
+    return folds, ValidationPlan("user_holdout", reason, len(folds[0][0]), rows, users)

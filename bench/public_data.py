@@ -1,0 +1,308 @@
+"""Real public logs, their protocols, honest metrics and independent baselines (for ``bench_public_data``).
+
+Nothing here imports the project's recommender: the baselines are written from their papers so
+that they are an independent bar, and the metrics are computed from recommendation lists alone.
+
+Data sets (``../shared/data`` next to the repository, see its README): two Amazon purchase logs
+with no timestamps (each user's rows are in order; no clock is shared across users) and a
+MovieLens ratings log with real timestamps. Protocols, k = 10, fixed seed:
+
+- ``random``: per user, 25% of the rows (rounded, at least 1, at most n - 1), drawn at random;
+- ``user_temporal``: per user, the last 20% of the rows by timestamp, ties in file order;
+- ``global_temporal``: the last 20% of all rows by timestamp (only where a global clock exists).
+
+Evaluation (the same for every method): evaluated users are test users with training rows; a
+user's relevant items are their distinct test items minus those they had in training (nobody may
+recommend those); items never seen in training stay relevant and count in the recall and NDCG
+denominators; candidates are the training items; every user's training items are excluded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT.parent / "shared" / "data"
+K = 10
+SETS = ("Amazon_Toys_and_Games", "Amazon_Sports_and_Outdoors", "ml-latest-small-ratings")
+PROTOCOLS = ("random", "user_temporal", "global_temporal")
+
+
+def has_global_clock(name: str) -> bool:
+    """Only the MovieLens log carries real timestamps shared by all users."""
+    return name.startswith("ml-")
+
+
+def protocols_for(name: str) -> list[str]:
+    return [p for p in PROTOCOLS if p != "global_temporal" or has_global_clock(name)]
+
+
+def load_set(name: str, data_dir: Path | None = None) -> pd.DataFrame:
+    """A public log in the raw-data contract: user_id, product_id, event_type, rating, timestamp."""
+    data_dir = Path(data_dir or DATA_DIR)
+    if name.startswith("Amazon_"):
+        df = pd.read_csv(data_dir / f"{name}.inter", sep="\t", dtype=str)
+        df.columns = ["user_id", "product_id"]
+        # No clock: the row number keeps each user's order (the only order the file has).
+        return df.assign(event_type="purchase", rating="", timestamp=np.arange(len(df), dtype=np.int64))
+    if name.startswith("ml-"):
+        df = pd.read_csv(data_dir / f"{name}.csv", usecols=[0, 1, 2, 3], dtype={"userId": str, "movieId": str})
+        return pd.DataFrame({
+            "user_id": df["userId"], "product_id": df["movieId"], "event_type": "rating",
+            "rating": np.ceil(df["rating"].to_numpy()).astype(int).astype(str),  # half stars rounded up
+            "timestamp": df["timestamp"].astype(np.int64),
+        })
+    raise ValueError(f"unknown data set {name!r} (known: {', '.join(SETS)})")
+
+
+def split_protocol(df: pd.DataFrame, protocol: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) rows of ``df`` under one protocol."""
+    df = df.reset_index(drop=True)
+    if protocol == "global_temporal":
+        cut = np.quantile(df["timestamp"].to_numpy(), 0.8, method="higher")
+        test = df["timestamp"].to_numpy() >= cut
+        return df.loc[~test].reset_index(drop=True), df.loc[test].reset_index(drop=True)
+    codes = pd.factorize(df["user_id"])[0]
+    n = np.bincount(codes)[codes]
+    if protocol == "random":
+        frac = 0.25
+        key = np.random.default_rng(seed).random(len(df))
+        order = np.lexsort((key, codes))
+    elif protocol == "user_temporal":
+        frac = 0.2
+        order = np.lexsort((-np.arange(len(df)), -df["timestamp"].to_numpy(), codes))  # newest first
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    rank = np.empty(len(df), dtype=np.int64)
+    starts = np.r_[0, np.cumsum(np.bincount(codes))[:-1]]
+    rank[order] = np.arange(len(df)) - starts[codes[order]]
+    n_test = np.clip(np.round(frac * n), 1, np.maximum(n - 1, 1))
+    test = (rank < n_test) & (n > 1)
+    return df.loc[~test].reset_index(drop=True), df.loc[test].reset_index(drop=True)
+
+
+@dataclass
+class Eval:
+    """Who is evaluated and on what; scores recommendation lists keyed by user id."""
+
+    users: np.ndarray  # user ids evaluated, in matrix row order
+    items: np.ndarray  # training item ids (candidates), in matrix column order
+    X: sp.csr_matrix  # binary training matrix, evaluated users first: rows of ``users`` then others
+    relevant: list[np.ndarray]  # per evaluated user: column indices of relevant training items
+    n_relevant: np.ndarray  # per evaluated user: relevant items incl. those unseen in training
+    train_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # all rows of X
+
+    def score(self, recs: dict[str, list[str]]) -> dict[str, float]:
+        """NDCG, precision, recall, MAP, hit rate @K and catalogue coverage of lists per user id."""
+        col = pd.Index(self.items)
+        hits = np.zeros((len(self.users), K), dtype=bool)
+        shown: set[str] = set()
+        for r, (u, rel) in enumerate(zip(self.users, self.relevant, strict=True)):
+            lst = list(recs.get(u, []))[:K]
+            shown.update(lst)
+            idx = col.get_indexer(lst)
+            hits[r, : len(lst)] = np.isin(idx, rel) & (idx >= 0)
+        return metrics(hits, self.n_relevant) | {"coverage": len(shown & set(self.items)) / len(self.items)}
+
+
+def metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
+    """Binary-relevance metrics@K from a users x K hit matrix; users with nothing relevant are skipped."""
+    keep = n_relevant > 0
+    hits, n_rel = hits[keep], n_relevant[keep].astype(np.float64)
+    k = hits.shape[1]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.minimum(n_rel, k).astype(int)
+    n_hits = hits.sum(axis=1)
+    ap = (np.cumsum(hits, axis=1) / np.arange(1, k + 1) * hits).sum(axis=1) / ideal
+    return {"ndcg": float(((hits @ disc) / np.cumsum(disc)[ideal - 1]).mean()),
+            "precision": float((n_hits / k).mean()), "recall": float((n_hits / n_rel).mean()),
+            "map": float(ap.mean()), "hit_rate": float((n_hits > 0).mean()), "users": int(len(hits))}
+
+
+def self_check() -> None:
+    """The metric code against a hand-computed three-user example."""
+    hits = np.array([[1, 0, 1] + [0] * 7, [0] * 10, [0, 1] + [0] * 8], dtype=bool)
+    m = metrics(hits, np.array([2, 3, 4]))
+    d = 1 / np.log2(np.arange(2, 12))
+    ndcg = [(d[0] + d[2]) / (d[0] + d[1]), 0.0, d[1] / (d[0] + d[1] + d[2] + d[3])]
+    assert abs(m["ndcg"] - np.mean(ndcg)) < 1e-12, m
+    assert abs(m["precision"] - (2 + 0 + 1) / 30) < 1e-12
+    assert abs(m["recall"] - (1.0 + 0 + 0.25) / 3) < 1e-12
+    assert abs(m["map"] - ((1 + 2 / 3) / 2 + 0 + 0.5 / 4) / 3) < 1e-12
+    assert abs(m["hit_rate"] - 2 / 3) < 1e-12
+
+
+def build_eval(train: pd.DataFrame, test: pd.DataFrame) -> Eval:
+    items = np.sort(train["product_id"].unique().astype(str))
+    train_users = np.sort(train["user_id"].unique().astype(str))
+    tested = pd.unique(test["user_id"].astype(str))
+    users = np.sort(tested[np.isin(tested, train_users)])
+    order = np.r_[np.searchsorted(train_users, users), np.flatnonzero(~np.isin(train_users, users))]
+    row_users = train_users[order]
+    rows = pd.Index(row_users).get_indexer(train["user_id"].astype(str))
+    cols = np.searchsorted(items, train["product_id"].astype(str))
+    X = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(row_users), len(items)))
+    X.data[:] = 1.0  # duplicates summed: back to 0/1
+    pairs = test[test["user_id"].isin(users)][["user_id", "product_id"]].astype(str).drop_duplicates()
+    r = np.searchsorted(users, pairs["user_id"].to_numpy())
+    c = pd.Index(items).get_indexer(pairs["product_id"].to_numpy())
+    owned = np.zeros(len(r), dtype=bool)
+    known = c >= 0
+    owned[known] = np.asarray(X[r[known], c[known]]).ravel() > 0
+    r, c = r[~owned], c[~owned]
+    n_rel = np.bincount(r, minlength=len(users))
+    return Eval(users, items, X, _group(r, c, len(users)), n_rel, row_users)
+
+
+def _group(r: np.ndarray, c: np.ndarray, n: int) -> list[np.ndarray]:
+    order = np.argsort(r, kind="stable")
+    r, c = r[order], c[order]
+    bounds = np.searchsorted(r, np.arange(n + 1))
+    return [np.sort(c[a:b][c[a:b] >= 0]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+# ----------------------------------------------------------------------------------------- baselines
+Scorer = Callable[[np.ndarray], np.ndarray]  # rows of X (evaluated users) -> dense scores
+
+
+def recommend(ev: Eval, scorer: Scorer, batch_cells: int = 40_000_000) -> dict[str, list[str]]:
+    """Top-K training items per evaluated user, training items excluded."""
+    n_items = len(ev.items)
+    batch = max(1, batch_cells // max(n_items, 1))
+    out: dict[str, list[str]] = {}
+    for lo in range(0, len(ev.users), batch):
+        hi = min(lo + batch, len(ev.users))
+        s = np.array(scorer(np.arange(lo, hi)), dtype=np.float32)  # own copy: exclusions are written in
+        seen = ev.X[lo:hi].tocoo()
+        s[seen.row, seen.col] = -np.inf
+        top = np.argpartition(-s, K, axis=1)[:, :K]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1)
+        for j, u in enumerate(ev.users[lo:hi]):
+            out[u] = list(ev.items[top[j]])
+    return out
+
+
+def most_pop(X: sp.csr_matrix) -> Scorer:
+    pop = np.asarray(X.sum(axis=0)).ravel()
+    return lambda rows: np.broadcast_to(pop, (len(rows), len(pop)))
+
+
+def _top_k_rows(S: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    S = S.tocsr()
+    S.setdiag(0)
+    S.eliminate_zeros()
+    rows, cols, vals = [], [], []
+    for i in range(S.shape[0]):
+        lo, hi = S.indptr[i], S.indptr[i + 1]
+        keep = np.argpartition(-S.data[lo:hi], k)[:k] + lo if hi - lo > k else np.arange(lo, hi)
+        rows.append(np.full(len(keep), i))
+        cols.append(S.indices[keep])
+        vals.append(S.data[keep])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=S.shape)
+
+
+def item_knn(X: sp.csr_matrix, k: int, shrink: float) -> Scorer:
+    """Cosine item-item similarity with shrinkage (Sarwar et al. 2001), k neighbours per item."""
+    G = (X.T @ X).tocsr().astype(np.float64)
+    norms = np.sqrt(G.diagonal())
+    G = G.tocoo()
+    G.data = G.data / (norms[G.row] * norms[G.col] + shrink + 1e-12)
+    W = _top_k_rows(G, k)
+    return lambda rows: (X[rows] @ W).toarray()
+
+
+def rp3beta(X: sp.csr_matrix, alpha: float, beta: float, k: int = 200) -> Scorer:
+    """RP3beta (Paudel et al. 2017): P_ui P_iu walk with the target's popularity ^ -beta."""
+    du = np.asarray(X.sum(axis=1)).ravel()
+    di = np.asarray(X.sum(axis=0)).ravel()
+    Pui = sp.diags(1 / np.maximum(du, 1)) @ X
+    Piu = sp.diags(1 / np.maximum(di, 1)) @ X.T.tocsr()
+    Pui.data **= alpha
+    Piu = Piu.tocsr()
+    Piu.data **= alpha
+    W = (Piu @ Pui).tocsr()
+    W = W @ sp.diags(np.power(np.maximum(di, 1), -beta))
+    W = _top_k_rows(W, k)
+    return lambda rows: (X[rows] @ W).toarray()
+
+
+def ease(X: sp.csr_matrix, lambdas: list[float]) -> Iterator[tuple[float, Scorer]]:
+    """EASE (Steck 2019), dense closed form per lambda (float64 Cholesky)."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    G = (X.T @ X).toarray().astype(np.float64)
+    eye = np.eye(G.shape[0])
+    for lam in lambdas:
+        A = G + lam * eye
+        P = cho_solve(cho_factor(A, overwrite_a=True, check_finite=False), eye, check_finite=False)
+        B = P / (-np.diag(P))[None, :]
+        np.fill_diagonal(B, 0.0)
+        del P, A
+        yield lam, (lambda rows, B=B: np.asarray(X[rows] @ B))
+
+
+def als(X: sp.csr_matrix, factors: int, reg: float, alpha: float, seed: int = 0) -> Scorer:
+    """implicit's ALS (Hu et al. 2008) on confidence 1 + alpha * x."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=alpha, iterations=15,
+                                        random_state=seed)
+        model.fit(X.tocsr(), show_progress=False)
+    U, V = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    return lambda rows: U[rows] @ V.T
+
+
+def baseline_grid(quick: bool = False) -> list[tuple[str, dict]]:
+    """(family, settings) of every baseline configuration, in the order they are run."""
+    grid: list[tuple[str, dict]] = [("MostPop", {})]
+    grid += [("ItemKNN", {"k": k, "shrink": s}) for k in ((100,) if quick else (50, 100, 200, 500))
+             for s in (0.0, 10.0)]
+    grid += [("RP3beta", {"alpha": a, "beta": b}) for a in ((0.75,) if quick else (0.5, 0.75, 1.0))
+             for b in (0.0, 0.25, 0.5)]
+    grid += [("EASE", {"lambdas": [30.0, 300.0] if quick else [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]})]
+    grid += [("ALS", {"factors": f, "reg": r, "alpha": a}) for f in ((128,) if quick else (64, 128, 256))
+             for r in ((0.1,) if quick else (0.01, 0.1, 1.0)) for a in (1.0, 10.0, 40.0)]
+    return grid
+
+
+def run_baselines(ev: Eval, quick: bool = False, log: Callable[[str], None] = print) -> list[dict]:
+    """Every baseline configuration fitted on the training matrix and scored on ``ev``."""
+    rows = []
+    X = ev.X
+    for family, params in baseline_grid(quick):
+        t = time.perf_counter()
+        if family == "EASE":
+            for lam, scorer in ease(X, params["lambdas"]):
+                fit = time.perf_counter() - t
+                rows.append(_row(ev, f"EASE(lambda={lam:g})", family, scorer, fit, log))
+                t = time.perf_counter()
+            continue
+        if family == "MostPop":
+            scorer, name = most_pop(X), "MostPop"
+        elif family == "ItemKNN":
+            scorer, name = item_knn(X, **params), f"ItemKNN(k={params['k']},shrink={params['shrink']:g})"
+        elif family == "RP3beta":
+            scorer, name = rp3beta(X, **params), f"RP3beta(a={params['alpha']:g},b={params['beta']:g})"
+        else:
+            scorer = als(X, **params)
+            name = f"ALS(f={params['factors']},reg={params['reg']:g},alpha={params['alpha']:g})"
+        rows.append(_row(ev, name, family, scorer, time.perf_counter() - t, log))
+    return rows
+
+
+def _row(ev: Eval, name: str, family: str, scorer: Scorer, fit_s: float, log: Callable[[str], None]) -> dict:
+    t = time.perf_counter()
+    recs = recommend(ev, scorer)
+    m = ev.score(recs)
+    per_user_ms = 1000 * (time.perf_counter() - t) / max(len(ev.users), 1)
+    log(f"    {name}: ndcg@{K}={m['ndcg']:.4f} (fit {fit_s:.1f}s)")
+    return {"method": name, "family": family, **m, "train_s": round(fit_s, 2), "predict_ms": round(per_user_ms, 3)}
