@@ -86,16 +86,17 @@ class SelectionConfig:
     #: dense EASE solve where it fits (the strongest single model on catalogues up to ~20k items).
     work_budget: float | None = None
     budget_base: float = 20.0
-    budget_per_million: float = 30.0
+    budget_per_million: float = 40.0
     ease_fits: int = 4
     #: Validation users x items scored per candidate, bounding the memory of cached score matrices.
-    eval_cells: int = 60_000_000
+    eval_cells: int = 40_000_000
     min_eval_users: int = 300
     cache_bytes: float = 2e9
     #: Fewer validation users than this: no selection, the strongest model that fits is used.
     min_val_users: int = 20
     max_components: int = 4
     partner_min_ratio: float = 0.5  # blend partners must reach this share of the best objective
+    partners_per_round: int = 3  # each blending round tries the best few remaining families
     #: A step (tuning, blending, recency) must beat the best so far by this factor *and* by
     #: ``min_z`` standard errors of the paired per-user difference: no noise-level complexity.
     min_gain: float = 1.005
@@ -103,9 +104,8 @@ class SelectionConfig:
     blend_grid: tuple[float, ...] = (0.2, 0.4)
     #: Recency weighting of profiles: pure decay half-lives (only with a shared clock: a pure decay
     #: forgets a user's older tastes), and (half-life, boost) pairs.
-    decay_grid: tuple[float, ...] = (4.0, 16.0)
-    boost_half_lives: tuple[float, ...] = (1.0, 4.0)
-    boost_grid: tuple[float, ...] = (0.25, 0.5, 1.0)
+    decay_grid: tuple[float, ...] = (16.0,)
+    boost_grid: tuple[tuple[float, float], ...] = ((1.0, 0.5), (1.0, 1.0), (4.0, 0.5), (4.0, 1.0))
     #: The mild boost tried first and kept unless validation shows it hurting (None = no prior).
     recency_default: tuple[float, float] | None = (1.0, 0.25)
     #: With the per-user holdout, recency may not cost the random part ("what else") more than this share.
@@ -147,6 +147,7 @@ class SelectionResult:
     chosen_parts: dict[str, float] = field(default_factory=dict)
     budget: float = 0.0
     spent: float = 0.0
+    scored_users: int = 0
 
     def summary(self) -> dict[str, Any]:
         """What the log and evaluation.json say about selection: split, users, choice and why."""
@@ -154,7 +155,7 @@ class SelectionResult:
         return {
             "split": plan.kind if plan else "none",
             "split_reason": plan.reason if plan else "",
-            "validation_users": plan.val_users if plan else 0,
+            "validation_users": self.scored_users,
             "validation_rows": plan.val_rows if plan else 0,
             "objective": "geometric mean of NDCG@k over " + " and ".join(self.parts) if self.parts else "none",
             "validation_ndcg": self.val_ndcg, "popularity_validation_ndcg": self.popularity_val_ndcg,
@@ -442,15 +443,19 @@ def select(
         + (f" over {len(folds)} folds" if len(folds) > 1 else "")
         + f" scored on {' + '.join(names)}; work budget {budget:.0f} reference s from the data's shape")
     search = _Search(val, config, budget, log)
+    # Blending and recency are worth more than one more family or tuning step: keep their work.
+    n_recency = len(config.decay_grid) + len(config.boost_grid) + 1 + len(config.repeat_grid)
+    reserve = search.eval_cost * (len(config.blend_grid) * config.partners_per_round * (config.max_components - 1)
+                                  + 2 * n_recency)
 
-    # 1. Every family at its default, in the configured order.
+    # 1. Every family at its default, in the configured order (popularity always: the reference).
     for cand in config.candidates:
         if cand.family == "popularity" and cand.config.half_life_fraction > 0 and plan.kind != "global_cut":
             reason = "trending needs a shared clock (the validation is a per-user holdout)"
             search.row(cand.name, None, skipped=reason)
             log(f"[select] skip {cand.name}: {reason}")
             continue
-        search.evaluate(cand)
+        search.evaluate(cand, reserve=0.0 if cand.family == "popularity" else min(reserve, budget / 2))
     if not search.fitted:
         return _fallback(train, products, users, weights, num_threads, plan, log, "no candidate could be fitted")
     pop_fit = search.fitted.get(Candidate("popularity", PopularityConfig()))
@@ -458,9 +463,6 @@ def select(
 
     # 2. Tune each family, best first, while the budget lasts (keeping what blending and recency need).
     families = sorted({c.family for c in search.fitted}, key=lambda f: -search.best_of(f).score)
-    n_recency = len(config.decay_grid) + len(config.boost_half_lives) * len(config.boost_grid) + 1
-    n_blend = len(config.blend_grid) * len(families) * (config.max_components - 1)
-    reserve = search.eval_cost * (n_blend + (n_recency + len(config.repeat_grid)) * (config.max_components + 1))
     if config.tune:
         for family in families:
             if FAMILIES[family].search_axes:
@@ -475,11 +477,12 @@ def select(
     current = search.scores_of(lead)
     partners = [f for f in ranked[1:] if f.score >= config.partner_min_ratio * lead.score]
     while partners and len(members) < config.max_components:
-        if not search.affordable(len(config.blend_grid) * len(partners) * search.eval_cost):
+        trying = partners[: config.partners_per_round]
+        if not search.affordable(len(config.blend_grid) * len(trying) * search.eval_cost):
             log("[select] blending stopped: work budget spent")
             break
         gain = None
-        for other in partners:
+        for other in trying:
             other_scores = search.scores_of(other)
             for w in config.blend_grid:
                 weights_ = [*(x * (1 - w) for x in recipe.weights), w]
@@ -520,7 +523,7 @@ def select(
             best = trial
             recipe = replace(recipe, decay_half_life=h, recency_boost=b)
     decays = config.decay_grid if plan.kind == "global_cut" else ()
-    options = [(h, 0.0) for h in decays] + [(h, b) for h in config.boost_half_lives for b in config.boost_grid]
+    options = [(h, 0.0) for h in decays] + list(config.boost_grid)
     for half_life, boost in options:
         if (half_life, boost) == config.recency_default:
             continue
@@ -550,7 +553,7 @@ def select(
     log(f"[select] chosen {chosen.name}: validation {search.describe(best)} vs popularity {pop_score:.4f}; "
         f"work {search.spent:.0f} of {budget:.0f} reference s ({time.perf_counter() - t0:.1f}s)")
     return SelectionResult(recipe, search.table, best.value, pop_score, [], plan, names,
-                           dict(zip(names, best.parts, strict=True)), budget, search.spent)
+                           dict(zip(names, best.parts, strict=True)), budget, search.spent, val.n_users)
 
 
 def _sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
