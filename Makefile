@@ -9,6 +9,7 @@ NODE_STAMP := node_modules/.installed
 ARGS ?=
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export OPENBLAS_NUM_THREADS := 1
 export MPLBACKEND := Agg
 
@@ -25,9 +26,10 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(PY_STAMP) $(NODE_STAMP) browser
+setup: $(PY_STAMP) $(NODE_STAMP)
 
-# Headless Chromium for the dashboard's browser test; installed only when missing and we are root.
+# Headless Chromium for the dashboard's browser test (make test only: the main job changes nothing
+# outside the repository); installed only when missing and we are root.
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "==> installing chromium (apt-get)"; apt-get update -qq && apt-get install -y -qq chromium; \
@@ -36,12 +38,14 @@ browser:
 
 synth: setup
 	@echo "==> npx cdk synth (no AWS account needed)"
-	@start=$$(date +%s); npx cdk synth --quiet --no-notices > /dev/null && echo "    templates in cdk.out/ ($$(( $$(date +%s) - start )) s)"
+	@mkdir -p out; start=$$(date +%s); \
+	if npx cdk synth --quiet --no-notices > out/synth.log 2>&1; then echo "    templates in cdk.out/ ($$(( $$(date +%s) - start )) s)"; \
+	else cat out/synth.log; exit 1; fi
 
 run: synth
 	$(PY) -m recsys run $(ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: setup

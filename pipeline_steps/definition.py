@@ -27,8 +27,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import tarfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -525,13 +527,22 @@ def _offline(region: str) -> Iterator[None]:
     from moto import mock_aws
 
     saved = dict(os.environ)
+    # The SDK narrates what it does (telemetry notice, popped job names, a bucket it "creates" in
+    # moto, found credentials): none of it is the user's business when only a definition is made.
+    loggers = {name: logging.getLogger(name) for name in ("sagemaker", "botocore", "boto3")}
+    levels = {name: lg.level for name, lg in loggers.items()}
     try:
         for key in _DROP_ENV:
             os.environ.pop(key, None)
         os.environ.update({**_FAKE_ENV, "AWS_DEFAULT_REGION": region, "AWS_REGION": region})
-        with mock_aws():
+        for lg in loggers.values():
+            lg.setLevel(logging.ERROR)
+        with mock_aws(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
+        for name, lg in loggers.items():
+            lg.setLevel(levels[name])
         os.environ.clear()
         os.environ.update(saved)
 
