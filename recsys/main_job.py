@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from glue_jobs.raw_reader import read_raw
+from glue_jobs.raw_reader import RawDataError, read_raw
 from glue_jobs.recipe_executor import curated_arrow_table, reason_counts, run_recipe
 from glue_jobs.schema import CURATED_COLUMNS
 from recsys.generator import GeneratorConfig, generate_to_dir
@@ -77,6 +77,12 @@ class CurationCounts:
     curated: int = 0
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _require_rows(path: Path) -> None:
+    """Stop before anything is provisioned when the interactions file has no data rows."""
+    if not len(read_raw(path, "interactions", name=str(path)).frame):
+        raise RawDataError(f"{path}: has a header but no rows; nothing to curate or train on")
 
 
 def find_raw_files(folder: Path) -> dict[str, Path]:
@@ -208,6 +214,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
         if args.data:
             files = find_raw_files(Path(args.data))
             progress.info(f"using your files from {args.data}: {', '.join(p.name for p in files.values())}")
+            _require_rows(files["interactions"])
         else:
             summary = generate_to_dir(workdir / "raw", gen_cfg, progress=progress.info)
             files = dict(summary.paths)
@@ -237,6 +244,11 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                     _publish(aws, res, table, CURATED_PREFIX, empty_curated(table), lake)
                     _clear_quarantine(aws, res, table, lake)
                     progress.info(f"{table:<13} not provided: an empty curated table keeps joins working")
+            if counts["interactions"].curated == 0:
+                raise RawDataError(
+                    f"{files['interactions'].name}: none of its {counts['interactions'].rows_in:,} rows passed the "
+                    f"recipe (quarantine reasons: {', '.join(sorted(counts['interactions'].reasons)) or 'none'}); "
+                    f"nothing to train on. The rows are in {lake / QUARANTINE_PREFIX / 'interactions'}")
             stream_counts = curate_clickstream(aws, res, lake)
             if stream_counts is not None:
                 counts[CLICKSTREAM] = stream_counts
@@ -263,6 +275,9 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             top = athena.query("top_products_by_category")
 
         pipeline = _pipeline_stage(progress, cfg, aws, res, workdir)
+        if pipeline is None:
+            print(f"\nstopped after {progress.elapsed:.1f} s: the pipeline failed (see above); curated data in {lake}")
+            return 1
 
         with progress.step("Results"):
             tables = list_tables(aws, res.glue_database)
@@ -271,7 +286,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             _show(progress, "funnel and revenue, last 5 days (all categories)", daily)
             _show(progress, "best-selling product per category", top[top.category_rank == 1], rows=15)
         latencies: list[float] = []
-        if pipeline is not None and pipeline.passed_gate:
+        if pipeline.passed_gate:
             latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training)
             with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
                 _archive_to_training(progress, aws, res, athena, lake, stream_events, len(training))
@@ -283,17 +298,15 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 cfg,
                 aws,
                 athena,
-                pipeline.evaluation if pipeline is not None else None,
+                pipeline.evaluation,
                 counts,
                 workdir,
                 progress,
-                model_version=pipeline.execution_id if pipeline is not None else "none",
+                model_version=pipeline.execution_id,
                 endpoint_latencies_ms=latencies or None,
             )
             progress.info(f"dashboard: {dashboard.resolve()} (open it in a browser)")
     print(f"\ndone in {progress.elapsed:.1f} s; local outputs in {lake}; raw in s3 under {RAW_PREFIX}/")
-    if pipeline is None:
-        return 1
     if args.serve and pipeline.passed_gate:
         from recsys.local.endpoint import serve_forever
 
@@ -363,11 +376,12 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
         try:
             result = run_pipeline_locally(cfg, aws, res, workdir, progress.info)
         except PipelineStepError as err:
-            progress.info(f"pipeline FAILED: {str(err).splitlines()[0]}")
+            first, *tail = str(err).splitlines()
+            progress.info(f"pipeline FAILED: {first}")
+            for line in tail:
+                progress.info(f"    {line}")
             progress.info("no model registered, no endpoint started; the step's full log is in the folder above")
             return None
-        for name, status, seconds in result.steps:
-            progress.info(f"step {name:<24} {status:<10} {seconds:6.1f} s")
         metrics = result.evaluation.get("metrics", {})
         rows = [
             {
@@ -378,6 +392,12 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
             for m in SHOWN_METRICS
         ]
         _show(progress, "evaluation on the temporal test split", pd.DataFrame(rows).round(4), rows=len(rows))
+        selection = result.evaluation.get("selection")
+        if selection:  # which validation chose the model, and why (train.py's own summary)
+            progress.info(f"model selection: {selection['split']} validation, {selection['validation_users']:,} users "
+                          f"-> {selection.get('chosen', '?')}")
+            for note in selection.get("notes", []):
+                progress.info(f"  {note}")
         if result.passed_gate:
             progress.info(f"quality gate passed; model package {result.model_package_arn} ({result.approval_status})")
         else:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from recsys_core.bundle import Bundle  # noqa: E402
-from recsys_core.data import load_interactions  # noqa: E402
+from recsys_core.data import load_interactions, run_entry_point  # noqa: E402
 from recsys_core.ensemble import Ensemble  # noqa: E402
 from recsys_core.evaluation import build_targets, evaluate_scores  # noqa: E402
 from recsys_core.report import grouped_bars, markdown_table  # noqa: E402
@@ -153,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, "evaluate"))

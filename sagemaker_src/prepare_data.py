@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from recsys_core.data import DataError, find_table, parse_timestamps, read_table  # noqa: E402
+from recsys_core.data import DataError, find_table, parse_timestamps, read_table, run_entry_point  # noqa: E402
 from recsys_core.split import SplitConfig, split  # noqa: E402
 
 #: Columns of the optional tables that the training-set extraction carries per interaction.
@@ -102,4 +102,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, "prepare"))

@@ -21,7 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit runs its own thre
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recsys_core.bundle import Bundle, recipe_doc  # noqa: E402
-from recsys_core.data import load_interactions, load_optional  # noqa: E402
+from recsys_core.data import load_interactions, load_optional, run_entry_point  # noqa: E402
 from recsys_core.features import EventWeights, item_popularity  # noqa: E402
 from recsys_core.models.content import SegmentPopularity  # noqa: E402
 from recsys_core.prepare import prepare, user_segments  # noqa: E402
@@ -156,4 +156,4 @@ def _write_selection_report(out_dir: Path, result, chosen: str, k: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main, "train"))

@@ -7,6 +7,8 @@ so that a lookup is a binary search and loading a model needs no dict building.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,16 @@ _EXTENSIONS = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv")
 
 class DataError(ValueError):
     """The input cannot be used at all (no interactions file, no usable rows)."""
+
+
+def run_entry_point(main: Callable[[], int], name: str) -> int:
+    """Run a script's ``main``; input it cannot use ends in one line on stderr (exit 2), not a traceback,
+    so the job's log (and the pipeline runner's "stderr tail") says what is wrong with the data."""
+    try:
+        return main()
+    except (DataError, FileNotFoundError) as exc:
+        print(f"[{name}] error: {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 def find_table(directory: str | Path, name: str) -> Path | None:

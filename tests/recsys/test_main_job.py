@@ -80,6 +80,28 @@ def test_bad_user_file_gives_one_clear_line_not_a_traceback(tmp_path, capsys, co
     assert err.startswith("error: ") and message in err.lower() and "Traceback" not in err
 
 
+def test_a_header_without_rows_stops_before_anything_is_provisioned(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "interactions.csv").write_text("user_id,product_id,event_type,rating,timestamp\n")
+    assert main(["run", "--data", str(data), "--workdir", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "no rows" in captured.err and "Traceback" not in captured.err
+    assert "Local AWS" not in captured.out and not (tmp_path / "run" / "lake").exists()
+
+
+def test_a_file_whose_every_row_is_quarantined_stops_after_curation_and_keeps_the_rows(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "interactions.csv").write_text(
+        "user_id,product_id,event_type,rating,timestamp\n,p1,view,,2026-01-01\nu1,p2,teleport,,2026-01-01\n")
+    assert main(["run", "--data", str(data), "--workdir", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert "none of its 2 rows passed" in captured.err and "missing_user_id" in captured.err
+    assert "SageMaker pipeline" not in captured.out
+    assert (tmp_path / "run" / "lake" / "quarantine" / "interactions").exists()  # never lost
+
+
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "--data", str(tmp_path / "nope")]) == 2
     assert "--data folder not found" in capsys.readouterr().err
