@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from glue_jobs.schema import (
     CURATED_COLUMNS,
+    OPTIONAL_RAW_COLUMNS,
     QUARANTINE_REASON_COLUMN,
     QUARANTINE_STEP_COLUMN,
     RAW_COLUMNS,
@@ -507,7 +508,7 @@ def _as_raw_strings(table: str, raw: pd.DataFrame) -> pd.DataFrame:
     """Raw columns as strings; optional raw columns absent from the file are added empty, so steps can run."""
     out = raw.reset_index(drop=True)
     out = out.astype({c: "str" for c in out.columns if not pd.api.types.is_string_dtype(out[c].dtype)})
-    for c in RAW_COLUMNS[table]:
+    for c in (*RAW_COLUMNS[table], *OPTIONAL_RAW_COLUMNS[table]):
         if c not in out.columns:
             out[c] = pd.Series(pd.NA, index=out.index, dtype="str")
     return out

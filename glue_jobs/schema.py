@@ -16,10 +16,20 @@ RAW_COLUMNS: dict[str, tuple[str, ...]] = {
     "interactions": ("user_id", "product_id", "event_type", "rating", "timestamp"),
 }
 
-#: Columns that must be present in a raw file for the table to be processed at all.
+#: Optional raw columns beyond the contract's core (new in the README's "Your own data"): an order line's
+#: ``quantity`` (default 1) and ``unit_price`` (INR; the catalogue price when empty) make revenue right for
+#: shops whose files carry them. Absent ones are added empty before the recipe runs.
+OPTIONAL_RAW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": (),
+    "products": (),
+    "interactions": ("quantity", "unit_price"),
+}
+
+#: Columns that must be present in a raw file for the table to be processed at all (a real catalogue often
+#: has no category: it is optional and reads 'unknown').
 REQUIRED_RAW_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": ("user_id",),
-    "products": ("product_id", "category", "price"),
+    "products": ("product_id", "price"),
     "interactions": ("user_id", "product_id", "event_type", "timestamp"),
 }
 
@@ -37,7 +47,7 @@ CURATED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "products": {
         "product_id": pa.string(),
         "product_url": pa.string(),
-        "category": pa.string(),
+        "category": pa.string(),  # "unknown" when missing
         "sub_category": pa.string(),
         "price": pa.float64(),  # INR, > 0
         "price_normalized": pa.float64(),  # min-max over the curated rows, in [0, 1]
@@ -48,6 +58,8 @@ CURATED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "event_type": pa.string(),  # one of EVENT_TYPES
         "rating": pa.float64(),  # 1-5 for rating events, else null
         "event_time": pa.timestamp("ms"),  # UTC, timezone-naive
+        "quantity": pa.float64(),  # units on the order line, > 0; 1 when the file has none
+        "unit_price": pa.float64(),  # INR per unit on the order line, > 0; null = use the catalogue price
     },
 }
 

@@ -120,5 +120,4 @@ def run_monitoring(
     path = write_dashboard(
         athena, Path(out_dir) / "dashboard.html", history, title=f"{cfg.prefix} analytics", alarms=states
     )
-    progress.info(f"dashboard {path}")
     return path

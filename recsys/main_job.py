@@ -288,8 +288,9 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
         latencies: list[float] = []
         if pipeline.passed_gate:
             latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training)
-            with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
-                _archive_to_training(progress, aws, res, athena, lake, stream_events, len(training))
+            if stream_events:
+                with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
+                    _archive_to_training(progress, aws, res, athena, lake, stream_events, len(training))
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring
@@ -446,9 +447,15 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
     sres = streaming.provision_streaming(cfg, aws)
     invoke = streaming.http_invoke(url)
     shopper = "stream-shopper-001"
-    category = training["category"].dropna().mode().iloc[0] if "category" in training else None
+    known = training["category"].dropna() if "category" in training else pd.Series(dtype="str")
+    known = known[known != "unknown"]  # a catalogue without categories (or none at all) still gets a demo
+    category = known.mode().iloc[0] if len(known) else None
     pool = training[training["category"] == category] if category is not None else training
-    viewed = pool["product_id"].value_counts().index[5:10].tolist()
+    ranked = pool["product_id"].value_counts().index.tolist()
+    viewed = ranked[5:10] or ranked[:5]
+    if not viewed:
+        progress.info("clickstream: no products in the training set to view; the real-time demo is skipped")
+        return []
 
     def show(label: str) -> None:
         answer = streaming.recommend(aws, sres, shopper, 5, invoke)["body"]
@@ -466,7 +473,8 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
     streaming.replay_events(aws, sres, [*views, malformed])
     stats = streaming.consume_once(aws, sres)
     progress.info(
-        f"clickstream: {len(views)} views of {category} + 1 malformed record put on Kinesis; consumer processed "
+        f"clickstream: {len(views)} views of {category or 'popular products'} + 1 malformed record put on Kinesis; "
+        f"consumer processed "
         f"{stats.processed}, dead-lettered {stats.dead_lettered} ({', '.join(stats.reasons) or 'none'}) "
         f"in {(time.perf_counter() - start) * 1000:.0f} ms; recent items {streaming.recent_items(aws, sres, shopper)}"
     )

@@ -10,7 +10,13 @@ import pytest
 
 from glue_jobs.recipe import RECIPES_DIR, load_recipe, recipe_steps
 from glue_jobs.recipe_executor import SUPPORTED_OPERATIONS, apply_steps, curated_arrow_table, run_recipe
-from glue_jobs.schema import CURATED_COLUMNS, QUARANTINE_REASON_COLUMN, QUARANTINE_STEP_COLUMN, RAW_COLUMNS
+from glue_jobs.schema import (
+    CURATED_COLUMNS,
+    OPTIONAL_RAW_COLUMNS,
+    QUARANTINE_REASON_COLUMN,
+    QUARANTINE_STEP_COLUMN,
+    RAW_COLUMNS,
+)
 
 TABLES = tuple(RAW_COLUMNS)
 
@@ -66,8 +72,37 @@ def test_interactions_clean_rows_survive_with_utc_event_time():
 
 def test_quarantine_keeps_the_raw_text_of_every_raw_column():
     q = run_recipe("interactions", INTERACTIONS).quarantine
-    assert list(q.columns) == [*RAW_COLUMNS["interactions"], QUARANTINE_REASON_COLUMN, QUARANTINE_STEP_COLUMN]
+    raw_columns = [*RAW_COLUMNS["interactions"], *OPTIONAL_RAW_COLUMNS["interactions"]]
+    assert list(q.columns) == [*raw_columns, QUARANTINE_REASON_COLUMN, QUARANTINE_STEP_COLUMN]
     assert q.set_index("user_id").loc["u9", "timestamp"] == "yesterday"
+
+
+ORDER_LINES = pd.DataFrame(
+    [
+        ("u1", "p1", "purchase", None, "1714557600", "3", "12.50"),  # quantity and unit price
+        ("u2", "p2", "purchase", None, "1714557600", "", ""),  # neither: 1 unit, catalogue price
+        ("u3", "p3", "purchase", None, "1714557600", "-2", "4.0"),  # a return: not a purchase
+        ("u4", "p4", "purchase", None, "1714557600", "1", "free"),  # unit price not a number
+        ("u5", "p5", "purchase", None, "1714557600", " 2 ", None),  # blanks around a number are fine
+    ],
+    columns=[*RAW_COLUMNS["interactions"], "quantity", "unit_price"],
+)
+
+
+def test_order_lines_carry_quantity_and_unit_price_and_bad_ones_are_quarantined():
+    result = run_recipe("interactions", ORDER_LINES)
+    assert reasons(result, "user_id") == {"u3": "invalid_quantity", "u4": "invalid_unit_price"}
+    cur = result.curated.set_index("user_id")
+    assert cur["quantity"].to_dict() == {"u1": 3.0, "u2": 1.0, "u5": 2.0}
+    assert cur.loc["u1", "unit_price"] == 12.5
+    assert cur[["unit_price"]].loc[["u2", "u5"]].isna().all().all()
+    quarantined = result.quarantine.set_index("user_id")
+    assert quarantined.loc["u3", "quantity"] == "-2"  # the raw text is kept
+
+
+def test_files_without_quantity_columns_get_one_unit_per_line():
+    cur = run_recipe("interactions", INTERACTIONS).curated
+    assert cur["quantity"].tolist() == [1.0, 1.0, 1.0] and cur["unit_price"].isna().all()
 
 
 def test_a_row_with_two_problems_lists_both_reasons():
@@ -124,7 +159,8 @@ PRODUCTS = raw(
         ("p4", "https://x/p4", "Kurtis", None, "0"),  # zero
         ("p5", "https://x/p5", "Kurtis", None, "cheap"),  # non-numeric
         ("p1", "https://x/p1b", "Sarees", None, "120"),  # repeated product_id
-        ("p6", "https://x/p6", None, None, "200"),  # no category
+        ("p6", "https://x/p6", None, None, "200"),  # no category: kept as 'unknown'
+        ("p8", "https://x/p8", "  ", None, "250"),  # blank category: the same
         ("p7", "https://x/p7", "Kurtis", None, " 200.0 "),  # blanks around a valid price are fine
     ],
     "products",
@@ -138,10 +174,11 @@ def test_products_quarantine_bad_prices_and_normalise_the_rest():
         "p4": "invalid_price",
         "p5": "invalid_price",
         "p1": "duplicate_product_id",
-        "p6": "missing_category",
     }
     cur = result.curated.set_index("product_id")
-    assert cur["price_normalized"].to_dict() == {"p1": 0.0, "p2": 1.0, "p7": 0.5}
+    assert cur["price_normalized"].to_dict() == {"p1": 0.0, "p2": 1.0, "p6": 0.5, "p7": 0.5, "p8": 0.75}
+    assert cur.loc["p6", "category"] == cur.loc["p8", "category"] == "unknown"
+    assert cur.loc["p6", "category_code"] == 0 and cur.loc["p1", "category"] == "Sarees"
 
 
 @pytest.mark.parametrize(("table", "frame"), [("users", USERS), ("products", PRODUCTS), ("interactions", INTERACTIONS)])
@@ -157,6 +194,8 @@ def test_counts_reconcile_and_curated_types_match_the_schema(table, frame):
 @pytest.mark.parametrize(("table", "frame"), [("users", USERS), ("products", PRODUCTS), ("interactions", INTERACTIONS)])
 def test_run_recipe_equals_running_the_two_composed_recipes(table, frame):
     result = run_recipe(table, frame)
+    # DataBrew sees the file's header: one that names the optional columns (empty values are fine)
+    frame = frame.assign(**{c: pd.Series(pd.NA, index=frame.index, dtype="str") for c in OPTIONAL_RAW_COLUMNS[table]})
     curated = apply_steps(frame, recipe_steps(table, "curated"))
     quarantine = apply_steps(frame, recipe_steps(table, "quarantine"))
     pd.testing.assert_frame_equal(result.curated.astype(curated.dtypes.to_dict()), curated)

@@ -64,6 +64,30 @@ def test_main_job_on_user_files_with_interactions_only(tmp_path, capsys):
     assert "products      not provided" in out
 
 
+def test_a_real_shops_order_lines_without_categories_give_revenue_and_finish(tmp_path, capsys):
+    """A real retailer's export: order lines with quantity and unit price, a catalogue with prices but no
+    category column, a quarter of the lines without a customer and a few returns (negative quantity)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = ["user_id,product_id,event_type,rating,timestamp,quantity,unit_price"]
+    for n in range(400):
+        user = "" if n % 4 == 0 else f"c{n % 37}"
+        quantity = "-1" if n % 50 == 7 else str(1 + n % 3)
+        lines.append(f"{user},sku{(n * 7) % 23},purchase,,{1767250000 + 3600 * n},{quantity},{2.5 + n % 5}")
+    (data / "interactions.csv").write_text("\n".join(lines) + "\n")
+    (data / "products.csv").write_text(
+        "product_id,product_url,price\n" + "".join(f"sku{i},https://shop.example/sku{i},{3 + i}\n" for i in range(23))
+    )
+    assert main(["run", "--data", str(data), "--workdir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"products\s+in\s+23\s+curated\s+23\s+quarantined\s+0", out), out
+    assert "missing_user_id" in out and "invalid_quantity" in out
+    funnel = out[out.index("funnel and revenue") :].splitlines()[1:7]
+    header = funnel[0].split()
+    revenue = [float(line.split()[header.index("revenue")]) for line in funnel[1:] if line.strip()]
+    assert revenue and all(r > 0 for r in revenue), funnel
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

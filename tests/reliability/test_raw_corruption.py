@@ -44,12 +44,11 @@ REASONS = {
 }
 COLUMNS = list(RAW_COLUMNS["interactions"])
 #: Generator dirt kinds (recsys.generator) that must end in quarantine, by reason; the rest (impossible ages,
-#: blank genders) are repaired in the curated table instead.
+#: blank genders, missing categories) are repaired in the curated table instead.
 QUARANTINED_DIRT = {
     "users": {"missing_user_id": ["missing_user_id"]},
     "products": {
         "invalid_price": ["negative_price", "zero_price", "non_numeric_price"],
-        "missing_category": ["missing_category"],
         "duplicate_product_id": ["duplicate_product_id"],
     },
     "interactions": {

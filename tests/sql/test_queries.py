@@ -409,3 +409,24 @@ def test_integer_division_trap_is_real_on_duckdb(engine: LocalAthena) -> None:
     with pytest.warns(UserWarning, match="integer division"):
         assert engine.query("SELECT 7 / 2 AS x").x.iloc[0] != 3
     assert to_duckdb("SELECT CAST(7 AS DOUBLE) / 2") == "SELECT CAST(7 AS DOUBLE) / 2"
+
+
+def test_revenue_uses_the_order_lines_quantity_and_unit_price_else_the_catalogue_price(
+    tmp_path: Path, curated: dict[str, Path]
+) -> None:
+    lines = _interaction_rows(
+        [
+            ("u1", "p1", "purchase", None, "2024-04-01 09:00:00"),  # 1 x catalogue 500
+            ("u2", "p1", "purchase", None, "2024-04-01 10:00:00"),  # 3 x 450 on the line
+            ("u3", "p404", "purchase", None, "2024-04-01 11:00:00"),  # not in the catalogue: 2 x 40
+            ("u3", "p405", "purchase", None, "2024-04-01 12:00:00"),  # not in the catalogue, no price: 0
+        ]
+    )
+    for row, (quantity, unit_price) in zip(lines, [(None, None), (3.0, 450.0), (2.0, 40.0), (None, None)], strict=True):
+        row |= {"quantity": quantity, "unit_price": unit_price}
+    engine = LocalAthena({**curated, "interactions": _write(tmp_path / "i.parquet", "interactions", lines)})
+    funnel = engine.query("kpi_daily_funnel")
+    assert _funnel_row(funnel, "2024-04-01", "Sarees").revenue == 1850.0  # 500 + 1350
+    assert _funnel_row(funnel, "2024-04-01", "unknown").revenue == 80.0
+    enriched = engine.query("dashboard_enriched_interactions")
+    assert enriched["revenue"].tolist() == [500.0, 1350.0, 80.0, 0.0]

@@ -71,6 +71,8 @@ def test_register_prefix_creates_the_table_with_columns_types_and_location(aws: 
         ("event_type", "string"),
         ("rating", "double"),
         ("event_time", "timestamp"),
+        ("quantity", "double"),
+        ("unit_price", "double"),
     ]
 
 
