@@ -23,11 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from monitoring.metrics import MODEL_METRICS_PREFIX, MODEL_METRICS_TABLE  # noqa: F401 - MODEL_METRICS_PREFIX: for the analytics stack
 from recsys.local.athena import LocalAthena
-
-#: The model-metrics history table (JSON lines under the destination bucket's ``monitoring/model_metrics/``).
-MODEL_METRICS_TABLE = "model_metrics"
-MODEL_METRICS_PREFIX = "monitoring/model_metrics"
 
 
 @dataclass(frozen=True)

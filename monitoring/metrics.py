@@ -49,6 +49,11 @@ QUARANTINED_RATIO = "QuarantinedRatio"
 DRIFT_SCORE = "DriftScore"
 FEATURE_DRIFT = "FeatureDrift"
 
+#: The model-metrics history: one JSON line per evaluated model (the pipeline's PublishMetrics step writes
+#: them under the destination bucket; the Glue table of that name and the dashboards' model sheet read them).
+MODEL_METRICS_TABLE = "model_metrics"
+MODEL_METRICS_PREFIX = "monitoring/model_metrics"
+
 #: evaluation.json key -> metric name (``metrics.<key>.value``, see sagemaker_src/evaluate.py).
 MODEL_QUALITY_METRICS: dict[str, str] = {
     "ndcg_at_10": NDCG_AT_10,

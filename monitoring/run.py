@@ -1,6 +1,8 @@
 """The monitoring stage of the local run: what CloudWatch, SNS, EventBridge and QuickSight do after a deploy.
 
-Publishes the model, data and drift metrics to (moto) CloudWatch, creates the alarms, event rules,
+Model-quality and drift metrics are not published here: the pipeline's PublishMetrics step publishes them
+in both runtimes (``sagemaker_src/publish_metrics.py``), so an alarm that is fed locally is fed on AWS.
+Publishes the data-quality metrics to (moto) CloudWatch, creates the alarms, event rules,
 SNS topic and operations dashboard from the same specs as ``stacks/monitoring_stack.py``, computes and
 prints every alarm's state, and writes the analytics dashboard as a self-contained HTML file.
 """
@@ -16,7 +18,6 @@ from typing import Any, Protocol
 from monitoring import metrics as m
 from monitoring.alarms import create_alarms, create_event_rules, evaluate_alarms
 from monitoring.dashboard import write_dashboard
-from monitoring.drift import drift_score, split_by_time
 from recsys.local.athena import LocalAthena
 from stacks.config import Config
 
@@ -56,12 +57,10 @@ def run_monitoring(
     cfg: Config,
     aws: Any,
     athena: LocalAthena,
-    evaluation: Mapping[str, Any] | None,
     curation_counts: Mapping[str, Any],
     out_dir: Path,
     progress: _Progress,
     *,
-    model_version: str = "local",
     model_metrics_history: Sequence[Mapping[str, Any]] = (),
     endpoint_latencies_ms: Sequence[float] | None = None,
     endpoint_errors: tuple[int, int] = (0, 0),
@@ -69,7 +68,7 @@ def run_monitoring(
     """Run the monitoring stage against the local AWS ``aws`` (``LocalAws``); returns the dashboard path.
 
     ``curation_counts``: table -> object or dict with ``rows_in``, ``curated``, ``quarantined``.
-    ``evaluation``: evaluation.json as a dict (None: no model metrics this run).
+    ``model_metrics_history``: the ``model_metrics`` rows PublishMetrics wrote (the dashboard's model sheet).
     ``endpoint_latencies_ms`` / ``endpoint_errors`` (4xx, 5xx): a measured burst against the local
     endpoint, published as SageMaker would, so the endpoint alarms evaluate real numbers.
     """
@@ -77,14 +76,7 @@ def run_monitoring(
     cloudwatch = aws.client("cloudwatch")
     topic_arn = aws.client("sns").create_topic(Name=f"{cfg.prefix}-alarms")["TopicArn"]
 
-    history = [dict(r) for r in model_metrics_history]
-    if evaluation:
-        values = m.publish_model_quality(
-            cloudwatch, evaluation, model_version, model_group=cfg.model_package_group, when=now
-        )
-        history.append(m.model_metrics_record(evaluation, model_version, now))
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
-        progress.info(f"model {model_version}: {shown} -> CloudWatch {m.NAMESPACE}")
+    history = sorted((dict(r) for r in model_metrics_history), key=lambda r: str(r.get("evaluated_at", "")))
     for table, counts in curation_counts.items():
         ratio = m.publish_data_quality(
             cloudwatch,
@@ -95,14 +87,7 @@ def run_monitoring(
             database=cfg.glue_database,
             when=now,
         )
-        progress.info(f"data {table:<13} quarantined ratio {ratio:.4f}")
-    training = athena.query("training_set")
-    if len(training) >= 10:
-        reference, current = split_by_time(training)
-        report = drift_score(reference, current)
-        m.publish_drift(cloudwatch, report, model_group=cfg.model_package_group, when=now)
-        per = ", ".join(f"{k} {v:.4f}" for k, v in report.per_feature.items())
-        progress.info(f"drift (latest 20% of interactions vs the rest): score {report.score:.4f} ({per})")
+        progress.info(f"data {table:<13} quarantined ratio {ratio:.4f} (local run only: no producer on AWS yet)")
     if endpoint_latencies_ms is not None:
         m.publish_endpoint_sample(cloudwatch, cfg.endpoint_name, endpoint_latencies_ms, *endpoint_errors, when=now)
 

@@ -12,13 +12,16 @@ Graph::
     PrepareData (processing, prepare_data.py)  input -> train, test
       -> TrainModel (training, train.py)       train -> model
       -> EvaluateModel (processing, evaluate.py)  model, test -> evaluation (evaluation.json)
+      -> PublishMetrics (processing, publish_metrics.py)  evaluation, input -> CloudWatch model quality
+           and drift, a model_metrics row (runs whether or not the gate passes: the alarms need both)
       -> CheckQuality (condition: ndcg_at_10 >= QualityThreshold AND ndcg_at_10 > popularity's)
            true  -> PackageModel (processing, package_model.py)  model -> model (model + code/)
                  -> RegisterModel (model package group, metrics, ModelApprovalStatus)
            false -> QualityGateFailed (fail)
 
 Step code is not uploaded by the SDK: every job reads one ``sourcedir.tar.gz`` of ``sagemaker_src/``
-(built by :func:`pack_source`, uploaded by the stack as an asset), so producing the definition
+plus the shared metric definitions (:data:`SHARED_MODULES`; built by :func:`pack_source`, uploaded
+by the stack as an asset), so producing the definition
 needs no credentials and no S3 writes.
 """
 
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from monitoring.metrics import MODEL_METRICS_PREFIX
 from stacks.config import PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
 
 SOURCE_DIR = PROJECT_ROOT / "sagemaker_src"
@@ -47,6 +51,10 @@ FRAMEWORK, FRAMEWORK_VERSION, PY_VERSION = "pytorch", "2.6.0", "py312"
 PROCESSING_ROOT = "/opt/ml/processing"
 #: Where processing jobs find and unpack the source archive (outside every data channel).
 CODE_CHANNEL, CODE_DIR = "code", f"{PROCESSING_ROOT}/source"
+
+#: Project modules packed into the source archive beside the scripts (same relative paths), so the
+#: PublishMetrics step names metrics exactly as the alarms that watch them (monitoring/metrics.py).
+SHARED_MODULES: tuple[str, ...] = ("monitoring/__init__.py", "monitoring/metrics.py", "monitoring/drift.py")
 
 #: The SDK session insists on a default bucket; every S3 location is explicit, so this one never
 #: appears in the definition (a test checks) and ``bucket`` may be a ``${...}`` placeholder.
@@ -90,6 +98,9 @@ class StepSpec:
     outputs: tuple[Channel, ...] = ()
     if_steps: tuple[str, ...] = ()  # condition steps only
     else_steps: tuple[str, ...] = ()
+    #: Extra script arguments (processing steps). ``{name}`` tokens are filled by both runtimes from
+    #: :func:`argument_values`: ``{model_group}``, ``{region}``, ``{history_uri}``, ``{execution_id}``.
+    arguments: tuple[str, ...] = ()
 
     def upstream(self) -> set[str]:
         """Steps whose outputs this step reads (the data dependencies that order the graph)."""
@@ -118,10 +129,11 @@ class ParameterSpec:
     description: str
 
 
-PREPARE, TRAIN, EVALUATE, CHECK, PACKAGE, REGISTER, FAIL = (
+PREPARE, TRAIN, EVALUATE, PUBLISH, CHECK, PACKAGE, REGISTER, FAIL = (
     "PrepareData",
     "TrainModel",
     "EvaluateModel",
+    "PublishMetrics",
     "CheckQuality",
     "PackageModel",
     "RegisterModel",
@@ -164,6 +176,20 @@ STEPS: tuple[StepSpec, ...] = (
             Channel("test", source=f"{PREPARE}.test", flag="--test-dir"),
         ),
         outputs=(Channel("evaluation", flag="--output-dir"),),
+    ),
+    StepSpec(
+        PUBLISH,
+        "processing",
+        "Publish model quality and drift to CloudWatch and append the model-metrics row",
+        script="publish_metrics.py",
+        inputs=(
+            Channel("evaluation", source=f"{EVALUATE}.evaluation", flag="--evaluation-dir"),
+            Channel("input", source=f"param:{INPUT_PARAM}", flag="--data-dir"),
+        ),
+        arguments=(
+            "--model-group", "{model_group}", "--model-version", "{execution_id}",
+            "--history-uri", "{history_uri}", "--region", "{region}",
+        ),
     ),
     StepSpec(
         CHECK,
@@ -234,6 +260,29 @@ def parameter_specs(cfg: Config, bucket: str) -> tuple[ParameterSpec, ...]:
     )
 
 
+def argument_values(cfg: Config, bucket: str, region: str) -> dict[str, str]:
+    """What ``{name}`` tokens in :attr:`StepSpec.arguments` stand for (``execution_id`` is the runtime's own)."""
+    return {
+        "model_group": cfg.model_package_group,
+        "region": region,
+        "history_uri": f"s3://{bucket}/{MODEL_METRICS_PREFIX}",
+    }
+
+
+def step_arguments(spec: StepSpec, values: Mapping[str, Any]) -> list[Any]:
+    """``spec.arguments`` with every ``{name}`` token replaced by ``values[name]`` (a whole-token match)."""
+    out: list[Any] = []
+    for arg in spec.arguments:
+        if arg.startswith("{") and arg.endswith("}"):
+            name = arg[1:-1]
+            if name not in values:
+                raise KeyError(f"step {spec.name}: no value for argument {arg} (known: {sorted(values)})")
+            out.append(values[name])
+        else:
+            out.append(arg)
+    return out
+
+
 def output_prefix(bucket: str, execution_id: str, step_name: str, channel: str) -> str:
     """``s3://<bucket>/pipeline/<execution>/<step>/<channel>``: one place per run, step and output."""
     return f"s3://{bucket}/{PIPELINE_PREFIX}/{execution_id}/{step_name}/{channel}"
@@ -294,16 +343,18 @@ def _source_files(src: Path) -> Iterator[Path]:
 
 
 def pack_source(dest_dir: Path, src: Path = SOURCE_DIR) -> Path:
-    """``dest_dir/sourcedir.tar.gz`` of ``sagemaker_src`` (SageMaker's source-dir format).
+    """``dest_dir/sourcedir.tar.gz`` of ``sagemaker_src`` and :data:`SHARED_MODULES` (SageMaker's source-dir format).
 
     Byte-for-byte reproducible (sorted entries, zero mtimes and owners), so the CDK asset hash
     changes only when the code does.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
+    entries = [(str(path.relative_to(src)), path) for path in _source_files(src)]
+    entries += [(rel, PROJECT_ROOT / rel) for rel in SHARED_MODULES]
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in _source_files(src):
-            info = tarfile.TarInfo(str(path.relative_to(src)))
+        for name, path in entries:
+            info = tarfile.TarInfo(name)
             data = path.read_bytes()
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
@@ -383,6 +434,7 @@ def build_pipeline(
     metric = JsonGet(step_name=GATE.report_step, property_file=report, json_path=GATE.metric)
     baseline = JsonGet(step_name=GATE.report_step, property_file=report, json_path=GATE.baseline)
     processing_image = framework_image(region, "training")
+    token_values = argument_values(cfg, bucket, region)
 
     for spec in STEPS:
         if spec.kind == "processing":
@@ -412,6 +464,7 @@ def build_pipeline(
                 for c in spec.outputs
             ]
             arguments = [a for c in (*spec.inputs, *spec.outputs) for a in (c.flag, c.container_path)]
+            arguments += step_arguments(spec, token_values | {"execution_id": ExecutionVariables.PIPELINE_EXECUTION_ID})
             property_files = [report] if spec.name == GATE.report_step else None
             built[spec.name] = ProcessingStep(
                 spec.name,

@@ -44,12 +44,15 @@ from pipeline_steps.definition import (
     TRAINING_HYPERPARAMETERS,
     Channel,
     StepSpec,
+    argument_values,
     framework_image,
     gate_passes,
     output_prefix,
+    pack_source,
     parameter_specs,
     serving_environment,
     step,
+    step_arguments,
 )
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources
@@ -205,6 +208,21 @@ def run_script(
         )
 
 
+def unpack_source(dest: Path) -> Path:
+    """The jobs' code as SageMaker gets it: :func:`definition.pack_source`'s archive, unpacked.
+
+    Running the scripts from here (not from ``sagemaker_src/``) means a module the archive lacks fails
+    locally exactly as it would fail on AWS.
+    """
+    shutil.rmtree(dest, ignore_errors=True)
+    archive = pack_source(dest)
+    src = dest / "src"
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # the filter exists from 3.11.4
+    with tarfile.open(archive) as tar:
+        tar.extractall(src, **safe)  # noqa: S202 - the archive was just built from the repository
+    return src
+
+
 # ---- the runner -----------------------------------------------------------------------------
 
 
@@ -218,6 +236,8 @@ class _Run:
     params: dict[str, Any]
     env: dict[str, str]
     hyperparameters: dict[str, str]
+    script_dir: Path  # the unpacked source archive: the files the SageMaker jobs run
+    tokens: dict[str, str]  # values of the {name} tokens in StepSpec.arguments
     outputs: dict[str, str] = field(default_factory=dict)  # "<Step>.<channel>" -> S3 URI
     fingerprint: str = ""  # set by the training step
 
@@ -252,7 +272,8 @@ class _Run:
         for c in spec.outputs:
             (base / c.name).mkdir(parents=True, exist_ok=True)
             args += [c.flag, str(base / c.name)]
-        run_script(spec, args, self.env, self.root / spec.name / "logs")
+        args += [str(a) for a in step_arguments(spec, self.tokens)]
+        run_script(spec, args, self.env, self.root / spec.name / "logs", self.script_dir)
         for c in spec.outputs:
             upload(self.aws, base / c.name, self.out_uri(spec, c.name))
             self.outputs[f"{spec.name}.{c.name}"] = self.out_uri(spec, c.name)
@@ -279,7 +300,7 @@ class _Run:
             }
         )
         args = [a for k, v in self.hyperparameters.items() for a in (f"--{k}", str(v))]
-        run_script(spec, args, env, base / "logs")
+        run_script(spec, args, env, base / "logs", self.script_dir)
         archive = pack_model(model_dir, base / "output" / MODEL_ARCHIVE)
         uri = f"{self.out_uri(spec, 'model')}/{MODEL_ARCHIVE}"
         bucket, key = split_s3_uri(uri)
@@ -385,6 +406,8 @@ def run_pipeline_locally(
         params,
         env,
         {**TRAINING_HYPERPARAMETERS, **(hyperparameters or {})},
+        unpack_source(root / "code"),
+        argument_values(cfg, res.destination_bucket, aws.region) | {"execution_id": execution_id},
     )
     result = LocalPipelineResult(execution_id=execution_id, status="Executing", parameters=params)
 

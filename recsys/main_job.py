@@ -10,6 +10,7 @@ next training set -> monitoring.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ import pyarrow.parquet as pq
 from glue_jobs.raw_reader import RawDataError, read_raw
 from glue_jobs.recipe_executor import curated_arrow_table, reason_counts, run_recipe
 from glue_jobs.schema import CURATED_COLUMNS
+from monitoring.metrics import MODEL_METRICS_PREFIX
+from pipeline_steps.definition import PUBLISH
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena, feature_queries
 from recsys.local.catalog import list_tables, register_prefix
@@ -36,6 +39,7 @@ from stacks.config import (
     CLICKSTREAM_RECIPE,
     CURATED_PREFIX,
     FEATURES_PREFIX,
+    PIPELINE_PREFIX,
     QUARANTINE_PREFIX,
     RAW_PREFIX,
     TABLES,
@@ -299,11 +303,10 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 cfg,
                 aws,
                 athena,
-                pipeline.evaluation,
                 counts,
                 workdir,
                 progress,
-                model_version=pipeline.execution_id,
+                model_metrics_history=_model_metrics_history(aws, res, lake),
                 endpoint_latencies_ms=latencies or None,
             )
             progress.info(f"dashboard: {dashboard.resolve()} (open it in a browser)")
@@ -369,6 +372,22 @@ def _archive_to_training(
 SHOWN_METRICS = ("ndcg", "precision", "recall", "f1", "map", "hit_rate", "coverage", "novelty")
 
 
+def _model_metrics_history(aws: LocalAws, res: LocalResources, lake: Path) -> list[dict]:
+    """Every model_metrics row: this run's (from the bucket, where PublishMetrics put them) and, since the
+    local AWS starts empty each run, the earlier runs' rows kept in the workdir's lake."""
+    folder = lake / MODEL_METRICS_PREFIX
+    folder.mkdir(parents=True, exist_ok=True)
+    s3 = aws.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=res.destination_bucket, Prefix=MODEL_METRICS_PREFIX)
+    for obj in (o for page in pages for o in page.get("Contents", [])):
+        body = s3.get_object(Bucket=res.destination_bucket, Key=obj["Key"])["Body"].read()
+        (folder / Path(obj["Key"]).name).write_bytes(body)
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
 def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources, workdir: Path):
     """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them."""
     from pipeline_steps.local_runner import PipelineStepError, run_pipeline_locally
@@ -399,6 +418,9 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
                           f"-> {selection.get('chosen', '?')}")
             for note in selection.get("notes", []):
                 progress.info(f"  {note}")
+        published = Path(workdir) / PIPELINE_PREFIX / result.execution_id / PUBLISH / "logs" / "stdout.log"
+        for line in published.read_text().splitlines() if published.is_file() else []:
+            progress.info(f"PublishMetrics: {line}")  # the CloudWatch producer of the model and drift alarms
         if result.passed_gate:
             progress.info(f"quality gate passed; model package {result.model_package_arn} ({result.approval_status})")
         else:

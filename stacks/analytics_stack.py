@@ -252,7 +252,7 @@ class AnalyticsStack(Stack):
         return role
 
     def _model_metrics_table(self, cfg: Config, data: DataStack) -> glue.CfnTable:
-        """JSON lines, one per evaluated model; the pipeline's evaluation step appends them."""
+        """JSON lines, one per evaluated model; the pipeline's PublishMetrics step appends them."""
         spec = DATASETS[MODEL_METRICS_TABLE]
         return glue.CfnTable(
             self,

@@ -21,6 +21,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from monitoring.metrics import MODEL_METRICS_PREFIX, NAMESPACE
 from pipeline_steps.definition import definition_json, framework_image, pack_source
 from stacks.buckets import CURATED
 from stacks.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
@@ -114,7 +115,17 @@ class MlStack(Stack):
         bucket = s3.Bucket.from_bucket_name(self, "DataBucket", cfg.bucket_name(CURATED, Aws.ACCOUNT_ID, region))
         bucket.grant_read(role, f"{TRAINING_PREFIX}/*")
         bucket.grant_read_write(role, f"{PIPELINE_PREFIX}/*")
+        bucket.grant_put(role, f"{MODEL_METRICS_PREFIX}/*")  # PublishMetrics: one row per evaluated model
         data.key.grant_encrypt_decrypt(role)
+        # PublishMetrics feeds the model-quality and drift alarms; PutMetricData has no resource-level
+        # permissions, so the statement is held to the project's namespace instead.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
+            )
+        )
         # The code archive only (grant_read on the asset would open the whole bootstrap bucket).
         role.add_to_policy(
             iam.PolicyStatement(
@@ -189,13 +200,17 @@ class MlStack(Stack):
             {
                 f"{data_arn}/{TRAINING_PREFIX}/*": "Reads the training-set extraction only.",
                 f"{data_arn}/{PIPELINE_PREFIX}/*": "Writes splits, models, evaluations per run.",
+                f"{data_arn}/{MODEL_METRICS_PREFIX}/*": "Appends one model-metrics row per evaluated model.",
                 f"{sm_arn}:processing-job/pipelines-*": "SageMaker names pipeline jobs; the prefix is all we know.",
                 f"{sm_arn}:training-job/pipelines-*": "SageMaker names pipeline jobs; the prefix is all we know.",
                 f"{sm_arn}:model-package/{cfg.model_package_group}/*": "New versions in this project's group only.",
                 f"arn:{partition}:logs:{region}:<AWS::AccountId>:log-group:/aws/sagemaker/*": (
                     "SageMaker jobs log to its own /aws/sagemaker/ groups, named per job type."
                 ),
-                "*": "ecr:GetAuthorizationToken has no resource-level permissions; image pulls are scoped.",
+                "*": (
+                    "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions; "
+                    "image pulls are scoped, metric writes held to the project's namespace by a condition."
+                ),
             },
         )
         return role

@@ -42,6 +42,7 @@ RESOURCE_STAR_OK: dict[str, str] = {
     "application-autoscaling:DeregisterScalableTarget": "Scalable targets have no resource-level permission.",
     "application-autoscaling:PutScalingPolicy": "Scaling policies of a not-yet-registered target have no ARN.",
     "cloudwatch:DescribeAlarms": "Read-only; the deploy Lambda reads its rollback alarms' state by name.",
+    "cloudwatch:PutMetricData": "No resource-level form; held to the project namespace by a namespace condition.",
 }
 
 _IAM_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")

@@ -143,14 +143,16 @@ def test_run_monitoring_publishes_evaluates_and_writes_the_dashboard(aws_env, ti
             print(line)
 
     counts = {"interactions": {"rows_in": 100, "curated": 99, "quarantined": 1}}
+    cw = aws_env.client("cloudwatch")  # what the pipeline's PublishMetrics step published
+    m.publish_model_quality(cw, EVALUATION, "v1", model_group=CFG.model_package_group)
     path = run_monitoring(
-        dataclasses.replace(CFG), aws_env, tiny_athena, EVALUATION, counts, tmp_path, Progress(),
+        dataclasses.replace(CFG), aws_env, tiny_athena, counts, tmp_path, Progress(),
+        model_metrics_history=[m.model_metrics_record(EVALUATION, "v1", datetime.now(UTC))],
         endpoint_latencies_ms=[5.0, 7.0],
     )  # fmt: skip
     out = capsys.readouterr().out
     assert path.is_file() and path.name == "dashboard.html"
     assert f"ALARM             {CFG.prefix}-model-ndcg-below-gate" in out  # 0.01 < dev gate 0.02
     assert f"OK                {CFG.prefix}-data-quarantine-interactions" in out
-    cw = aws_env.client("cloudwatch")
     assert cw.list_dashboards()["DashboardEntries"][0]["DashboardName"] == f"{CFG.prefix}-operations"
     assert len(aws_env.client("events").list_rules()["Rules"]) == 3

@@ -101,7 +101,7 @@ def test_every_spec_step_is_in_the_definition_with_its_kind(definition):
 
 def test_top_level_order_follows_the_data_dependencies_and_branches_hang_off_the_gate(definition):
     order = [s["Name"] for s in definition["Steps"]]
-    assert order == ["PrepareData", "TrainModel", "EvaluateModel", "CheckQuality"]
+    assert order == ["PrepareData", "TrainModel", "EvaluateModel", "PublishMetrics", "CheckQuality"]
     for spec in STEPS:
         for upstream in spec.upstream():
             assert [s.name for s in STEPS].index(upstream) < [s.name for s in STEPS].index(spec.name)
@@ -183,7 +183,7 @@ def test_processing_steps_run_existing_scripts_from_the_code_archive(definition)
             assert {"InputName": "code", "S3Uri": CODE} in [
                 {"InputName": i["InputName"], "S3Uri": i["S3Input"]["S3Uri"]} for i in args["ProcessingInputs"]
             ]
-            for out in args["ProcessingOutputConfig"]["Outputs"]:
+            for out in args.get("ProcessingOutputConfig", {}).get("Outputs", []):
                 assert out["S3Output"]["S3Uri"]["Std:Join"]["Values"][0] == f"s3://{BUCKET}/pipeline"
     hyper = steps["TrainModel"]["Arguments"]["HyperParameters"]
     assert json.loads(hyper["sagemaker_program"]) == "train.py"
@@ -228,3 +228,18 @@ def test_source_archive_is_reproducible_and_complete(tmp_path):
     } <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert all(not Path(n).is_absolute() for n in names)
+
+
+def test_publish_metrics_gets_the_group_the_execution_and_the_history_location(definition):
+    args = _steps(definition)["PublishMetrics"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    value = dict(zip(args[::2], args[1::2], strict=True))
+    assert value["--model-group"] == CFG.model_package_group
+    assert value["--model-version"] == {"Get": "Execution.PipelineExecutionId"}
+    assert value["--history-uri"] == f"s3://{BUCKET}/monitoring/model_metrics"
+    assert value["--evaluation-dir"] == "/opt/ml/processing/evaluation"
+
+
+def test_the_source_archive_carries_the_shared_metric_definitions(tmp_path):
+    with tarfile.open(pack_source(tmp_path)) as tar:
+        names = set(tar.getnames())
+    assert {"publish_metrics.py", "monitoring/metrics.py", "monitoring/drift.py", "inference.py"} <= names

@@ -7,11 +7,13 @@ import io
 import json
 import tarfile
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from monitoring.metrics import DRIFT_SCORE, MODEL_METRICS_PREFIX, NDCG_AT_10, model_metric
 from pipeline_steps.definition import SOURCE_DIR, STEPS
 from pipeline_steps.local_runner import PipelineStepError, register_model, run_pipeline_locally
 from recsys.generator import GeneratorConfig, generate_tables
@@ -51,6 +53,7 @@ def test_pipeline_runs_every_step_and_registers_an_approved_model(loaded, tmp_pa
         "PrepareData",
         "TrainModel",
         "EvaluateModel",
+        "PublishMetrics",
         "CheckQuality",
         "PackageModel",
         "RegisterModel",
@@ -96,6 +99,36 @@ def test_failed_quality_gate_stops_with_a_message_and_registers_nothing(loaded, 
     assert "PackageModel" not in [s.name for s in result.steps]
     groups = aws.client("sagemaker").list_model_package_groups()["ModelPackageGroupSummaryList"]
     assert groups == []
+
+
+def test_publish_metrics_feeds_the_quality_alarm_and_the_history_even_when_the_gate_fails(loaded, tables, tmp_path):
+    """The "model NDCG below gate" alarm exists for exactly this model: the pipeline itself must publish it."""
+    aws, res = loaded
+    catalogue = tables["products"].drop_duplicates("product_id")[["product_id", "category", "price"]]
+    training = tables["interactions"].merge(
+        catalogue.assign(price=pd.to_numeric(catalogue["price"], errors="coerce")), on="product_id", how="left"
+    )  # the training set's joined columns
+    write_parquet(aws, training, f"s3://{res.destination_bucket}/training/interactions.parquet")
+    strict = replace(CFG, quality_threshold_ndcg_at_10=1.0)
+    result = run_pipeline_locally(strict, aws, res, tmp_path, lambda _: None, hyperparameters=FAST)
+    assert not result.passed_gate
+    ref = model_metric(CFG.model_package_group, NDCG_AT_10)
+    stats = aws.client("cloudwatch").get_metric_statistics(
+        Namespace=ref.namespace,
+        MetricName=ref.name,
+        Dimensions=ref.api_dimensions(),
+        StartTime=datetime.now(UTC) - timedelta(hours=1),
+        EndTime=datetime.now(UTC) + timedelta(minutes=5),
+        Period=60,
+        Statistics=["Maximum"],
+    )["Datapoints"]
+    assert [d["Maximum"] for d in stats] == [result.evaluation["metrics"]["ndcg_at_10"]["value"]]
+    drift = aws.client("cloudwatch").list_metrics(Namespace=ref.namespace, MetricName=DRIFT_SCORE)["Metrics"]
+    assert drift, "the drift score has a producer on AWS too"
+    key = f"{MODEL_METRICS_PREFIX}/{result.execution_id}.json"
+    row = json.loads(aws.client("s3").get_object(Bucket=res.destination_bucket, Key=key)["Body"].read())
+    assert row["model_version"] == result.execution_id
+    assert row["ndcg_at_10"] == result.evaluation["metrics"]["ndcg_at_10"]["value"]
 
 
 def test_a_failing_script_raises_an_error_naming_the_step_and_its_stderr(aws_env, tmp_path):

@@ -43,7 +43,13 @@ def test_pipeline_definition_comes_from_pipeline_steps_with_deploy_time_values_s
     assert props["PipelineName"] == cfg.pipeline_name
     assert props["RoleArn"]["Fn::GetAtt"][0].startswith("PipelineRole")
     definition, variables = _definition(ml)
-    assert [s["Name"] for s in definition["Steps"]] == ["PrepareData", "TrainModel", "EvaluateModel", "CheckQuality"]
+    assert [s["Name"] for s in definition["Steps"]] == [
+        "PrepareData",
+        "TrainModel",
+        "EvaluateModel",
+        "PublishMetrics",
+        "CheckQuality",
+    ]
     assert set(variables) == {"PipelineRoleName", "DataBucket", "DataKeyArn", "CodeBucket", "CodeKey"}
     text = json.dumps(definition)
     for name in variables:
@@ -53,6 +59,18 @@ def test_pipeline_definition_comes_from_pipeline_steps_with_deploy_time_values_s
     assert params["ModelApprovalStatus"] == "Approved"  # dev: model_approval auto
     # Inline body: CloudFormation must substitute account-specific names; keep well under the 1 MB limits.
     assert len(_pipeline(ml)["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"][0]) < 100_000
+
+
+def test_pipeline_role_may_publish_only_the_projects_metrics_and_model_rows(ml):
+    statements = [
+        st
+        for policy in resources(ml, "AWS::IAM::Policy").values()
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    (metrics,) = [st for st in statements if st["Action"] == "cloudwatch:PutMetricData"]
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "RecSys/MLOps"}}
+    puts = [st for st in statements if "s3:PutObject" in st["Action"]]
+    assert any("monitoring/model_metrics/*" in json.dumps(st["Resource"]) for st in puts)
 
 
 def test_code_archive_is_an_s3_asset(synth):
@@ -89,18 +107,19 @@ def test_pipeline_role_is_scoped_to_named_prefixes_group_logs_and_itself(ml, cfg
     assert statements
     text = json.dumps(statements)
     star = [s for s in statements if "*" in _resources_of(s)]
-    assert [s["Action"] for s in star] == ["ecr:GetAuthorizationToken"]
+    assert [s["Action"] for s in star] == ["cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"]
     s3_resources = {
         json.dumps(r)
         for s in statements
         if any(a.startswith("s3:") for a in _listify(s["Action"]))
         for r in _resources_of(s)
     }
-    # Objects: the two prefixes of the data bucket and the one code archive; buckets: for listing only.
+    # Objects: three prefixes of the data bucket and the one code archive; buckets: for listing only.
     buckets = {r for r in s3_resources if r.endswith('-ap-south-1"]]}') or r.endswith('-ap-south-1"}]]}')}
     objects = s3_resources - buckets
-    assert len(objects) == 3, objects
+    assert len(objects) == 4, objects
     assert sum(r.endswith('/training/*"]]}') for r in objects) == 1
+    assert sum(r.endswith('/monitoring/model_metrics/*"]]}') for r in objects) == 1
     assert sum(r.endswith('/pipeline/*"]]}') for r in objects) == 1
     assert sum("cdk-" in r and r.endswith('.gz"]]}') for r in objects) == 1  # the archive, not the bootstrap bucket
     assert not any(r.endswith('/*"]]}') and "cdk-" in r for r in s3_resources)
