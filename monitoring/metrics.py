@@ -151,6 +151,44 @@ def quarantined_ratio(rows_in: int, quarantined: int) -> float:
     return quarantined / rows_in if rows_in else 0.0
 
 
+#: The data-quality query's columns, in order, with the metric each one feeds and its unit.
+DATA_QUALITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("rows_in", ROWS_IN, "Count"),
+    ("rows_curated", ROWS_CURATED, "Count"),
+    ("rows_quarantined", ROWS_QUARANTINED, "Count"),
+    ("quarantined_ratio", QUARANTINED_RATIO, "None"),
+)
+
+
+def data_quality_sql(table: str) -> str:
+    """One row of :data:`DATA_QUALITY_COLUMNS` over the catalogued curated and quarantine tables.
+
+    The one definition both producers run: the curation workflow on Athena after its crawlers, and the
+    local run on DuckDB. Never NULL (an empty table gives ratio 0), because Step Functions cannot catch
+    the runtime error of parsing a missing value; a missing table fails the query instead.
+    """
+    if not table.replace("_", "").isalnum():
+        raise ValueError(f"not a table name: {table!r}")
+    return (
+        "SELECT c.n + q.n AS rows_in, c.n AS rows_curated, q.n AS rows_quarantined, "
+        "COALESCE(CAST(q.n AS DOUBLE) / NULLIF(c.n + q.n, 0), 0.0) AS quarantined_ratio "
+        f'FROM (SELECT count(*) AS n FROM "{table}") AS c '
+        f'CROSS JOIN (SELECT count(*) AS n FROM "quarantine_{table}") AS q'
+    )
+
+
+def publish_data_quality_row(
+    cloudwatch: Any, table: str, row: Mapping[str, float], *, database: str, when: datetime | None = None
+) -> float:
+    """Publish a :func:`data_quality_sql` row; returns the quarantined ratio."""
+    when = when or datetime.now(UTC)
+    data = [
+        _datum(data_metric(database, table, name), row[col], unit, when) for col, name, unit in DATA_QUALITY_COLUMNS
+    ]
+    _put(cloudwatch, NAMESPACE, data)
+    return float(row["quarantined_ratio"])
+
+
 def publish_data_quality(
     cloudwatch: Any,
     table: str,
@@ -164,13 +202,13 @@ def publish_data_quality(
     """Row counts of one curation run and the quarantined share (what the data alarm watches)."""
     if rows_in != curated + quarantined:
         raise ValueError(f"{table}: rows in {rows_in} != curated {curated} + quarantined {quarantined}")
-    when = when or datetime.now(UTC)
-    ratio = quarantined_ratio(rows_in, quarantined)
-    counts = ((ROWS_IN, rows_in), (ROWS_CURATED, curated), (ROWS_QUARANTINED, quarantined))
-    data = [_datum(data_metric(database, table, name), n, "Count", when) for name, n in counts]
-    data.append(_datum(data_metric(database, table, QUARANTINED_RATIO), ratio, "None", when))
-    _put(cloudwatch, NAMESPACE, data)
-    return ratio
+    row = {
+        "rows_in": rows_in,
+        "rows_curated": curated,
+        "rows_quarantined": quarantined,
+        "quarantined_ratio": quarantined_ratio(rows_in, quarantined),
+    }
+    return publish_data_quality_row(cloudwatch, table, row, database=database, when=when)
 
 
 def publish_drift(cloudwatch: Any, report: DriftReport, *, model_group: str, when: datetime | None = None) -> None:

@@ -2,7 +2,7 @@
 
 Model-quality and drift metrics are not published here: the pipeline's PublishMetrics step publishes them
 in both runtimes (``sagemaker_src/publish_metrics.py``), so an alarm that is fed locally is fed on AWS.
-Publishes the data-quality metrics to (moto) CloudWatch, creates the alarms, event rules,
+Publishes the data-quality metrics (the curation workflow's query, on DuckDB), creates the alarms, event rules,
 SNS topic and operations dashboard from the same specs as ``stacks/monitoring_stack.py``, computes and
 prints every alarm's state, and writes the analytics dashboard as a self-contained HTML file.
 """
@@ -18,16 +18,12 @@ from typing import Any, Protocol
 from monitoring import metrics as m
 from monitoring.alarms import create_alarms, create_event_rules, evaluate_alarms
 from monitoring.dashboard import write_dashboard
-from recsys.local.athena import LocalAthena
-from stacks.config import Config
+from recsys.local.athena import AthenaQueryError, LocalAthena, MissingTableError
+from stacks.config import TABLES, Config
 
 
 class _Progress(Protocol):
     def info(self, line: str) -> None: ...
-
-
-def _count(counts: Any, name: str) -> int:
-    return int(counts[name] if isinstance(counts, Mapping) else getattr(counts, name))
 
 
 def operations_dashboard_body(cfg: Config, region: str) -> str:
@@ -57,7 +53,6 @@ def run_monitoring(
     cfg: Config,
     aws: Any,
     athena: LocalAthena,
-    curation_counts: Mapping[str, Any],
     out_dir: Path,
     progress: _Progress,
     *,
@@ -67,7 +62,7 @@ def run_monitoring(
 ) -> Path:
     """Run the monitoring stage against the local AWS ``aws`` (``LocalAws``); returns the dashboard path.
 
-    ``curation_counts``: table -> object or dict with ``rows_in``, ``curated``, ``quarantined``.
+    ``athena`` has the curated tables and the quarantine tables the crawler would catalogue.
     ``model_metrics_history``: the ``model_metrics`` rows PublishMetrics wrote (the dashboard's model sheet).
     ``endpoint_latencies_ms`` / ``endpoint_errors`` (4xx, 5xx): a measured burst against the local
     endpoint, published as SageMaker would, so the endpoint alarms evaluate real numbers.
@@ -77,17 +72,20 @@ def run_monitoring(
     topic_arn = aws.client("sns").create_topic(Name=f"{cfg.prefix}-alarms")["TopicArn"]
 
     history = sorted((dict(r) for r in model_metrics_history), key=lambda r: str(r.get("evaluated_at", "")))
-    for table, counts in curation_counts.items():
-        ratio = m.publish_data_quality(
-            cloudwatch,
-            table,
-            _count(counts, "rows_in"),
-            _count(counts, "curated"),
-            _count(counts, "quarantined"),
-            database=cfg.glue_database,
-            when=now,
+    for table in TABLES:  # what the curation workflow's data-quality states publish on AWS, same query
+        try:
+            row = athena.query(m.data_quality_sql(table)).iloc[0].to_dict()
+        except MissingTableError as err:  # the crawler catalogues only what a job wrote
+            progress.info(f"data {table:<13} nothing published: no {', '.join(err.missing)} table (as on AWS)")
+            continue
+        except AthenaQueryError as err:
+            progress.info(f"data {table:<13} nothing published: {err.message}")
+            continue
+        ratio = m.publish_data_quality_row(cloudwatch, table, row, database=cfg.glue_database, when=now)
+        progress.info(
+            f"data {table:<13} quarantined ratio {ratio:.4f} "
+            f"({int(row['rows_quarantined']):,} of {int(row['rows_in']):,} rows)"
         )
-        progress.info(f"data {table:<13} quarantined ratio {ratio:.4f} (local run only: no producer on AWS yet)")
     if endpoint_latencies_ms is not None:
         m.publish_endpoint_sample(cloudwatch, cfg.endpoint_name, endpoint_latencies_ms, *endpoint_errors, when=now)
 

@@ -262,7 +262,11 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             _register_curated(aws, res, lake, (*TABLES, CLICKSTREAM))
 
         with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): features, training set, KPIs"):
-            athena = LocalAthena({t: lake / CURATED_PREFIX / t for t in (*TABLES, CLICKSTREAM)})
+            quarantined = {f"quarantine_{t}": lake / QUARANTINE_PREFIX / t for t in TABLES}
+            athena = LocalAthena(
+                {t: lake / CURATED_PREFIX / t for t in (*TABLES, CLICKSTREAM)}
+                | {name: path for name, path in quarantined.items() if path.exists()}  # the crawler's tables
+            )
             for name in feature_queries():
                 path = athena.ctas(name, lake / FEATURES_PREFIX)
                 table = pq.read_table(path) if path.is_file() else pq.ParquetDataset(path).read()
@@ -303,7 +307,6 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 cfg,
                 aws,
                 athena,
-                counts,
                 workdir,
                 progress,
                 model_metrics_history=_model_metrics_history(aws, res, lake),

@@ -1,4 +1,5 @@
-"""The curation workflow: raw upload -> DataBrew jobs -> crawlers -> feature tables (Athena CTAS).
+"""The curation workflow: raw upload -> DataBrew jobs -> crawlers -> feature tables (Athena CTAS)
+-> data-quality metrics (row counts and quarantined share per table, the data alarms' producer).
 
 A Step Functions state machine, so each stage starts when the previous one *succeeded* (the
 crawler runs after the recipe jobs, the CTAS after the crawler) without any Lambda code.
@@ -18,8 +19,9 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from monitoring import metrics as m
 from recsys.local.athena import ctas_statement, feature_queries
-from stacks.config import CLICKSTREAM, CURATED_PREFIX, RAW_PREFIX, Config
+from stacks.config import CLICKSTREAM, CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
 from stacks.factories.databrew import DataBrewJobs
 from stacks.factories.storage import log_retention, removal_policy
 from stacks.nag import acknowledge_wildcards, arn_token
@@ -90,23 +92,89 @@ def _features_stage(scope: Construct, cfg: Config) -> list[sfn.IChainable]:
     steps: list[sfn.IChainable] = []
     for name in feature_queries():
         for label, sql in (("Drop", f"DROP TABLE IF EXISTS {name}"), ("Build", ctas_statement(name, location=None))):
-            steps.append(
-                sfn.CustomState(
-                    scope,
-                    f"{label} {name}",
-                    state_json={
-                        "Type": "Task",
-                        "Resource": f"arn:{Aws.PARTITION}:states:::athena:startQueryExecution.sync",
-                        "Parameters": {
-                            "QueryString": sql,
-                            "WorkGroup": cfg.athena_workgroup,
-                            "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": cfg.glue_database},
-                        },
-                        "ResultPath": None,
-                    },
-                )
-            )
+            steps.append(_athena_task(scope, f"{label} {name}", cfg, sql, ResultPath=None))
     return steps
+
+
+def _athena_task(scope: Construct, name: str, cfg: Config, sql: str, **fields: object) -> sfn.CustomState:
+    return sfn.CustomState(
+        scope,
+        name,
+        state_json={
+            "Type": "Task",
+            "Resource": f"arn:{Aws.PARTITION}:states:::athena:startQueryExecution.sync",
+            "Parameters": {
+                "QueryString": sql,
+                "WorkGroup": cfg.athena_workgroup,
+                "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": cfg.glue_database},
+            },
+            **fields,
+        },
+    )
+
+
+def _quality_stage(scope: Construct, cfg: Config, table: str) -> tuple[sfn.IChainable, sfn.INextable]:
+    """``monitoring.metrics.data_quality_sql`` on Athena -> its row -> PutMetricData (the local run publishes
+    the same query's row from DuckDB). A table that is not catalogued (no data yet) publishes nothing."""
+    query = _athena_task(
+        scope, f"Count {table} rows", cfg, m.data_quality_sql(table),
+        ResultSelector={"id.$": "$.QueryExecution.QueryExecutionId"}, ResultPath="$.quality",
+    )  # fmt: skip
+    read = sfn.CustomState(
+        scope,
+        f"Read {table} counts",
+        state_json={
+            "Type": "Task",
+            "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:athena:getQueryResults",
+            "Parameters": {"QueryExecutionId.$": "$.quality.id"},
+            "ResultSelector": {"data.$": "$.ResultSet.Rows[1].Data"},  # Rows[0] is the header
+            "ResultPath": "$.quality",
+        },
+    )
+    metric_data = [
+        {
+            "MetricName": name,
+            "Dimensions": m.data_metric(cfg.glue_database, table, name).api_dimensions(),
+            "Value.$": f"States.StringToJson($.quality.data[{i}].VarCharValue)",
+            "Unit": unit,
+        }
+        for i, (_, name, unit) in enumerate(m.DATA_QUALITY_COLUMNS)
+    ]
+    publish = sfn.CustomState(
+        scope,
+        f"Publish {table} quality",
+        state_json={
+            "Type": "Task",
+            "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:cloudwatch:putMetricData",
+            "Parameters": {"Namespace": m.NAMESPACE, "MetricData": metric_data},
+            "ResultPath": None,
+        },
+    )
+    done = sfn.Pass(scope, f"{table} quality done", result_path=sfn.JsonPath.DISCARD)
+    for state in (query, read, publish):
+        state.add_catch(done, errors=["States.TaskFailed"], result_path="$.quality_error")
+    query.next(read)
+    read.next(publish)
+    publish.next(done)
+    return query, done
+
+
+def _grant_quality(machine: sfn.StateMachine, cfg: Config, destination: s3.IBucket) -> None:
+    """What the data-quality states add: query results, the quarantine tables, metrics in our namespace."""
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["athena:GetQueryResults"],
+            resources=[f"arn:{Aws.PARTITION}:athena:{Aws.REGION}:{Aws.ACCOUNT_ID}:workgroup/{cfg.athena_workgroup}"],
+        )
+    )
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["cloudwatch:PutMetricData"],
+            resources=["*"],
+            conditions={"StringEquals": {"cloudwatch:namespace": m.NAMESPACE}},
+        )
+    )
+    destination.grant_read(machine, f"{QUARANTINE_PREFIX}/*")
 
 
 def _grant_athena(
@@ -161,6 +229,7 @@ def curation_workflow(
     stages.append((jobs_stage, jobs_stage))
     stages += [_crawler_stage(scope, name) for name in crawler_names.values()]
     stages += [(step, step) for step in _features_stage(scope, cfg)]
+    stages += [_quality_stage(scope, cfg, table) for table in TABLES]
     for (_, exit_state), (entry, _) in zip(stages, stages[1:], strict=False):
         exit_state.next(entry)
     stages[-1][1].next(sfn.Succeed(scope, "Curated and features built"))
@@ -183,14 +252,17 @@ def curation_workflow(
         logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
     )
     _grant_athena(machine, cfg, destination, results, key)
+    _grant_quality(machine, cfg, destination)
     acknowledge_wildcards(
         machine,
         {
             "*": "Only actions AWS offers without resource-level permissions: X-Ray tracing, CloudWatch Logs "
-            "delivery for the state machine, and lakeformation:GetDataAccess (checked by Athena).",
+            "delivery for the state machine, lakeformation:GetDataAccess (checked by Athena) and "
+            "cloudwatch:PutMetricData (held to the project's namespace by a condition).",
             "arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/"
             f"{cfg.glue_database}/*": "CTAS creates, and DROP deletes, feature tables in this database only.",
             f"{arn_token(destination)}/{CURATED_PREFIX}/*": "CTAS queries read the curated tables only.",
+            f"{arn_token(destination)}/{QUARANTINE_PREFIX}/*": "The data-quality query counts quarantined rows.",
             f"{arn_token(results)}/*": "The results bucket holds only query results and CTAS output.",
         },
     )

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 from moto.events.models import EventPattern
 
@@ -142,17 +143,21 @@ def test_run_monitoring_publishes_evaluates_and_writes_the_dashboard(aws_env, ti
         def info(self, line: str) -> None:
             print(line)
 
-    counts = {"interactions": {"rows_in": 100, "curated": 99, "quarantined": 1}}
+    quarantine = tmp_path / "quarantine_interactions.parquet"  # 1 quarantined row beside 23 curated ones
+    pd.DataFrame({"user_id": ["u9"], "quarantine_reason": ["duplicate_row"]}).to_parquet(quarantine)
+    tiny_athena.register("quarantine_interactions", quarantine)
     cw = aws_env.client("cloudwatch")  # what the pipeline's PublishMetrics step published
     m.publish_model_quality(cw, EVALUATION, "v1", model_group=CFG.model_package_group)
     path = run_monitoring(
-        dataclasses.replace(CFG), aws_env, tiny_athena, counts, tmp_path, Progress(),
+        dataclasses.replace(CFG), aws_env, tiny_athena, tmp_path, Progress(),
         model_metrics_history=[m.model_metrics_record(EVALUATION, "v1", datetime.now(UTC))],
         endpoint_latencies_ms=[5.0, 7.0],
     )  # fmt: skip
     out = capsys.readouterr().out
     assert path.is_file() and path.name == "dashboard.html"
     assert f"ALARM             {CFG.prefix}-model-ndcg-below-gate" in out  # 0.01 < dev gate 0.02
-    assert f"OK                {CFG.prefix}-data-quarantine-interactions" in out
+    assert f"OK                {CFG.prefix}-data-quarantine-interactions" in out  # 1 of 24 = 4.2% < 5%
+    assert "data interactions  quarantined ratio 0.0417 (1 of 24 rows)" in out
+    assert "data users         nothing published" in out  # no quarantine table catalogued: as on AWS
     assert cw.list_dashboards()["DashboardEntries"][0]["DashboardName"] == f"{CFG.prefix}-operations"
     assert len(aws_env.client("events").list_rules()["Rules"]) == 3

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aws_cdk.assertions import Match
 
 from glue_jobs.recipe import recipe_steps
 from glue_jobs.schema import CURATED_COLUMNS
+from monitoring.metrics import DATA_QUALITY_COLUMNS, NAMESPACE, data_quality_sql
 from recsys.local.athena import feature_queries, list_queries
 from stacks.config import CLICKSTREAM, TABLES, load_project_config
 from tests.stacks.conftest import resources
@@ -225,3 +228,32 @@ def test_workflow_starts_on_raw_interactions_and_nightly(data_template):
     patterns = [r["Properties"].get("EventPattern") for r in rules.values() if r["Properties"].get("EventPattern")]
     assert any(p["detail"]["object"]["key"] == [{"prefix": "raw/interactions/"}] for p in patterns)
     assert any(r["Properties"].get("ScheduleExpression") == CFG.crawler_schedule for r in rules.values())
+
+
+def _state_machine_definition(template) -> dict:
+    """The ASL with every CloudFormation token replaced by a placeholder string."""
+    (machine,) = resources(template, "AWS::StepFunctions::StateMachine").values()
+    body = machine["Properties"]["DefinitionString"]
+    if isinstance(body, dict):
+        body = "".join(p if isinstance(p, str) else "TOKEN" for p in body["Fn::Join"][1])
+    return json.loads(body)
+
+
+def test_workflow_publishes_every_tables_data_quality_after_the_features(data_template):
+    """The data alarms' producer on AWS: the same query the local run executes on DuckDB, then PutMetricData."""
+    states = _state_machine_definition(data_template)["States"]
+    for table in ("users", "products", "interactions"):
+        query, read, publish = (
+            states[f"Count {table} rows"],
+            states[f"Read {table} counts"],
+            states[f"Publish {table} quality"],
+        )
+        assert query["Parameters"]["QueryString"] == data_quality_sql(table)
+        assert (query["Next"], read["Next"]) == (f"Read {table} counts", f"Publish {table} quality")
+        assert publish["Parameters"]["Namespace"] == NAMESPACE
+        names = [d["MetricName"] for d in publish["Parameters"]["MetricData"]]
+        assert names == [name for _, name, _ in DATA_QUALITY_COLUMNS]
+        assert {"Name": "Table", "Value": table} in publish["Parameters"]["MetricData"][0]["Dimensions"]
+        for state in (query, read, publish):  # a table without data publishes nothing and the run goes on
+            assert state["Catch"][0]["Next"] == f"{table} quality done"
+    assert states["interactions quality done"]["Next"] == "Curated and features built"
