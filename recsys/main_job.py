@@ -470,7 +470,7 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
     from recsys.local import streaming
 
     sres = streaming.provision_streaming(cfg, aws)
-    invoke = streaming.http_invoke(url)
+    invoke = streaming.runtime_invoke(aws, url, cfg.endpoint_name)
     shopper = "stream-shopper-001"
     known = training["category"].dropna() if "category" in training else pd.Series(dtype="str")
     known = known[known != "unknown"]  # a catalogue without categories (or none at all) still gets a demo

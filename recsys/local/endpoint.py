@@ -13,6 +13,12 @@ error"}`` with the traceback only in the log. One exception: a body larger than
 ``HARD_BODY_LIMIT`` (16 MiB) is refused by waitress itself with 413 before it is buffered, so a
 huge upload cannot fill memory; between 1 MiB and 16 MiB the app answers 400 as CONTRACTS §3 says.
 
+The SageMaker Runtime API is answered too: ``POST /endpoints/<name>/invocations`` (what boto3's
+``sagemaker-runtime`` ``invoke_endpoint`` and ``aws sagemaker-runtime invoke-endpoint`` send), so a
+client pointed at this server with ``endpoint_url`` runs unchanged. Any endpoint name is accepted (one
+model is served). As on AWS, a model's 4xx/5xx reaches such a client as HTTP 424 ``ModelError`` with
+the original status and message.
+
 Hot reload (issue #8): ``LocalEndpoint.reload(model_dir)`` loads a model with ``model_fn`` off to
 the side, checks that it answers one probe request, and only then swaps it in with a single
 attribute assignment; a request reads that attribute once, so in-flight requests finish on the
@@ -59,8 +65,11 @@ access_log = logging.getLogger("recsys.local.endpoint.access")  # one line per r
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found", 405: "405 Method Not Allowed",
            406: "406 Not Acceptable", 413: "413 Content Too Large", 415: "415 Unsupported Media Type",
+           424: "424 Failed Dependency",
            500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 _ROUTES = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",)}
+#: The SageMaker Runtime API's path for InvokeEndpoint.
+_RUNTIME_PREFIX, _RUNTIME_SUFFIX = "/endpoints/", "/invocations"
 
 
 class ClientError(Exception):
@@ -175,10 +184,13 @@ class LocalEndpoint:
         state = self._state  # read once: a concurrent reload cannot change the model mid-request
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
         extra: list[tuple[str, str]] = []
+        runtime = _is_runtime_path(path)
         try:
-            allowed = _ROUTES.get(path)
+            allowed = _ROUTES["/invocations"] if runtime else _ROUTES.get(path)
             if allowed is None:
-                status, body = 404, _error(f"no route {path!r}; use GET /ping or POST /invocations")
+                status, body = 404, _error(
+                    f"no route {path!r}; use GET /ping, POST /invocations or POST /endpoints/<name>/invocations"
+                )
             elif method not in allowed:
                 status, body = 405, _error(f"{method} not allowed on {path}; use {' or '.join(allowed)}")
                 extra.append(("Allow", ", ".join(allowed)))
@@ -192,6 +204,8 @@ class LocalEndpoint:
             else:
                 log.exception("internal error on %s %s", method, path)
                 status, body = 500, _error("internal error")
+        if runtime and status >= 400 and status != 405:
+            status, body, extra = _model_error(status, body)
         payload = b"" if method == "HEAD" else body
         start_response(_STATUS.get(status, f"{status} Error"),
                        [("Content-Type", JSON), ("Content-Length", str(len(body)))] + extra)
@@ -228,6 +242,27 @@ def _freeze_heap() -> None:
 
 def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
+
+
+def _is_runtime_path(path: str) -> bool:
+    name = path[len(_RUNTIME_PREFIX) : -len(_RUNTIME_SUFFIX)]
+    return path.startswith(_RUNTIME_PREFIX) and path.endswith(_RUNTIME_SUFFIX) and bool(name) and "/" not in name
+
+
+def _model_error(status: int, body: bytes) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """What SageMaker Runtime answers when the container does not return 200: 424 ModelError."""
+    try:
+        message = json.loads(body).get("error", "")
+    except ValueError:
+        message = body.decode(errors="replace")
+    kind = "client" if _is_4xx(status) else "server"
+    doc = {
+        "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+        "OriginalStatusCode": status,
+        "OriginalMessage": message,
+        "message": f"Received {kind} error ({status}) from primary with message \"{message}\".",
+    }
+    return 424, json.dumps(doc).encode(), [("x-amzn-ErrorType", "ModelError")]
 
 
 def _is_4xx(status: object) -> bool:

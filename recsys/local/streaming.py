@@ -13,8 +13,6 @@ import base64
 import gzip
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -272,22 +270,17 @@ def dead_letters(aws: LocalAws, res: StreamingResources, max_messages: int = 100
     return out
 
 
-def http_invoke(endpoint_url: str, timeout: float = 10.0) -> recommend_api.Invoke:
-    """An ``invoke`` for the serving Lambda that POSTs to a local endpoint's ``/invocations``."""
-    url = endpoint_url.rstrip("/") + "/invocations"
+def runtime_invoke(aws: LocalAws, endpoint_url: str, endpoint_name: str) -> recommend_api.Invoke:
+    """The serving Lambda's production ``invoke`` (boto3 ``sagemaker-runtime`` InvokeEndpoint), pointed at the
+    local endpoint, which answers the SageMaker Runtime API: the Lambda's own code path runs unchanged."""
+    from botocore.config import Config as BotoConfig
+
+    client = aws.session().client(
+        "sagemaker-runtime", endpoint_url=endpoint_url, config=BotoConfig(retries={"max_attempts": 1})
+    )
 
     def invoke(request: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(
-            url,
-            data=json.dumps(request).encode(),
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise recommend_api.EndpointError(f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}") from exc
+        return recommend_api.sagemaker_invoke(request, endpoint_name=endpoint_name, client=client)
 
     return invoke
 

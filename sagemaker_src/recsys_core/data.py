@@ -138,9 +138,9 @@ def clean_interactions(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     flag((user.isna() | (user == "")).to_numpy(dtype=bool), "missing_user_id")
     flag((item.isna() | (item == "")).to_numpy(dtype=bool), "missing_product_id")
     flag(~event.isin(EVENT_TYPES).to_numpy(dtype=bool), "unknown_event_type")
-    flag(np.isnan(ts), "bad_timestamp")
+    flag(np.isnan(ts), "invalid_timestamp")
     is_rating = (event == "rating").to_numpy(dtype=bool, na_value=False)
-    flag(is_rating & ~((rating >= 1) & (rating <= 5)), "bad_rating")
+    flag(is_rating & ~((rating >= 1) & (rating <= 5)), "invalid_rating")
     clean = pd.DataFrame(
         {
             "user_id": user,
@@ -151,7 +151,7 @@ def clean_interactions(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         }
     )
     dup = clean.duplicated(keep="first").to_numpy()
-    flag(dup, "duplicate")
+    flag(dup, "duplicate_row")
     bad = reason != ""
     quarantine = raw.loc[bad].astype(str).copy()
     quarantine["quarantine_reason"] = reason[bad]

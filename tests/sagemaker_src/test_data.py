@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ def test_dirty_rows_are_quarantined_with_their_reason_and_clean_rows_kept():
     clean, quarantine = clean_interactions(raw)
     assert sorted(clean["user_id"]) == ["u1", "u6"]
     assert quarantine["quarantine_reason"].tolist() == [
-        "missing_user_id", "unknown_event_type", "bad_rating", "bad_timestamp", "duplicate"]
+        "missing_user_id", "unknown_event_type", "invalid_rating", "invalid_timestamp", "duplicate_row"]
     assert len(clean) + len(quarantine) == len(raw)
 
 
@@ -71,3 +73,17 @@ def test_id_map_lookup_of_long_columns_with_many_distinct_ids_matches_the_short_
 def test_id_map_rejects_longer_ids_that_share_a_known_prefix():
     ids = IdMap.from_values(np.array(["ab", "abc"]))
     assert ids.index(["abcd", "abc", "a"]).tolist() == [-1, 1, -1]
+
+
+def test_training_quarantine_reasons_are_the_recipes_own_names():
+    """train.py's own cleaning (raw CSVs outside the data plane) names reasons as the interactions recipe does."""
+    from glue_jobs.recipe import load_recipe
+
+    recipe = json.dumps(load_recipe("interactions"))
+    raw = pd.DataFrame({"user_id": ["", "u2", "u3", "u4", "u4"], "product_id": ["p1"] * 5,
+                        "event_type": ["view", "click", "rating", "view", "view"], "rating": ["", "", "9", "", ""],
+                        "timestamp": ["1700000000", "1700000000", "1700000000", "never", "1700000001"]})
+    _, quarantine = clean_interactions(pd.concat([raw, raw.tail(1)], ignore_index=True))
+    reasons = set(quarantine["quarantine_reason"])
+    assert len(reasons) == 5
+    assert all(f'"{reason}"' in recipe for reason in reasons), reasons

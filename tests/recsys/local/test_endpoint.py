@@ -296,3 +296,25 @@ def test_serve_forever_announces_its_url_serves_and_stops_on_sigterm(model_dir: 
     assert "endpoint stopped" in rest
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=1):
         pass
+
+
+def test_boto3_sagemaker_runtime_invoke_endpoint_works_against_the_local_endpoint(url: str) -> None:
+    """A user's own client (and the recommendation API Lambda) talks to the local endpoint unchanged."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    client = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="ap-south-1"
+    ).client("sagemaker-runtime", endpoint_url=url, config=Config(retries={"max_attempts": 1}))
+    response = client.invoke_endpoint(
+        EndpointName="recsys-dev-endpoint", ContentType="application/json", Accept="application/json",
+        Body=json.dumps({"user_id": "u1", "k": 3}).encode(),
+    )  # fmt: skip
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert len(json.loads(response["Body"].read())["recommendations"]) == 3
+    with pytest.raises(ClientError) as err:  # as on AWS: the model's 400 arrives as 424 ModelError
+        client.invoke_endpoint(EndpointName="recsys-dev-endpoint", ContentType="application/json", Body=b'{"k": 0}')
+    assert err.value.response["Error"]["Code"] == "ModelError"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert "Received client error (400)" in str(err.value)

@@ -17,11 +17,11 @@ from recsys.local.streaming import (
     archive_events,
     consume_once,
     dead_letters,
-    http_invoke,
     provision_streaming,
     recent_items,
     recommend,
     replay_events,
+    runtime_invoke,
     streaming_names,
 )
 from stacks.config import load_project_config
@@ -103,12 +103,15 @@ def test_a_burst_of_views_changes_the_recommendation_request(aws_env, res):
 
 
 class _Endpoint(BaseHTTPRequestHandler):
+    """What SageMaker Runtime answers: 200 with the model's body, or 424 ModelError when the model fails."""
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path != "/invocations" or body["user_id"] == "boom":
-            self.send_response(500)
+        if self.path != "/endpoints/recsys-dev-endpoint/invocations" or body["user_id"] == "boom":
+            self.send_response(424)
+            self.send_header("x-amzn-ErrorType", "ModelError")
             self.end_headers()
-            self.wfile.write(b'{"error": "model failed"}')
+            self.wfile.write(b'{"message": "Received server error (500) from primary"}')
             return
         out = json.dumps(echo(body)).encode()
         self.send_response(200)
@@ -120,17 +123,17 @@ class _Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-def test_http_invoke_posts_to_the_local_endpoint_and_maps_errors_to_502(aws_env, res):
+def test_runtime_invoke_calls_invoke_endpoint_and_maps_model_errors_to_502(aws_env, res):
     server = HTTPServer(("127.0.0.1", 0), _Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        invoke = http_invoke(f"http://127.0.0.1:{server.server_port}")
+        invoke = runtime_invoke(aws_env, f"http://127.0.0.1:{server.server_port}", "recsys-dev-endpoint")
         replay_events(aws_env, res, views("u1", ["p1"]))
         consume_once(aws_env, res)
         ok = recommend(aws_env, res, "u1", 5, invoke)
         assert ok == {"status": 200, "body": echo({"user_id": "u1", "k": 5, "recent_product_ids": ["p1"]})}
         failed = recommend(aws_env, res, "boom", 5, invoke)
-        assert failed["status"] == 502 and "HTTP 500" in failed["body"]["error"]
+        assert failed["status"] == 502 and "ModelError" in failed["body"]["error"]
     finally:
         server.shutdown()
         server.server_close()
