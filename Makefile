@@ -16,9 +16,12 @@ export MPLBACKEND := Agg
 .PHONY: setup browser run test synth lint bench clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"recsys-mlops needs Python 3.11 or newer; $(PYTHON) is {v.major}.{v.minor}.{v.micro} (choose one with: make PYTHON=python3.11 ...)")'
 	@echo "==> creating $(VENV) and installing pinned Python packages"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	@# pip repeats "Location ... is ignored" for find-links a machine's pip.conf names but lacks: not ours to act on
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt \
+	  2>&1 | grep -v "is ignored: it is neither a file nor a directory"; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
