@@ -1,4 +1,4 @@
-"""The Athena queries in ``sql/`` and a local engine that runs them unchanged on DuckDB.
+"""A local engine that runs the Athena queries in ``sql/`` (``sql/library.py``) unchanged on DuckDB.
 
 The ``.sql`` files are the single source of truth, written in Athena's (Trino) dialect: on AWS
 they become named queries and CTAS statements; locally sqlglot transpiles them to DuckDB, which
@@ -11,7 +11,6 @@ different answer on DuckDB, or do not run there at all; the queries in ``sql/`` 
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -20,21 +19,22 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 
-#: Where the Athena queries live (repository root ``sql/``).
-SQL_DIR: Path = Path(__file__).resolve().parents[2] / "sql"
+from sql.library import (  # noqa: F401 - re-exported: the queries this engine runs
+    CTAS_FORMATS,
+    FEATURE_PREFIX,
+    READ_DIALECT,
+    SQL_DIR,
+    ctas_statement,
+    feature_queries,
+    list_queries,
+    read_query,
+)
+from sql.library import statement_body as _body
 
-READ_DIALECT = "athena"
 WRITE_DIALECT = "duckdb"
 
-#: Prefix of the queries that are materialised as feature tables (CTAS on AWS).
-FEATURE_PREFIX = "feature_"
-
-#: CTAS storage formats Athena accepts, and those that take ``write_compression``.
-CTAS_FORMATS = ("PARQUET", "ORC", "AVRO", "JSON", "TEXTFILE")
-_COMPRESSED_FORMATS = {"PARQUET": "SNAPPY", "ORC": "SNAPPY"}
-
 _REAL_TYPES = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, exp.DataType.Type.DECIMAL}
-_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
 
 
 class AthenaQueryError(RuntimeError):
@@ -58,60 +58,6 @@ class MissingTableError(AthenaQueryError):
             f"(registered: {', '.join(registered) if registered else 'none'})"
         )
         super().__init__(query, message)
-
-
-def list_queries() -> dict[str, Path]:
-    """Every ``.sql`` under SQL_DIR by file stem; stems must be unique (they become table names)."""
-    queries: dict[str, Path] = {}
-    for path in sorted(SQL_DIR.rglob("*.sql")):
-        if path.stem in queries:
-            raise ValueError(f"duplicate query name {path.stem!r}: {queries[path.stem]} and {path}")
-        queries[path.stem] = path
-    return queries
-
-
-def read_query(name: str) -> str:
-    """The Athena-dialect text of query ``name`` (header comment included)."""
-    queries = list_queries()
-    if name not in queries:
-        raise KeyError(f"no query named {name!r} in {SQL_DIR} (known: {', '.join(sorted(queries))})")
-    return queries[name].read_text(encoding="utf-8")
-
-
-def feature_queries() -> list[str]:
-    """Names of the feature-table queries, i.e. the CTAS targets, sorted."""
-    return sorted(name for name in list_queries() if name.startswith(FEATURE_PREFIX))
-
-
-def _body(sql: str) -> str:
-    """The statement without trailing whitespace or semicolon, so it can be wrapped."""
-    return sql.rstrip().rstrip(";").rstrip()
-
-
-def ctas_statement(name: str, location: str | None, fmt: str = "PARQUET") -> str:
-    """Athena CTAS text for query ``name``, writing table ``name`` at S3 ``location``.
-
-    The query text is kept verbatim (comments included) so the named query in the console reads like
-    the file. Athena refuses a CTAS into a non-empty location: the caller drops the table and empties
-    the prefix before re-running. ``location`` may contain CDK tokens; only its quoting matters here.
-    ``location=None`` omits ``external_location``: Athena then writes under the workgroup's result
-    location, which suits a saved query whose bucket is not known when the text is built.
-    """
-    fmt = fmt.upper()
-    if fmt not in CTAS_FORMATS:
-        raise ValueError(f"unsupported CTAS format {fmt!r}; use one of {', '.join(CTAS_FORMATS)}")
-    if location is not None and not location.startswith("s3://"):
-        raise ValueError(f"CTAS external_location must be an s3:// URI, got {location!r}")
-    if not _TABLE_NAME.match(name):
-        raise ValueError(f"query name {name!r} is not a valid Athena table name")
-    body = _body(read_query(name))
-    props = [f"format = {exp.Literal.string(fmt).sql(READ_DIALECT)}"]
-    if fmt in _COMPRESSED_FORMATS:
-        props.append(f"write_compression = {exp.Literal.string(_COMPRESSED_FORMATS[fmt]).sql(READ_DIALECT)}")
-    if location is not None:
-        location = location if location.endswith("/") else location + "/"
-        props.append(f"external_location = {exp.Literal.string(location).sql(READ_DIALECT)}")
-    return f"CREATE TABLE {name}\nWITH ({', '.join(props)})\nAS\n{body}\n"
 
 
 def to_duckdb(sql: str) -> str:

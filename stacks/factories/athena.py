@@ -7,7 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from recsys.local.athena import ctas_statement, feature_queries, list_queries, read_query
+from sql.library import ctas_statement, feature_queries, list_queries, read_query
 from stacks.config import ATHENA_RESULTS_PREFIX, Config
 
 

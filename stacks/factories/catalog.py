@@ -15,8 +15,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from glue_jobs.catalog_types import PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT, PARQUET_SERDE, glue_columns
 from glue_jobs.schema import CURATED_COLUMNS
-from recsys.local.catalog import PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT, PARQUET_SERDE, glue_columns
 from stacks.config import CLICKSTREAM, CLICKSTREAM_RECIPE, CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
 from stacks.nag import acknowledge_wildcards, arn_token
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from monitoring.dashboard import CHARTS, DATASETS
-from recsys.local.athena import read_query
+from sql.library import read_query
 from stacks.analytics_stack import custom_sql
 from stacks.config import load_project_config
 from tests.monitoring import conftest as monitoring_fixtures

@@ -10,7 +10,7 @@ from aws_cdk.assertions import Match
 from glue_jobs.recipe import recipe_steps
 from glue_jobs.schema import CURATED_COLUMNS
 from monitoring.metrics import DATA_QUALITY_COLUMNS, NAMESPACE, data_quality_sql
-from recsys.local.athena import feature_queries, list_queries
+from sql.library import feature_queries, list_queries
 from stacks.config import CLICKSTREAM, TABLES, load_project_config
 from tests.stacks.conftest import resources
 

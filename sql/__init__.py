@@ -1,0 +1,1 @@
+"""The Athena SQL library (see ``sql/library.py`` and ``sql/README.md``)."""
