@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from glue_jobs.raw_reader import RawDataError, read_raw
-from glue_jobs.recipe_executor import curated_arrow_table, reason_counts, run_recipe
+from glue_jobs.recipe_jobs import curated_arrow_table, reason_counts, run_recipe
 from glue_jobs.schema import CURATED_COLUMNS
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps.definition import PUBLISH

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from glue_jobs.recipe import RECIPES_DIR, load_recipe, recipe_steps
-from glue_jobs.recipe_executor import SUPPORTED_OPERATIONS, apply_steps, curated_arrow_table, run_recipe
+from glue_jobs.recipe_executor import SUPPORTED_OPERATIONS, apply_steps
+from glue_jobs.recipe_jobs import curated_arrow_table, run_recipe
 from glue_jobs.schema import (
     CURATED_COLUMNS,
     OPTIONAL_RAW_COLUMNS,

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from glue_jobs.raw_reader import read_raw
-from glue_jobs.recipe_executor import reason_counts, run_recipe
+from glue_jobs.recipe_jobs import reason_counts, run_recipe
 from glue_jobs.schema import QUARANTINE_REASON_COLUMN, RAW_COLUMNS
 from recsys.local.endpoint import HARD_BODY_LIMIT, MAX_BODY
 

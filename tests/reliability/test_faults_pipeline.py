@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import monitoring.run
+from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps import local_runner
 from pipeline_steps.definition import PREPARE, REGISTER, TRAIN
 from pipeline_steps.local_runner import LocalPipelineResult, run_pipeline_locally
@@ -121,6 +122,13 @@ def execution_outputs(aws: LocalAws, execution_id: str) -> dict[str, Any]:
     return out
 
 
+PER_EXECUTION = (f"{PIPELINE_PREFIX}/", f"{MODEL_METRICS_PREFIX}/")
+
+
+def _files(root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+
+
 def consumer_view(aws: LocalAws, workdir: Path, result: LocalPipelineResult | None) -> dict[str, Any]:
     dest = _bucket(CURATED, aws)
     sm = aws.client("sagemaker")
@@ -130,10 +138,11 @@ def consumer_view(aws: LocalAws, workdir: Path, result: LocalPipelineResult | No
     ]
     tables = aws.client("glue").get_tables(DatabaseName=CFG.glue_database)["TableList"]
     return {
-        "data": {k: v for k, v in _objects(aws, dest).items() if not k.startswith(f"{PIPELINE_PREFIX}/")},
+        # pipeline/ and monitoring/model_metrics/ are per pipeline execution (their keys carry its id)
+        "data": {k: v for k, v in _objects(aws, dest).items() if not k.startswith(PER_EXECUTION)},
         "raw": sorted(_objects(aws, _bucket(SOURCE, aws))),
         "glue": {t["Name"]: t["StorageDescriptor"]["Location"] for t in tables},
-        "lake": sorted(p.relative_to(workdir).as_posix() for p in (workdir / "lake").rglob("*") if p.is_file()),
+        "lake": sorted(rel for rel in _files(workdir / "lake") if not rel.startswith(PER_EXECUTION)),
         "pipeline": execution_outputs(aws, result.execution_id) if result else None,
         "evaluation": result.evaluation if result else None,
         "packages": [

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from glue_jobs.raw_reader import read_raw
-from glue_jobs.recipe_executor import run_recipe
+from glue_jobs.recipe_jobs import run_recipe
 from recsys.local.moto_server import LocalAws
 from recsys.local.streaming import (
     STREAM_ARCHIVE_PREFIX,
