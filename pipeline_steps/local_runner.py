@@ -416,7 +416,7 @@ def run_pipeline_locally(
     while queue:
         spec = queue.pop(0)
         t0 = time.perf_counter()
-        label = f"{spec.name:<18} {spec.kind:<10} {spec.script or '-':<16}"
+        label = f"{spec.name:<18} {spec.kind:<10} {spec.script or '-':<18}"
         try:
             if spec.kind == "processing":
                 run.processing(spec)
