@@ -206,8 +206,11 @@ def latency(model_dir: Path, n_requests: int = 2000, seed: int = 0) -> None:
     users = model.users.ids[rng.integers(0, len(model.users), n_requests)]
     items = model.items.ids[np.argsort(-model.popularity)[:5000]]
     kinds = rng.choice(
-        ["personalized", "popular", "session", "personalized+session"], n_requests, p=[0.7, 0.1, 0.1, 0.1]
+        ["personalized", "popular", "session", "personalized+session", "rules", "product_page", "cart"],
+        n_requests, p=[0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
     )
+    prices = model.catalogue.price[np.isfinite(model.catalogue.price)] if model.catalogue is not None else []
+    band = (float(np.quantile(prices, 0.2)), float(np.quantile(prices, 0.8))) if len(prices) else (0.0, 1e9)
     times: dict[str, list[float]] = {}
     for user, kind in zip(users, kinds, strict=True):
         req: dict = {"user_id": str(user), "k": 10}
@@ -215,9 +218,18 @@ def latency(model_dir: Path, n_requests: int = 2000, seed: int = 0) -> None:
             req["user_id"] = f"new-{rng.integers(1e9)}"
         if kind.endswith("session"):
             req["recent_product_ids"] = [str(x) for x in rng.choice(items, 3)]
+        if kind == "rules":  # a price band, in stock only, a promotion with 2 slots, 10% exploration
+            req |= {"filters": {"price_min": band[0], "price_max": band[1], "in_stock_only": True},
+                    "promotion": {"product_ids": [str(x) for x in rng.choice(items, 50)], "slots": 2},
+                    "exploration": {"share": 0.1}}
+        if kind == "product_page":
+            req = {"product_id": str(rng.choice(items)), "k": 10}
+        if kind == "cart":
+            req = {"cart_product_ids": [str(x) for x in rng.choice(items, 3)], "k": 10}
         t = time.perf_counter()
         resp = inference.predict_fn(req, model)
-        times.setdefault(resp["strategy"], []).append((time.perf_counter() - t) * 1000)
+        label = resp["strategy"] + ("+rules" if kind == "rules" else "")
+        times.setdefault(label, []).append((time.perf_counter() - t) * 1000)
     rows = []
     everything = np.concatenate([np.asarray(v) for v in times.values()])
     for name, vals in [*times.items(), ("ALL", list(everything))]:

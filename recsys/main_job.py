@@ -454,6 +454,13 @@ def _endpoint_stage(
             recs = ", ".join(r["product_id"] for r in answer.get("recommendations", []))
             steer = f" after viewing {request['recent_product_ids']}" if "recent_product_ids" in request else ""
             progress.info(f"{request['user_id']}{steer}: [{answer.get('strategy')}] {recs}")
+        for label, request in _feature_requests(training, active[0] if active else "u1", popular):
+            answer = invoke(f"{url}/invocations", request)
+            recs = ", ".join(
+                r["product_id"] + "".join(f" ({flag})" for flag in ("promoted", "explored") if r.get(flag))
+                for r in answer.get("recommendations", [])
+            )
+            progress.info(f"{label}: [{answer.get('strategy')}] {recs}")
         stream_events = _clickstream_demo(progress, cfg, aws, url, training)
         latencies = _latency_burst(url, [*active, "new-shopper-003"])
         progress.info(
@@ -461,6 +468,23 @@ def _endpoint_stage(
             f"p99 {np.percentile(latencies, 99):.1f} ms (in-process client, one connection at a time)"
         )
     return latencies, stream_events
+
+
+def _feature_requests(training: pd.DataFrame, user: str, popular: list[str]) -> list[tuple[str, dict]]:
+    """A product page, a cart, trending, and a filtered + promoted list (README: request fields)."""
+    out: list[tuple[str, dict]] = []
+    if popular:
+        out.append((f"product page {popular[0]}", {"product_id": popular[0], "k": 5}))
+        out.append((f"cart {popular[:2]}", {"cart_product_ids": popular[:2], "k": 5}))
+    out.append(("trending now", {"strategy": "trending", "k": 5}))
+    prices = pd.to_numeric(training.get("price", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(prices):
+        low, high = (float(round(prices.quantile(q))) for q in (0.25, 0.75))
+        promoted = training["product_id"].value_counts().index[10:40].tolist()
+        request = {"user_id": user, "k": 5, "filters": {"price_min": low, "price_max": high},
+                   "promotion": {"name": "festival", "product_ids": promoted, "slots": 1}}
+        out.append((f"{user}, price {low:.0f}-{high:.0f} INR, 1 promoted slot", request))
+    return out
 
 
 def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training: pd.DataFrame) -> list[dict | str]:

@@ -17,11 +17,22 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recsys_core.bundle import EXCLUDE_MODES, BadRequest, Bundle  # noqa: E402
+from recsys_core.rules import (  # noqa: E402
+    ExplorationConfig,
+    RuleError,
+    parse_exploration,
+    parse_filters,
+    parse_promotion,
+)
+
+_NO_EXPLORATION = ExplorationConfig()  # validation without a model: the default share does not matter
 
 JSON = "application/json"
 MAX_K = 1000
 MAX_BATCH = 1000
 MAX_IDS = 1000
+#: ``strategy`` a request may ask for; "auto" (the default) is what the request's fields imply.
+STRATEGIES = ("auto", "trending")
 
 
 __all__ = ["BadRequest", "error_body", "input_fn", "model_fn", "output_fn", "predict_fn"]
@@ -93,12 +104,29 @@ def _id_list(req: dict[str, Any], key: str) -> list[str] | None:
     return ids
 
 
-def _single(req: Any) -> dict[str, Any]:
-    """Validated keyword arguments for Bundle.recommend."""
+def _single(req: Any, model: Bundle | None = None) -> dict[str, Any]:
+    """Validated keyword arguments for Bundle.recommend (``model`` gives the exploration default)."""
     if not isinstance(req, dict):
         raise BadRequest("each request must be a JSON object")
+    product_id = req.get("product_id")
+    if product_id is not None:
+        product_id = _id_text(product_id)
+        if product_id is None or product_id.strip() == "":
+            raise BadRequest("'product_id' must be a non-empty string")
+        product_id = product_id.strip()
+    cart = _id_list(req, "cart_product_ids")
+    if cart is not None and not cart:
+        raise BadRequest("'cart_product_ids' must not be empty")
+    strategy = req.get("strategy", "auto")
+    if strategy not in STRATEGIES:
+        raise BadRequest(f"'strategy' must be one of {list(STRATEGIES)}, got {_show(strategy)}")
+    if sum(x is not None for x in (product_id, cart)) + (strategy == "trending") > 1:
+        raise BadRequest("send at most one of 'product_id', 'cart_product_ids' and 'strategy': 'trending'")
+    item_based = product_id is not None or cart is not None or strategy == "trending"
     user_id = _id_text(req.get("user_id"))
-    if user_id is None or user_id.strip() == "":
+    if req.get("user_id") is None and item_based:
+        user_id = None
+    elif user_id is None or user_id.strip() == "":
         raise BadRequest("'user_id' is required (a non-empty string)")
     k = req.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
@@ -111,13 +139,27 @@ def _single(req: Any) -> dict[str, Any]:
     category = req.get("category")
     if category is not None and not isinstance(category, str):
         raise BadRequest("'category' must be a string")
+    try:
+        rules = {
+            "filters": parse_filters(req.get("filters")),
+            "promotion": parse_promotion(req.get("promotion"), k),
+            "exploration_share": parse_exploration(
+                req.get("exploration"), model.exploration if model is not None else _NO_EXPLORATION
+            ),
+        }
+    except RuleError as exc:
+        raise BadRequest(str(exc)) from exc
     return {
-        "user_id": user_id.strip(),
+        "user_id": user_id.strip() if user_id is not None else None,
         "k": k,
         "exclude": exclude,
         "category": category,
         "recent_product_ids": _id_list(req, "recent_product_ids"),
         "exclude_product_ids": _id_list(req, "exclude_product_ids"),
+        "product_id": product_id,
+        "cart_product_ids": cart,
+        "trending": strategy == "trending",
+        **rules,
     }
 
 
@@ -141,8 +183,8 @@ def predict_fn(data: dict[str, Any], model: Bundle) -> dict[str, Any]:
     """One response object, or ``{"predictions": [...]}`` for an ``instances`` batch."""
     _validate(data)
     if "instances" in data:
-        return {"predictions": [model.recommend(**_single(inst)) for inst in data["instances"]]}
-    return model.recommend(**_single(data))
+        return {"predictions": [model.recommend(**_single(inst, model)) for inst in data["instances"]]}
+    return model.recommend(**_single(data, model))
 
 
 def output_fn(prediction: dict[str, Any], accept: str | None = JSON) -> str:

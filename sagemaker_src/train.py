@@ -20,12 +20,14 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit runs its own threads; nested BLAS threads thrash
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from recsys_core.bundle import Bundle, recipe_doc  # noqa: E402
 from recsys_core.data import load_interactions, load_optional, run_entry_point  # noqa: E402
 from recsys_core.features import EventWeights, item_popularity  # noqa: E402
 from recsys_core.models.content import SegmentPopularity  # noqa: E402
 from recsys_core.prepare import prepare, user_segments  # noqa: E402
 from recsys_core.report import bar_chart, markdown_table  # noqa: E402
+from recsys_core.rules import ExplorationConfig, build_catalogue  # noqa: E402
 from recsys_core.selection import SelectionConfig, default_candidates, fit_recipe, select  # noqa: E402
 from recsys_core.split import HoldoutConfig  # noqa: E402
 
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     seg_of = user_segments(prep)
     if (seg_of >= 0).any() and prep.user_features is not None:
         segments = SegmentPopularity.fit(prep.hist.matrix(), seg_of)
+    catalogue, trending = _catalogue_and_trending(prep, products)
     version = (args.model_version or os.environ.get("TRAINING_JOB_NAME")
                or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{result.recipe.candidates[0].family}")
     bundle = Bundle(
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "selection_summary": result.summary() | {"chosen": ensemble.name},
             "selection": result.table, "notes": result.notes,
         },
+        trending=trending, catalogue=catalogue,
     )
     bundle.save(args.model_dir)
     log(f"[train] saved model {version} to {args.model_dir} ({time.perf_counter() - t0:.1f}s)")
@@ -133,6 +137,23 @@ def _describe(result) -> str:  # noqa: ANN001 - a SelectionResult
         return "; ".join(s["notes"])
     return (f"validated on {s['split']} ({s['validation_users']} users, {s['objective']}), "
             f"ndcg@k {s['validation_ndcg']:.4f} vs popularity {s['popularity_validation_ndcg']:.4f}")
+
+
+def _catalogue_and_trending(prep, products):  # noqa: ANN001, ANN202 - Prepared, DataFrame | None
+    """What the serving rules read (prices, availability, new or under-exposed products) and trending
+    (popularity with a half-life of a tenth of the log's span); trending is None without a usable clock."""
+    hist = prep.hist
+    counts = np.bincount(hist.indices, minlength=hist.n_items).astype(np.float64)
+    first_seen = np.full(hist.n_items, np.inf)
+    has_clock = len(hist.last_ts) == hist.nnz and hist.nnz > 0 and float(np.ptp(hist.last_ts)) > 0
+    if has_clock:
+        np.minimum.at(first_seen, hist.indices, hist.last_ts)
+    first_seen[np.isinf(first_seen)] = np.nan
+    log_end = float(hist.last_ts.max()) if has_clock else 0.0
+    catalogue = build_catalogue(products, prep.items.ids, prep.item_features.category,
+                                prep.item_features.category_names, counts, first_seen, log_end, ExplorationConfig())
+    trending = _normalised(item_popularity(hist, half_life_fraction=0.1)) if has_clock else None
+    return catalogue, trending
 
 
 def _normalised(pop):  # noqa: ANN001 - numpy array in, numpy array out

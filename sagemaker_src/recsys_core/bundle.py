@@ -21,6 +21,14 @@ from .ensemble import Ensemble, top_k
 from .features import History
 from .models import FAMILIES
 from .models.content import SegmentPopularity
+from .rules import (
+    Catalogue,
+    ExplorationConfig,
+    exploration_scores,
+    filter_mask,
+    merge,
+    ranked,
+)
 
 FORMAT_VERSION = 1
 EXCLUDE_MODES = ("purchased", "interacted", "none")
@@ -47,6 +55,9 @@ class Bundle:
     segment_users: IdMap | None = None
     segment_of: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    trending: np.ndarray | None = None  # time-decayed popularity, normalised (None: the log has no clock)
+    catalogue: Catalogue | None = None  # prices, availability, exploration candidates (issue 13)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
 
     def __post_init__(self) -> None:
         self._profiles = self.ensemble.profiles(self.hist)
@@ -55,6 +66,10 @@ class Bundle:
         self._strong.eliminate_zeros()
         self._any = self.hist.matrix(np.ones(self.hist.nnz, dtype=np.float32))
         self._popular_order = np.argsort(-self.popularity, kind="stable")
+        if self.catalogue is None:  # a model saved before issue 13: no prices, everything available
+            n = self.hist.n_items
+            self.catalogue = Catalogue(np.full(n, np.nan, np.float32), np.ones(n, bool), self.item_category,
+                                       self.category_names, np.zeros(n, bool))
 
     # ---------------------------------------------------------------- serving
     def recommend(
@@ -65,8 +80,19 @@ class Bundle:
         exclude_product_ids: list[str] | None = None,
         exclude: str = "purchased",
         category: str | None = None,
+        product_id: str | None = None,
+        cart_product_ids: list[str] | None = None,
+        trending: bool = False,
+        filters: dict[str, Any] | None = None,
+        promotion: tuple[list[str], int, str] | None = None,
+        exploration_share: float = 0.0,
     ) -> dict[str, Any]:
-        """One response object per CONTRACTS §3."""
+        """One response object per CONTRACTS §3, plus the README's extensions: a product page
+        (``product_id``), a cart (``cart_product_ids``), ``trending``, ``filters``, a ``promotion`` and
+        ``exploration_share`` (see recsys_core/rules.py). Without them the answer is exactly as before."""
+        if product_id is not None or cart_product_ids or trending:
+            return self._item_based(user_id, k, product_id, cart_product_ids, trending, exclude_product_ids,
+                                    category, filters, promotion, exploration_share)
         if exclude not in EXCLUDE_MODES:
             raise BadRequest(f"'exclude' must be one of {list(EXCLUDE_MODES)}, got {exclude!r}")
         n = self.hist.n_items
@@ -105,6 +131,10 @@ class Bundle:
         if category is not None:
             mask |= ~self._category_mask(category)
         k = min(k, n)
+        if filters or promotion or exploration_share > 0:
+            user_items = self.hist.indices[self.hist.indptr[u] : self.hist.indptr[u + 1]] if u >= 0 else recent
+            return self._with_rules(user_id, strategy, scores, mask, k, filters, promotion, exploration_share,
+                                    user_items)
         if strategy.startswith("popular") and not mask.any():
             ranked = self._popular_order[:k] if strategy == "popular" else top_k(scores[None, :], k)[0]
         else:
@@ -118,6 +148,73 @@ class Bundle:
             "strategy": strategy,
             "model_version": self.model_version,
         }
+
+    # ---------------------------------------------------------------- issue 13: pages, carts, rules
+    def _item_based(self, user_id: str | None, k: int, product_id: str | None, cart: list[str] | None,
+                    trending: bool, exclude_ids: list[str] | None, category: str | None,
+                    filters: dict[str, Any] | None, promotion: tuple[list[str], int, str] | None,
+                    exploration_share: float) -> dict[str, Any]:
+        """Similar / bought-with for a product page, frequently bought together for a cart, or trending:
+        from the trained item-item signal (the model scoring the products as a session)."""
+        n = self.hist.n_items
+        seeds = [product_id] if product_id is not None else list(cart or [])
+        idx = self.items.index(seeds) if seeds else np.zeros(0, dtype=np.int64)
+        known = np.unique(idx[idx >= 0])
+        mask = np.zeros(n, dtype=bool)
+        mask[known] = True  # never the product itself, nor what is already in the cart
+        if trending:
+            scores = (self.trending if self.trending is not None else self.popularity).astype(np.float64)
+            strategy = "trending" if self.trending is not None else "popular"
+        elif len(known):
+            scores = self.ensemble.score_row(known.astype(np.int32), np.ones(len(known), np.float32), -1, n)
+            strategy = "similar" if product_id is not None else "cart"
+        else:  # a product the model never saw (no history): the popular list
+            scores, strategy = self.popularity.astype(np.float64).copy(), "popular"
+        if exclude_ids:
+            ex = self.items.index(list(exclude_ids))
+            mask[ex[ex >= 0]] = True
+        if category is not None:
+            mask |= ~self._category_mask(category)
+        return self._with_rules(user_id, strategy, scores, mask, min(k, n), filters, promotion, exploration_share,
+                                known)
+
+    def _with_rules(self, user_id: str | None, strategy: str, scores: np.ndarray, mask: np.ndarray, k: int,
+                    filters: dict[str, Any] | None, promotion: tuple[list[str], int, str] | None,
+                    exploration_share: float, user_items: np.ndarray) -> dict[str, Any]:
+        """Filters before top-k; then a promotion's slots and exploration's slots, spread through the list."""
+        assert self.catalogue is not None
+        blocked = mask | filter_mask(self.catalogue, filters)
+        scores = np.asarray(scores, dtype=np.float64)
+        special: list[tuple[int, str]] = []
+        if promotion is not None:
+            ids, slots, _ = promotion
+            promo = np.zeros(len(blocked), dtype=bool)
+            idx = self.items.index(ids)
+            promo[idx[idx >= 0]] = True
+            picks = ranked(np.where(promo, scores, -np.inf), blocked, slots)
+            special += [(int(i), "promoted") for i in picks]
+        n_explore = int(round(k * exploration_share))
+        if n_explore > 0:
+            taken = blocked.copy()
+            taken[[i for i, _ in special]] = True
+            cats = self.catalogue.category[user_items] if len(user_items) else np.zeros(0, dtype=np.int32)
+            explore = exploration_scores(self.catalogue, cats, self.popularity)
+            special += [(int(i), "explored") for i in ranked(explore, taken, n_explore)]
+        special = special[:k]
+        base = ranked(scores, blocked, k).tolist()
+        items = merge(base, special, k) if special else [(i, "") for i in base]
+        recs = []
+        for i, flag in items:
+            rec: dict[str, Any] = {"product_id": str(self.items.ids[i]), "score": round(float(np.nan_to_num(
+                scores[i], neginf=0.0)), 6)}
+            if flag:
+                rec[flag] = True
+            recs.append(rec)
+        out: dict[str, Any] = {"user_id": user_id, "recommendations": recs, "strategy": strategy,
+                               "model_version": self.model_version}
+        if promotion is not None:
+            out["promotion"] = promotion[2]
+        return out
 
     def _session_row(self, items: np.ndarray) -> sp.csr_matrix:
         """Recent items as a canonical 1 x n_items CSR row of ones."""
@@ -163,6 +260,11 @@ class Bundle:
             arrays.update({"seg_data": top.data, "seg_indices": top.indices, "seg_indptr": top.indptr,
                            "seg_shape": np.asarray(top.shape), "seg_user_ids": self.segment_users.ids,
                            "seg_of": self.segment_of})
+        if self.trending is not None:
+            arrays["trending"] = self.trending
+        if self.catalogue is not None:
+            arrays.update({"cat_price": self.catalogue.price, "cat_available": self.catalogue.available,
+                           "cat_explorable": self.catalogue.explorable})
         np.savez(model_dir / "arrays.npz", **arrays)
         doc = {
             "format_version": FORMAT_VERSION,
@@ -172,6 +274,7 @@ class Bundle:
             "repeat_weight": self.ensemble.repeat_weight,
             "recency_boost": self.ensemble.recency_boost,
             "components": self.recipe,
+            "exploration": asdict(self.exploration),
             "n_users": len(self.users), "n_items": len(self.items), "nnz": self.hist.nnz,
             "meta": self.meta,
         }
@@ -202,9 +305,14 @@ class Bundle:
             shape = tuple(int(x) for x in a["seg_shape"])
             segments = SegmentPopularity(sp.csr_matrix((a["seg_data"], a["seg_indices"], a["seg_indptr"]), shape=shape))
             seg_users, seg_of = IdMap(a["seg_user_ids"]), a["seg_of"]
+        catalogue = None
+        if "cat_price" in a:
+            catalogue = Catalogue(a["cat_price"], a["cat_available"], a["item_category"], a["category_names"],
+                                  a["cat_explorable"])
         return cls(doc["model_version"], IdMap(a["user_ids"]), items, hist, ensemble, doc["components"],
                    a["popularity"], a["item_category"], a["category_names"], segments, seg_users, seg_of,
-                   doc.get("meta", {}))
+                   doc.get("meta", {}), a.get("trending"), catalogue,
+                   ExplorationConfig(**doc.get("exploration", {})))
 
 
 def recipe_doc(candidates: list[Any], weights: list[float]) -> list[dict[str, Any]]:

@@ -252,10 +252,13 @@ def test_wsgi_app_needs_no_server(model_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------ property: no input is a server error
-KEYS = ["user_id", "k", "instances", "recent_product_ids", "exclude_product_ids", "exclude", "category"]
+KEYS = ["user_id", "k", "instances", "recent_product_ids", "exclude_product_ids", "exclude", "category",
+        # issue 13's fields, and the keys inside their objects
+        "product_id", "cart_product_ids", "strategy", "filters", "promotion", "exploration", "price_min", "price_max",
+        "categories", "exclude_categories", "in_stock_only", "product_ids", "slots", "percent", "share", "name"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20)
-    | st.sampled_from(["u1", "u2", "p1", "purchased", "interacted", "none", "cat1"]),
+    | st.sampled_from(["u1", "u2", "p1", "purchased", "interacted", "none", "cat1", "trending", "auto"]),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner,
                                                                 max_size=6),
     max_leaves=15,
@@ -269,7 +272,7 @@ bodies = (
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies)
 def test_random_json_bodies_never_cause_a_server_error(url: str, body: bytes) -> None:
     status, doc = post(url, body)

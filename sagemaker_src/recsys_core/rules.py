@@ -1,0 +1,252 @@
+"""Business rules a request can carry: filters, promotions and exploration (issue 13).
+
+All three work on the catalogue the model was trained on, as arrays aligned to the item index:
+
+- **filters** narrow the candidates *before* top-k, so k results come back wherever k products pass;
+- a **promotion** gives a named set of products a share of the slots (``slots`` or ``percent``), best
+  scored first, never repeated, never one the filters or exclusions removed;
+- **exploration** gives a share of the slots to new or under-exposed products that match the user's
+  categories, so new catalogue gets impressions; it too only picks products that pass the filters.
+
+Request shapes (validated here; a bad value is a ``BadRequest``, i.e. HTTP 400)::
+
+    "filters": {"price_min": 100, "price_max": 500, "categories": ["Sarees"],
+                "exclude_categories": ["Kurtis"], "in_stock_only": true}
+    "promotion": {"name": "diwali", "product_ids": ["p1", "p2"], "slots": 2}   # or "percent": 20
+    "exploration": {"share": 0.2}                                             # or true: the model's default
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: How much a request may ask for (bounded so a request cannot make serving slow).
+MAX_LIST = 1000
+FILTER_KEYS = ("price_min", "price_max", "categories", "exclude_categories", "in_stock_only")
+
+
+class RuleError(ValueError):
+    """A rule a request cannot have; the serving layer answers 400."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    """What counts as "new or under-exposed", and the default share (train-time settings, saved in the model)."""
+
+    share: float = 0.0
+    """Default share of slots for exploration when a request says ``"exploration": true`` (0 = off)."""
+    new_days: float = 14.0
+    """A product first seen this many days before the end of the training log, or later, is new."""
+    under_exposed_quantile: float = 0.2
+    """Products in this lowest share of interaction counts are under-exposed."""
+
+
+@dataclass
+class Catalogue:
+    """Per-item arrays the rules read: price (NaN unknown), availability, category code, exposure."""
+
+    price: np.ndarray
+    available: np.ndarray
+    category: np.ndarray
+    category_names: np.ndarray
+    explorable: np.ndarray  # new or under-exposed (bool)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RuleError(f"'{name}' must be a finite number, got {type(value).__name__}")
+    return float(value)
+
+
+def _names(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RuleError(f"'{name}' must be a list of strings")
+    if len(value) > MAX_LIST:
+        raise RuleError(f"'{name}' has more than {MAX_LIST} entries")
+    return value
+
+
+def parse_filters(value: Any) -> dict[str, Any] | None:
+    """The validated ``filters`` object (None when absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RuleError("'filters' must be an object")
+    unknown = sorted(set(value) - set(FILTER_KEYS))
+    if unknown:
+        raise RuleError(f"unknown filter(s) {unknown}; known: {list(FILTER_KEYS)}")
+    out: dict[str, Any] = {}
+    for key in ("price_min", "price_max"):
+        if value.get(key) is not None:
+            out[key] = _number(value[key], f"filters.{key}")
+    if "price_min" in out and "price_max" in out and out["price_min"] > out["price_max"]:
+        raise RuleError("'filters.price_min' is above 'filters.price_max'")
+    for key in ("categories", "exclude_categories"):
+        if value.get(key) is not None:
+            out[key] = _names(value[key], f"filters.{key}")
+    if value.get("in_stock_only") is not None:
+        if not isinstance(value["in_stock_only"], bool):
+            raise RuleError("'filters.in_stock_only' must be true or false")
+        out["in_stock_only"] = value["in_stock_only"]
+    return out
+
+
+def parse_promotion(value: Any, k: int) -> tuple[list[str], int, str] | None:
+    """(product ids, slots, name) of a validated ``promotion`` (None when absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RuleError("'promotion' must be an object")
+    ids = value.get("product_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str | int) and not isinstance(i, bool)
+                                                       for i in ids):
+        raise RuleError("'promotion.product_ids' must be a non-empty list of product ids")
+    if len(ids) > MAX_LIST:
+        raise RuleError(f"'promotion.product_ids' has more than {MAX_LIST} ids")
+    name = value.get("name", "promotion")
+    if not isinstance(name, str):
+        raise RuleError("'promotion.name' must be a string")
+    has_slots, has_percent = value.get("slots") is not None, value.get("percent") is not None
+    if has_slots == has_percent:
+        raise RuleError("'promotion' needs exactly one of 'slots' (an integer) or 'percent' (0-100)")
+    if has_slots:
+        slots = value["slots"]
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+            raise RuleError("'promotion.slots' must be a non-negative integer")
+    else:
+        percent = _number(value["percent"], "promotion.percent")
+        if not 0 <= percent <= 100:
+            raise RuleError("'promotion.percent' must be between 0 and 100")
+        slots = int(math.floor(k * percent / 100 + 1e-9))
+    return [str(i) for i in ids], min(slots, k), name
+
+
+def parse_exploration(value: Any, default: ExplorationConfig) -> float:
+    """The share of slots to explore: ``true`` = the model's default, an object sets ``share``."""
+    if value is None or value is False:
+        return 0.0
+    if value is True:
+        return default.share
+    if not isinstance(value, dict) or set(value) - {"share"}:
+        raise RuleError("'exploration' must be true, false or {\"share\": 0..1}")
+    share = _number(value.get("share", default.share), "exploration.share")
+    if not 0 <= share <= 1:
+        raise RuleError("'exploration.share' must be between 0 and 1")
+    return share
+
+
+def _category_codes(names: np.ndarray, wanted: list[str]) -> np.ndarray:
+    lower = np.char.lower(names.astype(str)) if len(names) else names.astype(str)
+    codes = [int(np.nonzero(lower == w.strip().lower())[0][0]) for w in wanted if (lower == w.strip().lower()).any()]
+    return np.asarray(codes, dtype=np.int64)
+
+
+def filter_mask(catalogue: Catalogue, filters: dict[str, Any] | None) -> np.ndarray:
+    """True for every item a request's filters rule out (unknown prices fail a price filter)."""
+    out = np.zeros(len(catalogue.category), dtype=bool)
+    if not filters:
+        return out
+    if "price_min" in filters:
+        out |= ~(catalogue.price >= filters["price_min"])  # NaN compares False: ruled out
+    if "price_max" in filters:
+        out |= ~(catalogue.price <= filters["price_max"])
+    if "categories" in filters:
+        out |= ~np.isin(catalogue.category, _category_codes(catalogue.category_names, filters["categories"]))
+    if "exclude_categories" in filters:
+        out |= np.isin(catalogue.category, _category_codes(catalogue.category_names, filters["exclude_categories"]))
+    if filters.get("in_stock_only"):
+        out |= ~catalogue.available
+    return out
+
+
+def ranked(scores: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
+    """Up to n unblocked items, best score first (ties by index), with a finite score only."""
+    allowed = np.flatnonzero(~blocked & np.isfinite(scores))
+    if len(allowed) > n:
+        part = np.argpartition(-scores[allowed], n - 1)[:n]
+        allowed = allowed[part]
+    order = np.lexsort((allowed, -scores[allowed]))
+    return allowed[order]
+
+
+def slot_positions(k: int, slots: int) -> list[int]:
+    """Where ``slots`` special items go in a list of k: evenly spread, never the first position (slots < k)."""
+    if slots <= 0:
+        return []
+    if slots >= k:
+        return list(range(k))
+    return [int((i + 1) * k / (slots + 1)) for i in range(slots)]  # step >= 1: distinct, all >= 1
+
+
+def merge(base: list[int], special: list[tuple[int, str]], k: int) -> list[tuple[int, str]]:
+    """The final list of (item, flag): ``special`` at spread-out positions, ``base`` in order elsewhere, no
+    item twice. When ``base`` runs out, the rest of ``special`` follows; the list is at most k long."""
+    positions = set(slot_positions(k, len(special)))
+    taken = {item for item, _ in special}
+    specials, fill = iter(special), iter([b for b in base if b not in taken])
+    out: list[tuple[int, str]] = []
+    for pos in range(k):
+        item = next(specials, None) if pos in positions else None
+        if item is None:
+            nxt = next(fill, None)
+            item = (nxt, "") if nxt is not None else next(specials, None)
+        if item is None:
+            break
+        out.append(item)
+    return out
+
+
+def exploration_scores(catalogue: Catalogue, user_categories: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Content similarity of explorable items to the user's tastes: their category's share of the user's
+    history, then the item's popularity as a tie-break; -inf for items that are not explorable."""
+    affinity = np.zeros(len(catalogue.category), dtype=np.float64)
+    known = catalogue.category >= 0
+    if len(user_categories) and known.any():
+        counts = np.bincount(user_categories[user_categories >= 0], minlength=int(catalogue.category.max()) + 1)
+        share = counts / max(counts.sum(), 1)
+        affinity[known] = share[catalogue.category[known]]
+    return np.where(catalogue.explorable, affinity + 1e-3 * popularity, -np.inf)
+
+
+_FALSE = {"false", "0", "no", "n", "f"}
+#: Products-table columns that can say a product is not on sale (missing or unreadable: available).
+AVAILABILITY_COLUMNS = ("in_stock", "active", "is_active", "available")
+
+
+def build_catalogue(
+    products: Any, item_ids: np.ndarray, category: np.ndarray, category_names: np.ndarray,
+    counts: np.ndarray, first_seen: np.ndarray, log_end: float, config: ExplorationConfig,
+) -> Catalogue:
+    """Catalogue arrays aligned to the item index, from the optional products table and the training log.
+
+    ``counts``: distinct users per item; ``first_seen``: epoch seconds of each item's earliest interaction
+    (NaN unknown); ``log_end``: the log's latest time (0 = no usable clock: nothing counts as new).
+    """
+    import pandas as pd
+
+    n = len(item_ids)
+    price = np.full(n, np.nan, dtype=np.float32)
+    available = np.ones(n, dtype=bool)
+    if products is not None and "product_id" in products.columns:
+        index = pd.Index(pd.Series(item_ids).astype(str))
+        p = products.drop_duplicates("product_id")
+        pos = index.get_indexer(p["product_id"].astype(str))
+        keep = pos >= 0
+        if "price" in p.columns:
+            values = pd.to_numeric(p["price"], errors="coerce").to_numpy(dtype=np.float64)
+            price[pos[keep]] = np.where(values[keep] > 0, values[keep], np.nan)
+        for col in AVAILABILITY_COLUMNS:
+            if col in p.columns:
+                text = p[col].astype("string").str.strip().str.lower().fillna("")
+                off = text.isin(_FALSE).to_numpy() & keep
+                available[pos[off]] = False
+                break
+    under = counts <= np.quantile(counts, config.under_exposed_quantile) if n else np.zeros(0, dtype=bool)
+    new = (first_seen >= log_end - config.new_days * 86_400) if log_end > 0 else np.zeros(n, dtype=bool)
+    return Catalogue(price, available, category, category_names, under | new)

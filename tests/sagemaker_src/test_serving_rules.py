@@ -1,0 +1,155 @@
+"""Product pages, carts, trending, filters, promotions and exploration (issue 13) on a tiny shop with obvious answers.
+
+Shop: p1 is always bought with p2 and p3 (group A, Sarees); q1..q4 are bought together by another group
+(Kurtis); cheap c1..c3 are Bags bought by a third group. x9 was first seen in the last days of the log
+(new); z1 is out of stock.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from .conftest import make_log
+
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    import inference
+    import train
+    from recsys_core.bundle import Bundle, recipe_doc
+    from recsys_core.features import item_popularity
+    from recsys_core.models.item_knn import ItemKNNConfig
+    from recsys_core.prepare import prepare
+    from recsys_core.selection import Candidate, Recipe, fit_recipe
+
+    rows, t = [], 0
+    groups = {"a": ["p1", "p2", "p3"], "b": ["q1", "q2", "q3", "q4"], "c": ["c1", "c2", "c3", "z1"]}
+    for g, items in groups.items():
+        for n in range(8):
+            for item in items:
+                t += DAY // 10
+                rows.append((f"{g}{n}", item, "purchase", None, t))
+    rows += [("c0", "x9", "view", None, t + 30 * DAY), ("b0", "p1", "view", None, t + 30 * DAY)]
+    log = make_log(rows)
+    products = pd.DataFrame({
+        "product_id": ["p1", "p2", "p3", "q1", "q2", "q3", "q4", "c1", "c2", "c3", "z1", "x9"],
+        "category": ["Sarees"] * 3 + ["Kurtis"] * 4 + ["Bags"] * 4 + ["Bags"],
+        "price": [900, 800, 700, 400, 300, 200, 100, 50, 60, 70, 55, 65],
+        "in_stock": ["yes"] * 10 + ["no", "yes"],
+    })
+    prep = prepare(log, products, None, num_threads=1)
+    recipe = Recipe([Candidate("item_knn", ItemKNNConfig("cosine", k=20))], [1.0])
+    catalogue, trending = train._catalogue_and_trending(prep, products)
+    pop = item_popularity(prep.hist)
+    bundle = Bundle("rules-v1", prep.users, prep.items, prep.hist, fit_recipe(recipe, prep),
+                    recipe_doc(recipe.candidates, recipe.weights), pop / pop.max(),
+                    prep.item_features.category, prep.item_features.category_names,
+                    trending=trending, catalogue=catalogue)
+    path = tmp_path_factory.mktemp("rules_model")
+    bundle.save(path)
+    return inference.model_fn(str(path))
+
+
+def ask(model, request: dict) -> dict:
+    import inference
+
+    return json.loads(inference.output_fn(inference.predict_fn(inference.input_fn(json.dumps(request)), model)))
+
+
+def ids(response: dict) -> list[str]:
+    return [r["product_id"] for r in response["recommendations"]]
+
+
+def test_a_product_page_shows_what_is_bought_with_it(shop):
+    answer = ask(shop, {"product_id": "p1", "k": 2})
+    assert answer["strategy"] == "similar" and answer["user_id"] is None
+    assert set(ids(answer)) == {"p2", "p3"}
+
+
+def test_a_cart_gets_what_is_bought_with_it_and_never_what_is_in_it(shop):
+    answer = ask(shop, {"cart_product_ids": ["q1", "q2"], "k": 2})
+    assert answer["strategy"] == "cart" and set(ids(answer)) == {"q3", "q4"}
+
+
+def test_an_unknown_product_falls_back_to_the_popular_list(shop):
+    assert ask(shop, {"product_id": "never-sold", "k": 3})["strategy"] == "popular"
+
+
+def test_trending_ranks_what_is_bought_lately_first(shop):
+    answer = ask(shop, {"strategy": "trending", "k": 4})
+    assert answer["strategy"] == "trending"
+    assert set(ids(answer)) <= {"c1", "c2", "c3", "z1", "x9", "p1"}  # the latest group, and the late views
+
+
+def test_a_price_range_excludes_what_it_should_and_still_returns_k(shop):
+    answer = ask(shop, {"user_id": "a0", "k": 3, "filters": {"price_min": 100, "price_max": 400}})
+    in_range = {"q1", "q2", "q3", "q4"}  # 100..400 INR; everything else costs more or less
+    assert len(ids(answer)) == 3 and set(ids(answer)) <= in_range
+    fewer = ask(shop, {"user_id": "a0", "k": 5, "filters": {"price_min": 100, "price_max": 400}})
+    assert len(ids(fewer)) == 4  # q1..q4: never padded with a product outside the range
+
+
+def test_categories_and_stock_filters(shop):
+    bags = ask(shop, {"product_id": "c1", "k": 10, "filters": {"categories": ["bags"], "in_stock_only": True}})
+    assert set(ids(bags)) == {"c2", "c3", "x9"}  # z1 is out of stock, c1 is the page's own product
+    no_kurtis = ask(shop, {"user_id": "b1", "k": 10, "filters": {"exclude_categories": ["Kurtis"]}})
+    assert not {"q1", "q2", "q3", "q4"} & set(ids(no_kurtis))
+
+
+def test_a_promotion_gets_exactly_its_slots_without_duplicates(shop):
+    promo = {"name": "bags-week", "product_ids": ["c1", "c2", "c3"], "slots": 2}
+    answer = ask(shop, {"user_id": "a1", "k": 5, "promotion": promo})
+    flagged = [r["product_id"] for r in answer["recommendations"] if r.get("promoted")]
+    assert len(flagged) == 2 and set(flagged) <= {"c1", "c2", "c3"}
+    assert len(ids(answer)) == len(set(ids(answer))) == 5 and answer["promotion"] == "bags-week"
+    assert answer["recommendations"][0].get("promoted") is None  # the first slot stays the model's
+
+
+def test_a_promotion_never_breaks_the_other_rules(shop):
+    promo = {"product_ids": ["c1", "z1", "p2"], "percent": 50}
+    answer = ask(shop, {"user_id": "a1", "k": 4, "promotion": promo,
+                        "filters": {"in_stock_only": True, "categories": ["Bags"]}})
+    assert "z1" not in ids(answer) and "p2" not in ids(answer)  # out of stock; wrong category
+    assert [r["product_id"] for r in answer["recommendations"] if r.get("promoted")] == ["c1"]
+
+
+def test_exploration_only_adds_products_that_match_the_rules(shop):
+    answer = ask(shop, {"user_id": "c1", "k": 4, "exploration": {"share": 0.5},
+                        "filters": {"categories": ["Bags"], "in_stock_only": True}})
+    explored = [r["product_id"] for r in answer["recommendations"] if r.get("explored")]
+    assert explored and set(explored) <= {"x9", "c1", "c2", "c3"}  # x9 is new; z1 is out of stock
+    assert "z1" not in ids(answer)
+
+
+def test_without_the_new_fields_the_answer_is_unchanged(shop):
+    plain = ask(shop, {"user_id": "a0", "k": 5})
+    same = ask(shop, {"user_id": "a0", "k": 5, "filters": {}, "exploration": False})
+    assert ids(plain) == ids(same) and plain["strategy"] == "personalized"
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"product_id": ""}, "'product_id'"),
+        ({"cart_product_ids": []}, "'cart_product_ids'"),
+        ({"product_id": "p1", "cart_product_ids": ["p2"]}, "at most one"),
+        ({"user_id": "a0", "strategy": "hot"}, "'strategy'"),
+        ({"user_id": "a0", "filters": {"price_min": "cheap"}}, "filters.price_min"),
+        ({"user_id": "a0", "filters": {"price_min": 5, "price_max": 1}}, "above"),
+        ({"user_id": "a0", "filters": {"colour": "red"}}, "unknown filter"),
+        ({"user_id": "a0", "promotion": {"product_ids": ["p1"]}}, "exactly one"),
+        ({"user_id": "a0", "promotion": {"product_ids": ["p1"], "percent": 120}}, "between 0 and 100"),
+        ({"user_id": "a0", "exploration": {"share": 2}}, "between 0 and 1"),
+        ({"k": 3}, "'user_id' is required"),
+    ],
+)
+def test_bad_new_fields_are_a_400_with_a_clear_message(shop, request_, message):
+    import inference
+
+    with pytest.raises(inference.BadRequest, match=message):
+        inference.predict_fn(request_, shop)
