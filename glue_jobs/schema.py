@@ -66,3 +66,28 @@ CURATED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
 #: Quarantine rows keep every raw column (as strings) plus these two.
 QUARANTINE_REASON_COLUMN = "quarantine_reason"
 QUARANTINE_STEP_COLUMN = "quarantine_step"
+
+#: The batch step's outputs (``sagemaker_src/batch_recommend.py``): what the endpoint would answer for every
+#: known user and every product, as Glue tables under the destination bucket's ``batch/``.
+BATCH_PREFIX = "batch"
+BATCH_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "batch_user_recommendations": {
+        "user_id": pa.string(),
+        "rank": pa.int32(),  # 1 = first
+        "product_id": pa.string(),
+        "score": pa.float64(),
+        "strategy": pa.string(),
+        "model_version": pa.string(),
+        "generated_at": pa.timestamp("s"),  # UTC
+    },
+    "batch_similar_products": {
+        "product_id": pa.string(),
+        "rank": pa.int32(),
+        "similar_product_id": pa.string(),
+        "score": pa.float64(),
+        "model_version": pa.string(),
+        "generated_at": pa.timestamp("s"),
+    },
+}
+#: Folder of each batch table under ``batch/`` (the step's output channel keeps this layout).
+BATCH_FOLDERS = {"batch_user_recommendations": "user_recommendations", "batch_similar_products": "similar_products"}

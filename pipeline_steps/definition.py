@@ -17,6 +17,8 @@ Graph::
       -> CheckQuality (condition: ndcg_at_10 >= QualityThreshold AND ndcg_at_10 > popularity's)
            true  -> PackageModel (processing, package_model.py)  model -> model (model + code/)
                  -> RegisterModel (model package group, metrics, ModelApprovalStatus)
+                 -> BatchRecommend (processing, batch_recommend.py)  model -> batch/ (top-k per user,
+                    similar products per product; Glue tables batch_user_recommendations, batch_similar_products)
            false -> QualityGateFailed (fail)
 
 Step code is not uploaded by the SDK: every job reads one ``sourcedir.tar.gz`` of ``sagemaker_src/``
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from stacks.config import PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
 
@@ -54,7 +57,10 @@ CODE_CHANNEL, CODE_DIR = "code", f"{PROCESSING_ROOT}/source"
 
 #: Project modules packed into the source archive beside the scripts (same relative paths), so the
 #: PublishMetrics step names metrics exactly as the alarms that watch them (monitoring/metrics.py).
-SHARED_MODULES: tuple[str, ...] = ("monitoring/__init__.py", "monitoring/metrics.py", "monitoring/drift.py")
+SHARED_MODULES: tuple[str, ...] = (
+    "monitoring/__init__.py", "monitoring/metrics.py", "monitoring/drift.py",
+    "glue_jobs/__init__.py", "glue_jobs/schema.py",
+)
 
 #: The SDK session insists on a default bucket; every S3 location is explicit, so this one never
 #: appears in the definition (a test checks) and ``bucket`` may be a ``${...}`` placeholder.
@@ -82,6 +88,9 @@ class Channel:
     name: str
     source: str = ""
     flag: str = ""
+    #: Outputs only: a fixed prefix in the destination bucket (e.g. ``batch``) instead of the run's own
+    #: ``pipeline/<execution>/<step>/<channel>``, for outputs that Glue tables read at a stable place.
+    destination: str = ""
 
     @property
     def container_path(self) -> str:
@@ -129,7 +138,7 @@ class ParameterSpec:
     description: str
 
 
-PREPARE, TRAIN, EVALUATE, PUBLISH, CHECK, PACKAGE, REGISTER, FAIL = (
+PREPARE, TRAIN, EVALUATE, PUBLISH, CHECK, PACKAGE, REGISTER, BATCH, FAIL = (
     "PrepareData",
     "TrainModel",
     "EvaluateModel",
@@ -137,6 +146,7 @@ PREPARE, TRAIN, EVALUATE, PUBLISH, CHECK, PACKAGE, REGISTER, FAIL = (
     "CheckQuality",
     "PackageModel",
     "RegisterModel",
+    "BatchRecommend",
     "QualityGateFailed",
 )
 #: Name of the model archive in a model channel (SageMaker's training output and PackageModel's).
@@ -196,7 +206,7 @@ STEPS: tuple[StepSpec, ...] = (
         "condition",
         "Quality gate on evaluation.json",
         inputs=(Channel("evaluation", source=f"{EVALUATE}.evaluation"),),
-        if_steps=(PACKAGE, REGISTER),
+        if_steps=(PACKAGE, REGISTER, BATCH),
         else_steps=(FAIL,),
     ),
     StepSpec(
@@ -212,6 +222,14 @@ STEPS: tuple[StepSpec, ...] = (
         "register",
         "Register the model package with its metrics",
         inputs=(Channel("model", source=f"{PACKAGE}.model"), Channel("evaluation", source=f"{EVALUATE}.evaluation")),
+    ),
+    StepSpec(
+        BATCH,
+        "processing",
+        "Top-k for every known user and similar products for every product, as predict_fn answers (Parquet)",
+        script="batch_recommend.py",
+        inputs=(Channel("model", source=f"{PACKAGE}.model", flag="--model-dir"),),
+        outputs=(Channel("batch", flag="--output-dir", destination=BATCH_PREFIX),),
     ),
     StepSpec(FAIL, "fail", "Stop: the model did not pass the quality gate"),
 )
@@ -460,7 +478,11 @@ def build_pipeline(
                 ProcessingInput(source=source(c), destination=c.container_path, input_name=c.name) for c in spec.inputs
             ]
             outs = [
-                ProcessingOutput(source=c.container_path, destination=out_uri(spec.name, c.name), output_name=c.name)
+                ProcessingOutput(
+                    source=c.container_path,
+                    destination=f"s3://{bucket}/{c.destination}" if c.destination else out_uri(spec.name, c.name),
+                    output_name=c.name,
+                )
                 for c in spec.outputs
             ]
             arguments = [a for c in (*spec.inputs, *spec.outputs) for a in (c.flag, c.container_path)]

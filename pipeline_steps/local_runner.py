@@ -246,6 +246,9 @@ class _Run:
         return str(self.params[value]) if kind == "param" else self.outputs[source]
 
     def out_uri(self, spec: StepSpec, channel: str) -> str:
+        fixed = next((c.destination for c in spec.outputs if c.name == channel and c.destination), "")
+        if fixed:  # a stable place that Glue tables read (Channel.destination), as on AWS
+            return f"s3://{self.bucket}/{fixed}"
         return output_prefix(self.bucket, self.execution_id, spec.name, channel)
 
     def fetch(self, spec: StepSpec, channel: Channel, dest: Path) -> None:

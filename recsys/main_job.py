@@ -25,15 +25,15 @@ import pyarrow.parquet as pq
 
 from glue_jobs.raw_reader import RawDataError, read_raw
 from glue_jobs.recipe_jobs import curated_arrow_table, reason_counts, run_recipe
-from glue_jobs.schema import CURATED_COLUMNS
+from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
 from monitoring.metrics import MODEL_METRICS_PREFIX
-from pipeline_steps.definition import PUBLISH
+from pipeline_steps.definition import BATCH, PUBLISH
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena, feature_queries
 from recsys.local.catalog import list_tables, register_prefix
 from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
-from recsys.local.s3io import delete_data, write_parquet
+from recsys.local.s3io import delete_data, read_parquet, write_parquet
 from stacks.config import (
     CLICKSTREAM,
     CLICKSTREAM_RECIPE,
@@ -288,6 +288,11 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             return 1
 
         with progress.step("Results"):
+            if pipeline.passed_gate:  # the batch step's outputs, catalogued as the stack declares them
+                for name, folder in BATCH_FOLDERS.items():
+                    register_prefix(aws, res.glue_database, res.destination_bucket, f"{BATCH_PREFIX}/{folder}", name)
+                batch = _batch_counts(aws, res)
+                progress.info("batch recommendations: " + ", ".join(f"{n} {c}" for n, c in batch.items()))
             tables = list_tables(aws, res.glue_database)
             progress.info(f"glue tables in {res.glue_database}: {', '.join(tables)}")
             daily = kpis.groupby("event_date")[["views", "carts", "purchases", "revenue"]].sum().reset_index().tail(5)
@@ -375,6 +380,16 @@ def _archive_to_training(
 SHOWN_METRICS = ("ndcg", "precision", "recall", "f1", "map", "hit_rate", "coverage", "novelty")
 
 
+def _batch_counts(aws: LocalAws, res: LocalResources) -> dict[str, str]:
+    """Rows and distinct keys of each batch table, read from where its Glue table points."""
+    out = {}
+    for name, folder in BATCH_FOLDERS.items():
+        frame = read_parquet(aws, f"s3://{res.destination_bucket}/{BATCH_PREFIX}/{folder}/")
+        key = next(iter(BATCH_COLUMNS[name]))
+        out[name] = f"{len(frame):,} rows ({frame[key].nunique():,} {key}s)"
+    return out
+
+
 def _model_metrics_history(aws: LocalAws, res: LocalResources, lake: Path) -> list[dict]:
     """Every model_metrics row: this run's (from the bucket, where PublishMetrics put them) and, since the
     local AWS starts empty each run, the earlier runs' rows kept in the workdir's lake."""
@@ -421,9 +436,10 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
                           f"-> {selection.get('chosen', '?')}")
             for note in selection.get("notes", []):
                 progress.info(f"  {note}")
-        published = Path(workdir) / PIPELINE_PREFIX / result.execution_id / PUBLISH / "logs" / "stdout.log"
-        for line in published.read_text().splitlines() if published.is_file() else []:
-            progress.info(f"PublishMetrics: {line}")  # the CloudWatch producer of the model and drift alarms
+        for step_name in (PUBLISH, BATCH):  # what the metrics and batch steps say they did
+            log = Path(workdir) / PIPELINE_PREFIX / result.execution_id / step_name / "logs" / "stdout.log"
+            for line in log.read_text().splitlines() if log.is_file() else []:
+                progress.info(f"{step_name}: {line}")
         if result.passed_gate:
             progress.info(f"quality gate passed; model package {result.model_package_arn} ({result.approval_status})")
         else:

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from recsys_core.artifacts import resolve_model_dir, safe_extract  # noqa: E402, F401 - safe_extract: re-exported
 from recsys_core.bundle import Bundle  # noqa: E402
 from recsys_core.data import load_interactions, run_entry_point  # noqa: E402
 from recsys_core.ensemble import Ensemble  # noqa: E402
@@ -38,35 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
     p.add_argument("--k", type=int, default=10)
     return p.parse_args(argv)
-
-
-def resolve_model_dir(model_dir: Path) -> Path:
-    """Accept either the extracted artefacts or SageMaker's model.tar.gz."""
-    if (model_dir / "model.json").is_file():
-        return model_dir
-    archive = model_dir / "model.tar.gz"
-    if archive.is_file():
-        target = model_dir / "extracted"
-        target.mkdir(exist_ok=True)
-        with tarfile.open(archive) as tar:
-            safe_extract(tar, target)
-        return target
-    raise FileNotFoundError(f"no model.json or model.tar.gz in {model_dir}")
-
-
-def safe_extract(tar: tarfile.TarFile, target: Path) -> None:
-    """Extract regular files and folders only, never outside ``target``: the "data" filter where
-    this Python has it (3.11.4+, 3.12+), the same checks by hand before (Debian 12 ships 3.11.2)."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(target, filter="data")
-        return
-    root = target.resolve()
-    for member in tar.getmembers():
-        dest = (target / member.name).resolve()
-        if not (member.isfile() or member.isdir()) or (dest != root and root not in dest.parents):
-            raise ValueError(f"refusing to extract {member.name!r} from the model archive (outside the folder "
-                             "or not a regular file)")
-    tar.extractall(target)  # noqa: S202 - every member checked above
 
 
 def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, Any]]:  # noqa: ANN001

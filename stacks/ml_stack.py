@@ -21,6 +21,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX, NAMESPACE
 from pipeline_steps.definition import definition_json, framework_image, pack_source
 from stacks.buckets import CURATED
@@ -116,6 +117,7 @@ class MlStack(Stack):
         bucket.grant_read(role, f"{TRAINING_PREFIX}/*")
         bucket.grant_read_write(role, f"{PIPELINE_PREFIX}/*")
         bucket.grant_put(role, f"{MODEL_METRICS_PREFIX}/*")  # PublishMetrics: one row per evaluated model
+        bucket.grant_put(role, f"{BATCH_PREFIX}/*")  # BatchRecommend: the latest lists, fixed file names
         data.key.grant_encrypt_decrypt(role)
         # PublishMetrics feeds the model-quality and drift alarms; PutMetricData has no resource-level
         # permissions, so the statement is held to the project's namespace instead.
@@ -201,6 +203,7 @@ class MlStack(Stack):
                 f"{data_arn}/{TRAINING_PREFIX}/*": "Reads the training-set extraction only.",
                 f"{data_arn}/{PIPELINE_PREFIX}/*": "Writes splits, models, evaluations per run.",
                 f"{data_arn}/{MODEL_METRICS_PREFIX}/*": "Appends one model-metrics row per evaluated model.",
+                f"{data_arn}/{BATCH_PREFIX}/*": "Writes the batch recommendations of the latest model.",
                 f"{sm_arn}:processing-job/pipelines-*": "SageMaker names pipeline jobs; the prefix is all we know.",
                 f"{sm_arn}:training-job/pipelines-*": "SageMaker names pipeline jobs; the prefix is all we know.",
                 f"{sm_arn}:model-package/{cfg.model_package_group}/*": "New versions in this project's group only.",

@@ -16,7 +16,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from glue_jobs.catalog_types import PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT, PARQUET_SERDE, glue_columns
-from glue_jobs.schema import CURATED_COLUMNS
+from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
 from stacks.config import CLICKSTREAM, CLICKSTREAM_RECIPE, CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
 from stacks.nag import acknowledge_wildcards, arn_token
 
@@ -139,24 +139,29 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
         crawler.node.add_dependency(security)
         names[suffix] = crawler.name
     clickstream_table(scope, cfg, bucket).node.add_dependency(database)
+    for table in batch_tables(scope, cfg, bucket):
+        table.node.add_dependency(database)
     return Catalog(database=database, crawler_names=names, role=role)
 
 
-def clickstream_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue.CfnTable:
-    """curated/clickstream/ as a table with the curated interactions schema, empty until the first job run."""
-    columns = glue_columns(pa.schema(CURATED_COLUMNS[CLICKSTREAM_RECIPE]))
+def declared_table(
+    scope: Construct, cfg: Config, bucket: s3.IBucket, construct_id: str, name: str, prefix: str,
+    schema: pa.Schema, description: str,
+) -> glue.CfnTable:
+    """A Parquet table declared with its schema (not crawled), so SQL over it works before data arrives."""
+    columns = glue_columns(schema)
     return glue.CfnTable(
         scope,
-        "ClickstreamTable",
+        construct_id,
         catalog_id=Aws.ACCOUNT_ID,
         database_name=cfg.glue_database,
         table_input=glue.CfnTable.TableInputProperty(
-            name=CLICKSTREAM,
-            description="Clickstream archive curated by the interactions recipe (DataBrew clickstream-curated job)",
+            name=name,
+            description=description,
             table_type="EXTERNAL_TABLE",
             parameters={"classification": "parquet"},
             storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                location=f"s3://{bucket.bucket_name}/{CURATED_PREFIX}/{CLICKSTREAM}/",
+                location=f"s3://{bucket.bucket_name}/{prefix}/",
                 input_format=PARQUET_INPUT_FORMAT,
                 output_format=PARQUET_OUTPUT_FORMAT,
                 serde_info=glue.CfnTable.SerdeInfoProperty(
@@ -166,3 +171,25 @@ def clickstream_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue
             ),
         ),
     )
+
+
+def clickstream_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue.CfnTable:
+    """curated/clickstream/ as a table with the curated interactions schema, empty until the first job run."""
+    return declared_table(
+        scope, cfg, bucket, "ClickstreamTable", CLICKSTREAM, f"{CURATED_PREFIX}/{CLICKSTREAM}",
+        pa.schema(CURATED_COLUMNS[CLICKSTREAM_RECIPE]),
+        "Clickstream archive curated by the interactions recipe (DataBrew clickstream-curated job)",
+    )
+
+
+def batch_tables(scope: Construct, cfg: Config, bucket: s3.IBucket) -> list[glue.CfnTable]:
+    """The pipeline's BatchRecommend outputs under batch/, readable by Athena and QuickSight."""
+    return [
+        declared_table(
+            scope, cfg, bucket, f"BatchTable{folder.title().replace('_', '')}", name, f"{BATCH_PREFIX}/{folder}",
+            pa.schema(list(BATCH_COLUMNS[name].items())),
+            f"What the endpoint answers, for every {'user' if 'user' in name else 'product'} "
+            "(SageMaker pipeline step BatchRecommend)",
+        )
+        for name, folder in BATCH_FOLDERS.items()
+    ]

@@ -106,7 +106,9 @@ def test_top_level_order_follows_the_data_dependencies_and_branches_hang_off_the
         for upstream in spec.upstream():
             assert [s.name for s in STEPS].index(upstream) < [s.name for s in STEPS].index(spec.name)
     gate = _steps(definition)["CheckQuality"]["Arguments"]
-    assert [s["Name"] for s in gate["IfSteps"]] == ["PackageModel", _sdk_name(definition, "RegisterModel")]
+    assert [s["Name"] for s in gate["IfSteps"]] == [
+        "PackageModel", _sdk_name(definition, "RegisterModel"), "BatchRecommend"
+    ]
     assert [s["Name"] for s in gate["ElseSteps"]] == ["QualityGateFailed"]
 
 
@@ -120,6 +122,12 @@ def test_steps_read_the_outputs_of_the_steps_they_depend_on(definition):
     register = text[_sdk_name(definition, "RegisterModel")]
     assert "Steps.PackageModel.ProcessingOutputConfig.Outputs['model']" in register
     assert "Steps.EvaluateModel.ProcessingOutputConfig.Outputs['evaluation']" in register
+    assert "Steps.PackageModel.ProcessingOutputConfig.Outputs['model']" in text["BatchRecommend"]
+
+
+def test_batch_output_goes_to_the_stable_prefix_its_glue_tables_read(definition):
+    (out,) = _steps(definition)["BatchRecommend"]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert out["S3Output"]["S3Uri"] == f"s3://{BUCKET}/batch"
 
 
 def test_parameters_default_to_the_config(definition):
@@ -183,8 +191,13 @@ def test_processing_steps_run_existing_scripts_from_the_code_archive(definition)
             assert {"InputName": "code", "S3Uri": CODE} in [
                 {"InputName": i["InputName"], "S3Uri": i["S3Input"]["S3Uri"]} for i in args["ProcessingInputs"]
             ]
+            fixed = {c.name: c.destination for c in spec.outputs if c.destination}
             for out in args.get("ProcessingOutputConfig", {}).get("Outputs", []):
-                assert out["S3Output"]["S3Uri"]["Std:Join"]["Values"][0] == f"s3://{BUCKET}/pipeline"
+                uri = out["S3Output"]["S3Uri"]
+                if out["OutputName"] in fixed:  # a stable prefix that Glue tables read
+                    assert uri == f"s3://{BUCKET}/{fixed[out['OutputName']]}"
+                else:  # per execution
+                    assert uri["Std:Join"]["Values"][0] == f"s3://{BUCKET}/pipeline"
     hyper = steps["TrainModel"]["Arguments"]["HyperParameters"]
     assert json.loads(hyper["sagemaker_program"]) == "train.py"
     assert json.loads(hyper["sagemaker_submit_directory"]) == CODE

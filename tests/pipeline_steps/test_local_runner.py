@@ -57,6 +57,7 @@ def test_pipeline_runs_every_step_and_registers_an_approved_model(loaded, tmp_pa
         "CheckQuality",
         "PackageModel",
         "RegisterModel",
+        "BatchRecommend",
     ]
     assert all(s.status == "Succeeded" for s in result.steps) and len(lines) == len(result.steps)
     ndcg = result.evaluation["metrics"]["ndcg_at_10"]["value"]
@@ -82,6 +83,25 @@ def test_pipeline_runs_every_step_and_registers_an_approved_model(loaded, tmp_pa
     assert {"model.json", "arrays.npz", "code/inference.py", "code/recsys_core/bundle.py"} <= names
     assert not any("__pycache__" in n for n in names)
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    _batch_matches_predict_fn(aws, res.destination_bucket, result.model_dir)
+
+
+def _batch_matches_predict_fn(aws, bucket: str, model_dir) -> None:
+    """BatchRecommend: one list per known user and per product, each what the endpoint answers."""
+    inference = _load("inference")  # sagemaker_src/ puts itself on sys.path, as SageMaker runs it
+    model = inference.model_fn(str(model_dir))
+    users = pd.read_parquet(io.BytesIO(_object(aws, f"s3://{bucket}/batch/user_recommendations/part-00000.parquet")))
+    similar = pd.read_parquet(io.BytesIO(_object(aws, f"s3://{bucket}/batch/similar_products/part-00000.parquet")))
+    assert set(users["user_id"]) == {str(u) for u in model.users.ids}
+    assert set(similar["product_id"]) == {str(i) for i in model.items.ids}
+    for user in sorted(set(users["user_id"]))[:: max(1, len(model.users) // 7)]:
+        served = inference.predict_fn({"user_id": user, "k": 10}, model)
+        batch = users[users["user_id"] == user].sort_values("rank")
+        assert batch["product_id"].tolist() == [r["product_id"] for r in served["recommendations"]], user
+    product = str(model.items.ids[0])
+    served = inference.predict_fn({"product_id": product, "k": 10}, model)
+    rows = similar[similar["product_id"] == product].sort_values("rank")
+    assert rows["similar_product_id"].tolist() == [r["product_id"] for r in served["recommendations"]]
 
 
 def test_failed_quality_gate_stops_with_a_message_and_registers_nothing(loaded, tmp_path):

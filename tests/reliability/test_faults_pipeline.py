@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import monitoring.run
+from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps import local_runner
 from pipeline_steps.definition import PREPARE, REGISTER, TRAIN
@@ -122,7 +123,7 @@ def execution_outputs(aws: LocalAws, execution_id: str) -> dict[str, Any]:
     return out
 
 
-PER_EXECUTION = (f"{PIPELINE_PREFIX}/", f"{MODEL_METRICS_PREFIX}/")
+PER_EXECUTION = (f"{PIPELINE_PREFIX}/", f"{MODEL_METRICS_PREFIX}/", f"{BATCH_PREFIX}/")  # pipeline outputs
 
 
 def _files(root: Path) -> list[str]:
@@ -141,7 +142,9 @@ def consumer_view(aws: LocalAws, workdir: Path, result: LocalPipelineResult | No
         # pipeline/ and monitoring/model_metrics/ are per pipeline execution (their keys carry its id)
         "data": {k: v for k, v in _objects(aws, dest).items() if not k.startswith(PER_EXECUTION)},
         "raw": sorted(_objects(aws, _bucket(SOURCE, aws))),
-        "glue": {t["Name"]: t["StorageDescriptor"]["Location"] for t in tables},
+        "glue": {  # the batch tables are catalogued after a pipeline run passes the gate
+            t["Name"]: t["StorageDescriptor"]["Location"] for t in tables if not t["Name"].startswith("batch_")
+        },
         "lake": sorted(rel for rel in _files(workdir / "lake") if not rel.startswith(PER_EXECUTION)),
         "pipeline": execution_outputs(aws, result.execution_id) if result else None,
         "evaluation": result.evaluation if result else None,

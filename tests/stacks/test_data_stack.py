@@ -8,7 +8,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from glue_jobs.recipe import recipe_steps
-from glue_jobs.schema import CURATED_COLUMNS
+from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, CURATED_COLUMNS
 from monitoring.metrics import DATA_QUALITY_COLUMNS, NAMESPACE, data_quality_sql
 from sql.library import feature_queries, list_queries
 from stacks.config import CLICKSTREAM, TABLES, load_project_config
@@ -119,9 +119,11 @@ def test_clickstream_jobs_run_the_interactions_recipes_into_their_own_prefix(dat
 
 
 def test_clickstream_table_is_declared_with_the_curated_interactions_schema(data_template):
-    (table,) = resources(data_template, "AWS::Glue::Table").values()
+    (table,) = [
+        t for t in resources(data_template, "AWS::Glue::Table").values()
+        if t["Properties"]["TableInput"]["Name"] == CLICKSTREAM
+    ]
     props = table["Properties"]["TableInput"]
-    assert props["Name"] == CLICKSTREAM
     assert props["StorageDescriptor"]["Location"]["Fn::Join"][1][-1] == "/curated/clickstream/"
     columns = [c["Name"] for c in props["StorageDescriptor"]["Columns"]]
     assert columns == list(CURATED_COLUMNS["interactions"])
@@ -257,3 +259,14 @@ def test_workflow_publishes_every_tables_data_quality_after_the_features(data_te
         for state in (query, read, publish):  # a table without data publishes nothing and the run goes on
             assert state["Catch"][0]["Next"] == f"{table} quality done"
     assert states["interactions quality done"]["Next"] == "Curated and features built"
+
+
+def test_batch_outputs_are_glue_tables_with_the_batch_steps_schema(data_template):
+    tables = {
+        t["Properties"]["TableInput"]["Name"]: t["Properties"]["TableInput"]
+        for t in resources(data_template, "AWS::Glue::Table").values()
+    }
+    for name, folder in BATCH_FOLDERS.items():
+        sd = tables[name]["StorageDescriptor"]
+        assert [c["Name"] for c in sd["Columns"]] == list(BATCH_COLUMNS[name])
+        assert json.dumps(sd["Location"]).endswith(f'/batch/{folder}/"]]}}')

@@ -114,12 +114,13 @@ def test_pipeline_role_is_scoped_to_named_prefixes_group_logs_and_itself(ml, cfg
         if any(a.startswith("s3:") for a in _listify(s["Action"]))
         for r in _resources_of(s)
     }
-    # Objects: three prefixes of the data bucket and the one code archive; buckets: for listing only.
+    # Objects: four prefixes of the data bucket and the one code archive; buckets: for listing only.
     buckets = {r for r in s3_resources if r.endswith('-ap-south-1"]]}') or r.endswith('-ap-south-1"}]]}')}
     objects = s3_resources - buckets
-    assert len(objects) == 4, objects
+    assert len(objects) == 5, objects
     assert sum(r.endswith('/training/*"]]}') for r in objects) == 1
     assert sum(r.endswith('/monitoring/model_metrics/*"]]}') for r in objects) == 1
+    assert sum(r.endswith('/batch/*"]]}') for r in objects) == 1
     assert sum(r.endswith('/pipeline/*"]]}') for r in objects) == 1
     assert sum("cdk-" in r and r.endswith('.gz"]]}') for r in objects) == 1  # the archive, not the bootstrap bucket
     assert not any(r.endswith('/*"]]}') and "cdk-" in r for r in s3_resources)
