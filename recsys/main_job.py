@@ -300,7 +300,8 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             _show(progress, "best-selling product per category", top[top.category_rank == 1], rows=15)
         latencies: list[float] = []
         if pipeline.passed_gate:
-            latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training)
+            world = None if args.data else gen_cfg  # simulated shoppers need the generator's tastes
+            latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training, world)
             if stream_events:
                 with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
                     _archive_to_training(progress, aws, res, athena, lake, stream_events, len(training))
@@ -448,7 +449,8 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
 
 
 def _endpoint_stage(
-    progress: Progress, cfg, aws: LocalAws, model_dir: Path, training: pd.DataFrame
+    progress: Progress, cfg, aws: LocalAws, model_dir: Path, training: pd.DataFrame,
+    generated: GeneratorConfig | None = None,
 ) -> tuple[list[float], list[dict | str]]:
     """Serve the registered model over real HTTP and show a few answers, as a shopper's app would get them.
 
@@ -479,6 +481,8 @@ def _endpoint_stage(
             progress.info(f"{label}: [{answer.get('strategy')}] {recs}")
         stream_events = _clickstream_demo(progress, cfg, aws, url, training)
         latencies = _latency_burst(url, [*active, "new-shopper-003"])
+        if generated is not None:
+            _simulated_ab(progress, url, generated, training)
         progress.info(
             f"{len(latencies)} requests: p50 {np.percentile(latencies, 50):.1f} ms, "
             f"p99 {np.percentile(latencies, 99):.1f} ms (in-process client, one connection at a time)"
@@ -545,6 +549,24 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
     )
     show(f"{shopper} after the views")
     return [*views, malformed]
+
+
+def _simulated_ab(progress: Progress, url: str, generated: GeneratorConfig, training: pd.DataFrame) -> None:
+    """A/B test of the served model against the popularity list, half the traffic each, with shoppers
+    simulated from the generator's known tastes (recsys/shopper_sim.py). Labelled simulated: on AWS the
+    same verdict comes from real impressions and clicks."""
+    from monitoring.ab_test import Verdict
+    from recsys.local.endpoint import invoke
+    from recsys.shopper_sim import simulated_ab
+
+    popular = training["product_id"].value_counts().index[:10].tolist()
+
+    def model(user: str) -> list[str]:
+        return [r["product_id"] for r in invoke(f"{url}/invocations", {"user_id": user, "k": 10})["recommendations"]]
+
+    verdict: Verdict = simulated_ab(generated, ("popularity", lambda _user: popular), ("model", model),
+                                    requests=2000, seed=generated.seed)
+    progress.info(f"A/B test (SIMULATED shoppers, 2,000 requests split 50/50): {verdict.summary()}")
 
 
 def _latency_burst(url: str, users: list[str], n: int = 200) -> list[float]:

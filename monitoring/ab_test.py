@@ -1,0 +1,107 @@
+"""A/B verdicts between two model versions: click-through of what each served, compared with a two-proportion test.
+
+The unit is an impression (one product shown in one slot). The verdict gives the difference in rates
+(B - A) with a Wald confidence interval, the pooled two-proportion z statistic and its two-sided p-value,
+and whether it is significant at ``alpha``. Impressions of one response are not independent, so with
+few users the interval is optimistic; the local run uses thousands of simulated requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def _normal_quantile(p: float) -> float:
+    """Inverse standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9)."""
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    low = 0.02425
+    if p < low:
+        q = math.sqrt(-2 * math.log(p))
+        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
+            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    if p > 1 - low:
+        return -_normal_quantile(1 - p)
+    q = p - 0.5
+    r = q * q
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
+        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Click-through of variant B against variant A."""
+
+    a: str
+    b: str
+    a_shown: int
+    a_clicks: int
+    b_shown: int
+    b_clicks: int
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        for shown, clicks in ((self.a_shown, self.a_clicks), (self.b_shown, self.b_clicks)):
+            if shown <= 0 or not 0 <= clicks <= shown:
+                raise ValueError(f"need 0 <= clicks <= impressions and impressions > 0, got {clicks}/{shown}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+    @property
+    def a_rate(self) -> float:
+        return self.a_clicks / self.a_shown
+
+    @property
+    def b_rate(self) -> float:
+        return self.b_clicks / self.b_shown
+
+    @property
+    def difference(self) -> float:
+        """B's click-through minus A's."""
+        return self.b_rate - self.a_rate
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The (1 - alpha) Wald interval of the difference."""
+        se = math.sqrt(self.a_rate * (1 - self.a_rate) / self.a_shown + self.b_rate * (1 - self.b_rate) / self.b_shown)
+        z = _normal_quantile(1 - self.alpha / 2)
+        return self.difference - z * se, self.difference + z * se
+
+    @property
+    def z(self) -> float:
+        """Pooled two-proportion z statistic (0 when neither variant had a click, or every impression did)."""
+        pooled = (self.a_clicks + self.b_clicks) / (self.a_shown + self.b_shown)
+        se = math.sqrt(pooled * (1 - pooled) * (1 / self.a_shown + 1 / self.b_shown))
+        return self.difference / se if se > 0 else 0.0
+
+    @property
+    def p_value(self) -> float:
+        return math.erfc(abs(self.z) / math.sqrt(2))
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < self.alpha
+
+    @property
+    def winner(self) -> str | None:
+        if not self.significant:
+            return None
+        return self.b if self.difference > 0 else self.a
+
+    def summary(self) -> str:
+        lo, hi = self.interval
+        verdict = f"{self.winner} wins" if self.winner else "no significant difference"
+        return (
+            f"{self.a}: CTR {self.a_rate:.2%} ({self.a_clicks:,}/{self.a_shown:,}); "
+            f"{self.b}: CTR {self.b_rate:.2%} ({self.b_clicks:,}/{self.b_shown:,}); "
+            f"difference {self.difference:+.2%} ({1 - self.alpha:.0%} CI {lo:+.2%} to {hi:+.2%}), "
+            f"p = {self.p_value:.3g}: {verdict} at alpha {self.alpha:g}"
+        )

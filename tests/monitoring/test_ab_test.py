@@ -1,0 +1,73 @@
+"""A/B verdicts: hand-computed statistics, a known better variant found, identical variants not split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from monitoring.ab_test import Verdict, _normal_quantile
+from recsys.generator import GeneratorConfig, build_world, product_ids
+from recsys.shopper_sim import simulated_ab
+
+
+def test_the_statistics_match_a_hand_computation():
+    v = Verdict("A", "B", a_shown=1000, a_clicks=100, b_shown=1000, b_clicks=130)
+    assert v.a_rate == 0.10 and v.b_rate == 0.13 and math.isclose(v.difference, 0.03)
+    pooled = 230 / 2000
+    z = 0.03 / math.sqrt(pooled * (1 - pooled) * (2 / 1000))  # 2.1063...
+    assert math.isclose(v.z, z) and math.isclose(v.p_value, math.erfc(z / math.sqrt(2)))
+    se = math.sqrt(0.1 * 0.9 / 1000 + 0.13 * 0.87 / 1000)
+    lo, hi = v.interval
+    assert math.isclose(lo, 0.03 - 1.959964 * se, rel_tol=1e-5) and math.isclose(hi, 0.03 + 1.959964 * se, rel_tol=1e-5)
+    assert v.significant and v.winner == "B" and "B wins" in v.summary()
+
+
+def test_normal_quantile_is_accurate_in_the_tails_and_the_middle():
+    for p, q in ((0.975, 1.959964), (0.5, 0.0), (0.995, 2.575829), (0.001, -3.090232)):
+        assert math.isclose(_normal_quantile(p), q, abs_tol=1e-6)
+
+
+def test_no_clicks_at_all_is_no_difference_not_an_error():
+    v = Verdict("A", "B", 10, 0, 10, 0)
+    assert v.z == 0.0 and v.p_value == 1.0 and v.winner is None
+
+
+@pytest.mark.parametrize("bad", [(0, 0, 10, 1), (10, 11, 10, 1), (10, -1, 10, 1)])
+def test_impossible_counts_are_refused(bad):
+    with pytest.raises(ValueError):
+        Verdict("A", "B", *bad)
+
+
+def test_identical_variants_are_declared_different_no_more_often_than_alpha():
+    rng = np.random.default_rng(0)
+    trials, alpha = 2000, 0.05
+    false = sum(
+        Verdict("A", "B", 5000, int(rng.binomial(5000, 0.08)), 5000, int(rng.binomial(5000, 0.08)), alpha).significant
+        for _ in range(trials)
+    )
+    assert false / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+
+
+CFG = GeneratorConfig(n_users=300, n_products=120, n_interactions=3000, seed=5)
+
+
+def _taste_ranked(cfg: GeneratorConfig):
+    world = build_world(cfg)
+    ids = np.array(product_ids(len(world.item_vec)))
+    return lambda user: ids[np.argsort(-(world.item_vec @ world.user_vec[int(user[1:]) - 1]))[:10]].tolist()
+
+
+def test_simulated_shoppers_prefer_the_variant_that_serves_their_taste():
+    ids = product_ids(120)
+    random_pick = np.random.default_rng(1)
+    verdict = simulated_ab(CFG, ("random", lambda _u: random_pick.choice(ids, 10, replace=False).tolist()),
+                           ("taste", _taste_ranked(CFG)), requests=3000, seed=2)
+    assert verdict.winner == "taste" and verdict.difference > 0
+
+
+def test_simulated_identical_variants_rarely_get_a_verdict():
+    same = _taste_ranked(CFG)
+    verdicts = [simulated_ab(CFG, ("A", same), ("B", same), requests=400, seed=s).significant for s in range(40)]
+    assert sum(verdicts) <= 6  # alpha 0.05 over 40 runs: 2 expected, 6 is beyond 3 standard deviations
