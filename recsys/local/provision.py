@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from recsys.local.moto_server import LocalAws
+from sql.workgroup import workgroup_configuration
 from stacks.buckets import (
     ACCESS_LOGS,
     ATHENA_RESULTS,
@@ -25,25 +26,7 @@ from stacks.buckets import (
     bucket_specs,
     kms_alias,
 )
-from stacks.config import ATHENA_RESULTS_PREFIX, CLICKSTREAM, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
-
-
-def athena_output_location(results_bucket: str) -> str:
-    return f"s3://{results_bucket}/{ATHENA_RESULTS_PREFIX}/"
-
-
-def workgroup_configuration(cfg: Config, results_bucket: str, kms_key_arn: str) -> dict[str, Any]:
-    """Enforced so no query can write unencrypted results elsewhere or scan past the cutoff."""
-    return {
-        "ResultConfiguration": {
-            "OutputLocation": athena_output_location(results_bucket),
-            "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": kms_key_arn},
-        },
-        "EnforceWorkGroupConfiguration": True,
-        "PublishCloudWatchMetricsEnabled": True,
-        "BytesScannedCutoffPerQuery": cfg.athena_bytes_scanned_cutoff_mb * 1024 * 1024,
-        "EngineVersion": {"SelectedEngineVersion": "Athena engine version 3"},
-    }
+from stacks.config import CLICKSTREAM, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
 
 
 @dataclass

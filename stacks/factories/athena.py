@@ -8,31 +8,23 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sql.library import ctas_statement, feature_queries, list_queries, read_query
-from stacks.config import ATHENA_RESULTS_PREFIX, Config
+from sql.workgroup import workgroup_configuration
+from stacks.config import Config
 
 
 def workgroup(scope: Construct, cfg: Config, results: s3.IBucket, key: kms.IKey) -> athena.CfnWorkGroup:
     """Clients cannot override the result location, encryption or the per-query scan cutoff."""
-    return athena.CfnWorkGroup(
+    wg = athena.CfnWorkGroup(
         scope,
         "WorkGroup",
         name=cfg.athena_workgroup,
         description=f"{cfg.prefix}: features, training-set extraction and KPIs",
         state="ENABLED",
         recursive_delete_option=not cfg.retain,
-        work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
-            enforce_work_group_configuration=True,
-            publish_cloud_watch_metrics_enabled=True,
-            bytes_scanned_cutoff_per_query=cfg.athena_bytes_scanned_cutoff_mb * 1024 * 1024,
-            engine_version=athena.CfnWorkGroup.EngineVersionProperty(selected_engine_version="Athena engine version 3"),
-            result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
-                output_location=f"s3://{results.bucket_name}/{ATHENA_RESULTS_PREFIX}/",
-                encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(
-                    encryption_option="SSE_KMS", kms_key=key.key_arn
-                ),
-            ),
-        ),
     )
+    # CloudFormation takes the API's own shape: the local run creates the workgroup from the same dict.
+    wg.add_property_override("WorkGroupConfiguration", workgroup_configuration(cfg, results.bucket_name, key.key_arn))
+    return wg
 
 
 def named_queries(scope: Construct, cfg: Config, wg: athena.CfnWorkGroup) -> dict[str, athena.CfnNamedQuery]:
