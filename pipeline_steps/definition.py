@@ -33,6 +33,7 @@ import gzip
 import io
 import json
 import logging
+import operator
 import os
 import tarfile
 import warnings
@@ -128,6 +129,13 @@ class QualityGate:
     baseline: str
     threshold_parameter: str
     property_file: str = "EvaluationReport"
+    #: Every condition must hold: (SageMaker condition type, left operand, right operand); operands are
+    #: "metric" and "baseline" (JsonGet on the report) and "threshold" (the pipeline parameter). The SDK
+    #: builder and the local runner both read this tuple, so the two gates cannot differ.
+    conditions: tuple[tuple[str, str, str], ...] = (
+        ("GreaterThanOrEqualTo", "metric", "threshold"),
+        ("GreaterThan", "metric", "baseline"),
+    )
 
 
 @dataclass(frozen=True)
@@ -316,10 +324,20 @@ def json_path_get(doc: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+#: How each condition type of :attr:`QualityGate.conditions` compares (SageMaker's semantics).
+GATE_COMPARISONS = {
+    "GreaterThanOrEqualTo": operator.ge,
+    "GreaterThan": operator.gt,
+    "LessThanOrEqualTo": operator.le,
+    "LessThan": operator.lt,
+}
+
+
 def gate_passes(evaluation: Mapping[str, Any], threshold: float) -> tuple[bool, str]:
-    """The condition step's verdict and a sentence saying why (the local runner's copy of it)."""
+    """The condition step's verdict on a report, from :attr:`QualityGate.conditions`, and a sentence saying why."""
     value, baseline = float(json_path_get(evaluation, GATE.metric)), float(json_path_get(evaluation, GATE.baseline))
-    passed = value >= threshold and value > baseline
+    operands = {"metric": value, "baseline": baseline, "threshold": float(threshold)}
+    passed = all(GATE_COMPARISONS[kind](operands[left], operands[right]) for kind, left, right in GATE.conditions)
     verdict = "passed" if passed else "failed"
     return passed, (
         f"quality gate {verdict}: ndcg@10 {value:.4f} (threshold {threshold:.4f}, popularity baseline {baseline:.4f})"
@@ -564,14 +582,23 @@ def build_pipeline(
                     ],
                 ),
             )
+    from sagemaker.workflow.conditions import ConditionLessThan, ConditionLessThanOrEqualTo
+
+    conditions = {
+        "GreaterThanOrEqualTo": ConditionGreaterThanOrEqualTo,
+        "GreaterThan": ConditionGreaterThan,
+        "LessThanOrEqualTo": ConditionLessThanOrEqualTo,
+        "LessThan": ConditionLessThan,
+    }
+    operands = {"metric": metric, "baseline": baseline, "threshold": params[GATE.threshold_parameter]}
     for spec in STEPS:  # conditions last: their branches must exist
         if spec.kind == "condition":
             built[spec.name] = ConditionStep(
                 spec.name,
                 description=spec.description,
                 conditions=[
-                    ConditionGreaterThanOrEqualTo(left=metric, right=params[GATE.threshold_parameter]),
-                    ConditionGreaterThan(left=metric, right=baseline),
+                    conditions[kind](left=operands[left], right=operands[right])
+                    for kind, left, right in GATE.conditions
                 ],
                 if_steps=[built[n] for n in spec.if_steps],
                 else_steps=[built[n] for n in spec.else_steps],
