@@ -246,6 +246,16 @@ def latency(model_dir: Path, n_requests: int = 2000, seed: int = 0) -> None:
     print(fmt_table(rows, ["strategy", "n", "p50_ms", "p99_ms", "max_ms"]))
 
 
+def batch_throughput(model_dir: Path, out: Path) -> None:
+    """The pipeline's BatchRecommend step on this model: every user's and every product's list, as Parquet."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(SRC / "batch_recommend.py"), "--model-dir", str(model_dir),
+                           "--output-dir", str(out)], capture_output=True, text=True, check=True)
+    print(f"\n## Batch recommendations ({time.perf_counter() - t:.0f} s wall)")
+    for line in proc.stdout.splitlines():
+        print(line)
+
+
 def family_latency(data_dir: Path, work: Path, families: list[str]) -> None:
     """Latency per model family on the same catalogue (train.py restricted to one family each)."""
     for fam in families:
@@ -261,7 +271,7 @@ def main() -> int:
     p.add_argument("--source", choices=["generator", "synthetic"], default="generator")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--big", action="store_true", help="also 1M users, 1M products, 10M interactions")
-    p.add_argument("--skip", default="", help="comma list of sections to skip: quality,train,latency")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: quality,train,latency,batch")
     p.add_argument("--families", default="", help="also measure latency per family, e.g. rp3beta,mf,item_knn")
     args = p.parse_args()
     skip = set(args.skip.split(","))
@@ -288,6 +298,8 @@ def main() -> int:
             train_run(data, work, f"train.py defaults on {n_inter:,}")
             if "latency" not in skip:
                 latency(work / "model")
+            if "batch" not in skip and n_inter == sizes[0][2]:
+                batch_throughput(work / "model", tmp / "batch")
                 if args.families and n_inter == sizes[0][2]:
                     family_latency(data, tmp / "families", args.families.split(","))
     return 0
