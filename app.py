@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+from settings.config import ConfigError
 from stacks.app_builder import build_app, new_app
-from stacks.config import ConfigError
 
 try:
     app, _ = build_app(new_app(os.environ.get("CDK_OUTDIR")))

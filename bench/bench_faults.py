@@ -36,7 +36,7 @@ from recsys.cli import main  # noqa: E402
 from recsys.local.faults import S3Fault, inject_s3_faults  # noqa: E402
 from recsys.local.moto_server import MAX_ATTEMPTS, LocalAws, local_aws  # noqa: E402
 from recsys.local.provision import provision  # noqa: E402
-from stacks.config import TRAINING_PREFIX  # noqa: E402
+from settings.config import TRAINING_PREFIX  # noqa: E402
 from tests.reliability.test_faults_pipeline import (  # noqa: E402
     CFG,
     FAST,

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from recsys.local.moto_server import local_aws  # noqa: E402
 from recsys.local.streaming import consume_once, provision_streaming, recent_items, replay_events  # noqa: E402
-from stacks.config import load_project_config  # noqa: E402
+from settings.config import load_project_config  # noqa: E402
 
 MAX_SECONDS = 120  # the whole bench stops adding rows after this
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitoring import metrics as m
-from stacks.config import TABLES, Config
+from settings.config import TABLES, Config
 
 OK, ALARM, INSUFFICIENT = "OK", "ALARM", "INSUFFICIENT_DATA"
 

@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from monitoring.metrics import MODEL_METRICS_PREFIX, MODEL_METRICS_TABLE  # noqa: F401 - MODEL_METRICS_PREFIX: for the analytics stack
-from recsys.local.athena import LocalAthena
+
+if TYPE_CHECKING:  # the stacks import this module: no local engine at import time
+    from recsys.local.athena import LocalAthena
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from monitoring import metrics as m
 from monitoring.alarms import create_alarms, create_event_rules, evaluate_alarms
 from monitoring.dashboard import write_dashboard
 from recsys.local.athena import AthenaQueryError, LocalAthena, MissingTableError
-from stacks.config import TABLES, Config
+from settings.config import TABLES, Config
 
 
 class _Progress(Protocol):

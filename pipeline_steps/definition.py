@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
-from stacks.config import PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
+from settings.config import PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
 
 SOURCE_DIR = PROJECT_ROOT / "sagemaker_src"
 SOURCE_ARCHIVE = "sourcedir.tar.gz"

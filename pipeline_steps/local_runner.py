@@ -57,7 +57,7 @@ from pipeline_steps.definition import (
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources
 from recsys.local.s3io import split_s3_uri
-from stacks.config import PIPELINE_PREFIX, Config
+from settings.config import PIPELINE_PREFIX, Config
 
 STDERR_TAIL_LINES = 25
 #: CustomerMetadataProperties key of a registered package: what it was trained from (see training_fingerprint).

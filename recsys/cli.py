@@ -14,7 +14,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from glue_jobs.raw_reader import RawDataError
-from stacks.config import ConfigError
+from settings.config import ConfigError
 
 #: A failed AWS call: the message names the operation, the error code and, for S3, the object
 #: (``s3://bucket/key``); S3UploadFailedError (a Boto3Error) is how upload_file reports a failed PUT.

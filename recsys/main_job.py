@@ -34,7 +34,7 @@ from recsys.local.catalog import list_tables, register_prefix
 from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
 from recsys.local.s3io import delete_data, read_parquet, write_parquet
-from stacks.config import (
+from settings.config import (
     CLICKSTREAM,
     CLICKSTREAM_RECIPE,
     CURATED_PREFIX,

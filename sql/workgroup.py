@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stacks.config import ATHENA_RESULTS_PREFIX, Config
+from settings.config import ATHENA_RESULTS_PREFIX, Config
 
 
 def athena_output_location(results_bucket: str) -> str:

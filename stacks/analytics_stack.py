@@ -19,9 +19,9 @@ from aws_cdk import aws_quicksight as qs
 from constructs import Construct
 
 from monitoring.dashboard import CHARTS, DATASETS, MODEL_METRICS_PREFIX, MODEL_METRICS_TABLE, SHEETS, ChartSpec
+from settings.config import ATHENA_RESULTS_PREFIX, Config
 from sql.library import read_query
 from stacks.buckets import ATHENA_RESULTS, CURATED
-from stacks.config import ATHENA_RESULTS_PREFIX, Config
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge_wildcards
 

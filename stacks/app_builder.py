@@ -6,8 +6,8 @@ import json
 
 import aws_cdk as cdk
 
+from settings.config import CDK_JSON, Config, load_config
 from stacks.analytics_stack import AnalyticsStack
-from stacks.config import CDK_JSON, Config, load_config
 from stacks.data_stack import DataStack
 from stacks.deploy_stack import DeployStack
 from stacks.ml_stack import MlStack

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stacks.config import ATHENA_RESULTS_PREFIX, RAW_PREFIX, Config
+from settings.config import ATHENA_RESULTS_PREFIX, RAW_PREFIX, Config
 
 #: Every bucket of the data stack, by kind (the ``kind`` part of ``Config.bucket_name``).
 BUCKET_KINDS = ("source", "curated", "athena-results", "access-logs")

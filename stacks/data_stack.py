@@ -6,8 +6,8 @@ from __future__ import annotations
 from aws_cdk import Aws, CfnOutput, Stack
 from constructs import Construct
 
+from settings.config import Config
 from stacks.buckets import ACCESS_LOGS, ATHENA_RESULTS, CURATED, SOURCE, bucket_specs
-from stacks.config import Config
 from stacks.factories import storage
 from stacks.factories.athena import named_queries, workgroup
 from stacks.factories.catalog import catalog

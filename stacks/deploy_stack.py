@@ -17,18 +17,20 @@ from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION
 from monitoring.metrics import INVOCATION_5XX, MODEL_LATENCY, endpoint_metric
+from settings.config import PIPELINE_PREFIX, PROJECT_ROOT, Config
 from stacks.buckets import CURATED
-from stacks.config import PIPELINE_PREFIX, PROJECT_ROOT, Config
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import cw_metric
-from stacks.factories.storage import log_retention, removal_policy
+from stacks.factories.storage import deploy_dlq_name, log_retention, removal_policy
 from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards, partition_text
 
 LAMBDA_DIR: Path = PROJECT_ROOT / "lambdas" / "deploy_endpoint"
@@ -63,12 +65,15 @@ ERRORS_5XX_THRESHOLD = 5
 LATENCY_PERIODS = 3
 
 
-def function_environment(cfg: Config, execution_role_arn: str, alarm_names: list[str]) -> dict[str, str]:
+def function_environment(
+    cfg: Config, execution_role_arn: str, alarm_names: list[str], kms_key_arn: str
+) -> dict[str, str]:
     """The Lambda's settings (read by ``Settings.from_env``); also used by its tests, so both agree."""
     return {
         "ENDPOINT_NAME": cfg.endpoint_name,
         "MODEL_PACKAGE_GROUP": cfg.model_package_group,
         "EXECUTION_ROLE_ARN": execution_role_arn,
+        "ENDPOINT_KMS_KEY_ARN": kms_key_arn,
         "SERVERLESS": "true" if cfg.serverless_endpoint else "false",
         "SERVERLESS_MEMORY_MB": str(SERVERLESS_MEMORY_MB),
         "SERVERLESS_MAX_CONCURRENCY": str(SERVERLESS_MAX_CONCURRENCY),
@@ -116,6 +121,19 @@ def rollback_alarms(scope: Construct, cfg: Config) -> list[cw.Alarm]:
     return [errors, latency]
 
 
+def grant_endpoint_volume_key(role: iam.IRole, key: kms.IKey) -> None:
+    """What SageMaker needs to encrypt an endpoint instance's storage volume with ``key`` (the endpoint
+    config's ``KmsKeyId``): look the key up and create the volume's grant. Grants only for AWS resources."""
+    key.grant(role, "kms:DescribeKey")
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["kms:CreateGrant"],
+            resources=[key.key_arn],
+            conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        )
+    )
+
+
 def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.Role:
     """What the endpoint's container may do: read pipeline artefacts, decrypt them, pull its image, log."""
     role = iam.Role(
@@ -128,6 +146,7 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
     artefacts = s3.Bucket.from_bucket_name(scope, "ModelArtefactsBucket", cfg.bucket_name(CURATED, Aws.ACCOUNT_ID))
     artefacts.grant_read(role, f"{PIPELINE_PREFIX}/*")
     data.key.grant_decrypt(role)
+    grant_endpoint_volume_key(role, data.key)
     role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
     role.add_to_policy(
         iam.PolicyStatement(
@@ -162,7 +181,9 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
     return role
 
 
-def deployer_role(scope: Construct, cfg: Config, execution_role: iam.IRole, log_group: logs.ILogGroup) -> iam.Role:
+def deployer_role(
+    scope: Construct, cfg: Config, execution_role: iam.IRole, log_group: logs.ILogGroup, key: kms.IKey
+) -> iam.Role:
     """Least privilege for the Lambda: only this endpoint, its prefixed models/configs, this group."""
     role = iam.Role(
         scope,
@@ -185,16 +206,7 @@ def deployer_role(scope: Construct, cfg: Config, execution_role: iam.IRole, log_
         # The deployment in flight and its verdict are recorded as tags on this endpoint.
         (["sagemaker:AddTags", "sagemaker:ListTags"], [endpoint]),
         (["cloudwatch:DescribeAlarms"], ["*"]),
-        (
-            [
-                "application-autoscaling:RegisterScalableTarget",
-                "application-autoscaling:DeregisterScalableTarget",
-                "application-autoscaling:DescribeScalableTargets",
-                "application-autoscaling:PutScalingPolicy",
-                "application-autoscaling:DescribeScalingPolicies",
-            ],
-            ["*"],
-        ),
+        (["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"], ["*"]),
         # Target tracking creates and replaces its own alarms, named after the scaled resource.
         (
             ["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
@@ -205,6 +217,25 @@ def deployer_role(scope: Construct, cfg: Config, execution_role: iam.IRole, log_
     ]
     for actions, resources in statements:
         role.add_to_policy(iam.PolicyStatement(actions=actions, resources=resources))
+    # Scalable targets get their ARN (a generated id) only when registered, so the writes cannot name this
+    # endpoint's target; they are held to this account's SageMaker variant instance counts instead.
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=[
+                "application-autoscaling:RegisterScalableTarget",
+                "application-autoscaling:DeregisterScalableTarget",
+                "application-autoscaling:PutScalingPolicy",
+            ],
+            resources=[f"arn:{Aws.PARTITION}:application-autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:scalable-target/*"],
+            conditions={
+                "StringEquals": {
+                    "application-autoscaling:service-namespace": "sagemaker",
+                    "application-autoscaling:scalable-dimension": SCALABLE_DIMENSION,
+                }
+            },
+        )
+    )
+    grant_endpoint_volume_key(role, key)  # endpoint configs carry KmsKeyId: SageMaker checks the caller
     role.add_to_policy(
         iam.PolicyStatement(
             actions=["iam:PassRole"],
@@ -258,11 +289,14 @@ class DeployStack(Stack):
             encryption_key=data.key,
             removal_policy=removal_policy(cfg),
         )
+        # The data key, like every other store: its key policy lets EventBridge (the rules below) encrypt for
+        # this queue only (stacks/factories/storage.py), and the Lambda's role gets a grant.
         self.dlq = sqs.Queue(
             self,
             "DeployDlq",
-            queue_name=f"{cfg.prefix}-deploy-endpoint-dlq",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            queue_name=deploy_dlq_name(cfg),
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=data.key,
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
@@ -271,7 +305,9 @@ class DeployStack(Stack):
             "AwsSolutions-SQS3",
             "This queue is itself the dead-letter queue of the deploy Lambda and of its EventBridge rules.",
         )
-        role = deployer_role(self, cfg, self.execution_role, log_group)
+        role = deployer_role(self, cfg, self.execution_role, log_group, data.key)
+        self.dlq.grant_send_messages(role)  # Lambda sends failed events as the function's role (SQS + the key)
+        data.key.grant_decrypt(role)  # the environment variables are encrypted with the data key
         self.function = lambda_.Function(
             self,
             "DeployEndpointFunction",
@@ -285,7 +321,10 @@ class DeployStack(Stack):
             reserved_concurrent_executions=1,  # two approvals never race on one endpoint
             role=role,
             log_group=log_group,
-            environment=function_environment(cfg, self.execution_role.role_arn, list(alarm_names(cfg).values())),
+            environment=function_environment(
+                cfg, self.execution_role.role_arn, list(alarm_names(cfg).values()), data.key.key_arn
+            ),
+            environment_encryption=data.key,
             dead_letter_queue=self.dlq,  # failed runs after Lambda's own retries
             retry_attempts=2,
             max_event_age=Duration.hours(6),
@@ -296,8 +335,12 @@ class DeployStack(Stack):
         acknowledge_wildcards(
             role,
             {
-                "*": "cloudwatch:DescribeAlarms and the application-autoscaling actions have no resource-level "
-                "permissions for scalable targets that do not exist yet.",
+                "*": "cloudwatch:DescribeAlarms and the application-autoscaling Describe calls are reads without "
+                "resource-level permissions.",
+                f"{_nag_arn('application-autoscaling')}:scalable-target/*": (
+                    "A scalable target's ARN is a generated id known only after registration; the writes are held to "
+                    "SageMaker variant instance counts by the service-namespace and scalable-dimension conditions."
+                ),
                 f"{_nag_arn('sagemaker')}:model-package/{cfg.model_package_group}/*": (
                     "Any version of this project's one model package group."
                 ),

@@ -24,8 +24,8 @@ from constructs import Construct
 from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX, NAMESPACE
 from pipeline_steps.definition import definition_json, framework_image, pack_source
+from settings.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
 from stacks.buckets import CURATED
-from stacks.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge_wildcards, partition_text
 

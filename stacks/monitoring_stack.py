@@ -21,7 +21,7 @@ from constructs import Construct
 
 from monitoring import metrics as m
 from monitoring.alarms import AlarmSpec, alarm_specs, event_rule_specs
-from stacks.config import TABLES, Config
+from settings.config import TABLES, Config
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import cw_metric
 from stacks.factories.storage import removal_policy

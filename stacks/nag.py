@@ -50,8 +50,9 @@ CDK_CUSTOM_RESOURCE_PROVIDER: dict[str, str] = {
         "CloudFormation is its only caller."
     ),
     "NIST.800.53.R5-LambdaDLQ": (
-        "aws-cdk-lib's AwsCustomResource provider is invoked synchronously by CloudFormation, which reports a "
-        "failure as a failed deployment; there is no asynchronous event to keep."
+        "CloudFormation invokes aws-cdk-lib's AwsCustomResource provider asynchronously and then waits for its answer "
+        "at a presigned callback URL; a run that fails or never answers fails the deployment, which CloudFormation "
+        "reports and rolls back. A DLQ would only keep a request whose callback has expired."
     ),
     "NIST.800.53.R5-LambdaInsideVPC": (
         "aws-cdk-lib's AwsCustomResource provider calls one AWS API (databrew:PublishRecipe); the project has no VPC."

@@ -38,12 +38,24 @@ RESOURCE_STAR_OK: dict[str, str] = {
     "ecr:GetAuthorizationToken": "Returns a registry login token account-wide; the image pulls are scoped to repos.",
     "application-autoscaling:DescribeScalableTargets": "Describe calls of Application Auto Scaling take no resource.",
     "application-autoscaling:DescribeScalingPolicies": "Describe calls of Application Auto Scaling take no resource.",
-    "application-autoscaling:RegisterScalableTarget": "The target's ARN is assigned by the service on registration.",
-    "application-autoscaling:DeregisterScalableTarget": "Scalable targets have no resource-level permission.",
-    "application-autoscaling:PutScalingPolicy": "Scaling policies of a not-yet-registered target have no ARN.",
     "cloudwatch:DescribeAlarms": "Read-only; the deploy Lambda reads its rollback alarms' state by name.",
     "cloudwatch:PutMetricData": "No resource-level form; held to the project namespace by a namespace condition.",
 }
+
+#: Actions that change something, allowed on ``Resource: "*"`` with no ``Condition``: the service offers neither
+#: a resource-level permission nor a condition key that could narrow them. aws-cdk-lib writes these statements
+#: for Step Functions tracing and execution logging. Any other non-read action on "*" must carry a condition
+#: (``tests/stacks/test_iam.py``), e.g. ``cloudwatch:PutMetricData`` with ``cloudwatch:namespace``.
+UNCONDITIONED_STAR_WRITES_OK: dict[str, str] = {
+    "xray:PutTraceSegments": "Sends trace segments of this role's own executions; X-Ray defines no condition key.",
+    "xray:PutTelemetryRecords": "Sends the X-Ray daemon's telemetry; X-Ray defines no resource or condition key.",
+    "logs:CreateLogDelivery": "Vended-log delivery takes no resource ARN; the destination log group is this stack's.",
+    "logs:UpdateLogDelivery": "Vended-log delivery takes no resource ARN; the destination log group is this stack's.",
+    "logs:DeleteLogDelivery": "Vended-log delivery takes no resource ARN; the destination log group is this stack's.",
+    "logs:PutResourcePolicy": "The account's Logs resource policy lets the delivery write; it has no resource ARN.",
+}
+#: Access levels that only read: an action whose name starts with one of these is not a write.
+READ_ACTION_PREFIXES = ("Describe", "Get", "List", "BatchGet")
 
 _IAM_TYPES = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
 
@@ -90,6 +102,22 @@ def resource_star_actions(template: Template) -> list[tuple[str, str]]:
 
 def unjustified_resource_star(template: Template) -> list[str]:
     return [f"{lid}: {action}" for lid, action in resource_star_actions(template) if action not in RESOURCE_STAR_OK]
+
+
+def is_read_action(action: str) -> bool:
+    return action.partition(":")[2].startswith(READ_ACTION_PREFIXES)
+
+
+def unconstrained_star_writes(template: Template) -> list[str]:
+    """Non-read actions allowed on ``Resource: "*"`` by a statement without a ``Condition``, unless listed in
+    UNCONDITIONED_STAR_WRITES_OK (no resource-level permission and no condition key exists for them)."""
+    return [
+        f"{logical_id}: {action}"
+        for logical_id, statement in iam_statements(template)
+        if "*" in as_list(statement.get("Resource", [])) and not statement.get("Condition")
+        for action in as_list(statement["Action"])
+        if not is_read_action(action) and action not in UNCONDITIONED_STAR_WRITES_OK
+    ]
 
 
 def _is_account_root(principal: Any) -> bool:
@@ -221,10 +249,6 @@ DATA_SERVICES += ("DataBrew", "Glue", "EFS", "RDS", "Redshift", "OpenSearchServi
 #: Stores allowed a service-owned key instead of a customer key: logical-id prefix -> why.
 SERVICE_KEY_OK: dict[str, str] = {
     "AccessLogsBucket": "S3 server access logging delivers only to SSE-S3 target buckets, not SSE-KMS.",
-    "DeployDlq": (
-        "Dead-letter queue of EventBridge rules: with a customer key its key policy would also have to admit "
-        "events.amazonaws.com; SSE-SQS encrypts the failed events without that."
-    ),
 }
 
 
@@ -256,6 +280,19 @@ def encryption_offenders(template: Template) -> list[str]:
         elif enc == "service" and not any(lid.startswith(prefix) for prefix in SERVICE_KEY_OK):
             offenders.append(f"{lid} ({type_}): service-owned key, not the customer key")
     return offenders
+
+
+def lambdas_with_unencrypted_environment(template: Template) -> list[str]:
+    """Lambda functions whose environment variables are not encrypted with a customer key (no ``KmsKeyArn``);
+    Lambda would use its AWS-managed key. Functions without variables (aws-cdk-lib's providers) have nothing
+    to encrypt."""
+    return [
+        lid
+        for lid, r in template.get("Resources", {}).items()
+        if r["Type"] == "AWS::Lambda::Function"
+        and r.get("Properties", {}).get("Environment", {}).get("Variables")
+        and not r["Properties"].get("KmsKeyArn")
+    ]
 
 
 def unrotated_keys(template: Template) -> list[str]:

@@ -22,7 +22,8 @@ from constructs import Construct
 
 from lambdas.recommend_api import handler as api_code
 from lambdas.stream_consumer import handler as consumer_code
-from recsys.local.streaming import (
+from settings.config import PROJECT_ROOT, Config
+from settings.streaming import (
     CONSUMER_BATCH_SIZE,
     CONSUMER_MAX_BATCHING_SECONDS,
     CONSUMER_RETRY_ATTEMPTS,
@@ -34,7 +35,6 @@ from recsys.local.streaming import (
     streaming_names,
 )
 from stacks.buckets import SOURCE
-from stacks.config import PROJECT_ROOT, Config
 from stacks.data_stack import DataStack
 from stacks.factories import storage
 from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards
@@ -137,7 +137,8 @@ class StreamingStack(Stack):
     def _consumer(self, cfg: Config, data: DataStack) -> lambda_.Function:
         role, log_group = self._function_role("Consumer", self.names.consumer_function, cfg)
         self.table.grant(role, "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem")
-        data.key.grant_encrypt_decrypt(role)  # the table, the queues and the stream share the data key
+        # The table, the queues, the stream and the function's environment variables share the data key.
+        data.key.grant_encrypt_decrypt(role)
         self.dlq.grant_send_messages(role)
         fn = lambda_.Function(
             self,
@@ -153,6 +154,7 @@ class StreamingStack(Stack):
             memory_size=256,
             timeout=Duration.seconds(60),
             reserved_concurrent_executions=STREAM_SHARDS,  # one batch per shard at a time: all it can use
+            environment_encryption=self.key,
             environment={
                 consumer_code.ENV_TABLE: self.table.table_name,
                 consumer_code.ENV_DLQ_URL: self.dlq.queue_url,
@@ -185,7 +187,7 @@ class StreamingStack(Stack):
     def _api_function(self, cfg: Config, data: DataStack) -> lambda_.Function:
         role, log_group = self._function_role("RecommendApi", self.names.api_function, cfg)
         self.table.grant(role, "dynamodb:GetItem")
-        data.key.grant_decrypt(role)
+        data.key.grant_decrypt(role)  # the table's items and the function's environment variables
         endpoint_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:endpoint/{cfg.endpoint_name}"
         role.add_to_policy(iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn]))
         fn = lambda_.Function(
@@ -201,19 +203,16 @@ class StreamingStack(Stack):
             log_group=log_group,
             memory_size=256,
             timeout=Duration.seconds(10),
+            # Reserved (so the account's other functions cannot starve it) and capped (so a burst cannot take the
+            # account's pool); the stage throttle below bounds the request rate, this bounds the fan-out.
+            reserved_concurrent_executions=cfg.api_reserved_concurrency,
+            environment_encryption=self.key,
             environment={api_code.ENV_TABLE: self.table.table_name, api_code.ENV_ENDPOINT: cfg.endpoint_name},
         )
         acknowledge(
             fn,
             "NIST.800.53.R5-LambdaDLQ",
             "Invoked synchronously by API Gateway: an error goes back to the caller, there is no event to keep.",
-        )
-        acknowledge(
-            fn,
-            "NIST.800.53.R5-LambdaConcurrency",
-            f"API Gateway is its only caller and the stage throttle ({API_RATE_LIMIT} requests/s, burst "
-            f"{API_BURST_LIMIT}) bounds its concurrency; a reservation would be carved from the account pool before "
-            "a load test sizes it.",
         )
         acknowledge(fn, "NIST.800.53.R5-LambdaInsideVPC", LAMBDA_OUTSIDE_VPC)
         return fn
@@ -295,8 +294,9 @@ class StreamingStack(Stack):
         acknowledge(
             api,
             "NIST.800.53.R5-APIGWCacheEnabledAndEncrypted",
-            "No cache: answers are per user and must reflect the latest clicks; a stage cache would serve stale "
-            "recommendations (and bill per hour). Nothing is stored, so nothing needs cache encryption.",
+            "No cache, by design: answers are per user and change with the clickstream within seconds (each click "
+            "updates the user's recent items); a stage cache would serve stale recommendations (and bill per hour). "
+            "Nothing is cached, so nothing needs cache encryption.",
         )
         acknowledge(
             api,

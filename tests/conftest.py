@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws, local_aws
-from stacks.config import load_project_config
+from settings.config import load_project_config
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,10 @@ APPROVED = "Approved"
 #: Blue/green deployments require the new config to keep the variant name.
 VARIANT_NAME = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+#: Instance families whose storage is local NVMe, encrypted by the instance's hardware: SageMaker refuses a
+#: KmsKeyId for them, as do families with a "d" (c5d, g4dn, p4d). The SageMaker Python SDK's rule
+#: (``sagemaker.utils.instance_supports_kms``), so both decide alike.
+LOCAL_STORAGE_FAMILIES = ("g5", "g6", "p5", "trn1")
 MAX_NAME_LENGTH = 63  # SageMaker model / endpoint-config names
 #: An endpoint in any other state refuses UpdateEndpoint.
 UPDATABLE_STATUS = "InService"
@@ -96,6 +100,7 @@ class Settings:
     canary_percent: int  # CANARY_PERCENT: share of capacity that gets traffic first
     canary_wait_seconds: int  # CANARY_WAIT_SECONDS: watch the canary this long before shifting the rest
     bake_seconds: int  # BAKE_SECONDS: keep the old fleet this long after the full shift
+    kms_key_id: str  # ENDPOINT_KMS_KEY_ARN: encrypts the instances' storage volumes (endpoint config KmsKeyId)
     rollback_alarms: tuple[str, ...] = field(default=())  # ROLLBACK_ALARMS: comma-separated names
 
     @classmethod
@@ -136,6 +141,7 @@ class Settings:
             canary_percent=integer("CANARY_PERCENT", 1, 50),  # SageMaker: canary <= 50% of the fleet
             canary_wait_seconds=integer("CANARY_WAIT_SECONDS", 0, 3600),
             bake_seconds=integer("BAKE_SECONDS", 0, 3600),
+            kms_key_id=get("ENDPOINT_KMS_KEY_ARN"),
             rollback_alarms=tuple(a.strip() for a in env.get("ROLLBACK_ALARMS", "").split(",") if a.strip()),
         )
         if settings.autoscaling_min > settings.autoscaling_max:
@@ -257,12 +263,24 @@ def variant(settings: Settings, model_name: str) -> dict[str, Any]:
     return {"VariantName": VARIANT_NAME, "ModelName": model_name, **sizing}
 
 
+def volume_kms_supported(settings: Settings) -> bool:
+    """Whether the endpoint config may name a KMS key for its variant's storage volume.
+
+    Not for serverless variants (no instance volume: SageMaker manages their compute and storage) nor for
+    instance types with local NVMe storage, whose volumes the hardware encrypts (CreateEndpointConfig fails
+    if a key is given for them)."""
+    if settings.serverless:
+        return False
+    family = settings.instance_type.split(".")[1] if settings.instance_type.count(".") == 2 else ""
+    return bool(family) and "d" not in family and not family.startswith(LOCAL_STORAGE_FAMILIES)
+
+
 def endpoint_config_request(settings: Settings, model_name: str, version: Any) -> dict[str, Any]:
-    variants = [variant(settings, model_name)]
-    return {
-        "EndpointConfigName": resource_name(settings.endpoint_name, version, variants),
-        "ProductionVariants": variants,
-    }
+    """The new config: one variant, and the data key on its storage volume wherever SageMaker takes one."""
+    body: dict[str, Any] = {"ProductionVariants": [variant(settings, model_name)]}
+    if volume_kms_supported(settings):
+        body["KmsKeyId"] = settings.kms_key_id
+    return {"EndpointConfigName": resource_name(settings.endpoint_name, version, body), **body}
 
 
 def deployment_config(settings: Settings) -> dict[str, Any]:

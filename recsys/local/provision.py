@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from recsys.local.moto_server import LocalAws
+from settings.config import CLICKSTREAM, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
 from sql.workgroup import workgroup_configuration
 from stacks.buckets import (
     ACCESS_LOGS,
@@ -26,7 +27,6 @@ from stacks.buckets import (
     bucket_specs,
     kms_alias,
 )
-from stacks.config import CLICKSTREAM, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
 
 
 @dataclass

@@ -4,7 +4,7 @@ a replay of interaction events and drained by the *same* consumer code the Lambd
 moto cannot invoke Lambdas (no Docker), so :func:`consume_once` plays the event source mapping:
 it reads each shard with ``get_records`` and hands the consumer a Kinesis-shaped event.
 
-Names and settings live here once (no CDK import): ``stacks/streaming_stack.py`` imports them.
+Names and settings live once in ``settings/streaming.py``, which ``stacks/streaming_stack.py`` imports too.
 """
 
 from __future__ import annotations
@@ -22,47 +22,21 @@ from typing import Any
 from lambdas.recommend_api import handler as recommend_api
 from lambdas.stream_consumer import handler as consumer
 from recsys.local.moto_server import LocalAws
-from stacks.config import CLICKSTREAM, RAW_PREFIX, Config
-
-#: Settings of the streaming path (module constants: Config stays the data plane's; see the issue note).
-RECENT_ITEMS_N = 20  # distinct products kept per user
-RECENT_TTL_DAYS = 30  # an idle user's item expires after this
-STREAM_SHARDS = 1  # ~1 MB/s or 1,000 records/s of writes per shard
-CONSUMER_BATCH_SIZE = 100
-CONSUMER_MAX_BATCHING_SECONDS = 1  # "within seconds": wait at most this long to fill a batch
-CONSUMER_RETRY_ATTEMPTS = 3
-PUT_RECORDS_MAX = 500  # Kinesis PutRecords limit per call
-#: Where Firehose archives the stream in the source bucket (the next training run reads it).
-STREAM_ARCHIVE_PREFIX = f"{RAW_PREFIX}/{CLICKSTREAM}/"  # its own JSON dataset; the CSV one never reads it
-STREAM_ERRORS_PREFIX = "stream-errors/interactions/"
-#: The archive's date folders: Firehose's ``year=!{timestamp:yyyy}/...`` (streaming_stack.py) in strftime.
-ARCHIVE_DATE_LAYOUT = "year=%Y/month=%m/day=%d/"
-
-
-@dataclass(frozen=True)
-class StreamingNames:
-    stream: str
-    table: str
-    dlq: str  # malformed records, with reason and payload
-    failure_queue: str  # batches that exhausted retries (event source mapping's on-failure destination)
-    firehose: str
-    consumer_function: str
-    api_function: str
-    api: str
-
-
-def streaming_names(cfg: Config) -> StreamingNames:
-    p = cfg.prefix
-    return StreamingNames(
-        stream=f"{p}-clickstream",
-        table=f"{p}-user-recent-items",
-        dlq=f"{p}-clickstream-dlq",
-        failure_queue=f"{p}-clickstream-failed",
-        firehose=f"{p}-clickstream-archive",
-        consumer_function=f"{p}-stream-consumer",
-        api_function=f"{p}-recommend-api",
-        api=f"{p}-recommendations",
-    )
+from settings.config import Config
+from settings.streaming import (  # noqa: F401 - re-exported for the local run and its tests
+    ARCHIVE_DATE_LAYOUT,
+    CONSUMER_BATCH_SIZE,
+    CONSUMER_MAX_BATCHING_SECONDS,
+    CONSUMER_RETRY_ATTEMPTS,
+    PUT_RECORDS_MAX,
+    RECENT_ITEMS_N,
+    RECENT_TTL_DAYS,
+    STREAM_ARCHIVE_PREFIX,
+    STREAM_ERRORS_PREFIX,
+    STREAM_SHARDS,
+    StreamingNames,
+    streaming_names,
+)
 
 
 @dataclass(frozen=True)

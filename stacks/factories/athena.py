@@ -7,9 +7,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from settings.config import Config
 from sql.library import ctas_statement, feature_queries, list_queries, read_query
 from sql.workgroup import workgroup_configuration
-from stacks.config import Config
 
 
 def workgroup(scope: Construct, cfg: Config, results: s3.IBucket, key: kms.IKey) -> athena.CfnWorkGroup:

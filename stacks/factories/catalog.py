@@ -17,7 +17,7 @@ from constructs import Construct
 
 from glue_jobs.catalog_types import PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT, PARQUET_SERDE, glue_columns
 from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
-from stacks.config import CLICKSTREAM, CLICKSTREAM_RECIPE, CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
+from settings.config import CLICKSTREAM, CLICKSTREAM_RECIPE, CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
 from stacks.nag import acknowledge_wildcards, arn_token
 
 #: crawler suffix -> (prefix it reads, table-name prefix). Quarantine tables get their own names.

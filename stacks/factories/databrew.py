@@ -16,12 +16,13 @@ from aws_cdk import Aws
 from aws_cdk import aws_databrew as databrew
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from glue_jobs.recipe import recipe_steps
-from stacks.config import (
+from settings.config import (
     CLICKSTREAM,
     CLICKSTREAM_RECIPE,
     CURATED_PREFIX,
@@ -30,9 +31,13 @@ from stacks.config import (
     TABLES,
     Config,
 )
+from stacks.factories.storage import log_retention, removal_policy
 from stacks.nag import acknowledge_wildcards, arn_token
 
 OUTPUTS = {"curated": CURATED_PREFIX, "quarantine": QUARANTINE_PREFIX}
+#: Where DataBrew writes a job's run logs (``LogSubscription: ENABLE``); it creates the group itself, without
+#: a retention, unless it exists: the stack creates it first, with the configured retention and the data key.
+JOB_LOG_GROUP_PREFIX = "/aws-glue-databrew/jobs/"
 
 
 @dataclass
@@ -196,8 +201,17 @@ def databrew_jobs(
                 max_retries=1,
                 timeout=120,
             )
+            log_group = logs.LogGroup(
+                scope,
+                f"{name.title()}{output.title()}JobLogs",
+                log_group_name=f"{JOB_LOG_GROUP_PREFIX}{job.name}",
+                retention=log_retention(cfg),
+                encryption_key=key,
+                removal_policy=removal_policy(cfg),
+            )
             job.node.add_dependency(dataset)
             job.node.add_dependency(recipe)
             job.node.add_dependency(publisher)
+            job.node.add_dependency(log_group)  # exists before any run could create it without a retention
             job_names[(name, output)] = job.name
     return DataBrewJobs(role=role, job_names=job_names)

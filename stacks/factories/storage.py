@@ -9,8 +9,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from settings.config import LOG_RETENTION_DAYS, Config
 from stacks.buckets import TRANSITION_STORAGE_CLASS, BucketSpec, kms_alias
-from stacks.config import LOG_RETENTION_DAYS, Config
 from stacks.nag import acknowledge
 
 
@@ -26,11 +26,18 @@ def log_retention(cfg: Config) -> logs.RetentionDays:
     return dict(zip(LOG_RETENTION_DAYS, members, strict=True))[cfg.log_retention_days]
 
 
+def deploy_dlq_name(cfg: Config) -> str:
+    """The deploy Lambda's dead-letter queue (deploy stack); the data key's policy names it by this name."""
+    return f"{cfg.prefix}-deploy-endpoint-dlq"
+
+
 def data_key(scope: Construct, cfg: Config) -> kms.Key:
-    """One customer-managed key for data at rest: buckets, DataBrew output, Athena results, logs.
+    """One customer-managed key for data at rest: buckets, DataBrew output, Athena results, logs, queues.
 
     CloudWatch Logs encrypts with the key as itself, not as a role, so the key policy must name it;
-    the condition limits that to log groups of this account and region.
+    the condition limits that to log groups of this account and region. EventBridge, too, sends failed
+    deploy events to the deploy dead-letter queue as itself: its statement is limited to SQS calls for
+    that one queue (SQS puts the queue's ARN in the encryption context of every data key it asks for).
     """
     key = kms.Key(
         scope,
@@ -48,6 +55,17 @@ def data_key(scope: Construct, cfg: Config) -> kms.Key:
             actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
             resources=["*"],  # in a key policy, "*" is this key
             conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
+        )
+    )
+    deploy_dlq = f"arn:{Aws.PARTITION}:sqs:{region}:{Aws.ACCOUNT_ID}:{deploy_dlq_name(cfg)}"
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["kms:GenerateDataKey", "kms:Decrypt"],
+            resources=["*"],  # in a key policy, "*" is this key
+            # Only SQS sets this context (the queue the data key is for); no kms:ViaService on top, which adds
+            # nothing here and cannot be checked without an account.
+            conditions={"StringEquals": {"kms:EncryptionContext:aws:sqs:arn": deploy_dlq}},
         )
     )
     return key

@@ -20,8 +20,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from monitoring import metrics as m
+from settings.config import CLICKSTREAM, CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
 from sql.library import ctas_statement, feature_queries
-from stacks.config import CLICKSTREAM, CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
 from stacks.factories.databrew import DataBrewJobs
 from stacks.factories.storage import log_retention, removal_policy
 from stacks.nag import acknowledge_wildcards, arn_token

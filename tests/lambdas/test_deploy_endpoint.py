@@ -12,17 +12,18 @@ from typing import Any
 import pytest
 
 from lambdas.deploy_endpoint import handler as h
-from stacks.config import load_project_config
+from settings.config import load_project_config
 from stacks.deploy_stack import function_environment
 
 DEV, PROD = load_project_config("dev"), load_project_config("prod")
 ROLE_ARN = "arn:aws:iam::123456789012:role/model-execution"
+KEY_ARN = "arn:aws:kms:ap-south-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 ALARMS = ["recsys-x-recommender-5xx", "recsys-x-recommender-p99-latency"]
 IMAGE = "720646828776.dkr.ecr.ap-south-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 
 
 def settings(cfg, **overrides: str) -> h.Settings:
-    return h.Settings.from_env({**function_environment(cfg, ROLE_ARN, ALARMS), **overrides})
+    return h.Settings.from_env({**function_environment(cfg, ROLE_ARN, ALARMS, KEY_ARN), **overrides})
 
 
 class Recorder:
@@ -109,6 +110,8 @@ def test_first_approval_creates_model_config_and_serverless_endpoint_in_dev(aws)
     assert variant["ModelName"] == result["model_name"]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 10}
     assert "InstanceType" not in variant
+    # A serverless variant has no instance volume to encrypt: no KmsKeyId (see test_endpoint_config_kms_key_*).
+    assert "KmsKeyId" not in sm.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
     model = sm.describe_model(ModelName=result["model_name"])
     assert model["ExecutionRoleArn"] == ROLE_ARN
     assert model["PrimaryContainer"]["Image"] == IMAGE
@@ -124,6 +127,8 @@ def test_first_approval_in_prod_creates_instance_endpoint_with_target_tracking_a
     assert result["action"] == "created"
     variant = sm.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"]) == (PROD.endpoint_instance_type, 2)
+    config = sm.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
+    assert config["KmsKeyId"] == KEY_ARN  # the instances' storage volumes use the data key
     assert result["autoscaling"] == "registered"
     resource_id = f"endpoint/{PROD.endpoint_name}/variant/AllTraffic"
     [target] = scalable_targets(aas)
@@ -149,6 +154,31 @@ def test_names_start_with_the_endpoint_name_and_fit_sagemaker_limits(aws):
     assert name != h.resource_name(longest, 12345, {"x": 2})
     with pytest.raises(h.ConfigurationError, match="too long"):
         h.resource_name("a" * 58, 1, {})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expect_key"),
+    [
+        ({}, True),  # prod: ml.c5.xlarge, EBS-backed
+        ({"INSTANCE_TYPE": "ml.m5.large"}, True),
+        ({"INSTANCE_TYPE": "ml.c5d.xlarge"}, False),  # local NVMe storage: SageMaker refuses a key
+        ({"INSTANCE_TYPE": "ml.g4dn.xlarge"}, False),
+        ({"INSTANCE_TYPE": "ml.g5.xlarge"}, False),
+        ({"SERVERLESS": "true"}, False),  # no instance volume
+    ],
+    ids=["prod", "m5", "c5d", "g4dn", "g5", "serverless"],
+)
+def test_endpoint_config_kms_key_is_the_data_key_wherever_sagemaker_takes_one(overrides, expect_key):
+    config = h.endpoint_config_request(settings(PROD, **overrides), "m", 1)
+    assert config.get("KmsKeyId") == (KEY_ARN if expect_key else None)
+    assert h.volume_kms_supported(settings(PROD, **overrides)) is expect_key
+
+
+def test_a_different_key_makes_a_different_endpoint_config_name():
+    """The name is a digest of what is deployed: re-keying deploys a new config instead of 'already deployed'."""
+    other = settings(PROD, ENDPOINT_KMS_KEY_ARN=KEY_ARN.replace("1111", "9999"))
+    first = h.endpoint_config_request(settings(PROD), "m", 1)["EndpointConfigName"]
+    assert h.endpoint_config_request(other, "m", 1)["EndpointConfigName"] != first
 
 
 # ---- later approvals ---------------------------------------------------------------------------
@@ -304,9 +334,11 @@ def test_endpoint_busy_raises_so_lambda_retries_and_the_dlq_keeps_the_event(aws)
 
 
 def test_missing_setting_is_named():
-    env = function_environment(PROD, ROLE_ARN, ALARMS)
+    env = function_environment(PROD, ROLE_ARN, ALARMS, KEY_ARN)
     with pytest.raises(h.ConfigurationError, match="EXECUTION_ROLE_ARN"):
         h.Settings.from_env(_without(env, "EXECUTION_ROLE_ARN"))
+    with pytest.raises(h.ConfigurationError, match="ENDPOINT_KMS_KEY_ARN"):
+        h.Settings.from_env(_without(env, "ENDPOINT_KMS_KEY_ARN"))
     with pytest.raises(h.ConfigurationError, match="CANARY_PERCENT must be from 1 to 50"):
         h.Settings.from_env({**env, "CANARY_PERCENT": "80"})
 
@@ -342,7 +374,7 @@ def test_endpoint_in_service_event_registers_autoscaling_and_ignores_other_endpo
 
 def test_handler_reads_its_environment_and_logs_one_json_line_per_decision(aws, monkeypatch, capsys):
     _, sm, _ = aws
-    for name, value in function_environment(DEV, ROLE_ARN, ALARMS).items():
+    for name, value in function_environment(DEV, ROLE_ARN, ALARMS, KEY_ARN).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(h, "make_clients", lambda: clients(aws))
     result = h.handler(event(DEV, register(sm, DEV)), None)

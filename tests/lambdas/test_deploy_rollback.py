@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lambdas.deploy_endpoint import handler as h
-from stacks.config import load_project_config
+from settings.config import load_project_config
 from tests.lambdas.test_deploy_endpoint import (
     ALARMS,
     Recorder,

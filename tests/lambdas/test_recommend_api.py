@@ -12,7 +12,7 @@ import pytest
 from lambdas.recommend_api import handler as api
 from lambdas.stream_consumer import handler as consumer
 from recsys.local.streaming import provision_streaming
-from stacks.config import load_project_config
+from settings.config import load_project_config
 
 
 def event(user_id: str | None = "u1", k: str | None = None, method: str = "GET") -> dict[str, Any]:

@@ -13,7 +13,7 @@ from glue_jobs.schema import EVENT_TYPES
 from lambdas.stream_consumer import handler as consumer
 from recsys.local.moto_server import LocalAws
 from recsys.local.streaming import StreamingResources, provision_streaming
-from stacks.config import load_project_config
+from settings.config import load_project_config
 
 SHARD = "shardId-000000000000"
 

@@ -24,7 +24,7 @@ from monitoring.alarms import (
     instance_vcpus,
 )
 from monitoring.run import run_monitoring
-from stacks.config import load_project_config
+from settings.config import load_project_config
 from tests.monitoring.conftest import EVALUATION
 
 CFG = load_project_config("dev")

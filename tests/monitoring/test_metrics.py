@@ -9,7 +9,7 @@ import pytest
 from monitoring import metrics as m
 from monitoring.alarms import alarm_specs
 from monitoring.drift import DriftReport
-from stacks.config import load_project_config
+from settings.config import load_project_config
 from tests.monitoring.conftest import EVALUATION
 
 CFG = load_project_config()

@@ -24,7 +24,7 @@ from pipeline_steps.definition import (
     pack_source,
     parameter_specs,
 )
-from stacks.config import PROJECT_ROOT, load_project_config
+from settings.config import PROJECT_ROOT, load_project_config
 
 CFG = load_project_config("dev")
 BUCKET = "recsys-dev-curated-123456789012-ap-south-1"
@@ -35,7 +35,7 @@ KEY = "arn:aws:kms:ap-south-1:123456789012:key/k"
 _GENERATE = f"""
 import sys
 from pipeline_steps.definition import definition_json
-from stacks.config import load_project_config
+from settings.config import load_project_config
 open(sys.argv[1], "w").write(definition_json(load_project_config("dev"), role_arn={ROLE!r}, bucket={BUCKET!r},
                                  code_uri={CODE!r}, region="ap-south-1", kms_key_arn={KEY!r}))
 """

@@ -19,7 +19,7 @@ from pipeline_steps.local_runner import PipelineStepError, register_model, run_p
 from recsys.generator import GeneratorConfig, generate_tables
 from recsys.local.provision import provision
 from recsys.local.s3io import split_s3_uri, write_parquet
-from stacks.config import load_project_config
+from settings.config import load_project_config
 
 pytestmark = pytest.mark.slow
 CFG = load_project_config("dev")

@@ -36,8 +36,8 @@ from recsys.cli import main
 from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws
 from recsys.local.provision import provision, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, split_s3_uri, write_parquet
+from settings.config import LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_PREFIX, load_project_config
 from stacks.buckets import CURATED, SOURCE
-from stacks.config import LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_PREFIX, load_project_config
 
 pytestmark = pytest.mark.slow
 CFG = load_project_config("dev")

@@ -22,8 +22,8 @@ from recsys.local.faults import S3Fault, inject_s3_faults
 from recsys.local.moto_server import MAX_ATTEMPTS, LocalAws
 from recsys.local.provision import LocalResources, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, write_parquet
+from settings.config import LOCAL_ACCOUNT, load_project_config
 from stacks.buckets import CURATED, SOURCE
-from stacks.config import LOCAL_ACCOUNT, load_project_config
 
 CFG = load_project_config("dev")
 FRAME = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "product_id": ["p1", "p2", "p1"]})

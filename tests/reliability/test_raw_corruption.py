@@ -25,7 +25,7 @@ from recsys import main_job
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import provision, upload_raw
-from stacks.config import QUARANTINE_PREFIX, load_project_config
+from settings.config import QUARANTINE_PREFIX, load_project_config
 
 from .corpus import HEADER, corrupted_files, csv_records, curate, reconciliation_problems
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from monitoring.dashboard import CHARTS, DATASETS
+from settings.config import load_project_config
 from sql.library import read_query
 from stacks.analytics_stack import custom_sql
-from stacks.config import load_project_config
 from tests.monitoring import conftest as monitoring_fixtures
 from tests.stacks.conftest import resources
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stacks.config import CDK_JSON, ConfigError, load_config, load_project_config
+from settings.config import CDK_JSON, ConfigError, load_config, load_project_config
 
 CONTEXT = json.loads(CDK_JSON.read_text())["context"]
 
@@ -50,6 +50,8 @@ def test_missing_key_is_named():
         ("athena_bytes_scanned_cutoff_mb", 1),
         ("crawler_schedule", "every day"),
         ("region", "mars-1"),
+        ("api_reserved_concurrency", 0),
+        ("api_reserved_concurrency", "10"),
     ],
 )
 def test_invalid_value_is_rejected_with_key_name(key, value):

@@ -10,8 +10,10 @@ from aws_cdk.assertions import Match
 from glue_jobs.recipe import recipe_steps
 from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, CURATED_COLUMNS
 from monitoring.metrics import DATA_QUALITY_COLUMNS, NAMESPACE, data_quality_sql
+from settings.config import CLICKSTREAM, TABLES, load_project_config
 from sql.library import feature_queries, list_queries
-from stacks.config import CLICKSTREAM, TABLES, load_project_config
+from stacks.factories.databrew import JOB_LOG_GROUP_PREFIX
+from stacks.factories.storage import deploy_dlq_name
 from tests.stacks.conftest import resources
 
 pytestmark = pytest.mark.xdist_group("synth")
@@ -152,6 +154,38 @@ def test_recipe_job_writes_encrypted_parquet_to_its_prefix(data_template, table,
             ],
         },
     )
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_every_databrew_job_logs_to_a_group_with_the_configured_retention_and_the_data_key(
+    data_template, prod_data_template, env_name
+):
+    """DataBrew would create /aws-glue-databrew/jobs/<job> itself, with no retention: the stack creates it first."""
+    template, cfg = (data_template, CFG) if env_name == "dev" else (prod_data_template, load_project_config("prod"))
+    groups = {
+        g["Properties"]["LogGroupName"]: (lid, g["Properties"])
+        for lid, g in resources(template, "AWS::Logs::LogGroup").items()
+        if g["Properties"]["LogGroupName"].startswith(JOB_LOG_GROUP_PREFIX)
+    }
+    jobs = resources(template, "AWS::DataBrew::Job")
+    assert len(jobs) == 2 * (len(TABLES) + 1)
+    assert set(groups) == {f"{JOB_LOG_GROUP_PREFIX}{j['Properties']['Name']}" for j in jobs.values()}
+    for job in jobs.values():
+        assert job["Properties"]["LogSubscription"] == "ENABLE"
+        lid, props = groups[f"{JOB_LOG_GROUP_PREFIX}{job['Properties']['Name']}"]
+        assert props["RetentionInDays"] == cfg.log_retention_days
+        assert "DataKey" in json.dumps(props["KmsKeyId"])
+        assert lid in job["DependsOn"]  # exists before a run could create it without a retention
+
+
+def test_data_key_lets_eventbridge_encrypt_only_for_the_deploy_dead_letter_queue(data_template):
+    [key] = resources(data_template, "AWS::KMS::Key").values()
+    policy = key["Properties"]["KeyPolicy"]["Statement"]
+    [statement] = [s for s in policy if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    [(operator, condition)] = statement["Condition"].items()
+    assert operator == "StringEquals" and list(condition) == ["kms:EncryptionContext:aws:sqs:arn"]
+    assert json.dumps(condition["kms:EncryptionContext:aws:sqs:arn"]).endswith(f':{deploy_dlq_name(CFG)}"]]}}')
 
 
 def test_recipes_are_published_for_jobs(data_template):

@@ -7,9 +7,10 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
-from lambdas.deploy_endpoint.handler import Settings
-from stacks.config import load_project_config
+from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION, Settings
+from settings.config import load_project_config
 from stacks.deploy_stack import ERRORS_5XX_THRESHOLD, alarm_names
+from stacks.factories.storage import deploy_dlq_name
 from tests.stacks.conftest import resources
 
 pytestmark = pytest.mark.xdist_group("synth")
@@ -66,13 +67,15 @@ def test_lambda_environment_is_a_valid_handler_configuration(synth, env_name):
     cfg = DEV if env_name == "dev" else PROD
     env = _function(synth(env_name)[1][f"{cfg.prefix}-deploy"])["Environment"]["Variables"]
     literal = {k: v for k, v in env.items() if isinstance(v, str)}
-    settings = Settings.from_env({**literal, "EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r"})
+    tokens = {"EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r", "ENDPOINT_KMS_KEY_ARN": "arn:aws:kms:r:1:key/k"}
+    settings = Settings.from_env({**literal, **tokens})
     assert settings.endpoint_name == cfg.endpoint_name
     assert settings.model_package_group == cfg.model_package_group
     assert settings.serverless is cfg.serverless_endpoint
     assert settings.instance_type == cfg.endpoint_instance_type
     assert list(settings.rollback_alarms) == list(alarm_names(cfg).values())
     assert "Fn::GetAtt" in env["EXECUTION_ROLE_ARN"]
+    assert "DataKey" in json.dumps(env["ENDPOINT_KMS_KEY_ARN"])  # endpoint configs' KmsKeyId: the data key
 
 
 def test_approval_rule_matches_this_group_approved_packages_with_retries_and_dlq(dev):
@@ -113,10 +116,70 @@ def test_endpoint_state_rule_sends_in_service_and_failed_states_for_both_endpoin
         )
 
 
-def test_dlq_is_encrypted_and_tls_only(dev):
-    dev.has_resource_properties("AWS::SQS::Queue", {"SqsManagedSseEnabled": True, "MessageRetentionPeriod": 1209600})
-    policy = json.dumps(resources(dev, "AWS::SQS::QueuePolicy"))
+def _data_key_arn(props_value) -> bool:
+    """A reference to the data stack's key (exported from recsys-<env>-data)."""
+    text = json.dumps(props_value)
+    return "Fn::ImportValue" in text and "DataKey" in text
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_dlq_is_encrypted_with_the_data_key_and_tls_only(synth, env_name):
+    cfg = DEV if env_name == "dev" else PROD
+    t = synth(env_name)[1][f"{cfg.prefix}-deploy"]
+    [queue] = resources(t, "AWS::SQS::Queue").values()
+    props = queue["Properties"]
+    assert props["QueueName"] == deploy_dlq_name(cfg)  # the name the data key's policy admits EventBridge for
+    assert _data_key_arn(props["KmsMasterKeyId"])
+    assert "SqsManagedSseEnabled" not in props and props["MessageRetentionPeriod"] == 1209600
+    policy = json.dumps(resources(t, "AWS::SQS::QueuePolicy"))
     assert '"aws:SecureTransport": "false"' in policy
+
+
+def test_lambda_can_send_to_its_kms_encrypted_dlq(dev):
+    """Lambda writes failed async events as the function's role: SQS SendMessage plus the key's data keys."""
+    by_action = {a: s for s in _statements(dev, "DeployerRole") for a in _actions(s)}
+    assert "DeployDlq" in json.dumps(by_action["sqs:SendMessage"]["Resource"])
+    assert _data_key_arn(by_action["kms:GenerateDataKey*"]["Resource"])
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_lambda_environment_is_encrypted_with_the_data_key_its_role_can_decrypt(synth, env_name):
+    cfg = DEV if env_name == "dev" else PROD
+    t = synth(env_name)[1][f"{cfg.prefix}-deploy"]
+    assert _data_key_arn(_function(t)["KmsKeyArn"])
+    decrypt = [s for s in _statements(t, "DeployerRole") if "kms:Decrypt" in _actions(s)]
+    assert decrypt and all(_data_key_arn(s["Resource"]) for s in decrypt)
+
+
+def test_autoscaling_writes_are_held_to_sagemaker_variant_instance_counts(dev):
+    """The scanner's "write on Resource '*'": the writes name scalable targets and carry both condition keys;
+    only the Describe reads (no resource-level permission) stay on '*'."""
+    statements = _statements(dev, "DeployerRole")
+    writes = {"RegisterScalableTarget", "DeregisterScalableTarget", "PutScalingPolicy"}
+    on_star = {a for s in statements if s["Resource"] == "*" for a in _actions(s)}
+    assert not {a for a in on_star if a.startswith("application-autoscaling:")} - {
+        "application-autoscaling:DescribeScalableTargets",
+        "application-autoscaling:DescribeScalingPolicies",
+    }
+    [scoped] = [s for s in statements if "application-autoscaling:RegisterScalableTarget" in _actions(s)]
+    assert {a.partition(":")[2] for a in _actions(scoped)} == writes
+    assert ":scalable-target/*" in json.dumps(scoped["Resource"])
+    assert scoped["Condition"] == {
+        "StringEquals": {
+            "application-autoscaling:service-namespace": "sagemaker",
+            "application-autoscaling:scalable-dimension": SCALABLE_DIMENSION,
+        }
+    }
+
+
+@pytest.mark.parametrize("role_prefix", ["DeployerRole", "ModelExecutionRole"])
+def test_roles_may_let_sagemaker_encrypt_endpoint_volumes_with_the_data_key(dev, role_prefix):
+    statements = _statements(dev, role_prefix)
+    [create_grant] = [s for s in statements if "kms:CreateGrant" in _actions(s)]
+    assert _actions(create_grant) == ["kms:CreateGrant"]
+    assert create_grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    assert _data_key_arn(create_grant["Resource"])
+    assert any("kms:DescribeKey" in _actions(s) and _data_key_arn(s["Resource"]) for s in statements)
 
 
 def test_rollback_alarms_watch_5xx_and_p99_latency_of_the_endpoint(dev):

@@ -8,7 +8,14 @@ import json
 
 import pytest
 
-from stacks.security import RESOURCE_STAR_OK, key_policy_offenders, unjustified_resource_star, wildcard_actions
+from stacks.security import (
+    RESOURCE_STAR_OK,
+    UNCONDITIONED_STAR_WRITES_OK,
+    key_policy_offenders,
+    unconstrained_star_writes,
+    unjustified_resource_star,
+    wildcard_actions,
+)
 
 pytestmark = pytest.mark.xdist_group("synth")
 
@@ -29,6 +36,33 @@ def test_no_policy_allows_wildcard_actions(synth, env_name):
 def test_resource_star_only_for_actions_without_resource_level_permissions(synth, env_name):
     templates = _templates(synth, env_name)
     assert {name: unjustified_resource_star(t) for name, t in templates.items() if unjustified_resource_star(t)} == {}
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_writes_on_resource_star_carry_a_condition_unless_aws_offers_none(synth, env_name):
+    """An outside scanner's finding: a write action on Resource '*'. Each one either names a condition key that
+    narrows it (cloudwatch:namespace, application-autoscaling:service-namespace, ...) or is listed with why not."""
+    templates = _templates(synth, env_name)
+    assert {name: unconstrained_star_writes(t) for name, t in templates.items() if unconstrained_star_writes(t)} == {}
+
+
+def test_an_unconditioned_write_on_resource_star_is_reported():
+    """The check can fail: PutMetricData without its namespace condition, or an autoscaling write, is reported;
+    reads and listed actions are not, and a condition makes a write acceptable."""
+    bare = {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData", "cloudwatch:DescribeAlarms"], "Resource": "*"}
+    assert unconstrained_star_writes(_policy(bare)) == ["P: cloudwatch:PutMetricData"]
+    scaling = {"Effect": "Allow", "Action": "application-autoscaling:RegisterScalableTarget", "Resource": "*"}
+    assert unconstrained_star_writes(_policy(scaling)) == ["P: application-autoscaling:RegisterScalableTarget"]
+    held = {**bare, "Condition": {"StringEquals": {"cloudwatch:namespace": "RecSys/MLOps"}}}
+    assert unconstrained_star_writes(_policy(held)) == []
+    listed = {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "logs:CreateLogDelivery"], "Resource": "*"}
+    assert unconstrained_star_writes(_policy(listed)) == []
+
+
+def test_every_unconditioned_star_write_is_also_a_justified_resource_star_action():
+    for action, reason in UNCONDITIONED_STAR_WRITES_OK.items():
+        assert action in RESOURCE_STAR_OK
+        assert len(reason.split()) >= 6, f"{action}: say why no condition key can narrow it"
 
 
 @pytest.mark.parametrize("env_name", ["dev", "prod"])

@@ -7,7 +7,7 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
-from stacks.config import load_project_config
+from settings.config import load_project_config
 from tests.stacks.conftest import resources
 
 pytestmark = pytest.mark.xdist_group("synth")

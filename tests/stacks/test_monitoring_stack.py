@@ -6,7 +6,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from monitoring.alarms import alarm_specs, endpoint_alarm_names, event_rule_specs
-from stacks.config import load_project_config
+from settings.config import load_project_config
 from tests.stacks.conftest import resources
 
 pytestmark = pytest.mark.xdist_group("synth")

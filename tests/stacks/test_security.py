@@ -22,6 +22,7 @@ from stacks.security import (
     encryption_of,
     encryption_offenders,
     find_secrets,
+    lambdas_with_unencrypted_environment,
     repository_files,
     scan_files,
     unknown_store_types,
@@ -104,6 +105,25 @@ def test_service_owned_keys_are_allowed_only_where_listed():
 def test_an_unknown_data_store_type_is_reported():
     template = {"Resources": {"Db": {"Type": "AWS::RDS::DBInstance", "Properties": {}}}}
     assert unknown_store_types(template) == {"AWS::RDS::DBInstance"}
+
+
+@pytest.mark.parametrize("env_name", ENVS)
+def test_every_lambda_environment_is_encrypted_with_the_customer_key(synth, env_name):
+    templates = _templates(synth, env_name)
+    functions = [r for t in templates.values() for r in t["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    with_env = [f for f in functions if f["Properties"].get("Environment", {}).get("Variables")]
+    assert len(with_env) >= 3  # the deploy, clickstream consumer and recommendations API functions
+    assert all("DataKey" in json.dumps(f["Properties"]["KmsKeyArn"]) for f in with_env)
+    assert _per_template(templates, lambdas_with_unencrypted_environment) == {}
+
+
+def test_a_lambda_environment_without_a_customer_key_is_reported():
+    """The check can fail: variables without KmsKeyArn are reported; no variables, nothing to encrypt."""
+    fn = {"Type": "AWS::Lambda::Function", "Properties": {"Environment": {"Variables": {"TABLE": "t"}}}}
+    keyed = {"Type": "AWS::Lambda::Function", "Properties": {**fn["Properties"], "KmsKeyArn": "arn:aws:kms:r:1:key/k"}}
+    bare = {"Type": "AWS::Lambda::Function", "Properties": {}}
+    template = {"Resources": {"Plain": fn, "Keyed": keyed, "Provider": bare}}
+    assert lambdas_with_unencrypted_environment(template) == ["Plain"]
 
 
 # ---- in transit ------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from aws_cdk.assertions import Match, Template
 
 from lambdas.stream_consumer import handler as consumer
 from recsys.local.streaming import CONSUMER_BATCH_SIZE, CONSUMER_RETRY_ATTEMPTS, RECENT_ITEMS_N, streaming_names
+from settings.config import CDK_JSON, load_project_config
 from stacks.app_builder import build_app
-from stacks.config import CDK_JSON, load_project_config
 from stacks.streaming_stack import API_BURST_LIMIT, API_RATE_LIMIT
 
 pytestmark = pytest.mark.xdist_group("synth")
@@ -153,6 +153,21 @@ def test_roles_get_only_the_actions_their_code_calls(template):
     puts = next(s for s in archive if "s3:PutObject" in s["Action"])
     assert all("/raw/clickstream/*" in json.dumps(r) or "/stream-errors/" in json.dumps(r)
                for r in puts["Resource"])  # fmt: skip
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_functions_encrypt_their_environment_with_the_data_key_and_reserve_concurrency(synth, env_name):
+    cfg = load_project_config(env_name)
+    t = synth(env_name)[1][f"{cfg.prefix}-streaming"]
+    found = t.find_resources("AWS::Lambda::Function").values()
+    functions = {f["Properties"]["FunctionName"]: f["Properties"] for f in found}
+    names = streaming_names(cfg)
+    assert set(functions) == {names.consumer_function, names.api_function}
+    for props in functions.values():
+        assert "DataKey" in json.dumps(props["KmsKeyArn"])
+    # The API function's reservation comes from cdk.json (different per environment); the consumer's is its shards.
+    assert functions[names.api_function]["ReservedConcurrentExecutions"] == cfg.api_reserved_concurrency
+    assert functions[names.consumer_function]["ReservedConcurrentExecutions"] >= 1
 
 
 def test_log_groups_have_the_configured_retention(template):

@@ -20,7 +20,7 @@ from recsys.local.provision import (
     provision,
     upload_raw,
 )
-from stacks.config import LOCAL_ACCOUNT, Config, load_project_config
+from settings.config import LOCAL_ACCOUNT, Config, load_project_config
 
 
 @pytest.fixture(scope="module")

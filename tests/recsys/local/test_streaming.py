@@ -24,7 +24,7 @@ from recsys.local.streaming import (
     runtime_invoke,
     streaming_names,
 )
-from stacks.config import load_project_config
+from settings.config import load_project_config
 
 T0 = 1_700_000_000
 

@@ -99,6 +99,7 @@ class Config:
     alarm_4xx_rate: float  # endpoint 4XX errors / invocations above this share (bad requests from clients)
     alarm_quarantine_ratio: float  # quarantined / input rows of a table above this share
     alarm_drift_score: float  # max population stability index of the input features above this
+    api_reserved_concurrency: int  # concurrent executions reserved for (and capping) the recommendations API Lambda
 
     # ---- derived names: the only place they are built -------------------------------
     @property
@@ -276,6 +277,13 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
         d,
     )
     raw["alarm_drift_score"] = float(d)
+    _check(
+        is_int(raw["api_reserved_concurrency"], 1, 1000),
+        where,
+        "api_reserved_concurrency",
+        "an integer from 1 to 1000 (concurrent executions of the recommendations API Lambda)",
+        raw["api_reserved_concurrency"],
+    )
     raw["quality_threshold_ndcg_at_10"] = float(q)
     return Config(env_name=env_name, **raw)
 
