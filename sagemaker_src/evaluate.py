@@ -21,7 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from recsys_core.artifacts import resolve_model_dir, safe_extract  # noqa: E402, F401 - safe_extract: re-exported
+from recsys_core.artifacts import resolve_model_dir  # noqa: E402
 from recsys_core.bundle import Bundle  # noqa: E402
 from recsys_core.data import load_interactions, run_entry_point  # noqa: E402
 from recsys_core.ensemble import Ensemble  # noqa: E402

@@ -125,11 +125,7 @@ class Bundle:
             scores, strategy = self._cold_scores(user_id)
         if exclude == "interacted" and len(recent):
             mask[recent] = True
-        if exclude_product_ids:
-            ex = self.items.index(list(exclude_product_ids))
-            mask[ex[ex >= 0]] = True
-        if category is not None:
-            mask |= ~self._category_mask(category)
+        self._exclude(mask, exclude_product_ids, category)
         k = min(k, n)
         if filters or promotion or exploration_share > 0:
             user_items = self.hist.indices[self.hist.indptr[u] : self.hist.indptr[u + 1]] if u >= 0 else recent
@@ -170,11 +166,7 @@ class Bundle:
             strategy = "similar" if product_id is not None else "cart"
         else:  # a product the model never saw (no history): the popular list
             scores, strategy = self.popularity.astype(np.float64).copy(), "popular"
-        if exclude_ids:
-            ex = self.items.index(list(exclude_ids))
-            mask[ex[ex >= 0]] = True
-        if category is not None:
-            mask |= ~self._category_mask(category)
+        self._exclude(mask, exclude_ids, category)
         return self._with_rules(user_id, strategy, scores, mask, min(k, n), filters, promotion, exploration_share,
                                 known)
 
@@ -215,6 +207,14 @@ class Bundle:
         if promotion is not None:
             out["promotion"] = promotion[2]
         return out
+
+    def _exclude(self, mask: np.ndarray, exclude_ids: list[str] | None, category: str | None) -> None:
+        """Mark (in place) the request's excluded products and, with a category, every product outside it."""
+        if exclude_ids:
+            ex = self.items.index(list(exclude_ids))
+            mask[ex[ex >= 0]] = True
+        if category is not None:
+            mask |= ~self._category_mask(category)
 
     def _session_row(self, items: np.ndarray) -> sp.csr_matrix:
         """Recent items as a canonical 1 x n_items CSR row of ones."""
