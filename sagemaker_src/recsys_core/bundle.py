@@ -158,13 +158,17 @@ class Bundle:
         known = np.unique(idx[idx >= 0])
         mask = np.zeros(n, dtype=bool)
         mask[known] = True  # never the product itself, nor what is already in the cart
+        without_history = len(known) == 1 and product_id is not None and self.popularity[known[0]] == 0
+        content = self.catalogue.content_scores(int(known[0]), self.popularity) if without_history else None
         if trending:
             scores = (self.trending if self.trending is not None else self.popularity).astype(np.float64)
             strategy = "trending" if self.trending is not None else "popular"
+        elif content is not None:  # in the catalogue, never interacted with: its category, nearest in price
+            scores, strategy = content, "similar_content"
         elif len(known):
             scores = self.ensemble.score_row(known.astype(np.int32), np.ones(len(known), np.float32), -1, n)
             strategy = "similar" if product_id is not None else "cart"
-        else:  # a product the model never saw (no history): the popular list
+        else:  # a product the catalogue does not know: the popular list
             scores, strategy = self.popularity.astype(np.float64).copy(), "popular"
         self._exclude(mask, exclude_ids, category)
         return self._with_rules(user_id, strategy, scores, mask, min(k, n), filters, promotion, exploration_share,

@@ -57,6 +57,20 @@ class Catalogue:
     category_names: np.ndarray
     explorable: np.ndarray  # new or under-exposed (bool)
 
+    def content_scores(self, item: int, popularity: np.ndarray) -> np.ndarray | None:
+        """For a catalogue product nobody has interacted with yet: its category's products, nearest in price
+        first, popularity breaking ties (None when its category is unknown)."""
+        category = self.category[item]
+        if category < 0:
+            return None
+        closeness = np.ones(len(self.category))
+        price = float(self.price[item])
+        if np.isfinite(price) and price > 0:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                gap = np.abs(np.log(self.price / price))
+            closeness = 1.0 / (1.0 + np.nan_to_num(gap, nan=2.0, posinf=2.0))
+        return np.where(self.category == category, closeness * (1.0 + 0.1 * popularity), -np.inf)
+
 
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -37,10 +37,10 @@ def shop(tmp_path_factory):
     rows += [("c0", "x9", "view", None, t + 30 * DAY), ("b0", "p1", "view", None, t + 30 * DAY)]
     log = make_log(rows)
     products = pd.DataFrame({
-        "product_id": ["p1", "p2", "p3", "q1", "q2", "q3", "q4", "c1", "c2", "c3", "z1", "x9"],
-        "category": ["Sarees"] * 3 + ["Kurtis"] * 4 + ["Bags"] * 4 + ["Bags"],
-        "price": [900, 800, 700, 400, 300, 200, 100, 50, 60, 70, 55, 65],
-        "in_stock": ["yes"] * 10 + ["no", "yes"],
+        "product_id": ["p1", "p2", "p3", "q1", "q2", "q3", "q4", "c1", "c2", "c3", "z1", "x9", "new-kurti"],
+        "category": ["Sarees"] * 3 + ["Kurtis"] * 4 + ["Bags"] * 4 + ["Bags", "Kurtis"],
+        "price": [900, 800, 700, 400, 300, 200, 100, 50, 60, 70, 55, 65, 210],
+        "in_stock": ["yes"] * 10 + ["no", "yes", "yes"],
     })
     prep = prepare(log, products, None, num_threads=1)
     recipe = Recipe([Candidate("item_knn", ItemKNNConfig("cosine", k=20))], [1.0])
@@ -80,6 +80,12 @@ def test_an_unknown_product_falls_back_to_the_popular_list(shop):
     assert ask(shop, {"product_id": "never-sold", "k": 3})["strategy"] == "popular"
 
 
+def test_a_catalogue_product_without_history_gets_its_category_nearest_in_price_first(shop):
+    answer = ask(shop, {"product_id": "new-kurti", "k": 2})  # a Kurti at 210 INR nobody has seen yet
+    assert answer["strategy"] == "similar_content"
+    assert ids(answer) == ["q3", "q2"]  # Kurtis at 200 and 300 INR, before the ones at 100 and 400
+
+
 def test_trending_ranks_what_is_bought_lately_first(shop):
     answer = ask(shop, {"strategy": "trending", "k": 4})
     assert answer["strategy"] == "trending"
@@ -88,10 +94,10 @@ def test_trending_ranks_what_is_bought_lately_first(shop):
 
 def test_a_price_range_excludes_what_it_should_and_still_returns_k(shop):
     answer = ask(shop, {"user_id": "a0", "k": 3, "filters": {"price_min": 100, "price_max": 400}})
-    in_range = {"q1", "q2", "q3", "q4"}  # 100..400 INR; everything else costs more or less
+    in_range = {"q1", "q2", "q3", "q4", "new-kurti"}  # 100..400 INR; everything else costs more or less
     assert len(ids(answer)) == 3 and set(ids(answer)) <= in_range
-    fewer = ask(shop, {"user_id": "a0", "k": 5, "filters": {"price_min": 100, "price_max": 400}})
-    assert len(ids(fewer)) == 4  # q1..q4: never padded with a product outside the range
+    fewer = ask(shop, {"user_id": "a0", "k": 8, "filters": {"price_min": 100, "price_max": 400}})
+    assert set(ids(fewer)) == in_range  # 5 of the 8 asked for: never padded with a product outside the range
 
 
 def test_categories_and_stock_filters(shop):
