@@ -73,18 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bundle = Bundle.load(resolve_model_dir(args.model_dir))
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    t0 = time.perf_counter()
-    users = _write(args.output_dir / BATCH_FOLDERS["batch_user_recommendations"], "batch_user_recommendations",
-                   user_rows(bundle, args.k, now))
-    user_s = time.perf_counter() - t0
-    print(f"user_recommendations: {len(bundle.users):,} users, {users:,} rows in {user_s:.1f} s "
-          f"({len(bundle.users) / max(user_s, 1e-9):,.0f} users/s)")
-    t0 = time.perf_counter()
-    similar = _write(args.output_dir / BATCH_FOLDERS["batch_similar_products"], "batch_similar_products",
-                     product_rows(bundle, args.k, now))
-    item_s = time.perf_counter() - t0
-    print(f"similar_products: {len(bundle.items):,} products, {similar:,} rows in {item_s:.1f} s "
-          f"({len(bundle.items) / max(item_s, 1e-9):,.0f} products/s)")
+    for table, rows, n, noun in (
+        ("batch_user_recommendations", user_rows(bundle, args.k, now), len(bundle.users), "users"),
+        ("batch_similar_products", product_rows(bundle, args.k, now), len(bundle.items), "products"),
+    ):
+        t0 = time.perf_counter()
+        written = _write(args.output_dir / BATCH_FOLDERS[table], table, rows)
+        seconds = time.perf_counter() - t0
+        print(f"{BATCH_FOLDERS[table]}: {n:,} {noun}, {written:,} rows in {seconds:.1f} s "
+              f"({n / max(seconds, 1e-9):,.0f} {noun}/s)")
     return 0
 
 

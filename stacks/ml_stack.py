@@ -22,11 +22,12 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from glue_jobs.schema import BATCH_PREFIX
-from monitoring.metrics import MODEL_METRICS_PREFIX, NAMESPACE
+from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps.definition import definition_json, framework_image, pack_source
 from settings.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
+from stacks.factories.cloudwatch import put_metric_data_statement
 from stacks.nag import acknowledge_wildcards, partition_text
 
 #: Weekly safety net; the usual trigger is the curation workflow succeeding (nightly and on upload).
@@ -121,13 +122,7 @@ class MlStack(Stack):
         data.key.grant_encrypt_decrypt(role)
         # PublishMetrics feeds the model-quality and drift alarms; PutMetricData has no resource-level
         # permissions, so the statement is held to the project's namespace instead.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
-            )
-        )
+        role.add_to_policy(put_metric_data_statement())
         # The code archive only (grant_read on the asset would open the whole bootstrap bucket).
         role.add_to_policy(
             iam.PolicyStatement(

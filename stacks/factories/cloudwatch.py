@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_iam as iam
 
-from monitoring.metrics import MetricRef
+from monitoring.metrics import NAMESPACE, MetricRef
 
 
 def cw_metric(ref: MetricRef, statistic: str, period: Duration, label: str | None = None) -> cw.Metric:
@@ -17,4 +18,13 @@ def cw_metric(ref: MetricRef, statistic: str, period: Duration, label: str | Non
         statistic=statistic,
         period=period,
         label=label,
+    )
+
+
+def put_metric_data_statement() -> iam.PolicyStatement:
+    """PutMetricData has no resource-level permission: the statement is held to the project's namespace."""
+    return iam.PolicyStatement(
+        actions=["cloudwatch:PutMetricData"],
+        resources=["*"],
+        conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
     )

@@ -22,6 +22,7 @@ from constructs import Construct
 from monitoring import metrics as m
 from settings.config import CLICKSTREAM, CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
 from sql.library import ctas_statement, feature_queries
+from stacks.factories.cloudwatch import put_metric_data_statement
 from stacks.factories.databrew import DataBrewJobs
 from stacks.factories.storage import log_retention, removal_policy
 from stacks.nag import acknowledge_wildcards, arn_token
@@ -167,13 +168,7 @@ def _grant_quality(machine: sfn.StateMachine, cfg: Config, destination: s3.IBuck
             resources=[f"arn:{Aws.PARTITION}:athena:{Aws.REGION}:{Aws.ACCOUNT_ID}:workgroup/{cfg.athena_workgroup}"],
         )
     )
-    machine.add_to_role_policy(
-        iam.PolicyStatement(
-            actions=["cloudwatch:PutMetricData"],
-            resources=["*"],
-            conditions={"StringEquals": {"cloudwatch:namespace": m.NAMESPACE}},
-        )
-    )
+    machine.add_to_role_policy(put_metric_data_statement())
     destination.grant_read(machine, f"{QUARANTINE_PREFIX}/*")
 
 
