@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from recsys_core.bundle import Bundle, recipe_doc  # noqa: E402
+from recsys_core.cold_start import choose_cold_start  # noqa: E402
 from recsys_core.data import load_interactions, load_optional, run_entry_point  # noqa: E402
 from recsys_core.features import EventWeights, item_popularity  # noqa: E402
 from recsys_core.models.content import SegmentPopularity  # noqa: E402
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if (seg_of >= 0).any() and prep.user_features is not None:
         segments = SegmentPopularity.fit(prep.hist.matrix(), seg_of)
     catalogue, trending = _catalogue_and_trending(prep, products)
+    cold = choose_cold_start(clean, args.k, has_clock=trending is not None)
+    log(f"[train] new shoppers get {cold.strategy} ({cold.reason})")
     version = (args.model_version or os.environ.get("TRAINING_JOB_NAME")
                or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{result.recipe.candidates[0].family}")
     bundle = Bundle(
@@ -121,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             "validation_ndcg": result.val_ndcg, "validation_popularity_ndcg": result.popularity_val_ndcg,
             "selection_summary": result.summary() | {"chosen": ensemble.name},
             "selection": result.table, "notes": result.notes,
+            "cold_start": {"strategy": cold.strategy, "reason": cold.reason},
         },
-        trending=trending, catalogue=catalogue,
+        trending=trending, catalogue=catalogue, cold_start=cold.strategy,
     )
     bundle.save(args.model_dir)
     log(f"[train] saved model {version} to {args.model_dir} ({time.perf_counter() - t0:.1f}s)")

@@ -58,6 +58,7 @@ class Bundle:
     trending: np.ndarray | None = None  # time-decayed popularity, normalised (None: the log has no clock)
     catalogue: Catalogue | None = None  # prices, availability, exploration candidates (issue 13)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    cold_start: str = "popular"  # what a shopper the model never saw gets (recsys_core/cold_start.py)
 
     def __post_init__(self) -> None:
         self._profiles = self.ensemble.profiles(self.hist)
@@ -233,6 +234,8 @@ class Bundle:
             if seg_scores is not None:
                 # Segment favourites first, then overall popularity for the rest of the list.
                 return seg_scores / max(seg_scores.max(), 1e-9) + 1e-3 * self.popularity, "popular_segment"
+        if self.cold_start == "trending" and self.trending is not None:  # it beat popularity at training time
+            return self.trending.astype(np.float64), "trending"
         return self.popularity.copy(), "popular"
 
     def _category_mask(self, category: str) -> np.ndarray:
@@ -279,6 +282,7 @@ class Bundle:
             "recency_boost": self.ensemble.recency_boost,
             "components": self.recipe,
             "exploration": asdict(self.exploration),
+            "cold_start": self.cold_start,
             "n_users": len(self.users), "n_items": len(self.items), "nnz": self.hist.nnz,
             "meta": self.meta,
         }
@@ -316,7 +320,7 @@ class Bundle:
         return cls(doc["model_version"], IdMap(a["user_ids"]), items, hist, ensemble, doc["components"],
                    a["popularity"], a["item_category"], a["category_names"], segments, seg_users, seg_of,
                    doc.get("meta", {}), a.get("trending"), catalogue,
-                   ExplorationConfig(**doc.get("exploration", {})))
+                   ExplorationConfig(**doc.get("exploration", {})), doc.get("cold_start", "popular"))
 
 
 def recipe_doc(candidates: list[Any], weights: list[float]) -> list[dict[str, Any]]:
