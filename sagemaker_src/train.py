@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-view", type=float, default=EventWeights.view)
     p.add_argument("--weight-cart", type=float, default=EventWeights.add_to_cart)
     p.add_argument("--weight-purchase", type=float, default=EventWeights.purchase)
+    p.add_argument("--exploration-share", type=float, default=ExplorationConfig.share,
+                   help='share of slots a request with "exploration": true gives to new or under-exposed products')
+    p.add_argument("--new-days", type=float, default=ExplorationConfig.new_days,
+                   help="a product first seen this many days before the end of the log, or later, counts as new")
     p.add_argument("--num-threads", type=int, default=0, help="0 = all cores")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--model-version", default="",
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     seg_of = user_segments(prep)
     if (seg_of >= 0).any() and prep.user_features is not None:
         segments = SegmentPopularity.fit(prep.hist.matrix(), seg_of)
-    catalogue, trending = _catalogue_and_trending(prep, products)
+    exploration = ExplorationConfig(share=min(max(args.exploration_share, 0.0), 1.0), new_days=args.new_days)
+    catalogue, trending = _catalogue_and_trending(prep, products, exploration)
     cold = choose_cold_start(clean, args.k, has_clock=trending is not None)
     log(f"[train] new shoppers get {cold.strategy} ({cold.reason})")
     version = (args.model_version or os.environ.get("TRAINING_JOB_NAME")
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             "selection": result.table, "notes": result.notes,
             "cold_start": {"strategy": cold.strategy, "reason": cold.reason},
         },
-        trending=trending, catalogue=catalogue, cold_start=cold.strategy,
+        trending=trending, catalogue=catalogue, cold_start=cold.strategy, exploration=exploration,
     )
     bundle.save(args.model_dir)
     log(f"[train] saved model {version} to {args.model_dir} ({time.perf_counter() - t0:.1f}s)")
@@ -143,7 +148,7 @@ def _describe(result) -> str:  # noqa: ANN001 - a SelectionResult
             f"ndcg@k {s['validation_ndcg']:.4f} vs popularity {s['popularity_validation_ndcg']:.4f}")
 
 
-def _catalogue_and_trending(prep, products):  # noqa: ANN001, ANN202 - Prepared, DataFrame | None
+def _catalogue_and_trending(prep, products, exploration=None):  # noqa: ANN001, ANN202 - Prepared, DataFrame | None
     """What the serving rules read (prices, availability, new or under-exposed products) and trending
     (popularity with a half-life of a tenth of the log's span); trending is None without a usable clock."""
     hist = prep.hist
@@ -155,7 +160,8 @@ def _catalogue_and_trending(prep, products):  # noqa: ANN001, ANN202 - Prepared,
     first_seen[np.isinf(first_seen)] = np.nan
     log_end = float(hist.last_ts.max()) if has_clock else 0.0
     catalogue = build_catalogue(products, prep.items.ids, prep.item_features.category,
-                                prep.item_features.category_names, counts, first_seen, log_end, ExplorationConfig())
+                                prep.item_features.category_names, counts, first_seen, log_end,
+                                exploration or ExplorationConfig())
     trending = _normalised(item_popularity(hist, half_life_fraction=0.1)) if has_clock else None
     return catalogue, trending
 

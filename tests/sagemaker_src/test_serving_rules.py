@@ -159,3 +159,18 @@ def test_bad_new_fields_are_a_400_with_a_clear_message(shop, request_, message):
 
     with pytest.raises(inference.BadRequest, match=message):
         inference.predict_fn(request_, shop)
+
+
+def test_exploration_share_and_new_age_are_training_settings(tmp_path):
+    import train
+    from recsys_core.synthetic import SyntheticConfig, synthetic_tables
+
+    data = tmp_path / "train"
+    data.mkdir()
+    for name, df in synthetic_tables(SyntheticConfig(n_users=40, n_items=30, events_per_user=6)).items():
+        df.to_csv(data / f"{name}.csv", index=False)
+    args = ["--train-dir", str(data), "--model-dir", str(tmp_path / "model"), "--output-dir", str(tmp_path / "out"),
+            "--models", "item_knn", "--no-blend", "--exploration-share", "0.3", "--new-days", "7"]
+    assert train.main(args) == 0
+    saved = json.loads((tmp_path / "model" / "model.json").read_text())["exploration"]
+    assert saved["share"] == 0.3 and saved["new_days"] == 7.0
