@@ -249,8 +249,10 @@ def latency(model_dir: Path, n_requests: int = 2000, seed: int = 0) -> None:
 def batch_throughput(model_dir: Path, out: Path) -> None:
     """The pipeline's BatchRecommend step on this model: every user's and every product's list, as Parquet."""
     t = time.perf_counter()
+    # glue_jobs/schema.py travels in the source archive beside the script; from the repository it is on ROOT
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(SRC / "batch_recommend.py"), "--model-dir", str(model_dir),
-                           "--output-dir", str(out)], capture_output=True, text=True, check=True)
+                           "--output-dir", str(out)], capture_output=True, text=True, check=True, env=env)
     print(f"\n## Batch recommendations ({time.perf_counter() - t:.0f} s wall)")
     for line in proc.stdout.splitlines():
         print(line)
