@@ -1,23 +1,28 @@
-"""The analytics dashboard, defined once: datasets and charts for QuickSight and for a local HTML file.
+"""The analytics dashboard, defined once: datasets, charts and KPI tiles for QuickSight and for a local HTML file.
 
 :data:`DATASETS` names where each dataset's rows come from (a ``sql/`` query, or the model-metrics
 history table) and its column types; :data:`CHARTS` says what each visual shows (dimension, measures,
-aggregation, colour, top N). ``stacks/analytics_stack.py`` turns both into a QuickSight data source,
-data sets and dashboard; :func:`write_dashboard` runs the same SQL on DuckDB, aggregates as QuickSight
-would and draws each chart as inline SVG (matplotlib) in one self-contained HTML file, with no network.
+aggregation, colour, top N with the rest folded into "other", rates as ratios of sums, order); :data:`TILES`
+are the headline figures. ``stacks/analytics_stack.py`` turns datasets and charts into a QuickSight data
+source, data sets and dashboard; :func:`write_dashboard` runs the same SQL on DuckDB and writes one
+self-contained, interactive HTML file: the charting library (Apache ECharts, pinned in ``package.json``)
+and the rows are inlined, nothing is fetched when the page is viewed. The page's script
+(``dashboard_assets/dashboard.js``) aggregates the rows as :func:`chart_frame` does, for the date range
+chosen on the page, and computes the tiles as :func:`kpi_tiles` does.
 
-The page marks every chart ``data-chart="<id>"`` and, after load, sets ``<body data-rendered="N">``
-(charts whose SVG has a size and drawn paths) and ``data-script-errors`` (errors caught by an
-``error`` listener), which the browser test reads.
+The page marks every chart ``data-chart="<id>"`` and, once drawn, sets ``<body data-rendered="N">``
+(charts that drew at least one data point) and ``data-script-errors`` (errors caught by ``error`` and
+``unhandledrejection`` listeners and ``console.error`` calls), which the browser test reads.
 """
 
 from __future__ import annotations
 
 import html
-import io
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +32,18 @@ from monitoring.metrics import MODEL_METRICS_PREFIX, MODEL_METRICS_TABLE  # noqa
 
 if TYPE_CHECKING:  # the stacks import this module: no local engine at import time
     from recsys.local.athena import LocalAthena
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(__file__).resolve().parent / "dashboard_assets"
+CHART_LIBRARY = "echarts"  # npm package, version pinned in package.json / package-lock.json
+CHART_LIBRARY_FILE = "dist/echarts.common.min.js"  # line, bar, scatter, pie + grid, legend, tooltip, markLine, title
+OTHER = "other"  # the value categories beyond a chart's top N are folded into
+DEFAULT_PERIOD_DAYS = 28  # the page opens on the latest 28 days (or all, if the data is shorter)
+MAX_SHOPPER_DAYS = 2_000_000  # (day, shopper) pairs inlined for distinct-shopper counts over any date range
+
+
+class ChartLibraryMissing(FileNotFoundError):
+    """The pinned charting library is not in node_modules (``make setup`` runs ``npm ci``)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,15 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A measure computed after grouping as SUM(numerator) / SUM(denominator) (empty when the sum is 0)."""
+
+    name: str
+    numerator: str
+    denominator: str
+
+
+@dataclass(frozen=True)
 class ChartSpec:
     id: str
     sheet: str
@@ -45,10 +71,41 @@ class ChartSpec:
     dataset: str
     kind: str  # line | bar | hbar
     x: str
-    y: tuple[str, ...]
+    y: tuple[str, ...]  # dataset columns, or names of ``rates``
     aggregation: str = "SUM"  # QuickSight SimpleNumericalAggregation
     color: str | None = None
-    top_n: int | None = None
+    top_n: int | None = None  # keep the N largest by y[0]: the colour values if ``color``, else the x values
+    other: bool = False  # with top_n: fold the rest into one "other" value (QuickSight OtherCategories INCLUDE)
+    rates: tuple[Rate, ...] = ()
+    order_by: str | None = None  # one point per (x, order_by), x ordered by it (e.g. evaluations by time)
+    unit: str = ""  # INR | % (a fraction shown as per cent) | "" : how the page formats values
+
+    def rate(self, name: str) -> Rate | None:
+        return next((r for r in self.rates if r.name == name), None)
+
+    def measures(self) -> list[str]:
+        """The dataset columns aggregated: each plain y, and each rate's numerator and denominator."""
+        out: list[str] = []
+        for y in self.y:
+            rate = self.rate(y)
+            for col in (rate.numerator, rate.denominator) if rate else (y,):
+                if col not in out:
+                    out.append(col)
+        return out
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """A headline figure: SUM(numerator) [/ SUM(denominator)] over kpi_daily_funnel rows of a period.
+
+    ``shoppers`` is the one non-additive measure: distinct users with any interaction in the period.
+    """
+
+    id: str
+    title: str
+    numerator: str
+    denominator: str | None = None
+    unit: str = ""
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -105,39 +162,54 @@ DATASETS: dict[str, DatasetSpec] = {
 
 SHEETS = ("Sales", "Model")
 
+FUNNEL_RATES = (Rate("view_to_cart", "carts", "views"), Rate("cart_to_purchase", "purchases", "carts"))
+
 CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec(
-        "revenue_by_day", "Sales", "Revenue by day and category (INR)", "kpi_daily_funnel", "line",
-        "event_date", ("revenue",), color="category",
+        "revenue_by_day", "Sales", "Revenue by day: top 5 categories, the rest as other (INR)", "kpi_daily_funnel",
+        "line", "event_date", ("revenue",), color="category", top_n=5, other=True, unit="INR",
     ),
     ChartSpec(
-        "orders_by_day", "Sales", "Orders by day and category", "kpi_daily_funnel", "line",
-        "event_date", ("purchases",), color="category",
+        "orders_by_day", "Sales", "Orders by day: top 5 categories, the rest as other", "kpi_daily_funnel",
+        "line", "event_date", ("purchases",), color="category", top_n=5, other=True,
     ),
     ChartSpec(
-        "funnel_by_category", "Sales", "Funnel by category: views, carts, purchases", "kpi_daily_funnel", "bar",
-        "category", ("views", "carts", "purchases"),
+        "funnel_by_category", "Sales", "Conversion by category: view to cart, cart to purchase", "kpi_daily_funnel",
+        "hbar", "category", ("view_to_cart", "cart_to_purchase"), rates=FUNNEL_RATES, unit="%",
     ),
     ChartSpec(
         "top_products", "Sales", "Top 10 products by revenue (INR)", "enriched_interactions", "hbar",
-        "product_id", ("revenue",), top_n=10,
+        "product_id", ("revenue",), top_n=10, unit="INR",
     ),
     ChartSpec(
-        "model_ndcg", "Model", "NDCG@10 per evaluation: model vs popularity", MODEL_METRICS_TABLE, "line",
-        "evaluated_at", ("ndcg_at_10", "popularity_ndcg_at_10"), aggregation="MAX",
+        "model_ndcg", "Model", "NDCG@10 per evaluated model: model vs popularity", MODEL_METRICS_TABLE, "line",
+        "model_version", ("ndcg_at_10", "popularity_ndcg_at_10"), aggregation="MAX", order_by="evaluated_at",
     ),
     ChartSpec(
-        "model_coverage", "Model", "Catalogue coverage@10 per evaluation", MODEL_METRICS_TABLE, "line",
-        "evaluated_at", ("coverage_at_10",), aggregation="MAX",
+        "model_coverage", "Model", "Catalogue coverage@10 per evaluated model", MODEL_METRICS_TABLE, "line",
+        "model_version", ("coverage_at_10",), aggregation="MAX", order_by="evaluated_at", unit="%",
     ),
 )  # fmt: skip
 
+TILES: tuple[TileSpec, ...] = (
+    TileSpec("revenue", "Revenue", "revenue", unit="INR"),
+    TileSpec("orders", "Orders", "purchases"),
+    TileSpec("conversion", "Conversion (purchases / views)", "purchases", "views", unit="%"),
+    TileSpec("aov", "Average order value", "revenue", "purchases", unit="INR"),
+    TileSpec("shoppers", "Active shoppers", "shoppers"),
+)
+TILES_DATASET = "kpi_daily_funnel"
+TILE_SUMS = ("views", "carts", "purchases", "revenue")  # its additive columns that the tiles use
 
-def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequence[dict[str, Any]]) -> pd.DataFrame:
+
+# --- rows and aggregation (what QuickSight computes; the page's script does the same) -------------------------
+
+
+def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The dataset's rows: its SQL on DuckDB, or the model-metrics records; only the declared columns."""
     columns = [c for c, _ in spec.columns]
     if spec.query is None:
-        frame = pd.DataFrame(list(model_metrics), columns=columns)
+        frame = pd.DataFrame([dict(r) for r in model_metrics], columns=columns)
     else:
         frame = athena.query(spec.query)
         missing = set(columns) - set(frame.columns)
@@ -151,140 +223,327 @@ def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequenc
     return frame[columns]
 
 
-def chart_frame(chart: ChartSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """What QuickSight plots: rows grouped by the dimension (and colour), measures aggregated, top N kept."""
-    keys = [chart.x] + ([chart.color] if chart.color else [])
+def is_dated(dataset: str) -> bool:
+    """Rows with an ``event_date``: the page's date-range filter applies to their charts."""
+    return "event_date" in dict(DATASETS[dataset].columns)
+
+
+def fold_other(frame: pd.DataFrame, column: str, measure: str, top_n: int) -> pd.DataFrame:
+    """``column`` values beyond the ``top_n`` largest by total ``measure`` (ties: by name) become ``"other"``."""
+    totals = frame.groupby(column, dropna=False)[measure].sum()
+    ranked = sorted(totals.index, key=lambda k: (-float(totals[k]), str(k)))
+    if len(ranked) <= top_n:
+        return frame
+    out = frame.copy()
+    out[column] = out[column].where(out[column].isin(set(ranked[:top_n])), OTHER)
+    return out
+
+
+def _in_range(frame: pd.DataFrame, start: date | None, end: date | None) -> pd.DataFrame:
+    days = pd.to_datetime(frame["event_date"]).dt.date
+    keep = pd.Series(True, index=frame.index)
+    if start is not None:
+        keep &= days >= start
+    if end is not None:
+        keep &= days <= end
+    return frame[keep]
+
+
+def chart_frame(
+    chart: ChartSpec, frame: pd.DataFrame, start: date | None = None, end: date | None = None
+) -> pd.DataFrame:
+    """What QuickSight plots: rows in the date range, the rest beyond the top N folded into "other",
+    grouped by the dimension (and colour, and order), measures aggregated, rates as ratios of sums,
+    top N kept (or sorted by the dimension)."""
+    if is_dated(chart.dataset) and (start is not None or end is not None):
+        frame = _in_range(frame, start, end)
+    measures = chart.measures()
+    fold = chart.color or chart.x
+    if chart.top_n and chart.other:
+        frame = fold_other(frame, fold, measures[0], chart.top_n)
+    keys = [chart.x] + [k for k in (chart.color, chart.order_by) if k]
     agg = {"SUM": "sum", "MAX": "max", "MIN": "min", "AVERAGE": "mean"}[chart.aggregation]
-    out = frame.groupby(keys, dropna=False)[list(chart.y)].agg(agg).reset_index()
-    if chart.top_n:
+    out = frame.groupby(keys, dropna=False)[measures].agg(agg).reset_index()
+    for rate in chart.rates:
+        den = out[rate.denominator].astype(float)
+        out[rate.name] = (out[rate.numerator].astype(float) / den).where(den != 0)
+    if chart.top_n and not chart.other:
         out = out.sort_values(chart.y[0], ascending=False, kind="stable").head(chart.top_n)
     else:
-        out = out.sort_values(keys, kind="stable")
+        out = out.sort_values([chart.order_by, *keys] if chart.order_by else keys, kind="stable")
     return out.reset_index(drop=True)
 
 
-def render_svg(chart: ChartSpec, data: pd.DataFrame) -> str:
-    """One chart as an inline ``<svg>`` element (text drawn as paths: no font or network needed)."""
-    import matplotlib
+def period_sums(daily: pd.DataFrame, shoppers: pd.DataFrame, start: date, end: date) -> dict[str, float]:
+    """The tiles' measures over [start, end]: kpi_daily_funnel sums and distinct shoppers (event_date, user_id)."""
+    part = _in_range(daily, start, end)
+    sums = {c: float(part[c].sum()) for c in TILE_SUMS}
+    sums["shoppers"] = float(_in_range(shoppers, start, end)["user_id"].nunique())
+    return sums
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+def tile_value(tile: TileSpec, sums: Mapping[str, float] | None) -> float | None:
+    if sums is None:
+        return None
+    num = sums[tile.numerator]
+    if tile.denominator is None:
+        return num
+    den = sums[tile.denominator]
+    return num / den if den else None
+
+
+def kpi_tiles(
+    daily: pd.DataFrame, shoppers: pd.DataFrame, start: date, end: date, *, data_start: date | None = None
+) -> dict[str, Any]:
+    """Each tile's value over [start, end], over the previous period of equal length, and the change in %.
+
+    The previous period counts only when the data covers all of it (``data_start``, default the first
+    day of ``daily``): a half-covered period would read as a fall. Change is ``None`` without a previous
+    value or when it is 0.
+    """
+    length = (end - start).days + 1
+    prev_start, prev_end = start - timedelta(days=length), start - timedelta(days=1)
+    if data_start is None and not daily.empty:
+        data_start = pd.to_datetime(daily["event_date"]).min().date()
+    current = period_sums(daily, shoppers, start, end)
+    previous = period_sums(daily, shoppers, prev_start, prev_end) if data_start and prev_start >= data_start else None
+    tiles = {}
+    for tile in TILES:
+        value, before = tile_value(tile, current), tile_value(tile, previous)
+        change = (value - before) / before * 100.0 if value is not None and before else None
+        tiles[tile.id] = {"value": value, "previous": before, "change_pct": change}
+    return {"period": (start, end), "previous_period": (prev_start, prev_end), "tiles": tiles}
+
+
+def default_range(first: date, last: date, days: int = DEFAULT_PERIOD_DAYS) -> tuple[date, date]:
+    """The range the page opens on: the latest ``days`` days of the data, or all of it."""
+    return max(first, last - timedelta(days=days - 1)), last
+
+
+def shopper_days(enriched: pd.DataFrame) -> pd.DataFrame:
+    """Distinct (event_date, user_id): what the active-shoppers tile counts over a period."""
+    return enriched[["event_date", "user_id"]].dropna().drop_duplicates().reset_index(drop=True)
+
+
+# --- the page ---------------------------------------------------------------------------------------------
+
+
+def chart_library() -> tuple[str, str]:
+    """(version, minified JS) of the pinned charting library, read from node_modules; one clear line if absent."""
+    package = ROOT / "node_modules" / CHART_LIBRARY
+    script = package / CHART_LIBRARY_FILE
+    pinned = json.loads((ROOT / "package.json").read_text())["dependencies"][CHART_LIBRARY]
     try:
-        if data.empty:
-            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="#777")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        elif chart.kind == "line":
-            if chart.color:
-                for name, part in data.groupby(chart.color, sort=True):
-                    ax.plot(part[chart.x], part[chart.y[0]], marker="o", markersize=3, label=str(name))
-            else:
-                for col in chart.y:
-                    ax.plot(data[chart.x], data[col], marker="o", markersize=4, label=col)
-            ax.legend(fontsize=7, ncol=2, frameon=False)
-            fig.autofmt_xdate()
-        elif chart.kind == "bar":
-            data.set_index(chart.x)[list(chart.y)].plot.bar(ax=ax, width=0.8, rot=30)
-            ax.legend(fontsize=7, frameon=False)
-        elif chart.kind == "hbar":
-            part = data.iloc[::-1]
-            ax.barh(part[chart.x].astype(str), part[chart.y[0]], color="#4c72b0")
-        else:
-            raise ValueError(f"chart {chart.id}: unknown kind {chart.kind!r}")
-        ax.set_title(chart.title, fontsize=10)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg")
-    finally:
-        plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg") :]
+        version = json.loads((package / "package.json").read_text())["version"]
+        text = script.read_text(encoding="utf-8")
+    except (OSError, ValueError, KeyError):
+        raise ChartLibraryMissing(
+            f"dashboard: the charting library {CHART_LIBRARY} {pinned} is not installed "
+            f"(no node_modules/{CHART_LIBRARY}/{CHART_LIBRARY_FILE}): run `make setup`"
+        ) from None
+    if version != pinned:
+        raise ChartLibraryMissing(
+            f"dashboard: node_modules has {CHART_LIBRARY} {version} but package.json pins {pinned}: run `make setup`"
+        )
+    return version, text.replace("</script", "<\\/script")
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
-h1{font-size:22px}h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:16px}
-figure{margin:0;background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:8px}
-figure svg{width:100%;height:auto}figcaption{font-size:12px;color:#666}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
-.ALARM{color:#b00020;font-weight:600}.OK{color:#1b7f3b}.INSUFFICIENT_DATA{color:#8a6d00}
-"""
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
-# Records script errors from the very start; counts drawn charts once everything has loaded.
-_HEAD_SCRIPT = """
-window.__dashboardErrors = [];
-window.addEventListener('error', function (e) {
-  window.__dashboardErrors.push(String(e.message || e));
-  if (document.body) document.body.dataset.scriptErrors = String(window.__dashboardErrors.length);
-});
-"""
-_LOAD_SCRIPT = """
-window.addEventListener('load', function () {
-  var drawn = Array.prototype.filter.call(document.querySelectorAll('[data-chart]'), function (fig) {
-    var svg = fig.querySelector('svg');
-    if (!svg) return false;
-    var box = svg.getBoundingClientRect();
-    return box.width > 0 && box.height > 0 && svg.querySelectorAll('path, use').length > 0;
-  });
-  document.body.dataset.rendered = String(drawn.length);
-  document.body.dataset.scriptErrors = String(window.__dashboardErrors.length);
-});
-"""
+
+def _encode_column(series: pd.Series, days_index: Mapping[date, int] | None = None) -> Any:
+    """A column for the page: day numbers for dates, a dictionary for strings and times, numbers as they are."""
+    if days_index is not None:
+        return [days_index[d] for d in pd.to_datetime(series).dt.date]
+    if pd.api.types.is_datetime64_any_dtype(series):
+        series = series.dt.strftime("%Y-%m-%d %H:%M:%S")
+    elif pd.api.types.is_numeric_dtype(series):
+        return [_clean(v) for v in series.astype(float).tolist()]
+    values = series.astype("object").where(series.notna(), None)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return {"dict": [str(u) for u in uniques], "codes": codes.tolist()}
+
+
+def _dataset_rows(dataset: str, frame: pd.DataFrame, days_index: Mapping[date, int]) -> dict[str, Any]:
+    """The columns the dataset's charts use; rows pre-summed by their keys and day when every chart sums."""
+    charts = [c for c in CHARTS if c.dataset == dataset]
+    dated = is_dated(dataset)
+    keys: list[str] = ["event_date"] if dated else []
+    measures: list[str] = []
+    for c in charts:
+        keys += [k for k in (c.x, c.color, c.order_by) if k and k not in keys]
+        measures += [m for m in c.measures() if m not in measures]
+    if dataset == TILES_DATASET:
+        measures += [m for m in TILE_SUMS if m not in measures]
+    if dated and all(c.aggregation == "SUM" for c in charts) and not frame.empty:
+        frame = frame.groupby(keys, dropna=False)[measures].sum().reset_index()
+        frame = frame[(frame[measures] != 0).any(axis=1)]  # all-zero rows (views only) change no sum or top N
+    frame = frame[keys + measures].reset_index(drop=True)
+    columns = {c: _encode_column(frame[c], days_index if c == "event_date" else None) for c in keys + measures}
+    return {"rows": len(frame), "dated": dated, "columns": columns}
+
+
+def _shopper_lists(shoppers: pd.DataFrame, days_index: Mapping[date, int]) -> list[list[int]] | None:
+    """Per day, the active shoppers as delta-encoded sorted user numbers; None when too many to inline."""
+    if len(shoppers) > MAX_SHOPPER_DAYS:
+        return None
+    codes, _ = pd.factorize(shoppers["user_id"].astype(str), sort=True)
+    lists: list[list[int]] = [[] for _ in days_index]
+    day_numbers = [days_index[d] for d in pd.to_datetime(shoppers["event_date"]).dt.date]
+    for day, code in sorted(zip(day_numbers, codes.tolist(), strict=True)):
+        lists[day].append(int(code))
+    return [[v - (row[i - 1] if i else 0) for i, v in enumerate(row)] for row in lists]
+
+
+def dashboard_payload(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """Everything the page's script needs, JSON-ready: days, rows per dataset, chart and tile specs, shoppers."""
+    daily, enriched = frames[TILES_DATASET], frames["enriched_interactions"]
+    dates = pd.concat([pd.to_datetime(daily["event_date"]), pd.to_datetime(enriched["event_date"])]).dropna()
+    if dates.empty:
+        days: list[date] = []
+    else:
+        days = [d.date() for d in pd.date_range(dates.min().normalize(), dates.max().normalize(), freq="D")]
+    days_index = {d: i for i, d in enumerate(days)}
+    shoppers = shopper_days(enriched)
+    payload: dict[str, Any] = {
+        "days": [d.isoformat() for d in days],
+        "other": OTHER,
+        "datasets": {d: _dataset_rows(d, frames[d], days_index) for d in {c.dataset: None for c in CHARTS}},
+        "charts": [{**asdict(c), "dated": is_dated(c.dataset)} for c in CHARTS],
+        "tiles": [asdict(t) for t in TILES],
+        "shoppers": _shopper_lists(shoppers, days_index),
+        "defaultRange": None,
+        "defaultTiles": None,
+    }
+    if days:
+        start, end = default_range(days[0], days[-1])
+        payload["defaultRange"] = [days_index[start], days_index[end]]
+        payload["defaultTiles"] = {
+            k: {n: _clean(v) for n, v in t.items()}
+            for k, t in kpi_tiles(daily, shoppers, start, end, data_start=days[0])["tiles"].items()
+        }
+    # the page's product labels: product -> category
+    top = next(c for c in CHARTS if c.id == "top_products")
+    labels = enriched[[top.x, "category"]].dropna().drop_duplicates(top.x)
+    payload["productCategory"] = dict(zip(labels[top.x].astype(str), labels["category"].astype(str), strict=True))
+    return payload
+
+
+def _json_script(element_id: str, payload: Any) -> str:
+    text = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+_SIGNALS = (("data", "data quality"), ("model", "model"), ("endpoint", "endpoint"), ("drift", "drift"))
+_STATE_ORDER = {"ALARM": 0, "INSUFFICIENT_DATA": 1, "OK": 2}
+
+
+def alarm_signal(name: str) -> str:
+    """Which dashboard group an alarm belongs to, from its name ``<prefix>-<signal>-...``."""
+    return next((label for key, label in _SIGNALS if f"-{key}-" in f"-{name}-"), "other")
+
+
+def _alarm_section(alarms: Sequence[Any]) -> str:
+    if not alarms:
+        return (
+            "<section id='alarms'><h2>Data quality and alarms</h2><p class='muted'>No alarm states were passed "
+            "(the monitoring stage of the local run computes them).</p></section>"
+        )
+    group_rank = {label: i for i, (_, label) in enumerate(_SIGNALS)}
+    rows = sorted(
+        alarms,
+        key=lambda a: (_STATE_ORDER.get(a.state, 3), group_rank.get(alarm_signal(a.name), 9)),
+    )
+    counts = {s: sum(a.state == s for a in alarms) for s in ("ALARM", "INSUFFICIENT_DATA", "OK")}
+    chips = "".join(
+        f"<span class='chip state-{s}'>{n} {html.escape(s.replace('_', ' ').lower())}</span>" for s, n in counts.items()
+    )
+    body = "".join(
+        f"<tr class='state-{html.escape(a.state)}' data-alarm='{html.escape(a.name)}'>"
+        f"<td>{html.escape(alarm_signal(a.name))}</td><td>{html.escape(a.name)}</td>"
+        f"<td><span class='badge state-{html.escape(a.state)}'>{html.escape(a.state)}</span></td>"
+        f"<td>{html.escape(str(getattr(a, 'reason', '')))}</td></tr>"
+        for a in rows
+    )
+    return (
+        "<section id='alarms'><h2>Data quality and alarms</h2>"
+        f"<p class='chips'>{chips}</p>"
+        "<table class='alarms'><thead><tr><th>signal</th><th>alarm</th><th>state</th><th>why (latest values, "
+        f"threshold)</th></tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def _figure(chart: ChartSpec) -> str:
+    source = DATASETS[chart.dataset].query or f"table {MODEL_METRICS_TABLE}"
+    return (
+        f'<figure class="card" data-chart="{chart.id}" data-drawn="0" data-points="0">'
+        f"<figcaption><b>{html.escape(chart.title)}</b><span class='note'></span></figcaption>"
+        '<div class="chart"></div>'
+        f"<p class='source'>from {html.escape(source)}</p></figure>"
+    )
 
 
 def write_dashboard(
     athena: LocalAthena,
     out: Path,
-    model_metrics: Sequence[dict[str, Any]],
+    model_metrics: Sequence[Mapping[str, Any]],
     *,
     title: str = "recsys analytics",
     alarms: Sequence[Any] = (),
     extra_script: str = "",
 ) -> Path:
-    """Write the self-contained HTML dashboard to ``out`` (a file path) and return it.
+    """Write the self-contained interactive HTML dashboard to ``out`` (a file path) and return it.
 
     ``model_metrics`` are :func:`monitoring.metrics.model_metrics_record` rows; ``alarms`` optional
     :class:`monitoring.alarms.AlarmState` objects shown as a table; ``extra_script`` is for tests.
+    Raises :class:`ChartLibraryMissing` (one line: run ``make setup``) when node_modules lacks the library.
     """
+    version, library = chart_library()
     frames = {d.id: dataset_frame(athena, d, model_metrics) for d in DATASETS.values()}
+    payload = dashboard_payload(frames)
+    days = payload["days"]
+    span = f"{days[0]} to {days[-1]}" if days else "no interactions yet"
+    tiles = "".join(
+        f'<div class="tile" data-tile="{t.id}"><div class="label">{html.escape(t.title)}</div>'
+        '<div class="value">-</div><div class="change"></div><div class="previous"></div></div>'
+        for t in TILES
+    )
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title>",
-        f"<style>{_STYLE}</style>",
-        f"<script>{_HEAD_SCRIPT}</script>",
+        f"<style>{(ASSETS / 'dashboard.css').read_text(encoding='utf-8')}</style>",
+        f"<script>{(ASSETS / 'errors.js').read_text(encoding='utf-8')}</script>",
         "</head>",
-        f'<body data-charts="{len(CHARTS)}" data-script-errors="0">',
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the same SQL and chart specs as the QuickSight "
-        "dashboard (monitoring/dashboard.py).</p>",
+        f'<body data-charts="{len(CHARTS)}" data-rendered="0" data-script-errors="0">',
+        f"<header><h1>{html.escape(title)}</h1><p class='muted'>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
+        f"from the same SQL and chart specs as the QuickSight dashboard (monitoring/dashboard.py). Data: {span}. "
+        f"Charts: Apache ECharts {html.escape(version)}, inlined; the page works offline.</p></header>",
+        "<nav class='controls' aria-label='date range'>"
+        "<label>From <input type='date' id='range-from'></label>"
+        "<label>to <input type='date' id='range-to'></label>"
+        "<span class='presets'></span><span id='range-label' class='muted'></span></nav>",
+        f"<section id='tiles'><div class='tiles'>{tiles}</div><p class='muted' id='tiles-note'></p></section>",
     ]
     for sheet in SHEETS:
-        parts.append(f"<section><h2>{html.escape(sheet)}</h2><div class='grid'>")
-        for chart in (c for c in CHARTS if c.sheet == sheet):
-            data = chart_frame(chart, frames[chart.dataset])
-            source = DATASETS[chart.dataset].query or f"table {MODEL_METRICS_TABLE}"
-            parts.append(
-                f'<figure data-chart="{chart.id}">{render_svg(chart, data)}'
-                f"<figcaption>{html.escape(chart.title)} - {len(data)} points from {html.escape(source)}"
-                "</figcaption></figure>"
-            )
-        parts.append("</div></section>")
-    if alarms:
-        rows = "".join(
-            f"<tr><td>{html.escape(a.name)}</td><td class='{a.state}'>{a.state}</td>"
-            f"<td>{html.escape(a.reason)}</td></tr>"
-            for a in alarms
-        )
-        parts.append(f"<section><h2>Alarms</h2><table><tr><th>alarm</th><th>state</th><th>why</th></tr>{rows}</table>")
-        parts.append("</section>")
-    parts += [f"<script>{_LOAD_SCRIPT}{extra_script}</script>", "</body></html>"]
+        figures = "".join(_figure(c) for c in CHARTS if c.sheet == sheet)
+        parts.append(f"<section data-sheet='{html.escape(sheet)}'><h2>{html.escape(sheet)}</h2>")
+        if sheet == "Model":
+            parts.append("<p class='muted'>One point per evaluated model, oldest first; not date-filtered.</p>")
+        parts.append(f"<div class='grid'>{figures}</div></section>")
+    parts += [
+        _alarm_section(alarms),
+        _json_script("dashboard-data", payload),
+        f"<script>/*! Apache ECharts {version} | Apache-2.0 | node_modules/{CHART_LIBRARY} */\n{library}</script>",
+        f"<script>{(ASSETS / 'dashboard.js').read_text(encoding='utf-8')}</script>",
+        f"<script>{extra_script}</script>" if extra_script else "",
+        "</body></html>",
+    ]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts), encoding="utf-8")
+    out.write_text("\n".join(p for p in parts if p), encoding="utf-8")
     return out
