@@ -18,7 +18,18 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_quicksight as qs
 from constructs import Construct
 
-from monitoring.dashboard import CHARTS, DATASETS, MODEL_METRICS_PREFIX, MODEL_METRICS_TABLE, SHEETS, ChartSpec
+from monitoring.dashboard import (
+    CHARTS,
+    DATASETS,
+    MODEL_METRICS_PREFIX,
+    MODEL_METRICS_TABLE,
+    SHEETS,
+    TILES,
+    TILES_DATASET,
+    ChartSpec,
+    Rate,
+    TileSpec,
+)
 from settings.config import ATHENA_RESULTS_PREFIX, Config
 from sql.library import read_query
 from stacks.buckets import ATHENA_RESULTS, CURATED
@@ -53,73 +64,194 @@ def _column(dataset: str, name: str) -> dict[str, str]:
     return {"DataSetIdentifier": dataset, "ColumnName": name}
 
 
-def visual(chart: ChartSpec) -> dict[str, Any]:
-    """One QuickSight visual (CloudFormation JSON) for a chart spec."""
-    date_x = dict(DATASETS[chart.dataset].columns)[chart.x] == "DATETIME"
-    x_field = (
-        {
-            "DateDimensionField": {
-                "FieldId": f"{chart.id}.x",
-                "Column": _column(chart.dataset, chart.x),
-                "DateGranularity": "DAY",
-            }
-        }
-        if date_x
-        else {"CategoricalDimensionField": {"FieldId": f"{chart.id}.x", "Column": _column(chart.dataset, chart.x)}}
-    )
-    values = [
-        {
-            "NumericalMeasureField": {
-                "FieldId": f"{chart.id}.{y}",
-                "Column": _column(chart.dataset, y),
-                "AggregationFunction": {"SimpleNumericalAggregation": chart.aggregation},
-            }
-        }
-        for y in chart.y
-    ]
-    wells: dict[str, Any] = {"Category": [x_field], "Values": values}
-    if chart.color:
-        wells["Colors"] = [
+# Where the two renderers differ (said here and in the README, shown on neither as the same):
+# QuickSight's KPI visual compares the latest period of its trend granularity with the one before
+# (a week with the week before); the local page compares the chosen date range with the equal range
+# before it. Alarm states live on the CloudWatch dashboard, not in QuickSight.
+KPI_TREND_GRANULARITY = "WEEK"
+DATE_FILTER_COLUMN = "event_date"  # the column every dated dataset shares (ALL_DATASETS filter)
+DEFAULT_RANGE = "addDateTime(-28, 'DD', truncDate('DD', now()))"  # the page also opens on 28 days
+
+
+def rate_expression(rate: Rate) -> str:
+    """A rate as QuickSight computes it after grouping: a ratio of sums, like :func:`chart_frame`."""
+    return f"sum({{{rate.numerator}}}) / sum({{{rate.denominator}}})"
+
+
+def calculated_fields() -> list[dict[str, str]]:
+    """One calculated field per (dataset, rate) named by the chart and tile specs."""
+    fields: dict[tuple[str, str], dict[str, str]] = {}
+    for chart in CHARTS:
+        for rate in chart.rates:
+            fields[(chart.dataset, rate.name)] = {
+                "DataSetIdentifier": chart.dataset, "Name": rate.name, "Expression": rate_expression(rate)
+            }  # fmt: skip
+    for tile in TILES:
+        if tile.denominator:
+            rate = tile_rate(tile)
+            fields[(TILES_DATASET, rate.name)] = {
+                "DataSetIdentifier": TILES_DATASET, "Name": rate.name, "Expression": rate_expression(rate)
+            }  # fmt: skip
+    return list(fields.values())
+
+
+def tile_rate(tile: TileSpec) -> Rate:
+    assert tile.denominator, tile
+    return Rate(f"{tile.id}_rate", tile.numerator, tile.denominator)
+
+
+def _measure(field_id: str, dataset: str, column: str, aggregation: str | None) -> dict[str, Any]:
+    field: dict[str, Any] = {"FieldId": field_id, "Column": _column(dataset, column)}
+    if aggregation:  # None: an aggregated calculated field (a rate), already one value per group
+        field["AggregationFunction"] = {"SimpleNumericalAggregation": aggregation}
+    return {"NumericalMeasureField": field}
+
+
+def _dimension(field_id: str, dataset: str, column: str) -> dict[str, Any]:
+    if dict(DATASETS[dataset].columns)[column] == "DATETIME":
+        date = {"FieldId": field_id, "Column": _column(dataset, column), "DateGranularity": "DAY"}
+        return {"DateDimensionField": date}
+    return {"CategoricalDimensionField": {"FieldId": field_id, "Column": _column(dataset, column)}}
+
+
+def _limit(chart: ChartSpec) -> dict[str, Any]:
+    return {"ItemsLimit": chart.top_n, "OtherCategories": "INCLUDE" if chart.other else "EXCLUDE"}
+
+
+def _sort(chart: ChartSpec) -> list[dict[str, Any]]:
+    if chart.order_by:  # one point per evaluation, oldest first
+        return [
             {
-                "CategoricalDimensionField": {
-                    "FieldId": f"{chart.id}.color",
-                    "Column": _column(chart.dataset, chart.color),
+                "ColumnSort": {
+                    "SortBy": _column(chart.dataset, chart.order_by),
+                    "Direction": "ASC",
+                    "AggregationFunction": {"DateAggregationFunction": "MAX"},
                 }
             }
         ]
+    return [{"FieldSort": {"FieldId": f"{chart.id}.{chart.y[0]}", "Direction": "DESC"}}]
+
+
+def visual(chart: ChartSpec) -> dict[str, Any]:
+    """One QuickSight visual (CloudFormation JSON) for a chart spec: the same grouping, rates, top N and order."""
+    values = [
+        _measure(f"{chart.id}.{y}", chart.dataset, y, None if chart.rate(y) else chart.aggregation) for y in chart.y
+    ]
+    wells: dict[str, Any] = {"Category": [_dimension(f"{chart.id}.x", chart.dataset, chart.x)], "Values": values}
+    if chart.color:
+        wells["Colors"] = [_dimension(f"{chart.id}.color", chart.dataset, chart.color)]
     title = {"Visibility": "VISIBLE", "FormatText": {"PlainText": chart.title}}
     if chart.kind == "line":
-        return {
-            "LineChartVisual": {
-                "VisualId": chart.id,
-                "Title": title,
-                "ChartConfiguration": {"FieldWells": {"LineChartAggregatedFieldWells": wells}, "Type": "LINE"},
-            }
-        }
+        line: dict[str, Any] = {"FieldWells": {"LineChartAggregatedFieldWells": wells}, "Type": "LINE"}
+        sort: dict[str, Any] = {}
+        if chart.top_n and chart.color:
+            sort["ColorItemsLimitConfiguration"] = _limit(chart)
+        elif chart.top_n:
+            sort["CategoryItemsLimitConfiguration"] = _limit(chart)
+        if chart.order_by:
+            sort["CategorySort"] = _sort(chart)
+        if sort:
+            line["SortConfiguration"] = sort
+        return {"LineChartVisual": {"VisualId": chart.id, "Title": title, "ChartConfiguration": line}}
     config: dict[str, Any] = {
         "FieldWells": {"BarChartAggregatedFieldWells": wells},
         "Orientation": "HORIZONTAL" if chart.kind == "hbar" else "VERTICAL",
         "BarsArrangement": "CLUSTERED",
     }
-    if chart.top_n:
-        config["SortConfiguration"] = {
-            "CategorySort": [{"FieldSort": {"FieldId": f"{chart.id}.{chart.y[0]}", "Direction": "DESC"}}],
-            "CategoryItemsLimit": {"ItemsLimit": chart.top_n, "OtherCategories": "EXCLUDE"},
-        }
+    if chart.top_n or chart.order_by:
+        config["SortConfiguration"] = {"CategorySort": _sort(chart)}
+        if chart.top_n:
+            config["SortConfiguration"]["ColorItemsLimit" if chart.color else "CategoryItemsLimit"] = _limit(chart)
     return {"BarChartVisual": {"VisualId": chart.id, "Title": title, "ChartConfiguration": config}}
 
 
+def kpi_visual(tile: TileSpec) -> dict[str, Any]:
+    """A headline tile: the period's value and its change against the period before."""
+    field_id = f"tile.{tile.id}"
+    if tile.numerator == "shoppers":  # distinct shoppers are not additive over days: count them from the events
+        dataset, trend_dataset = "enriched_interactions", "enriched_interactions"
+        value = {
+            "CategoricalMeasureField": {
+                "FieldId": field_id,
+                "Column": _column(dataset, "user_id"),
+                "AggregationFunction": "DISTINCT_COUNT",
+            }
+        }
+    else:
+        trend_dataset = TILES_DATASET
+        column, aggregation = (tile_rate(tile).name, None) if tile.denominator else (tile.numerator, "SUM")
+        value = _measure(field_id, TILES_DATASET, column, aggregation)
+    trend = {
+        "DateDimensionField": {
+            "FieldId": f"tile.{tile.id}.trend",
+            "Column": _column(trend_dataset, DATE_FILTER_COLUMN),
+            "DateGranularity": KPI_TREND_GRANULARITY,
+        }
+    }
+    return {
+        "KPIVisual": {
+            "VisualId": f"tile_{tile.id}",
+            "Title": {"Visibility": "VISIBLE", "FormatText": {"PlainText": tile.title}},
+            "ChartConfiguration": {
+                "FieldWells": {"Values": [value], "TrendGroups": [trend]},
+                "KPIOptions": {"Comparison": {"ComparisonMethod": "PERCENT_DIFFERENCE"}},
+            },
+        }
+    }
+
+
+def date_filter(sheet_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Sales sheet's date range (filter group + its picker): one filter over every dated dataset."""
+    filter_id = f"{sheet_id}-date-range"
+    group = {
+        "FilterGroupId": f"{filter_id}-group",
+        "CrossDataset": "ALL_DATASETS",
+        "Status": "ENABLED",
+        "ScopeConfiguration": {
+            "SelectedSheets": {"SheetVisualScopingConfigurations": [{"SheetId": sheet_id, "Scope": "ALL_VISUALS"}]}
+        },
+        "Filters": [
+            {
+                "TimeRangeFilter": {
+                    "FilterId": filter_id,
+                    "Column": _column(TILES_DATASET, DATE_FILTER_COLUMN),
+                    "NullOption": "NON_NULLS_ONLY",
+                    "IncludeMinimum": True,
+                    "IncludeMaximum": True,
+                    "TimeGranularity": "DAY",
+                    "RangeMinimumValue": {"RollingDate": {"Expression": DEFAULT_RANGE}},
+                }
+            }
+        ],
+    }
+    control = {
+        "DateTimePicker": {
+            "FilterControlId": f"{filter_id}-control",
+            "SourceFilterId": filter_id,
+            "Title": "Dates",
+            "Type": "DATE_RANGE",
+        }
+    }
+    return group, control
+
+
 def dashboard_definition(dataset_arns: dict[str, str]) -> dict[str, Any]:
+    """Sheets from :data:`SHEETS`: the tiles and the date filter on the first, each chart on its sheet."""
+    sales = SHEETS[0].lower()
+    group, control = date_filter(sales)
+    sheets = []
+    for sheet in SHEETS:
+        visuals = [kpi_visual(t) for t in TILES] if sheet.lower() == sales else []
+        visuals += [visual(c) for c in CHARTS if c.sheet == sheet]
+        body: dict[str, Any] = {"SheetId": sheet.lower(), "Name": sheet, "Visuals": visuals}
+        if sheet.lower() == sales:
+            body["FilterControls"] = [control]
+        sheets.append(body)
     return {
         "DataSetIdentifierDeclarations": [{"Identifier": k, "DataSetArn": arn} for k, arn in dataset_arns.items()],
-        "Sheets": [
-            {
-                "SheetId": sheet.lower(),
-                "Name": sheet,
-                "Visuals": [visual(c) for c in CHARTS if c.sheet == sheet],
-            }
-            for sheet in SHEETS
-        ],
+        "CalculatedFields": calculated_fields(),
+        "FilterGroups": [group],
+        "Sheets": sheets,
     }
 
 

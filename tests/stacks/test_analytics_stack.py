@@ -60,3 +60,56 @@ def test_dashboard_has_a_visual_per_chart_and_grants_the_principal(prod):
         assert f'"VisualId": "{chart.id}"' in text
     assert [s["Name"] for s in props["Definition"]["Sheets"]] == ["Sales", "Model"]
     assert props["Permissions"][0]["Principal"] == load_project_config("prod").quicksight_principal_arn
+
+
+def _columns_used(node, out: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if isinstance(node, dict):
+        if set(node) == {"DataSetIdentifier", "ColumnName"}:
+            out.append((node["DataSetIdentifier"], node["ColumnName"]))
+        for value in node.values():
+            _columns_used(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _columns_used(value, out)
+    return out
+
+
+def test_every_column_a_visual_reads_is_a_dataset_column_or_a_calculated_field(prod):
+    (dash,) = resources(prod, "AWS::QuickSight::Dashboard").values()
+    definition = dash["Properties"]["Definition"]
+    calculated = {(f["DataSetIdentifier"], f["Name"]) for f in definition["CalculatedFields"]}
+    declared = {(d, c) for d, spec in DATASETS.items() for c, _ in spec.columns}
+    used = _columns_used(definition, [])
+    assert used and set(used) <= declared | calculated, set(used) - declared - calculated
+
+
+def test_rates_are_ratios_of_sums_and_top_n_folds_the_rest_into_other(prod):
+    (dash,) = resources(prod, "AWS::QuickSight::Dashboard").values()
+    definition = dash["Properties"]["Definition"]
+    fields = {f["Name"]: f["Expression"] for f in definition["CalculatedFields"]}
+    assert fields["view_to_cart"] == "sum({carts}) / sum({views})"
+    assert fields["cart_to_purchase"] == "sum({purchases}) / sum({carts})"
+    visuals = {next(iter(v.values()))["VisualId"]: v for s in definition["Sheets"] for v in s["Visuals"]}
+    revenue = visuals["revenue_by_day"]["LineChartVisual"]["ChartConfiguration"]["SortConfiguration"]
+    assert revenue["ColorItemsLimitConfiguration"] == {"ItemsLimit": 5, "OtherCategories": "INCLUDE"}
+    top = visuals["top_products"]["BarChartVisual"]["ChartConfiguration"]["SortConfiguration"]
+    assert top["CategoryItemsLimit"] == {"ItemsLimit": 10, "OtherCategories": "EXCLUDE"}
+    model = visuals["model_ndcg"]["LineChartVisual"]["ChartConfiguration"]["SortConfiguration"]["CategorySort"]
+    assert model[0]["ColumnSort"]["SortBy"]["ColumnName"] == "evaluated_at"
+
+
+def test_sales_sheet_has_a_tile_per_kpi_and_a_date_range_over_all_dated_datasets(prod):
+    from monitoring.dashboard import TILES
+
+    (dash,) = resources(prod, "AWS::QuickSight::Dashboard").values()
+    definition = dash["Properties"]["Definition"]
+    sales = definition["Sheets"][0]
+    kpis = [v["KPIVisual"] for v in sales["Visuals"] if "KPIVisual" in v]
+    assert [k["VisualId"] for k in kpis] == [f"tile_{t.id}" for t in TILES]
+    assert all(k["ChartConfiguration"]["FieldWells"]["TrendGroups"] for k in kpis)
+    (group,) = definition["FilterGroups"]
+    assert group["CrossDataset"] == "ALL_DATASETS"
+    (control,) = sales["FilterControls"]
+    assert control["DateTimePicker"]["SourceFilterId"] == group["Filters"][0]["TimeRangeFilter"]["FilterId"]
+    dated = [d for d, spec in DATASETS.items() if "event_date" in dict(spec.columns)]
+    assert {"kpi_daily_funnel", "enriched_interactions"} <= set(dated)
