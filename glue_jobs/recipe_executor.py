@@ -83,15 +83,19 @@ def _arrow_text(s: pd.Series) -> pa.Array:
     return pa.array(arr) if isinstance(arr, pd.arrays.ArrowStringArray) else pa.array(s, type=pa.large_string())
 
 
-def _search(s: pd.Series, pattern: str) -> np.ndarray:
-    """Regex search (Java/Spark ``rlike`` semantics: match anywhere); null never matches. RE2 first, for speed."""
-    try:
-        hit = pc.match_substring_regex(_arrow_text(s), pattern)
+def _fullmatch(s: pd.Series, pattern: str) -> np.ndarray:
+    """True where the *whole* value matches; null never matches. RE2 first, for speed.
+
+    DataBrew's guide does not say whether FLAG_COLUMN_FROM_PATTERN searches the value or matches all of it, so
+    the recipes write patterns that mean the same under both readings, and this executor takes the stricter
+    one: a pattern that works only by matching part of a value fails the local run and its tests."""
+    try:  # RE2's ``$`` without (?m) is the end of the text, so this anchors the whole value
+        hit = pc.match_substring_regex(_arrow_text(s), f"^(?:{pattern})$")
         return hit.fill_null(False).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a construct RE2 lacks: Python's re
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a construct RE2 lacks (e.g. lookahead): Python's re
         with warnings.catch_warnings():  # pandas warns about capture groups; DataBrew patterns may have them
             warnings.simplefilter("ignore", UserWarning)
-            return _str(s).str.contains(pattern, regex=True, na=False).to_numpy(dtype=bool)
+            return _str(s).str.fullmatch(pattern, na=False).to_numpy(dtype=bool)
 
 
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
@@ -173,8 +177,7 @@ def _flag_from_null(df: pd.DataFrame, p: Params, _m: pd.Series | None) -> pd.Dat
 def _flag_from_pattern(df: pd.DataFrame, p: Params, _m: pd.Series | None) -> pd.DataFrame:
     if p.get("flagType", "Pattern") != "Pattern":
         raise RecipeStepError("FLAG_COLUMN_FROM_PATTERN needs flagType 'Pattern'")
-    # "presence of a pattern": a regex search, not a full match; a null never matches.
-    hit = _search(_col(df, p["sourceColumn"]), p["pattern"])
+    hit = _fullmatch(_col(df, p["sourceColumn"]), p["pattern"])
     return df.assign(**{p["targetColumn"]: _flag(hit, p, df.index)})
 
 

@@ -37,8 +37,9 @@ def test_flag_column_from_null_marks_null_and_empty_cells():
     assert out["f"].tolist() == ["ok", "missing", "missing"]
 
 
-def test_flag_column_from_pattern_searches_and_never_matches_null():
-    df = frame(a=["North", "south", None])
+def test_flag_column_from_pattern_matches_the_whole_value_and_never_matches_null():
+    """The stricter of the two readings DataBrew's guide allows: "N" alone would not flag "North"."""
+    df = frame(a=["North", "south", None, "Nor\nth"])
     out = apply_step(
         df,
         step(
@@ -51,7 +52,7 @@ def test_flag_column_from_pattern_searches_and_never_matches_null():
             falseString="no",
         ),
     )
-    assert out["f"].tolist() == ["yes", "no", "no"]
+    assert out["f"].tolist() == ["yes", "no", "no", "no"]  # "." stops at a newline: not the whole value
 
 
 def test_flag_duplicate_rows_leaves_the_first_occurrence_unflagged():
