@@ -35,7 +35,7 @@ setup: $(PY_STAMP) $(NODE_STAMP)
 # outside the repository); installed only when missing and we are root.
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "==> installing chromium (apt-get)"; apt-get update -qq && apt-get install -y -qq chromium; \
+	  if [ "$$(id -u)" = 0 ]; then echo "==> installing chromium (apt-get)"; apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "warning: /usr/bin/chromium missing; run: sudo apt-get update && sudo apt-get install -y chromium"; fi; \
 	fi
 
