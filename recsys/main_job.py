@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from glue_jobs.datasets import dataset_key, path_parameters, selected_keys
 from glue_jobs.raw_reader import RawDataError, read_raw
 from glue_jobs.recipe_jobs import curated_arrow_table, reason_counts, run_recipe
 from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
@@ -134,11 +135,12 @@ def curate_clickstream(aws: LocalAws, res: LocalResources, lake: Path) -> Curati
     With no archive yet the curated table is written empty, as the catalogue declares it on AWS.
     """
     prefix = f"{RAW_PREFIX}/{CLICKSTREAM}/"
-    keys = [
+    listed = [
         obj["Key"]
         for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=res.source_bucket, Prefix=prefix)
         for obj in page.get("Contents", [])
     ]
+    keys = selected_keys(dataset_key(CLICKSTREAM), path_parameters(CLICKSTREAM), listed)  # the dataset's folders
     if not keys:
         _publish(aws, res, CLICKSTREAM, CURATED_PREFIX, empty_curated(CLICKSTREAM_RECIPE), lake)
         _clear_quarantine(aws, res, CLICKSTREAM, lake)

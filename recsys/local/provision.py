@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from recsys.local.moto_server import LocalAws
 from settings.config import CLICKSTREAM, LOCAL_ACCOUNT, RAW_PREFIX, TABLES, Config
+from settings.streaming import ARCHIVE_DATE_LAYOUT
 from sql.workgroup import workgroup_configuration
 from stacks.buckets import (
     ACCESS_LOGS,
@@ -260,7 +262,9 @@ def upload_raw(aws: LocalAws, res: LocalResources, files: Mapping[str, Path]) ->
     for table, raw_path in files.items():
         path = Path(raw_path)
         prefix = f"{RAW_PREFIX}/{table}/"
-        key = f"{prefix}{path.name}"
+        # A clickstream file lands in a dated folder, as Firehose writes it (the dataset reads those folders only).
+        folder = datetime.now(UTC).strftime(ARCHIVE_DATE_LAYOUT) if table == CLICKSTREAM else ""
+        key = f"{prefix}{folder}{path.name}"
         stale = [
             {"Key": obj["Key"]}
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=res.source_bucket, Prefix=prefix)

@@ -21,6 +21,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from glue_jobs.datasets import dataset_key, path_parameters
 from glue_jobs.recipe import recipe_steps
 from settings.config import (
     CLICKSTREAM,
@@ -127,7 +128,7 @@ def publish_recipe(
 
 
 def _dataset(scope: Construct, cfg: Config, source: s3.IBucket, name: str) -> databrew.CfnDataset:
-    """A table's raw prefix: CSV with a header, or the clickstream archive's gzip JSON lines."""
+    """A table's raw folder (CSV with a header), or the clickstream archive's dated folders (gzip JSON lines)."""
     if name == CLICKSTREAM:
         fmt, options = (
             "JSON",
@@ -147,10 +148,25 @@ def _dataset(scope: Construct, cfg: Config, source: s3.IBucket, name: str) -> da
         format=fmt,
         format_options=options,
         input=databrew.CfnDataset.InputProperty(
-            s3_input_definition=databrew.CfnDataset.S3LocationProperty(
-                bucket=source.bucket_name, key=f"{RAW_PREFIX}/{name}/"
-            )
+            s3_input_definition=databrew.CfnDataset.S3LocationProperty(bucket=source.bucket_name, key=dataset_key(name))
         ),
+        path_options=_path_options(name),
+    )
+
+
+def _path_options(name: str) -> databrew.CfnDataset.PathOptionsProperty | None:
+    """The clickstream archive's ``{year}``/``{month}``/``{day}`` folders as documented path parameters."""
+    parameters = path_parameters(name)
+    if not parameters:
+        return None
+    return databrew.CfnDataset.PathOptionsProperty(
+        parameters=[
+            databrew.CfnDataset.PathParameterProperty(
+                path_parameter_name=key,
+                dataset_parameter=databrew.CfnDataset.DatasetParameterProperty(name=spec["Name"], type=spec["Type"]),
+            )
+            for key, spec in parameters.items()
+        ]
     )
 
 

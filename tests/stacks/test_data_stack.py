@@ -7,6 +7,7 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
+from glue_jobs.datasets import dataset_key
 from glue_jobs.recipe import recipe_steps
 from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, CURATED_COLUMNS
 from monitoring.metrics import DATA_QUALITY_COLUMNS, NAMESPACE, data_quality_sql
@@ -100,10 +101,11 @@ def test_databrew_dataset_per_raw_table_csv_and_the_clickstream_archive_as_json_
         d["Properties"]["Input"]["S3InputDefinition"]["Key"]: d["Properties"]
         for d in resources(data_template, "AWS::DataBrew::Dataset").values()
     }
-    assert sorted(datasets) == sorted(f"raw/{t}/" for t in (*TABLES, CLICKSTREAM))
+    archive = dataset_key(CLICKSTREAM)  # its dated folders: tests/stacks/test_clickstream_dataset.py
+    assert sorted(datasets) == sorted([*(f"raw/{t}/" for t in TABLES), archive])
     assert {datasets[f"raw/{t}/"]["Format"] for t in TABLES} == {"CSV"}
-    assert datasets["raw/clickstream/"]["Format"] == "JSON"
-    assert datasets["raw/clickstream/"]["FormatOptions"] == {"Json": {"MultiLine": False}}
+    assert datasets[archive]["Format"] == "JSON"
+    assert datasets[archive]["FormatOptions"] == {"Json": {"MultiLine": False}}
 
 
 @pytest.mark.parametrize("output", ["curated", "quarantine"])
