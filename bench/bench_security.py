@@ -36,7 +36,7 @@ from stacks.security import (  # noqa: E402
 def synthesise(env_name: str, outdir: Path) -> Path:
     from stacks.app_builder import build_app, new_app
 
-    app, _ = build_app(new_app(str(outdir)), env_name)
+    app, _ = build_app(new_app(str(outdir)), env_name, placeholders_ok=True)
     app.synth()
     return outdir
 

@@ -288,6 +288,29 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
     return Config(env_name=env_name, **raw)
 
 
+#: Account ids that only ever stand for "fill in yours": the AWS documentation's example and repeated digits.
+PLACEHOLDER_ACCOUNTS = frozenset({"123456789012", *(d * 12 for d in "0123456789")})
+
+
+def check_deployable(cfg: Config) -> None:
+    """Refuse, at synth, settings that would deploy but cannot work: with analytics on, a QuickSight principal
+    in a placeholder account (cdk.json's prod ships one) grants the dashboard to nobody.
+
+    Separate from :func:`load_config` because the local run and the template tests read the same environments
+    without deploying them."""
+    if not cfg.enable_analytics:
+        return
+    account = cfg.quicksight_principal_arn.split(":")[4]
+    _check(
+        account not in PLACEHOLDER_ACCOUNTS,
+        f"environments.{cfg.env_name}",
+        "quicksight_principal_arn",
+        f"a QuickSight user/group ARN in your own account when enable_analytics is true (account {account} is "
+        "a placeholder; or set enable_analytics to false)",
+        cfg.quicksight_principal_arn,
+    )
+
+
 def load_config(context: Mapping[str, Any], env_name: str | None = None) -> Config:
     """Build the :class:`Config` of ``env_name`` (default: context ``env``) from CDK context."""
     env_name = env_name or context.get("env")

@@ -6,7 +6,7 @@ import json
 
 import aws_cdk as cdk
 
-from settings.config import CDK_JSON, Config, load_config
+from settings.config import CDK_JSON, Config, check_deployable, load_config
 from stacks.analytics_stack import AnalyticsStack
 from stacks.data_stack import DataStack
 from stacks.deploy_stack import DeployStack
@@ -24,9 +24,15 @@ def new_app(outdir: str | None = None) -> cdk.App:
     return cdk.App(outdir=outdir, context=json.loads(CDK_JSON.read_text())["context"])
 
 
-def build_app(app: cdk.App, env_name: str | None = None, nag: bool = True) -> tuple[cdk.App, Config]:
+def build_app(
+    app: cdk.App, env_name: str | None = None, nag: bool = True, placeholders_ok: bool = False
+) -> tuple[cdk.App, Config]:
+    """The environment's stacks. ``placeholders_ok`` lets tests read templates of an environment whose
+    settings still hold placeholders (cdk.json's prod); a synth for deploying refuses them."""
     context = {"env": app.node.try_get_context("env"), "environments": app.node.try_get_context("environments")}
     cfg = load_config(context, env_name)
+    if not placeholders_ok:
+        check_deployable(cfg)
     env = cdk.Environment(region=cfg.region)
     data_stack = DataStack(app, f"{cfg.prefix}-data", cfg=cfg, env=env, description="recsys-mlops data plane")
     MlStack(app, f"{cfg.prefix}-ml", cfg=cfg, data=data_stack, env=env, description="recsys-mlops training pipeline")
