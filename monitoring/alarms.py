@@ -205,6 +205,19 @@ def alarm_specs(cfg: Config) -> list[AlarmSpec]:
         )
     specs.append(
         AlarmSpec(
+            "data-curation-job-skipped",
+            "data",
+            f"{cfg.curation_state_machine}: a users/products/clickstream recipe job failed and was skipped; the "
+            "workflow still succeeded and training went on without that table's fresh data",
+            (("skipped", m.curation_metric(cfg.curation_state_machine), "Maximum"),),
+            threshold=0.0,
+            threshold_source="any skipped job",
+            comparison="GreaterThanThreshold",
+            period_s=DAY,
+        )
+    )
+    specs.append(
+        AlarmSpec(
             "drift-score",
             "drift",
             f"{group}: input drift (max PSI over category mix, price, activity per user) above {cfg.alarm_drift_score}",

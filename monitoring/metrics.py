@@ -7,7 +7,7 @@ Custom metrics live in :data:`NAMESPACE`. Their dimensions are chosen so an alar
 exactly (CloudWatch treats every dimension set as a separate metric):
 
 - model quality: ``ModelPackageGroup`` (alarmed) and ``ModelPackageGroup, ModelVersion`` (history);
-- data quality: ``Database, Table``;
+- data quality: ``Database, Table``; skipped curation jobs: ``StateMachine``;
 - drift: ``ModelPackageGroup`` (the score) and ``ModelPackageGroup, Feature`` (per feature).
 """
 
@@ -48,6 +48,9 @@ ROWS_QUARANTINED = "RowsQuarantined"
 QUARANTINED_RATIO = "QuarantinedRatio"
 DRIFT_SCORE = "DriftScore"
 FEATURE_DRIFT = "FeatureDrift"
+#: 1 for each optional recipe job (users, products, clickstream) the curation workflow caught failing and
+#: skipped, 0 for each that ran: published by the workflow's own states, so every run gives a datapoint.
+CURATION_JOBS_SKIPPED = "CurationJobsSkipped"
 
 #: The model-metrics history: one JSON line per evaluated model (the pipeline's PublishMetrics step writes
 #: them under the destination bucket; the Glue table of that name and the dashboards' model sheet read them).
@@ -90,6 +93,10 @@ def model_metric(model_group: str, name: str) -> MetricRef:
 
 def data_metric(database: str, table: str, name: str) -> MetricRef:
     return MetricRef(NAMESPACE, name, (("Database", database), ("Table", table)))
+
+
+def curation_metric(state_machine: str) -> MetricRef:
+    return MetricRef(NAMESPACE, CURATION_JOBS_SKIPPED, (("StateMachine", state_machine),))
 
 
 def drift_metric(model_group: str) -> MetricRef:

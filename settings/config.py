@@ -119,6 +119,11 @@ class Config:
         return f"{self.prefix}-analytics"
 
     @property
+    def curation_state_machine(self) -> str:
+        """The curation workflow (Step Functions); its skipped-job metric is dimensioned by it."""
+        return f"{self.prefix}-curation"
+
+    @property
     def pipeline_name(self) -> str:
         return f"{self.prefix}-training"
 

@@ -32,8 +32,13 @@ from stacks.nag import acknowledge_wildcards, arn_token
 OPTIONAL_TABLES = ("users", "products", CLICKSTREAM)
 
 
-def _jobs_stage(scope: Construct, jobs: DataBrewJobs) -> sfn.Parallel:
-    stage = sfn.Parallel(scope, "RunRecipeJobs", result_path=sfn.JsonPath.DISCARD)
+def _jobs_stage(scope: Construct, cfg: Config, jobs: DataBrewJobs) -> sfn.Parallel:
+    """Every recipe job in parallel; the stage's output lists each job with ``skipped`` 0 or 1 under ``$.jobs``.
+
+    An optional table's failed job is caught and skipped, so the workflow still succeeds (and training starts);
+    the skip is then published as :data:`monitoring.metrics.CURATION_JOBS_SKIPPED` (0 when the job ran, so
+    each run gives the alarm a datapoint) and kept, with its error, in the execution's output."""
+    stage = sfn.Parallel(scope, "RunRecipeJobs", result_path="$.jobs")
     for (table, output), job_name in sorted(jobs.job_names.items()):
         run = tasks.GlueDataBrewStartJobRun(
             scope,
@@ -42,10 +47,48 @@ def _jobs_stage(scope: Construct, jobs: DataBrewJobs) -> sfn.Parallel:
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_path=sfn.JsonPath.DISCARD,
         )
+        ran = sfn.Pass(scope, f"{job_name} ran", parameters={"record": {"job": job_name, "skipped": 0}})
+        run.next(ran)
         if table in OPTIONAL_TABLES:
-            run.add_catch(sfn.Pass(scope, f"No {table} data ({output})"), result_path="$.error")
+            skipped = sfn.Pass(
+                scope,
+                f"No {table} data ({output})",
+                parameters={
+                    "record": {"job": job_name, "skipped": 1, "error.$": "$.error.Error", "cause.$": "$.error.Cause"}
+                },
+            )
+            run.add_catch(skipped, result_path="$.error")
+            publish = _skip_metric_task(scope, cfg, job_name)
+            ran.next(publish)
+            skipped.next(publish)
         stage.branch(run)
     return stage
+
+
+def _skip_metric_task(scope: Construct, cfg: Config, job_name: str) -> sfn.CustomState:
+    ref = m.curation_metric(cfg.curation_state_machine)
+    return sfn.CustomState(
+        scope,
+        f"Count {job_name} skipped",
+        state_json={
+            "Type": "Task",
+            "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:cloudwatch:putMetricData",
+            "Parameters": {
+                "Namespace": ref.namespace,
+                "MetricData": [
+                    {
+                        "MetricName": ref.name,
+                        "Dimensions": ref.api_dimensions(),
+                        "Value.$": "$.record.skipped",
+                        "Unit": "Count",
+                    }
+                ],
+            },
+            # A Task without ResultPath replaces its input with the result (CDK drops a null ResultPath here).
+            "ResultPath": "$.published",
+            "OutputPath": "$.record",
+        },
+    )
 
 
 def _crawler_stage(scope: Construct, name: str) -> tuple[sfn.IChainable, sfn.INextable]:
@@ -93,7 +136,12 @@ def _features_stage(scope: Construct, cfg: Config) -> list[sfn.IChainable]:
     steps: list[sfn.IChainable] = []
     for name in feature_queries():
         for label, sql in (("Drop", f"DROP TABLE IF EXISTS {name}"), ("Build", ctas_statement(name, location=None))):
-            steps.append(_athena_task(scope, f"{label} {name}", cfg, sql, ResultPath=None))
+            steps.append(
+                _athena_task(
+                    scope, f"{label} {name}", cfg, sql,
+                    ResultSelector={"id.$": "$.QueryExecution.QueryExecutionId"}, ResultPath="$.query",
+                )  # a null ResultPath would be dropped, and the query's result would replace the run's state
+            )  # fmt: skip
     return steps
 
 
@@ -148,7 +196,7 @@ def _quality_stage(scope: Construct, cfg: Config, table: str) -> tuple[sfn.IChai
             "Type": "Task",
             "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:cloudwatch:putMetricData",
             "Parameters": {"Namespace": m.NAMESPACE, "MetricData": metric_data},
-            "ResultPath": None,
+            "ResultPath": "$.quality",  # not null: CDK would drop it, and the empty result would replace the state
         },
     )
     done = sfn.Pass(scope, f"{table} quality done", result_path=sfn.JsonPath.DISCARD)
@@ -220,7 +268,7 @@ def curation_workflow(
 ) -> sfn.StateMachine:
     # Linked by hand: each crawler stage loops on itself, so it has one entry and one exit state.
     stages: list[tuple[sfn.IChainable, sfn.INextable]] = []
-    jobs_stage = _jobs_stage(scope, jobs)
+    jobs_stage = _jobs_stage(scope, cfg, jobs)
     stages.append((jobs_stage, jobs_stage))
     stages += [_crawler_stage(scope, name) for name in crawler_names.values()]
     stages += [(step, step) for step in _features_stage(scope, cfg)]
@@ -240,7 +288,7 @@ def curation_workflow(
     machine = sfn.StateMachine(
         scope,
         "CurationWorkflow",
-        state_machine_name=f"{cfg.prefix}-curation",
+        state_machine_name=cfg.curation_state_machine,
         definition_body=sfn.DefinitionBody.from_chainable(jobs_stage),
         timeout=Duration.hours(3),
         tracing_enabled=True,
