@@ -23,15 +23,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from glue_jobs.datasets import dataset_key, path_parameters, selected_keys
 from glue_jobs.raw_reader import RawDataError, read_raw
-from glue_jobs.recipe_jobs import curated_arrow_table, reason_counts, run_recipe
 from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps.definition import BATCH, PUBLISH
 from recsys.generator import GeneratorConfig, generate_to_dir
-from recsys.local.athena import LocalAthena, feature_queries
+from recsys.local.athena import LocalAthena
 from recsys.local.catalog import list_tables, register_prefix
+from recsys.local.curation import JobRun, run_curation
 from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
 from recsys.local.s3io import delete_data, read_parquet, write_parquet
@@ -41,6 +40,7 @@ from settings.config import (
     CURATED_PREFIX,
     FEATURES_PREFIX,
     PIPELINE_PREFIX,
+    PROJECT_ROOT,
     QUARANTINE_PREFIX,
     RAW_PREFIX,
     TABLES,
@@ -121,58 +121,81 @@ def empty_curated(table: str) -> pa.Table:
     return pa.schema(CURATED_COLUMNS[table]).empty_table()
 
 
-def curate_table(
-    aws: LocalAws, res: LocalResources, table: str, raw_uri: str, lake: Path
-) -> tuple[CurationCounts, pd.DataFrame]:
-    """Read raw from the source bucket, run the table's recipes, write curated + quarantine Parquet."""
-    return _curate(aws, res, table, table, [raw_uri.split(f"s3://{res.source_bucket}/", 1)[1]], lake)
+def curation_counts(runs: dict[str, JobRun]) -> dict[str, CurationCounts]:
+    """Per dataset: rows read (the curated job's), curated and quarantined rows (each job's output), reasons."""
+    counts: dict[str, CurationCounts] = {}
+    for run in runs.values():
+        if run.error is not None:
+            continue
+        c = counts.setdefault(run.table, CurationCounts(rows_in=run.rows_in))
+        if run.output == "curated":
+            c.curated = run.rows_out
+        else:
+            c.quarantined, c.reasons = run.rows_out, run.reasons
+    return counts
 
 
-def curate_clickstream(aws: LocalAws, res: LocalResources, lake: Path) -> CurationCounts | None:
-    """The clickstream-curated/-quarantine jobs: every archived object under raw/clickstream/ through the
-    interactions recipes (duplicates found across files, as one DataBrew dataset over the prefix).
+def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalResources, lake: Path,
+                          athena: LocalAthena, *, brief: bool = False) -> dict[str, CurationCounts]:  # fmt: skip
+    """The data stack's curation state machine, executed from the synthesized template (recsys/local/curation.py).
 
-    With no archive yet the curated table is written empty, as the catalogue declares it on AWS.
-    """
-    prefix = f"{RAW_PREFIX}/{CLICKSTREAM}/"
-    listed = [
-        obj["Key"]
-        for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=res.source_bucket, Prefix=prefix)
-        for obj in page.get("Contents", [])
-    ]
-    keys = selected_keys(dataset_key(CLICKSTREAM), path_parameters(CLICKSTREAM), listed)  # the dataset's folders
-    if not keys:
-        _publish(aws, res, CLICKSTREAM, CURATED_PREFIX, empty_curated(CLICKSTREAM_RECIPE), lake)
-        _clear_quarantine(aws, res, CLICKSTREAM, lake)
-        return None
-    return _curate(aws, res, CLICKSTREAM, CLICKSTREAM_RECIPE, sorted(keys), lake)[0]
+    Prints the states as executed (``brief``: one line) and each table's counts (``brief``: the clickstream's);
+    a job the workflow skipped is named with the reason."""
+    run = run_curation(cfg, aws, res, lake, athena)
+    ex = run.execution
+    where = run.template.relative_to(PROJECT_ROOT) if run.template.is_relative_to(PROJECT_ROOT) else run.template
+    progress.info(f"state machine {cfg.curation_state_machine} from {where} (definition sha256 {run.sha256[:12]}): "
+                  f"{ex.status}, {len(ex.steps)} states executed")  # fmt: skip
+    if not brief:
+        _print_states(progress, ex.steps)
+    if ex.status != "SUCCEEDED":
+        raise RawDataError(f"the curation workflow failed: {ex.error}: {ex.cause}")
+    counts = curation_counts(run.runs)
+    for table in (CLICKSTREAM,) if brief else (*TABLES, CLICKSTREAM):
+        if table in counts:
+            _print_counts(progress, table, counts[table])
+    skipped = [r["job"] for r in ex.output.get("jobs", []) if r.get("skipped")]
+    if skipped:
+        reasons = sorted({run.runs[j].error or "failed" for j in skipped if j in run.runs})
+        progress.info(f"skipped by the workflow (CurationJobsSkipped): {', '.join(skipped)}: {'; '.join(reasons)}")
+    if not brief:
+        for name, rows in run.features.items():
+            progress.info(f"feature table {name:<28} {rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/")
+    return counts
 
 
-def _curate(
-    aws: LocalAws, res: LocalResources, name: str, recipe: str, keys: list[str], lake: Path
-) -> tuple[CurationCounts, pd.DataFrame]:
-    s3 = aws.client("s3")
-    frames, malformed = [], []
-    for key in keys:
-        body = s3.get_object(Bucket=res.source_bucket, Key=key)["Body"].read()
-        raw = read_raw(body, recipe, fmt=_raw_format(key), name=f"s3://{res.source_bucket}/{key}")
-        frames.append(raw.frame)
-        if len(raw.malformed):
-            malformed.append(raw.malformed)
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    result = run_recipe(recipe, frame)
-    quarantine = pd.concat([*malformed, result.quarantine], ignore_index=True) if malformed else result.quarantine
-    quarantine = quarantine.astype("string")
-    counts = CurationCounts(
-        rows_in=len(frame) + sum(len(m) for m in malformed), curated=len(result.curated), quarantined=len(quarantine)
-    )
-    counts.reasons = reason_counts(quarantine)
-    _publish(aws, res, name, CURATED_PREFIX, curated_arrow_table(recipe, result.curated), lake)
-    if len(quarantine):
-        _publish(aws, res, name, QUARANTINE_PREFIX, quarantine, lake)
-    else:
-        _clear_quarantine(aws, res, name, lake)
-    return counts, result.curated
+def _print_states(progress: Progress, steps: list) -> None:
+    """Top-level states in execution order, consecutive states about one subject (a crawler, a feature table,
+    a table's quality) grouped: ``recsys-dev-curated: Start, Wait, Get, ready?, done``."""
+    groups: list[tuple[set[str], list]] = []
+    for st in (s for s in steps if not s.path):
+        words = set(st.name.split())
+        if groups and st.type != "Parallel" and groups[-1][0] & words:
+            groups[-1] = (groups[-1][0] & words, [*groups[-1][1], st])
+        else:
+            groups.append((words, [st]))
+    labels = []
+    for subject, members in groups:
+        if len(members) == 1:
+            st = members[0]
+            labels.append(st.name if st.type != "Parallel" else f"{st.name} ({_branch_summary(steps, st.name)})")
+            continue
+        (word,) = sorted(subject)[:1]
+        labels.append(f"{word}: " + ", ".join(" ".join(w for w in m.name.split() if w != word) for m in members))
+    line = "states:"
+    for i, label in enumerate(labels):
+        piece = f" {label}" + (" ->" if i < len(labels) - 1 else "")
+        if len(line) + len(piece) > 114:
+            progress.info(line)
+            line = "   "
+        line += piece
+    progress.info(line)
+
+
+def _branch_summary(steps: list, parallel: str) -> str:
+    branches = {st.path for st in steps if st.path.startswith(f"{parallel}[")}
+    skipped = [st for st in steps if st.path.startswith(f"{parallel}[") and st.note.startswith("caught")]
+    return f"{len(branches)} branches, {len(skipped)} job(s) skipped"
 
 
 def _clear_quarantine(aws: LocalAws, res: LocalResources, name: str, lake: Path) -> None:
@@ -238,47 +261,24 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             for table, uri in uris.items():
                 progress.info(f"uploaded {table:<13} -> {uri}")
 
-        with progress.step("DataBrew recipes (glue_jobs/recipes/*.json, run locally with pandas)"):
-            curated: dict[str, pd.DataFrame] = {}
-            counts: dict[str, CurationCounts] = {}
-            for table, uri in uris.items():
-                if table in TABLES:
-                    counts[table], curated[table] = curate_table(aws, res, table, uri, lake)
-                    _print_counts(progress, table, counts[table])
+        with progress.step("Curation workflow: the data stack's state machine from cdk.out, on the local engines"):
+            athena = LocalAthena({})
             for table in TABLES:
                 if table not in uris:
                     _publish(aws, res, table, CURATED_PREFIX, empty_curated(table), lake)
                     _clear_quarantine(aws, res, table, lake)
                     progress.info(f"{table:<13} not provided: an empty curated table keeps joins working")
+            if CLICKSTREAM not in uris:  # no archive yet: the declared table exists, empty
+                _publish(aws, res, CLICKSTREAM, CURATED_PREFIX, empty_curated(CLICKSTREAM_RECIPE), lake)
+                _clear_quarantine(aws, res, CLICKSTREAM, lake)
+            counts = run_curation_workflow(progress, cfg, aws, res, lake, athena)
             if counts["interactions"].curated == 0:
                 raise RawDataError(
                     f"{files['interactions'].name}: none of its {counts['interactions'].rows_in:,} rows passed the "
                     f"recipe (quarantine reasons: {', '.join(sorted(counts['interactions'].reasons)) or 'none'}); "
                     f"nothing to train on. The rows are in {lake / QUARANTINE_PREFIX / 'interactions'}")
-            stream_counts = curate_clickstream(aws, res, lake)
-            if stream_counts is not None:
-                counts[CLICKSTREAM] = stream_counts
-                _print_counts(progress, CLICKSTREAM, stream_counts)
 
-        with progress.step("Glue catalogue (the crawler's local equivalent)"):
-            _register_curated(aws, res, lake, (*TABLES, CLICKSTREAM))
-
-        with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): features, training set, KPIs"):
-            quarantined = {f"quarantine_{t}": lake / QUARANTINE_PREFIX / t for t in TABLES}
-            athena = LocalAthena(
-                {t: lake / CURATED_PREFIX / t for t in (*TABLES, CLICKSTREAM)}
-                | {name: path for name, path in quarantined.items() if path.exists()}  # the crawler's tables
-            )
-            for name in feature_queries():
-                path = athena.ctas(name, lake / FEATURES_PREFIX)
-                table = pq.read_table(path) if path.is_file() else pq.ParquetDataset(path).read()
-                write_parquet(aws, table, f"s3://{res.destination_bucket}/{FEATURES_PREFIX}/{name}/")
-                register_prefix(
-                    aws, res.glue_database, res.destination_bucket, f"{FEATURES_PREFIX}/{name}", name, kind="features"
-                )
-                progress.info(
-                    f"feature table {name:<28} {table.num_rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/"
-                )
+        with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): training set, KPIs"):
             training = _training_set(aws, res, athena, lake)
             progress.info(f"training set {len(training):,} rows -> s3://.../{TRAINING_PREFIX}/interactions.parquet")
             kpis = athena.query("kpi_daily_funnel")
@@ -306,7 +306,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training, world)
             if stream_events:
                 with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
-                    _archive_to_training(progress, aws, res, athena, lake, stream_events, len(training))
+                    _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events, len(training))
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring
@@ -330,21 +330,6 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
     return 0
 
 
-def _register_curated(aws: LocalAws, res: LocalResources, lake: Path, names: tuple[str, ...]) -> None:
-    """The crawlers' local equivalent: a Glue table per curated and quarantine output that exists."""
-    for prefix, table_prefix in ((CURATED_PREFIX, ""), (QUARANTINE_PREFIX, "quarantine_")):
-        for name in names:
-            if (lake / prefix / name).exists():
-                register_prefix(
-                    aws,
-                    res.glue_database,
-                    res.destination_bucket,
-                    f"{prefix}/{name}",
-                    f"{table_prefix}{name}",
-                    kind=prefix,
-                )
-
-
 def _training_set(aws: LocalAws, res: LocalResources, athena: LocalAthena, lake: Path) -> pd.DataFrame:
     """sql/training_set.sql (exports + clickstream) written where the pipeline's processing step reads it."""
     training = athena.query("training_set")
@@ -355,6 +340,7 @@ def _training_set(aws: LocalAws, res: LocalResources, athena: LocalAthena, lake:
 
 def _archive_to_training(
     progress: Progress,
+    cfg,
     aws: LocalAws,
     res: LocalResources,
     athena: LocalAthena,
@@ -362,16 +348,15 @@ def _archive_to_training(
     events: list[dict | str],
     rows_before: int,
 ) -> None:
-    """What the nightly workflow does with the stream: archive (Firehose) -> curate -> training set."""
+    """What the nightly workflow does with the stream: archive (Firehose) -> the curation workflow -> training set."""
     from recsys.local import streaming
 
     key = streaming.archive_events(aws, res.source_bucket, events)
     progress.info(f"firehose (local): {len(events)} records -> s3://{res.source_bucket}/{key}")
-    counts = curate_clickstream(aws, res, lake)
-    if counts is not None:
-        _print_counts(progress, CLICKSTREAM, counts)
-    _register_curated(aws, res, lake, (CLICKSTREAM,))
-    athena.register(CLICKSTREAM, lake / CURATED_PREFIX / CLICKSTREAM)
+    counts = run_curation_workflow(progress, cfg, aws, res, lake, athena, brief=True)  # the nightly run
+    if CLICKSTREAM not in counts:
+        progress.info("clickstream: the workflow skipped its jobs; the training set keeps the exports only")
+    athena.register(CLICKSTREAM, lake / CURATED_PREFIX / CLICKSTREAM)  # the declared table, now with data
     training = _training_set(aws, res, athena, lake)
     progress.info(
         f"training set for the next pipeline run: {len(training):,} rows ({len(training) - rows_before:+,} from the "

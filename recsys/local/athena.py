@@ -143,6 +143,11 @@ class LocalAthena:
         self._tables.add(name.lower())
         self._absent.pop(name.lower(), None)
 
+    def drop(self, name: str) -> None:
+        """DROP TABLE IF EXISTS: the table is no longer readable (its files stay, as with Athena)."""
+        self._con.execute(f'DROP VIEW IF EXISTS "{name.lower()}"')
+        self._tables.discard(name.lower())
+
     def _resolve(self, name_or_sql: str) -> tuple[str, str]:
         """(label for errors, Athena SQL) for a named query or raw SQL."""
         if name_or_sql in list_queries():
@@ -174,15 +179,16 @@ class LocalAthena:
         except duckdb.Error as err:
             raise AthenaQueryError(label, str(err), duck_sql) from err
 
-    def ctas(self, name: str, out_dir: Path) -> Path:
-        """Materialise query ``name`` as Parquet under ``out_dir/<name>/`` and register it as table ``name``.
+    def ctas(self, name: str, out_dir: Path, sql: str | None = None) -> Path:
+        """Materialise query ``name`` (or ``sql``, a CTAS body) as Parquet under ``out_dir/<name>/`` and register
+        it as table ``name``.
 
         Mirrors Athena CTAS: the location is emptied of earlier Parquet output first (Athena would
         refuse a non-empty one), and later queries can read the new table by name.
         """
-        if name not in list_queries():
+        if sql is None and name not in list_queries():
             raise KeyError(f"no query named {name!r} in {SQL_DIR}")
-        label, duck_sql = self._prepare(name)
+        label, duck_sql = self._prepare(sql if sql is not None else name)
         target = Path(out_dir) / name
         target.mkdir(parents=True, exist_ok=True)
         for old in target.glob("*.parquet"):

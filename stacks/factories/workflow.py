@@ -47,9 +47,11 @@ def _jobs_stage(scope: Construct, cfg: Config, jobs: DataBrewJobs) -> sfn.Parall
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_path=sfn.JsonPath.DISCARD,
         )
-        ran = sfn.Pass(scope, f"{job_name} ran", parameters={"record": {"job": job_name, "skipped": 0}})
+        record = {"job": job_name, "skipped": 0}
+        optional = table in OPTIONAL_TABLES  # its publish state unwraps the record; a required job's is final
+        ran = sfn.Pass(scope, f"{job_name} ran", parameters={"record": record} if optional else record)
         run.next(ran)
-        if table in OPTIONAL_TABLES:
+        if optional:
             skipped = sfn.Pass(
                 scope,
                 f"No {table} data ({output})",
