@@ -1,0 +1,127 @@
+"""The local run executes the curation state machine the data stack synthesizes, and reports what it lacks."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from monitoring import metrics as m
+from monitoring.alarms import ALARM, alarm_specs, evaluate
+from recsys.local.athena import LocalAthena
+from recsys.local.curation import run_curation
+from recsys.local.moto_server import LocalAws
+from recsys.local.provision import provision, upload_raw
+from settings.config import load_project_config
+
+CFG = load_project_config("dev")
+HEADER = "user_id,product_id,event_type,rating,timestamp\n"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """The data stack as ``cdk synth`` writes it (synthesized here, so the test never reads a stale cdk.out)."""
+    from stacks.app_builder import build_app, new_app
+
+    out = tmp_path_factory.mktemp("cdk")
+    app, _ = build_app(new_app(str(out)), "dev", nag=False)
+    app.synth()
+    return out / f"{CFG.prefix}-data.template.json"
+
+
+def _data(aws: LocalAws, tmp_path: Path):
+    res = provision(CFG, aws)
+    files = {
+        "interactions": HEADER + "u1,p1,view,,2026-01-01T10:00:00Z\nu2,p1,purchase,,2026-01-02T10:00:00Z\n"
+        "u2,p2,teleport,,2026-01-02T11:00:00Z\n",
+        "users": "user_id,signup_date,city,age_band\nu1,2025-01-01,Pune,25-34\nu2,2025-02-01,Delhi,18-24\n",
+        "products": "product_id,category,price\np1,Sarees,499\np2,Kurtis,-3\n",
+    }
+    paths = {}
+    for table, text in files.items():
+        (tmp_path / f"{table}.csv").write_text(text)
+        paths[table] = tmp_path / f"{table}.csv"
+    upload_raw(aws, res, paths)
+    return res
+
+
+def _machine(doc: dict) -> dict:
+    (machine,) = [r for r in doc["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    return machine["Properties"]
+
+
+def _definition(doc: dict) -> dict:
+    """The ASL with every CloudFormation token replaced by a placeholder (read independently of the runner)."""
+    body = _machine(doc)["DefinitionString"]
+    return json.loads("".join(p if isinstance(p, str) else "TOKEN" for p in body["Fn::Join"][1]))
+
+
+def _with_definition(doc: dict, definition: dict, path: Path) -> Path:
+    """A copy of the template whose state machine is ``definition`` (tokens resolved for the local account)."""
+    changed = copy.deepcopy(doc)
+    text = json.dumps(definition).replace("TOKEN", "aws")  # the only token in this definition is AWS::Partition
+    _machine(changed)["DefinitionString"] = text
+    path.write_text(json.dumps(changed))
+    return path
+
+
+def _alarm(aws: LocalAws, key: str) -> tuple[str, list[float | None]]:
+    """(state, value per period): a value None means the alarm's metric had no datapoint."""
+    (spec,) = [s for s in alarm_specs(CFG) if s.key == key]
+    return evaluate(aws.client("cloudwatch"), spec)
+
+
+def test_the_run_executes_the_templates_definition_and_reports_its_hash(aws_env, tmp_path, template):
+    doc = json.loads(template.read_text())
+    res = _data(aws_env, tmp_path)
+    run = run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}), template=template)
+    body = json.dumps(_machine(doc)["DefinitionString"], sort_keys=True, separators=(",", ":"))
+    assert run.sha256 == hashlib.sha256(body.encode()).hexdigest()
+    assert run.execution.status == "SUCCEEDED", run.execution.cause
+    definition = _definition(doc)
+    top = [s.name for s in run.execution.steps if not s.path]
+    assert top[0] == definition["StartAt"] and top[-1] == "Curated and features built"
+    for here, there in zip(top, top[1:], strict=False):  # every move is one the definition allows
+        state = definition["States"][here]
+        allowed = {state.get("Next"), state.get("Default"), *(c["Next"] for c in state.get("Choices", []))}
+        assert there in allowed, (here, there)
+    assert run.runs[f"{CFG.prefix}-interactions-curated"].rows_out == 2
+    assert run.runs[f"{CFG.prefix}-interactions-quarantine"].reasons == {"unknown_event_type": 1}
+    assert run.features and all(n.startswith("feature_") for n in run.features)
+
+
+def test_a_skipped_optional_job_is_in_the_output_as_a_metric_and_raises_its_alarm(aws_env, tmp_path, template):
+    res = _data(aws_env, tmp_path)  # no clickstream archive: its two jobs fail, are caught and skipped
+    run = run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}), template=template)
+    assert run.execution.status == "SUCCEEDED"
+    skipped = {r["job"]: r for r in run.execution.output["jobs"] if r["skipped"]}
+    assert set(skipped) == {f"{CFG.prefix}-clickstream-curated", f"{CFG.prefix}-clickstream-quarantine"}
+    assert all("no objects" in r["cause"] for r in skipped.values())
+    assert _alarm(aws_env, "data-curation-job-skipped") == (ALARM, [1.0])
+    assert _alarm(aws_env, "data-quarantine-products") == (ALARM, [0.5])  # p2's price -3: quarantined
+
+
+def test_removing_a_producer_state_from_the_template_leaves_its_alarm_without_data(aws_env, tmp_path, template):
+    doc = json.loads(template.read_text())
+    definition = _definition(doc)
+    for branch in definition["States"][definition["StartAt"]]["Branches"]:  # drop every skipped-job counter
+        for name in [n for n in branch["States"] if n.startswith("Count ") and n.endswith(" skipped")]:
+            del branch["States"][name]
+        for state in branch["States"].values():
+            if state.get("Next", "").endswith(" skipped") and state["Next"] not in branch["States"]:
+                state.pop("Next")
+                state["End"] = True
+    states = definition["States"]
+    del states["Publish users quality"]
+    states["Read users counts"]["Next"] = "users quality done"
+    res = _data(aws_env, tmp_path)
+    run = run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}),
+                       template=_with_definition(doc, definition, tmp_path / "changed.template.json"))  # fmt: skip
+    assert run.execution.status == "SUCCEEDED"  # the workflow still "works" ...
+    assert _alarm(aws_env, "data-curation-job-skipped")[1] == [None]  # ... but nothing feeds these alarms
+    assert _alarm(aws_env, "data-quarantine-users")[1] == [None]
+    assert _alarm(aws_env, "data-quarantine-interactions") == (ALARM, [pytest.approx(1 / 3)])  # still produced
+    assert not aws_env.client("cloudwatch").list_metrics(MetricName=m.CURATION_JOBS_SKIPPED)["Metrics"]
