@@ -198,6 +198,15 @@ def _branch_summary(steps: list, parallel: str) -> str:
     return f"{len(branches)} branches, {len(skipped)} job(s) skipped"
 
 
+def _clear_raw(aws: LocalAws, res: LocalResources, table: str) -> None:
+    """A table not in this load: its earlier raw objects go (versioning keeps them), as upload_raw does for the rest."""
+    s3 = aws.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=res.source_bucket, Prefix=f"{RAW_PREFIX}/{table}/")
+    stale = [{"Key": o["Key"]} for page in pages for o in page.get("Contents", [])]
+    if stale:
+        s3.delete_objects(Bucket=res.source_bucket, Delete={"Objects": stale, "Quiet": True})
+
+
 def _clear_quarantine(aws: LocalAws, res: LocalResources, name: str, lake: Path) -> None:
     """Nothing quarantined this time: an earlier run's quarantine (same workdir) must not be catalogued again."""
     shutil.rmtree(lake / QUARANTINE_PREFIX / name, ignore_errors=True)
@@ -264,7 +273,8 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
         with progress.step("Curation workflow: the data stack's state machine from cdk.out, on the local engines"):
             athena = LocalAthena({})
             for table in TABLES:
-                if table not in uris:
+                if table not in uris:  # an earlier load's raw file must not be curated as this one's
+                    _clear_raw(aws, res, table)
                     _publish(aws, res, table, CURATED_PREFIX, empty_curated(table), lake)
                     _clear_quarantine(aws, res, table, lake)
                     progress.info(f"{table:<13} not provided: an empty curated table keeps joins working")

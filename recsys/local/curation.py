@@ -158,12 +158,15 @@ class LocalEngines:
 
     def _declare_tables(self) -> None:
         """Tables the stack declares (not crawled), e.g. ``clickstream``: readable by SQL once written."""
+        self.declared: dict[str, str] = {}  # destination key -> table name
         for r in self.template["Resources"].values():
             if r["Type"] == "AWS::Glue::Table":
                 table = self.resolve(r["Properties"]["TableInput"])
                 bucket, key = split_s3_uri(table["StorageDescriptor"]["Location"])
-                if bucket == self.res.destination_bucket and (self.lake / key).exists():
-                    self.athena.register(table["Name"], self.lake / key)
+                if bucket == self.res.destination_bucket:
+                    self.declared[key] = table["Name"]
+                    if (self.lake / key).exists():
+                        self.athena.register(table["Name"], self.lake / key)
 
     # ---- DataBrew ----
 
@@ -223,6 +226,9 @@ class LocalEngines:
         pq.write_table(table, folder / "part-00000.parquet")
         delete_data(self.aws, f"s3://{bucket}/{key}")
         write_parquet(self.aws, table, f"s3://{bucket}/{key}")
+        if key in self.declared:  # the stack's own Glue table over this output
+            register_prefix(self.aws, self.res.glue_database, bucket, key, self.declared[key], kind=key.split("/")[0])
+            self.athena.register(self.declared[key], folder)
 
     # ---- Glue crawlers ----
 
