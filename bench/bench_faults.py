@@ -88,12 +88,12 @@ def baseline(aws: LocalAws, root: Path) -> tuple[dict[str, Any], Any, bytes]:
 
 def stage_crashes(aws: LocalAws, root: Path, ref: dict[str, Any]) -> list[Row]:
     rows = []
-    for where, (name, calls) in STAGE_CRASHES.items():
+    for where, (module, name, calls) in STAGE_CRASHES.items():
         aws.reset()
         workdir, t0 = root / f"stage-{name}", time.perf_counter()
 
-        def crash(mp: pytest.MonkeyPatch, name: str = name, calls: int = calls) -> None:
-            mp.setattr(main_job, name, crash_after(getattr(main_job, name), calls))
+        def crash(mp: pytest.MonkeyPatch, module=module, name: str = name, calls: int = calls) -> None:
+            mp.setattr(module, name, crash_after(getattr(module, name), calls))
 
         first, _, _ = run_job(workdir, pipeline=False, patch=crash)
         code, err, _ = run_job(workdir, pipeline=False)

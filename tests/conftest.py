@@ -31,3 +31,15 @@ def aws_env(moto_endpoint: LocalAws, monkeypatch: pytest.MonkeyPatch) -> LocalAw
     for name, value in moto_endpoint.env().items():
         monkeypatch.setenv(name, value)
     return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def data_template_path(tmp_path_factory: pytest.TempPathFactory):
+    """The dev data stack's template, synthesized once per session (never a stale ``cdk.out``): what the local
+    curation run executes (``recsys.local.curation.run_curation(..., template=...)``)."""
+    from stacks.app_builder import build_app, new_app
+
+    out = tmp_path_factory.mktemp("cdk-data")
+    app, cfg = build_app(new_app(str(out)), "dev", nag=False)
+    app.synth()
+    return out / f"{cfg.prefix}-data.template.json"

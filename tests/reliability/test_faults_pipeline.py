@@ -33,6 +33,8 @@ from pipeline_steps.definition import PREPARE, REGISTER, TRAIN
 from pipeline_steps.local_runner import LocalPipelineResult, run_pipeline_locally
 from recsys import main_job
 from recsys.cli import main
+from recsys.local import curation
+from recsys.local.athena import LocalAthena
 from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws
 from recsys.local.provision import provision, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, split_s3_uri, write_parquet
@@ -176,11 +178,11 @@ def baseline(moto_endpoint: LocalAws, tmp_path_factory: pytest.TempPathFactory) 
 
 # ---- data-plane stages of the main job ----------------------------------------------------------------
 
-STAGE_CRASHES: dict[str, tuple[str, int]] = {
-    "raw upload": ("upload_raw", 1),  # every raw object written, nothing curated
-    "recipes, mid-stage": ("write_parquet", 2),  # users curated + quarantine written, other tables not
-    "catalogue, mid-stage": ("register_prefix", 2),  # two of the Glue tables registered
-    "athena, end of stage": ("_training_set", 1),  # features and training set written, no pipeline
+STAGE_CRASHES: dict[str, tuple[Any, str, int]] = {
+    "raw upload": (main_job, "upload_raw", 1),  # every raw object written, nothing curated
+    "recipes, mid-stage": (curation, "write_parquet", 2),  # one job's output written, the other jobs' not
+    "catalogue, mid-stage": (curation, "register_prefix", 2),  # two of the Glue tables registered
+    "athena, end of stage": (main_job, "_training_set", 1),  # features and training set written, no pipeline
 }
 # The pipeline stage is covered step by step below, on the baseline's training set.
 
@@ -189,9 +191,9 @@ STAGE_CRASHES: dict[str, tuple[str, int]] = {
 def test_main_job_interrupted_in_a_data_stage_then_rerun_reproduces_the_outputs_without_duplicates(
     aws_env: LocalAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baseline: dict[str, Any], where: str
 ) -> None:
-    name, calls = STAGE_CRASHES[where]
+    module, name, calls = STAGE_CRASHES[where]
     with quick_main_job(monkeypatch, pipeline=False), monkeypatch.context() as crash:
-        crash.setattr(main_job, name, crash_after(getattr(main_job, name), calls))
+        crash.setattr(module, name, crash_after(getattr(module, name), calls))
         with pytest.raises(Interrupted):
             main(["run", "--workdir", str(tmp_path), *SMALL])
 
@@ -302,31 +304,44 @@ def test_a_retried_step_output_holds_exactly_the_new_files(aws_env: LocalAws, tm
     assert list(_objects(aws_env, bucket, "pipeline/e1/")) == ["pipeline/e1/EvaluateModel/evaluation/evaluation.json"]
 
 
-def test_a_rerun_with_nothing_to_quarantine_removes_the_earlier_quarantine(aws_env: LocalAws, tmp_path: Path) -> None:
-    """Otherwise the catalogue step would register the earlier run's quarantine again (or, with a
-    fresh moto account and the same workdir, fail on a local folder whose S3 prefix is empty)."""
+def test_a_rerun_with_nothing_to_quarantine_replaces_the_earlier_quarantine(
+    aws_env: LocalAws, tmp_path: Path, data_template_path: Path
+) -> None:
+    """The quarantine job overwrites its output (as the stack's job says): an earlier run's rows never stay."""
     res = provision(CFG, aws_env)
     header = "user_id,product_id,event_type,rating,timestamp\n"
     good, bad = "u1,p1,view,,2026-01-01T10:00:00Z\n", "u2,p1,teleport,,2026-01-01T11:00:00Z\n"
     raw = tmp_path / "interactions.csv"
     for content, quarantined in ((header + good + bad, 1), (header + good, 0)):
         raw.write_text(content)
-        uri = upload_raw(aws_env, res, {"interactions": raw})["interactions"]
-        counts, _ = main_job.curate_table(aws_env, res, "interactions", uri, tmp_path / "lake")
-        assert counts.quarantined == quarantined
-    assert list_data_keys(aws_env, res.destination_bucket, "quarantine/interactions/") == []
-    assert not (tmp_path / "lake" / "quarantine" / "interactions").exists()
+        upload_raw(aws_env, res, {"interactions": raw})
+        run = curation.run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}), template=data_template_path)
+        assert main_job.curation_counts(run.runs)["interactions"].quarantined == quarantined
+    (key,) = list_data_keys(aws_env, res.destination_bucket, "quarantine/interactions/")
+    assert len(read_parquet(aws_env, f"s3://{res.destination_bucket}/{key}")) == 0
+    assert len(pd.read_parquet(tmp_path / "lake" / "quarantine" / "interactions")) == 0
     assert list_data_keys(aws_env, res.destination_bucket, "curated/interactions/") != []
 
 
-def test_a_rerun_without_a_clickstream_archive_removes_the_earlier_clickstream_quarantine(
-    aws_env: LocalAws, tmp_path: Path
+def test_a_rerun_without_a_clickstream_archive_does_not_catalogue_the_earlier_clickstream_quarantine(
+    aws_env: LocalAws, tmp_path: Path, data_template_path: Path
 ) -> None:
     """Same workdir, fresh moto account: the earlier run's local quarantine/clickstream must not be catalogued."""
     res = provision(CFG, aws_env)
     stale = tmp_path / "lake" / "quarantine" / "clickstream"
     stale.mkdir(parents=True)
     (stale / "part-00000.parquet").write_bytes(b"left by an earlier run")
-    assert main_job.curate_clickstream(aws_env, res, tmp_path / "lake") is None
-    assert not stale.exists()
-    assert list_data_keys(aws_env, res.destination_bucket, "curated/clickstream/") != []  # declared, empty
+    files = {
+        "interactions": "user_id,product_id,event_type,rating,timestamp\nu1,p1,view,,2026-01-01T10:00:00Z\n",
+        "users": "user_id,signup_date,city,age_band\nu1,2025-01-01,Pune,25-34\n",
+        "products": "product_id,category,price\np1,Sarees,499\n",
+    }
+    for table, text in files.items():
+        (tmp_path / f"{table}.csv").write_text(text)
+    upload_raw(aws_env, res, {table: tmp_path / f"{table}.csv" for table in files})
+    athena = LocalAthena({})
+    run = curation.run_curation(CFG, aws_env, res, tmp_path / "lake", athena, template=data_template_path)
+    assert run.execution.status == "SUCCEEDED"
+    assert {r["job"] for r in run.execution.output["jobs"] if r["skipped"]} >= {f"{CFG.prefix}-clickstream-quarantine"}
+    tables = {t["Name"] for t in aws_env.client("glue").get_tables(DatabaseName=res.glue_database)["TableList"]}
+    assert "quarantine_clickstream" not in tables and "quarantine_clickstream" not in athena.tables

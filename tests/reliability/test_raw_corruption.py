@@ -23,6 +23,8 @@ from glue_jobs.raw_reader import RawDataError
 from glue_jobs.schema import EVENT_TYPES, QUARANTINE_REASON_COLUMN, RAW_COLUMNS
 from recsys import main_job
 from recsys.generator import GeneratorConfig, generate_to_dir
+from recsys.local.athena import LocalAthena
+from recsys.local.curation import run_curation
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import provision, upload_raw
 from settings.config import QUARANTINE_PREFIX, load_project_config
@@ -237,8 +239,11 @@ def test_generator_data_with_broken_lines_reconciles_and_catches_every_injected_
     assert broken.reasons.get("malformed_line", 0) >= 1
 
 
-def test_the_main_job_reconciles_a_corrupted_file_through_moto_s3(aws_env: LocalAws, tmp_path: Path) -> None:
-    """The real main-job step (S3 get -> read_raw -> recipes -> curated + quarantine Parquet), not the helper."""
+def test_the_main_job_reconciles_a_corrupted_file_through_moto_s3(
+    aws_env: LocalAws, tmp_path: Path, data_template_path: Path
+) -> None:
+    """The real main-job step (the curation workflow's jobs: S3 get -> read_raw -> recipes -> curated + quarantine
+    Parquet), not the helper."""
     rows = [
         "u1,p1,view,,1735689600",
         "u1,p1,view,,1735689600",
@@ -254,7 +259,11 @@ def test_the_main_job_reconciles_a_corrupted_file_through_moto_s3(aws_env: Local
     raw.write_bytes(("\ufeff" + HEADER + "\r\n" + "\r\n".join(rows) + "\r\n").encode())
     res = provision(load_project_config(), aws_env)
     uri = upload_raw(aws_env, res, {"interactions": raw})["interactions"]
-    counts, curated = main_job.curate_table(aws_env, res, "interactions", uri, tmp_path / "lake")
+    assert uri.endswith("interactions.csv")
+    lake = tmp_path / "lake"
+    run = run_curation(load_project_config(), aws_env, res, lake, LocalAthena({}), template=data_template_path)
+    counts = main_job.curation_counts(run.runs)["interactions"]
+    curated = pd.read_parquet(tmp_path / "lake" / "curated" / "interactions")
     assert (counts.rows_in, counts.curated, counts.quarantined) == (len(rows), 2, 7)
     assert sorted(curated["user_id"]) == ["u1", "u7"]
     quarantine = pd.read_parquet(tmp_path / "lake" / QUARANTINE_PREFIX / "interactions")

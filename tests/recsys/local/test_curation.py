@@ -22,14 +22,9 @@ HEADER = "user_id,product_id,event_type,rating,timestamp\n"
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    """The data stack as ``cdk synth`` writes it (synthesized here, so the test never reads a stale cdk.out)."""
-    from stacks.app_builder import build_app, new_app
-
-    out = tmp_path_factory.mktemp("cdk")
-    app, _ = build_app(new_app(str(out)), "dev", nag=False)
-    app.synth()
-    return out / f"{CFG.prefix}-data.template.json"
+def template(data_template_path) -> Path:
+    """The data stack as ``cdk synth`` writes it (synthesized for the session, so never a stale cdk.out)."""
+    return data_template_path
 
 
 def _data(aws: LocalAws, tmp_path: Path):
