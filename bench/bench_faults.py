@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline_steps import local_runner  # noqa: E402
 from pipeline_steps.definition import EVALUATE, PACKAGE, PREPARE, REGISTER, TRAIN  # noqa: E402
-from recsys import main_job  # noqa: E402
 from recsys.cli import main  # noqa: E402
 from recsys.local.faults import S3Fault, inject_s3_faults  # noqa: E402
 from recsys.local.moto_server import MAX_ATTEMPTS, LocalAws, local_aws  # noqa: E402
