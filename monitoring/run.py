@@ -59,6 +59,7 @@ def run_monitoring(
     model_metrics_history: Sequence[Mapping[str, Any]] = (),
     endpoint_latencies_ms: Sequence[float] | None = None,
     endpoint_errors: tuple[int, int] = (0, 0),
+    data_quality_published: bool = False,
 ) -> Path:
     """Run the monitoring stage against the local AWS ``aws`` (``LocalAws``); returns the dashboard path.
 
@@ -66,13 +67,17 @@ def run_monitoring(
     ``model_metrics_history``: the ``model_metrics`` rows PublishMetrics wrote (the dashboard's model sheet).
     ``endpoint_latencies_ms`` / ``endpoint_errors`` (4xx, 5xx): a measured burst against the local
     endpoint, published as SageMaker would, so the endpoint alarms evaluate real numbers.
+    ``data_quality_published``: the curation state machine was executed and published the data-quality
+    metrics itself; nothing is republished, so a producer missing from the template shows as missing data.
     """
     now = datetime.now(UTC)
     cloudwatch = aws.client("cloudwatch")
     topic_arn = aws.client("sns").create_topic(Name=f"{cfg.prefix}-alarms")["TopicArn"]
 
     history = sorted((dict(r) for r in model_metrics_history), key=lambda r: str(r.get("evaluated_at", "")))
-    for table in TABLES:  # what the curation workflow's data-quality states publish on AWS, same query
+    if data_quality_published:  # the curation state machine's own states did (the local run executes it)
+        progress.info("data quality: published by the curation workflow's states (no second producer here)")
+    for table in () if data_quality_published else TABLES:  # the workflow's query, when it did not run
         try:
             row = athena.query(m.data_quality_sql(table)).iloc[0].to_dict()
         except MissingTableError as err:  # the crawler catalogues only what a job wrote

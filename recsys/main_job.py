@@ -329,6 +329,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 progress,
                 model_metrics_history=_model_metrics_history(aws, res, lake),
                 endpoint_latencies_ms=latencies or None,
+                data_quality_published=True,
             )
             progress.info(f"dashboard: {dashboard.resolve()} (open it in a browser)")
     print(f"\ndone in {progress.elapsed:.1f} s; local outputs in {lake}; raw in s3 under {RAW_PREFIX}/")
