@@ -31,6 +31,17 @@ from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena
 from recsys.local.catalog import list_tables, register_prefix
 from recsys.local.curation import JobRun, run_curation
+from recsys.local.events import (
+    Route,
+    Rule,
+    databrew_job_state_change,
+    describe,
+    execution_status_change,
+    load_rules,
+    model_package_state_change,
+    route,
+    s3_object_created,
+)
 from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
 from recsys.local.s3io import delete_data, read_parquet, write_parquet
@@ -39,6 +50,7 @@ from settings.config import (
     CLICKSTREAM_RECIPE,
     CURATED_PREFIX,
     FEATURES_PREFIX,
+    LOCAL_ACCOUNT,
     PIPELINE_PREFIX,
     PROJECT_ROOT,
     QUARANTINE_PREFIX,
@@ -136,11 +148,13 @@ def curation_counts(runs: dict[str, JobRun]) -> dict[str, CurationCounts]:
 
 
 def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalResources, lake: Path,
-                          athena: LocalAthena, *, brief: bool = False) -> dict[str, CurationCounts]:  # fmt: skip
+                          athena: LocalAthena, *, rules: list[Rule],
+                          brief: bool = False) -> tuple[dict[str, CurationCounts], list[Route]]:  # fmt: skip
     """The data stack's curation state machine, executed from the synthesized template (recsys/local/curation.py).
 
     Prints the states as executed (``brief``: one line) and each table's counts (``brief``: the clickstream's);
-    a job the workflow skipped is named with the reason."""
+    a job the workflow skipped is named with the reason. Its events (failed jobs, the execution's status) go
+    through the templates' EventBridge rules; returns the counts and where the status event went."""
     run = run_curation(cfg, aws, res, lake, athena)
     ex = run.execution
     where = run.template.relative_to(PROJECT_ROOT) if run.template.is_relative_to(PROJECT_ROOT) else run.template
@@ -161,7 +175,23 @@ def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalReso
     if not brief:
         for name, rows in run.features.items():
             progress.info(f"feature table {name:<28} {rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/")
-    return counts
+    for job in skipped if not brief else ():
+        _route(progress, rules, databrew_job_state_change(job, "FAILED", cfg.region), f"DataBrew job {job} FAILED")
+    status = execution_status_change(_arn(cfg, "states"), ex.status, cfg.region)
+    return counts, _route(progress, rules, status, f"curation {ex.status}", quiet=brief)
+
+
+def _arn(cfg, service: str) -> str:
+    """The curation state machine's (``states``) or the training pipeline's (``sagemaker``) local ARN."""
+    name = f"stateMachine:{cfg.curation_state_machine}" if service == "states" else f"pipeline/{cfg.pipeline_name}"
+    return f"arn:aws:{service}:{cfg.region}:{LOCAL_ACCOUNT}:{name}"
+
+
+def _route(progress: Progress, rules: list[Rule], evt: dict, what: str, *, quiet: bool = False) -> list[Route]:
+    routes = route(rules, evt)
+    if not quiet:
+        progress.info(f"EventBridge: {what} -> {describe(routes)}")
+    return routes
 
 
 def _print_states(progress: Progress, steps: list) -> None:
@@ -281,7 +311,13 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             if CLICKSTREAM not in uris:  # no archive yet: the declared table exists, empty
                 _publish(aws, res, CLICKSTREAM, CURATED_PREFIX, empty_curated(CLICKSTREAM_RECIPE), lake)
                 _clear_quarantine(aws, res, CLICKSTREAM, lake)
-            counts = run_curation_workflow(progress, cfg, aws, res, lake, athena)
+            rules = load_rules(cfg)  # EventBridge: the upload starts the workflow only if a rule says so
+            key = uris["interactions"].split(f"s3://{res.source_bucket}/", 1)[1]
+            uploaded = s3_object_created(res.source_bucket, key, cfg.region)
+            routes = _route(progress, rules, uploaded, f"Object Created {key}")
+            if _arn(cfg, "states") not in {r.target for r in routes}:
+                raise RawDataError(f"no EventBridge rule in cdk.out starts {cfg.curation_state_machine} for {key}")
+            counts, routes = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules)
             if counts["interactions"].curated == 0:
                 raise RawDataError(
                     f"{files['interactions'].name}: none of its {counts['interactions'].rows_in:,} rows passed the "
@@ -294,6 +330,10 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             kpis = athena.query("kpi_daily_funnel")
             top = athena.query("top_products_by_category")
 
+        if _arn(cfg, "sagemaker") not in {r.target for r in routes}:
+            print(f"\nstopped after {progress.elapsed:.1f} s: no EventBridge rule starts {cfg.pipeline_name} when "
+                  "curation succeeds (see above), so it would not run on AWS either")
+            return 1
         pipeline = _pipeline_stage(progress, cfg, aws, res, workdir)
         if pipeline is None:
             print(f"\nstopped after {progress.elapsed:.1f} s: the pipeline failed (see above); curated data in {lake}")
@@ -311,12 +351,18 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             _show(progress, "funnel and revenue, last 5 days (all categories)", daily)
             _show(progress, "best-selling product per category", top[top.category_rank == 1], rows=15)
         latencies: list[float] = []
-        if pipeline.passed_gate:
+        deployed = pipeline.passed_gate and any(
+            ":function:" in r.target
+            for r in _route(progress, rules, model_package_state_change(
+                cfg.model_package_group, pipeline.approval_status, pipeline.model_package_arn, cfg.region),
+                f"model package {pipeline.approval_status}")
+        )  # fmt: skip
+        if deployed:
             world = None if args.data else gen_cfg  # simulated shoppers need the generator's tastes
             latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training, world)
             if stream_events:
                 with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
-                    _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events, len(training))
+                    _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events, len(training), rules)
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring
@@ -333,7 +379,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             )
             progress.info(f"dashboard: {dashboard.resolve()} (open it in a browser)")
     print(f"\ndone in {progress.elapsed:.1f} s; local outputs in {lake}; raw in s3 under {RAW_PREFIX}/")
-    if args.serve and pipeline.passed_gate:
+    if args.serve and deployed:
         from recsys.local.endpoint import serve_forever
 
         print(f"\n--serve: the registered model stays up ({pipeline.model_dir}); Ctrl-C stops it")
@@ -358,13 +404,14 @@ def _archive_to_training(
     lake: Path,
     events: list[dict | str],
     rows_before: int,
+    rules: list[Rule],
 ) -> None:
     """What the nightly workflow does with the stream: archive (Firehose) -> the curation workflow -> training set."""
     from recsys.local import streaming
 
     key = streaming.archive_events(aws, res.source_bucket, events)
     progress.info(f"firehose (local): {len(events)} records -> s3://{res.source_bucket}/{key}")
-    counts = run_curation_workflow(progress, cfg, aws, res, lake, athena, brief=True)  # the nightly run
+    counts, _ = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules, brief=True)  # nightly run
     if CLICKSTREAM not in counts:
         progress.info("clickstream: the workflow skipped its jobs; the training set keeps the exports only")
     athena.register(CLICKSTREAM, lake / CURATED_PREFIX / CLICKSTREAM)  # the declared table, now with data

@@ -45,12 +45,19 @@ from recsys.local.states import DefinitionError, Execution, Interpreter, StatesE
 from settings.config import FEATURES_PREFIX, LOCAL_ACCOUNT, PROJECT_ROOT, Config
 
 CDK_OUT = PROJECT_ROOT / "cdk.out"
+
+
+def cdk_out() -> Path:
+    """Where the synthesized templates are: ``CDK_OUTDIR`` when set (the variable ``cdk synth`` gives app.py,
+    so a test can point the local run at a changed copy), else ``cdk.out``."""
+    return Path(os.environ.get("CDK_OUTDIR") or CDK_OUT)
 _CTAS = re.compile(r"^\s*CREATE\s+TABLE\s+(\w+)\s+WITH\s*\((.*?)\)\s*AS\s+(.*)$", re.S | re.I)
 _DROP = re.compile(r"^\s*DROP\s+TABLE\s+IF\s+EXISTS\s+(\w+)\s*;?\s*$", re.I)
 
 
-def template_path(cfg: Config, out_dir: Path = CDK_OUT) -> Path:
+def template_path(cfg: Config, out_dir: Path | None = None) -> Path:
     """The data stack's template; synthesized first (``python app.py``, what ``cdk synth`` runs) if absent."""
+    out_dir = out_dir or cdk_out()
     path = Path(out_dir) / f"{cfg.prefix}-data.template.json"
     if not path.is_file():
         env = {**os.environ, "CDK_OUTDIR": str(out_dir), "CDK_CONTEXT_JSON": json.dumps({"env": cfg.env_name})}
@@ -74,11 +81,27 @@ def _machine(template: dict, machine_name: str) -> dict:
     raise DefinitionError(f"no state machine {machine_name!r} in the template")
 
 
-class Resolver:
-    """CloudFormation intrinsics of the template resolved to the local names (account, region, buckets)."""
+#: What ``Ref`` returns for resource types whose Ref is an ARN (CloudFormation's documented return values).
+_REF_ARNS = {
+    "AWS::StepFunctions::StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
+    "AWS::SNS::Topic": "arn:aws:sns:{region}:{account}:{name}",
+}
+_ATT_ARNS = {
+    **_REF_ARNS,
+    "AWS::Lambda::Function": "arn:aws:lambda:{region}:{account}:function:{name}",
+    "AWS::SQS::Queue": "arn:aws:sqs:{region}:{account}:{name}",
+}
+_NAME_KEYS = ("BucketName", "Name", "StateMachineName", "TableName", "TopicName", "FunctionName", "QueueName",
+              "PipelineName")  # fmt: skip
 
-    def __init__(self, template: dict, region: str) -> None:
+
+class Resolver:
+    """CloudFormation intrinsics of the template resolved to the local names (account, region, buckets, ARNs);
+    ``exports`` (export name -> (value, its template)) resolves ``Fn::ImportValue`` across stacks."""
+
+    def __init__(self, template: dict, region: str, exports: dict[str, tuple[Any, dict]] | None = None) -> None:
         self.template = template
+        self.exports = exports or {}
         self.pseudo = {"AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": LOCAL_ACCOUNT,
                        "AWS::URLSuffix": "amazonaws.com"}  # fmt: skip
 
@@ -90,21 +113,40 @@ class Resolver:
                 sep, parts = node["Fn::Join"]
                 return sep.join(str(self(p)) for p in parts)
             if set(node) == {"Fn::GetAtt"}:
-                logical, attr = node["Fn::GetAtt"]
-                return f"arn:aws:local:{self.pseudo['AWS::Region']}:{LOCAL_ACCOUNT}:{logical}/{attr}"
+                return self._get_att(*node["Fn::GetAtt"])
+            if set(node) == {"Fn::ImportValue"}:
+                name = self(node["Fn::ImportValue"])
+                if name not in self.exports:
+                    raise DefinitionError(f"Fn::ImportValue {name!r}: no stack exports it")
+                value, doc = self.exports[name]
+                return Resolver(doc, self.pseudo["AWS::Region"], self.exports)(value)
             return {k: self(v) for k, v in node.items()}
         if isinstance(node, list):
             return [self(v) for v in node]
         return node
 
+    def _name(self, logical: str) -> tuple[str, str]:
+        resource = self.template["Resources"].get(logical)
+        if resource is None:
+            raise DefinitionError(f"{logical!r} is not a resource of the template")
+        props = resource.get("Properties", {})
+        name = next((str(self(props[k])) for k in _NAME_KEYS if k in props), logical)
+        return resource["Type"], name
+
+    def _arn(self, fmt: str, name: str) -> str:
+        return fmt.format(region=self.pseudo["AWS::Region"], account=LOCAL_ACCOUNT, name=name)
+
     def _ref(self, name: str) -> str:
         if name in self.pseudo:
             return self.pseudo[name]
-        props = self.template["Resources"].get(name, {}).get("Properties", {})
-        for key in ("BucketName", "Name", "StateMachineName", "TableName"):
-            if key in props:
-                return str(self(props[key]))
-        raise DefinitionError(f"Ref {name!r}: no physical name in the template to resolve locally")
+        type_, physical = self._name(name)
+        return self._arn(_REF_ARNS[type_], physical) if type_ in _REF_ARNS else physical
+
+    def _get_att(self, logical: str, attr: str) -> str:
+        type_, physical = self._name(logical)
+        if attr == "Arn" and type_ in _ATT_ARNS:
+            return self._arn(_ATT_ARNS[type_], physical)
+        return f"arn:aws:local:{self.pseudo['AWS::Region']}:{LOCAL_ACCOUNT}:{logical}/{attr}"
 
 
 @dataclass
