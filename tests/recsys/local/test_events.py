@@ -1,0 +1,79 @@
+"""EventBridge rules from the synthesized templates route the local run's events; a missing rule stops it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from recsys.cli import main
+from recsys.local.events import (
+    execution_status_change,
+    load_rules,
+    matches,
+    model_package_state_change,
+    route,
+    s3_object_created,
+)
+from settings.config import LOCAL_ACCOUNT, load_project_config
+
+CFG = load_project_config("dev")
+SMALL = ["--users", "150", "--products", "60", "--interactions", "3000", "--days", "30"]
+MACHINE = f"arn:aws:states:{CFG.region}:{LOCAL_ACCOUNT}:stateMachine:{CFG.curation_state_machine}"
+PIPELINE = f"arn:aws:sagemaker:{CFG.region}:{LOCAL_ACCOUNT}:pipeline/{CFG.pipeline_name}"
+SOURCE = CFG.bucket_name("source", LOCAL_ACCOUNT)
+
+
+@pytest.fixture(autouse=True)
+def _no_outdir_from_the_environment(monkeypatch):
+    monkeypatch.delenv("CDK_OUTDIR", raising=False)
+    yield
+
+
+def test_pattern_matching_follows_eventbridge_content_filtering():
+    evt = {"source": "aws.s3", "detail": {"object": {"key": "raw/interactions/a.csv", "size": 10}, "tags": ["x", "y"]}}
+    assert matches({"source": ["aws.s3"], "detail": {"object": {"key": [{"prefix": "raw/interactions/"}]}}}, evt)
+    assert not matches({"detail": {"object": {"key": [{"prefix": "raw/users/"}]}}}, evt)
+    assert matches({"detail": {"tags": ["y"]}}, evt)  # an array field matches if any element does
+    sized = {"key": [{"suffix": ".csv"}], "size": [{"numeric": [">", 5, "<=", 10]}]}
+    assert matches({"detail": {"object": sized}}, evt)
+    assert matches({"detail": {"gone": [{"exists": False}]}, "source": [{"anything-but": ["aws.glue"]}]}, evt)
+    assert not matches({"detail": {"object": {"key": [{"exists": False}]}}}, evt)
+    assert not matches({"detail-type": ["Object Created"]}, evt)  # a field the event lacks never matches a value
+
+
+def test_the_templates_chain_upload_to_curation_to_pipeline_to_deploy(data_template_path):
+    rules = load_rules(CFG, data_template_path.parent)
+    upload = route(rules, s3_object_created(SOURCE, "raw/interactions/x.csv", CFG.region))
+    assert [r.target for r in upload] == [MACHINE]
+    assert route(rules, s3_object_created(SOURCE, "raw/users/u.csv", CFG.region)) == []  # users alone: no run
+    assert [r.target for r in route(rules, execution_status_change(MACHINE, "SUCCEEDED", CFG.region))] == [PIPELINE]
+    assert route(rules, execution_status_change(MACHINE, "FAILED", CFG.region)) == []
+    approved = route(rules, model_package_state_change(CFG.model_package_group, "Approved", "arn:x", CFG.region))
+    assert len(approved) == 1 and ":function:" in approved[0].target
+    pending = model_package_state_change(CFG.model_package_group, "PendingManualApproval", "a", CFG.region)
+    assert route(rules, pending) == []  # prod's manual approval: nothing deploys until someone approves
+
+
+def test_without_the_rule_that_starts_training_the_local_run_stops_before_the_pipeline(
+    data_template_path, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "cdk.out"
+    shutil.copytree(data_template_path.parent, out)
+    ml = out / f"{CFG.prefix}-ml.template.json"
+    doc = json.loads(ml.read_text())
+    (rule,) = [k for k, r in doc["Resources"].items() if k.startswith("OnCurationSucceeded")]
+    del doc["Resources"][rule]
+    ml.write_text(json.dumps(doc))
+    monkeypatch.setenv("CDK_OUTDIR", str(out))
+    assert main(["run", "--workdir", str(tmp_path / "run"), *SMALL]) == 1
+    printed = capsys.readouterr().out
+    assert "EventBridge: curation SUCCEEDED -> no rule matches" in printed
+    assert f"no EventBridge rule starts {CFG.pipeline_name}" in printed and "SageMaker pipeline" not in printed
+
+
+def test_rules_resolve_cross_stack_imports_to_local_names(data_template_path):
+    rules = {r.logical_id.rstrip("0123456789ABCDEF"): r for r in load_rules(CFG, data_template_path.parent)}
+    curation = [r for k, r in rules.items() if k.startswith("OnCurationSucceeded")]
+    assert curation and curation[0].pattern["detail"]["stateMachineArn"] == [MACHINE]  # was Fn::ImportValue
