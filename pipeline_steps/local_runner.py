@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -373,6 +374,75 @@ def register_model(
     )["ModelPackageArn"]
 
 
+#: A SageMaker pipeline step type -> the local StepSpec kind that runs it.
+_STEP_KINDS = {"Processing": "processing", "Training": "training", "Condition": "condition",
+               "RegisterModel": "register", "Fail": "fail"}  # fmt: skip
+_CONDITIONS = {
+    "GreaterThanOrEqualTo": lambda a, b: a >= b,
+    "GreaterThan": lambda a, b: a > b,
+    "LessThanOrEqualTo": lambda a, b: a <= b,
+    "LessThan": lambda a, b: a < b,
+    "Equals": lambda a, b: a == b,
+}
+
+
+@dataclass
+class TemplatePipeline:
+    """The pipeline definition the ml stack synthesized (``AWS::SageMaker::Pipeline``), as the local run reads it."""
+
+    path: Path
+    sha256: str
+    definition: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path, pipeline_name: str) -> TemplatePipeline:
+        doc = json.loads(Path(path).read_text())
+        for resource in doc["Resources"].values():
+            props = resource.get("Properties", {})
+            if resource["Type"] == "AWS::SageMaker::Pipeline" and props.get("PipelineName") == pipeline_name:
+                body = props["PipelineDefinition"]["PipelineDefinitionBody"]
+                digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+                text = body["Fn::Sub"][0] if isinstance(body, dict) else body
+                # ${Var} substitutions (buckets, the key, the role, the code key): not needed for the step graph
+                return cls(Path(path), digest, json.loads(re.sub(r"\$\{([^}]+)\}", r"\1", text)))
+        raise PipelineStepError(f"{path}: no pipeline {pipeline_name!r}")
+
+    def spec(self, template_step: Mapping[str, Any]) -> StepSpec:
+        """The local spec that runs a template step; the step collection's ``<name>-RegisterModel`` included."""
+        name, kind = template_step["Name"], _STEP_KINDS.get(template_step["Type"])
+        if kind is None:
+            raise PipelineStepError(f"pipeline step {name}: type {template_step['Type']} is not run locally")
+        candidates = [n for n in (name, name.split("-", 1)[0]) if n in {s.name for s in STEPS}]
+        if not candidates:
+            raise PipelineStepError(f"pipeline step {name} ({template_step['Type']}) has no local spec")
+        spec = step(candidates[0])
+        if spec.kind != kind:
+            raise PipelineStepError(f"pipeline step {name}: {template_step['Type']} in the template, {spec.kind} here")
+        return spec
+
+    def condition_holds(self, template_step: Mapping[str, Any], report: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> bool:  # fmt: skip
+        """The template's own conditions: ``Std:JsonGet`` on the property file, ``Get`` of parameters."""
+
+        def operand(node: Any) -> Any:
+            if isinstance(node, dict) and "Std:JsonGet" in node:
+                value: Any = report
+                for key in node["Std:JsonGet"]["Path"].split("."):
+                    value = value[key]
+                return value
+            if isinstance(node, dict) and "Get" in node:
+                ref = node["Get"]
+                if not ref.startswith("Parameters."):
+                    raise PipelineStepError(f"condition operand {ref} is not interpreted locally")
+                return float(params[ref.removeprefix("Parameters.")])
+            return node
+
+        return all(
+            _CONDITIONS[c["Type"]](float(operand(c["LeftValue"])), float(operand(c["RightValue"])))
+            for c in template_step["Arguments"]["Conditions"]
+        )
+
+
 def run_pipeline_locally(
     cfg: Config,
     aws: LocalAws,
@@ -383,6 +453,7 @@ def run_pipeline_locally(
     parameters: Mapping[str, Any] | None = None,
     hyperparameters: Mapping[str, str] | None = None,
     execution_id: str | None = None,
+    template: TemplatePipeline | None = None,
 ) -> LocalPipelineResult:
     """Walk :data:`definition.STEPS` in order against the local AWS; see the module docstring.
 
@@ -390,6 +461,9 @@ def run_pipeline_locally(
     ``hyperparameters`` are extra train.py flags (tests use them to keep training short).
     Raises :class:`PipelineStepError` when a script fails; a failed quality gate is a normal
     result with ``status == "Failed"`` and nothing registered.
+    ``template``: the synthesized pipeline definition; its steps, their order, the condition's branches and
+    the condition itself are then taken from it (each step run by the local spec of that name), so a step the
+    template lacks is not run locally either.
     """
     specs = {p.name: p for p in parameter_specs(cfg, res.destination_bucket)}
     unknown = sorted(set(parameters or {}) - set(specs))
@@ -414,10 +488,16 @@ def run_pipeline_locally(
     )
     result = LocalPipelineResult(execution_id=execution_id, status="Executing", parameters=params)
 
-    branches = {n for s in STEPS for n in (*s.if_steps, *s.else_steps)}
-    queue = [s for s in STEPS if s.name not in branches]
+    if template is None:
+        branches = {n for s in STEPS for n in (*s.if_steps, *s.else_steps)}
+        queue: list[Any] = [s for s in STEPS if s.name not in branches]
+    else:
+        queue = list(template.definition["Steps"])
+        progress(f"definition from {template.path.name} (sha256 {template.sha256[:12]}): "
+                 f"{', '.join(s['Name'] for s in queue)}")  # fmt: skip
     while queue:
-        spec = queue.pop(0)
+        node = queue.pop(0)
+        spec = node if template is None else template.spec(node)
         t0 = time.perf_counter()
         label = f"{spec.name:<18} {spec.kind:<10} {spec.script or '-':<18}"
         try:
@@ -435,7 +515,11 @@ def run_pipeline_locally(
                 result.evaluation = json.loads(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
                 threshold = float(params[GATE.threshold_parameter])
                 result.passed_gate, result.gate_message = gate_passes(result.evaluation, threshold)
-                queue = [step(n) for n in (spec.if_steps if result.passed_gate else spec.else_steps)] + queue
+                if template is None:
+                    queue = [step(n) for n in (spec.if_steps if result.passed_gate else spec.else_steps)] + queue
+                else:  # the template's condition decides, and its branch lists what runs next
+                    result.passed_gate = template.condition_holds(node, result.evaluation, params)
+                    queue = list(node["Arguments"]["IfSteps" if result.passed_gate else "ElseSteps"]) + queue
             elif spec.kind == "register":
                 channel = {c.name: run.source_uri(c.source) for c in spec.inputs}
                 approval = str(params[APPROVAL_PARAM])

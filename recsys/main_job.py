@@ -30,7 +30,7 @@ from pipeline_steps.definition import BATCH, PUBLISH
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena
 from recsys.local.catalog import list_tables, register_prefix
-from recsys.local.curation import JobRun, run_curation
+from recsys.local.curation import JobRun, cdk_out, run_curation
 from recsys.local.events import (
     Route,
     Rule,
@@ -454,11 +454,12 @@ def _model_metrics_history(aws: LocalAws, res: LocalResources, lake: Path) -> li
 
 def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources, workdir: Path):
     """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them."""
-    from pipeline_steps.local_runner import PipelineStepError, run_pipeline_locally
+    from pipeline_steps.local_runner import PipelineStepError, TemplatePipeline, run_pipeline_locally
 
     with progress.step("SageMaker pipeline run locally (pipeline_steps/): prepare, train, evaluate, gate, register"):
         try:
-            result = run_pipeline_locally(cfg, aws, res, workdir, progress.info)
+            template = TemplatePipeline.load(cdk_out() / f"{cfg.prefix}-ml.template.json", cfg.pipeline_name)
+            result = run_pipeline_locally(cfg, aws, res, workdir, progress.info, template=template)
         except PipelineStepError as err:
             first, *tail = str(err).splitlines()
             progress.info(f"pipeline FAILED: {first}")
