@@ -44,7 +44,7 @@ def _pandas_dtype(t: pa.DataType) -> object:
     return pd.ArrowDtype(t)
 
 
-def _typed_curated(table: str, df: pd.DataFrame) -> pd.DataFrame:
+def typed_curated(table: str, df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in CURATED_COLUMNS[table] if c not in df.columns]
     if missing:
         raise RecipeStepError(f"the {table} curated steps did not produce columns {missing}")
@@ -58,7 +58,7 @@ def curated_arrow_table(table: str, df: pd.DataFrame) -> pa.Table:
     return arrow.cast(schema)
 
 
-def _as_raw_strings(table: str, raw: pd.DataFrame) -> pd.DataFrame:
+def as_raw_strings(table: str, raw: pd.DataFrame) -> pd.DataFrame:
     """Raw columns as strings; optional raw columns absent from the file are added empty, so steps can run."""
     out = raw.reset_index(drop=True)
     out = out.astype({c: "str" for c in out.columns if not pd.api.types.is_string_dtype(out[c].dtype)})
@@ -83,10 +83,10 @@ def run_recipe(table: str, raw: pd.DataFrame) -> RecipeResult:
     ``recipe_steps(table, output)`` (a test checks the two agree).
     """
     recipe = load_recipe(table)
-    base = apply_steps(_as_raw_strings(table, raw), recipe["flag_steps"])
+    base = apply_steps(as_raw_strings(table, raw), recipe["flag_steps"])
     curated = apply_steps(base, [row_filter_step(CURATED_STATUS), *recipe["curated_steps"]])
     quarantine = apply_steps(base, [row_filter_step(QUARANTINE_STATUS), *recipe["quarantine_steps"]])
-    curated = _typed_curated(table, curated)
+    curated = typed_curated(table, curated)
     for c in (QUARANTINE_REASON_COLUMN, QUARANTINE_STEP_COLUMN):
         if c not in quarantine.columns:
             raise RecipeStepError(f"the {table} quarantine steps did not produce column {c!r}")

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from glue_jobs.datasets import selected_keys, template_parameters
 from glue_jobs.raw_reader import read_raw
 from glue_jobs.recipe_executor import RecipeStepError, apply_steps
-from glue_jobs.recipe_jobs import _as_raw_strings, _typed_curated, curated_arrow_table, reason_counts
+from glue_jobs.recipe_jobs import as_raw_strings, curated_arrow_table, reason_counts, typed_curated
 from glue_jobs.schema import QUARANTINE_REASON_COLUMN
 from recsys.local.athena import AthenaQueryError, LocalAthena
 from recsys.local.catalog import register_prefix
@@ -238,11 +238,11 @@ class LocalEngines:
                 malformed.append(raw.malformed)
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         try:
-            out = apply_steps(_as_raw_strings(table, frame), recipe["Steps"])
+            out = apply_steps(as_raw_strings(table, frame), recipe["Steps"])
         except RecipeStepError as err:
             raise StatesError("States.TaskFailed", f"DataBrew job {job['Name']}: {err}") from err
         if output == "curated":
-            written: pa.Table | pd.DataFrame = curated_arrow_table(table, _typed_curated(table, out))
+            written: pa.Table | pd.DataFrame = curated_arrow_table(table, typed_curated(table, out))
         else:
             out = pd.concat([*malformed, out], ignore_index=True) if malformed else out
             written = out.astype("string")
