@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from glue_jobs.datasets import selected_keys, template_parameters
-from glue_jobs.raw_reader import read_raw
+from glue_jobs.raw_reader import RawDataError, read_raw
 from glue_jobs.recipe_executor import RecipeStepError, apply_steps
 from glue_jobs.recipe_jobs import as_raw_strings, curated_arrow_table, reason_counts, typed_curated
 from glue_jobs.schema import QUARANTINE_REASON_COLUMN
@@ -232,7 +232,10 @@ class LocalEngines:
         s3 = self.aws.client("s3")
         for k in keys:
             body = s3.get_object(Bucket=source["Bucket"], Key=k)["Body"].read()
-            raw = read_raw(body, table, fmt=_raw_format(k), name=f"s3://{source['Bucket']}/{k}")
+            try:
+                raw = read_raw(body, table, fmt=_raw_format(k), name=f"s3://{source['Bucket']}/{k}")
+            except RawDataError as err:  # a file the job cannot read fails the job (caught for optional tables)
+                raise StatesError("States.TaskFailed", f"DataBrew job {job['Name']}: {err}") from err
             frames.append(raw.frame)
             if len(raw.malformed):
                 malformed.append(raw.malformed)
