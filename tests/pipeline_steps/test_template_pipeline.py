@@ -49,31 +49,32 @@ def _changed(data_template_path: Path, tmp_path: Path, change) -> TemplatePipeli
     return TemplatePipeline.load(path, CFG.pipeline_name)
 
 
-def test_the_run_executes_the_templates_steps_and_reports_its_hash(loaded, tmp_path, data_template_path):
+def test_the_run_executes_the_templates_steps_so_a_step_removed_from_it_is_not_run(
+    loaded, tmp_path, data_template_path
+):
+    """One run on a copy of the template without PublishMetrics: the steps run are the template's (in its order,
+    the condition's branch after it), the reported hash is the changed definition's, and the model metrics that
+    step publishes are missing (the model alarm would have no data)."""
     aws, res = loaded
-    template = TemplatePipeline.load(_ml(data_template_path), CFG.pipeline_name)
+    shipped = TemplatePipeline.load(_ml(data_template_path), CFG.pipeline_name)
     body = _body(json.loads(_ml(data_template_path).read_text()))
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    assert template.sha256 == hashlib.sha256(canonical).hexdigest()
+    assert shipped.sha256 == hashlib.sha256(canonical).hexdigest()
+    assert "PublishMetrics" in [s["Name"] for s in shipped.definition["Steps"]]
+
+    def drop_publish(definition: dict) -> None:
+        definition["Steps"] = [s for s in definition["Steps"] if s["Name"] != "PublishMetrics"]
+
+    template = _changed(data_template_path, tmp_path, drop_publish)
     lines: list[str] = []
     result = run_pipeline_locally(CFG, aws, res, tmp_path, lines.append, hyperparameters=FAST, template=template)
     assert result.status == "Succeeded" and result.passed_gate
     top = [s["Name"] for s in template.definition["Steps"]]
     (condition,) = [s for s in template.definition["Steps"] if s["Type"] == "Condition"]
     branch = [s["Name"].split("-", 1)[0] for s in condition["Arguments"]["IfSteps"]]
-    assert [s.name for s in result.steps] == [*top, *branch]
-    assert lines[0].startswith(f"definition from {_ml(data_template_path).name} (sha256 {template.sha256[:12]})")
-
-
-def test_a_step_removed_from_the_template_is_not_run_and_its_metrics_are_missing(loaded, tmp_path, data_template_path):
-    aws, res = loaded
-
-    def drop_publish(definition: dict) -> None:
-        definition["Steps"] = [s for s in definition["Steps"] if s["Name"] != "PublishMetrics"]
-
-    template = _changed(data_template_path, tmp_path, drop_publish)
-    result = run_pipeline_locally(CFG, aws, res, tmp_path, lambda _: None, hyperparameters=FAST, template=template)
-    assert result.passed_gate and "PublishMetrics" not in [s.name for s in result.steps]
+    assert [s.name for s in result.steps] == [*top, *branch] and "PublishMetrics" not in top
+    assert template.sha256 != shipped.sha256 and lines[0].startswith(f"definition from ml.template.json (sha256 "
+                                                                      f"{template.sha256[:12]})")  # fmt: skip
     assert not aws.client("cloudwatch").list_metrics(Namespace=NAMESPACE, MetricName=NDCG_AT_10)["Metrics"]
 
 
