@@ -386,6 +386,16 @@ _CONDITIONS = {
 }
 
 
+def _template_script(template_step: Mapping[str, Any]) -> str | None:
+    """The script a step's job runs: a processing container's ``$0`` argument, a training job's program."""
+    args = template_step.get("Arguments", {})
+    if template_step["Type"] == "Processing":
+        return args["AppSpecification"]["ContainerEntrypoint"][-1]
+    if template_step["Type"] == "Training":
+        return json.loads(args["HyperParameters"]["sagemaker_program"])
+    return None
+
+
 @dataclass
 class TemplatePipeline:
     """The pipeline definition the ml stack synthesized (``AWS::SageMaker::Pipeline``), as the local run reads it."""
@@ -418,6 +428,9 @@ class TemplatePipeline:
         spec = step(candidates[0])
         if spec.kind != kind:
             raise PipelineStepError(f"pipeline step {name}: {template_step['Type']} in the template, {spec.kind} here")
+        script = _template_script(template_step)
+        if script is not None and script != spec.script:
+            raise PipelineStepError(f"pipeline step {name}: the template runs {script}, the local spec {spec.script}")
         return spec
 
     def condition_holds(self, template_step: Mapping[str, Any], report: Mapping[str, Any],

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitoring.metrics import NAMESPACE, NDCG_AT_10
-from pipeline_steps.local_runner import TemplatePipeline, run_pipeline_locally
+from pipeline_steps.local_runner import PipelineStepError, TemplatePipeline, run_pipeline_locally
 from recsys.generator import GeneratorConfig, generate_tables
 from recsys.local.provision import provision
 from recsys.local.s3io import write_parquet
@@ -89,3 +89,16 @@ def test_the_templates_condition_decides_the_branch(loaded, tmp_path, data_templ
     result = run_pipeline_locally(CFG, aws, res, tmp_path, lambda _: None, hyperparameters=FAST, template=template)
     assert result.status == "Failed" and not result.passed_gate and result.model_package_arn is None
     assert result.steps[-1].name == "QualityGateFailed"
+
+
+def test_a_template_step_the_local_specs_cannot_run_as_written_is_refused(tmp_path, data_template_path):
+    def other_script(definition: dict) -> None:
+        definition["Steps"][0]["Arguments"]["AppSpecification"]["ContainerEntrypoint"][-1] = "other.py"
+        definition["Steps"].append({"Name": "Tune", "Type": "Tuning", "Arguments": {}})
+
+    template = _changed(data_template_path, tmp_path, other_script)
+    first, *_, unknown = template.definition["Steps"]
+    with pytest.raises(PipelineStepError, match="the template runs other.py"):
+        template.spec(first)
+    with pytest.raises(PipelineStepError, match="Tuning is not run locally"):
+        template.spec(unknown)
