@@ -15,7 +15,7 @@ from recsys.local.provision import provision
 from recsys.local.s3io import write_parquet
 from settings.config import load_project_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("data_template")]  # one synth per run
 CFG = load_project_config("dev")
 FAST = {"models": "popularity,item_knn", "max-eval-users": "300"}
 

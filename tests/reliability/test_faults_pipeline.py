@@ -304,6 +304,7 @@ def test_a_retried_step_output_holds_exactly_the_new_files(aws_env: LocalAws, tm
     assert list(_objects(aws_env, bucket, "pipeline/e1/")) == ["pipeline/e1/EvaluateModel/evaluation/evaluation.json"]
 
 
+@pytest.mark.xdist_group("data_template")
 def test_a_rerun_with_nothing_to_quarantine_replaces_the_earlier_quarantine(
     aws_env: LocalAws, tmp_path: Path, data_template_path: Path
 ) -> None:
@@ -323,6 +324,7 @@ def test_a_rerun_with_nothing_to_quarantine_replaces_the_earlier_quarantine(
     assert list_data_keys(aws_env, res.destination_bucket, "curated/interactions/") != []
 
 
+@pytest.mark.xdist_group("data_template")
 def test_a_rerun_without_a_clickstream_archive_does_not_catalogue_the_earlier_clickstream_quarantine(
     aws_env: LocalAws, tmp_path: Path, data_template_path: Path
 ) -> None:

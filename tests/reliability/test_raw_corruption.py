@@ -239,6 +239,7 @@ def test_generator_data_with_broken_lines_reconciles_and_catches_every_injected_
     assert broken.reasons.get("malformed_line", 0) >= 1
 
 
+@pytest.mark.xdist_group("data_template")
 def test_the_main_job_reconciles_a_corrupted_file_through_moto_s3(
     aws_env: LocalAws, tmp_path: Path, data_template_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from recsys.local.moto_server import LocalAws
 from recsys.local.provision import provision, upload_raw
 from settings.config import load_project_config
 
+pytestmark = pytest.mark.xdist_group("data_template")  # the session's synthesized template, built once
 CFG = load_project_config("dev")
 HEADER = "user_id,product_id,event_type,rating,timestamp\n"
 

@@ -18,6 +18,7 @@ from recsys.local.events import (
 )
 from settings.config import LOCAL_ACCOUNT, load_project_config
 
+pytestmark = pytest.mark.xdist_group("data_template")  # the session's synthesized template, built once
 CFG = load_project_config("dev")
 SMALL = ["--users", "150", "--products", "60", "--interactions", "3000", "--days", "30"]
 MACHINE = f"arn:aws:states:{CFG.region}:{LOCAL_ACCOUNT}:stateMachine:{CFG.curation_state_machine}"
