@@ -1,4 +1,4 @@
-"""The project's one CLI: ``generate`` data, ``run`` the whole flow locally. Later issues add more.
+"""The project's one CLI: ``generate`` data, ``run`` the whole flow locally, ``forget`` a shopper, ``serve``.
 
 Errors a user can cause (bad paths, bad files, bad config) print one clear line and exit 2;
 a traceback is never the interface.
@@ -88,6 +88,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main_job(args, _generator_config(args))
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from recsys.local.erasure import forget_locally, report_lines
+    from recsys.local.moto_server import LocalAws
+    from settings.config import load_project_config
+
+    cfg = load_project_config(args.env)
+    workdir = Path(args.workdir)
+    if not workdir.is_dir():
+        raise UserError(f"--workdir {workdir} is not a folder (a local run writes it: `make run`)")
+    aws = LocalAws(url=args.endpoint_url, port=0, region=cfg.region) if args.endpoint_url else None
+    if aws is None:
+        print(f"erasing from the workdir {workdir} (the run's in-memory local AWS ended with it; "
+              "--endpoint-url reaches a live one)")  # fmt: skip
+    done = forget_locally(cfg, args.user_id, workdir, aws)
+    for line in report_lines(done):
+        print(f"  {line}")
+    return 0 if done.gone else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -122,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serve", action="store_true", help="keep the local endpoint running at the end (Ctrl-C stops)")
     _add_generator_args(run)
     run.set_defaults(func=cmd_run)
+
+    forget = sub.add_parser(
+        "forget",
+        help="erase a shopper's rows everywhere the local run keeps them (DPDP/GDPR), with an audit record",
+        description="Remove every row of --user-id from the workdir (raw, lake, pipeline outputs) and, with "
+        "--endpoint-url, from a live local AWS (all bucket versions, the recent-items table); add the user's keyed "
+        "hash to the suppression list the next training applies; write an audit record without the raw id; then "
+        "scan everything for the user. Safe to rerun: an interrupted request resumes. Exit 1 if the scan still "
+        "finds the user.",
+    )
+    forget.add_argument("--user-id", required=True, help="the shopper to forget")
+    forget.add_argument("--workdir", default="out/run", help="the local run's outputs (default out/run)")
+    forget.add_argument("--env", default=None, help="environment from cdk.json (default: context 'env')")
+    forget.add_argument("--endpoint-url", default=None, help="a running local AWS (moto server) to erase from too")
+    forget.set_defaults(func=cmd_forget)
 
     serve = sub.add_parser(
         "serve",

@@ -15,6 +15,8 @@ extraction (``sql/training_set.sql`` adds category, price, age, gender, location
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import sys
 from pathlib import Path
@@ -32,6 +34,9 @@ DERIVED_COLUMNS = {
     "users": ("user_id", ("age", "gender", "location")),
 }
 _ROW = "__row"
+#: The erasure requests' suppression list (``lambdas/erasure/core.py``), delivered with the training set
+#: (``training/erasure_suppression.json``): keyed hashes of forgotten shoppers, never their ids.
+SUPPRESSION_FILE = "erasure_suppression.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,6 +77,24 @@ def side_table(input_dir: Path, interactions: pd.DataFrame, name: str) -> tuple[
     return table.drop_duplicates(subset=[key], keep="last").reset_index(drop=True), "derived from interactions"
 
 
+def erased_users(input_dir: Path, user_ids: pd.Series) -> set[str]:
+    """The ids among ``user_ids`` whose keyed hash is on the suppression list.
+
+    Why here: every training run, on AWS and locally, passes through this step, and a forgotten shopper can
+    come back (a later export, the generator's same seed); dropping them here keeps every next model free of
+    them whatever the raw data says. Same hash as ``lambdas.erasure.core.user_key`` (a test keeps them equal).
+    """
+    path = input_dir / SUPPRESSION_FILE
+    if not path.is_file():
+        return set()
+    doc = json.loads(path.read_text())
+    keys, secret = set(doc.get("user_keys", [])), bytes.fromhex(doc["key"])
+    return {
+        u for u in user_ids.dropna().astype(str).unique()
+        if hmac.new(secret, u.encode("utf-8"), hashlib.sha256).hexdigest() in keys
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     input_dir, train_dir, test_dir = Path(args.input_dir), Path(args.train_dir), Path(args.test_dir)
@@ -79,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         raise DataError(f"no interactions.csv/.parquet in {input_dir}")
     raw = read_table(path)
+    erased = erased_users(input_dir, raw["user_id"]) if "user_id" in raw.columns else set()
+    if erased:
+        raw = raw.loc[~raw["user_id"].astype(str).isin(erased)].reset_index(drop=True)
     train, test, unparseable = temporal_train_test(raw, args.test_fraction)
     for d in (train_dir, test_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -89,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         "train_rows": len(train),
         "test_rows": len(test),
         "unparseable_timestamps_kept_in_train": unparseable,
+        "erased_users_dropped": len(erased),
     }
     for name in DERIVED_COLUMNS:
         table, origin = side_table(input_dir, raw, name)
+        if table is not None and name == "users" and erased:
+            table = table.loc[~table["user_id"].astype(str).isin(erased)].reset_index(drop=True)
         if table is not None:
             table.to_parquet(train_dir / f"{name}.parquet", index=False)
         counts[name] = f"{len(table)} rows {origin}" if table is not None else origin

@@ -1,0 +1,535 @@
+"""Erasure of one shopper (DPDP Act 2023 / GDPR art. 17): the one implementation the Lambda and the local run share.
+
+A shopper's rows are found by *scanning* every object (every version) and item of each store, not by
+assuming where a user id lives: a row belongs to the shopper when any of its values (nested JSON and
+JSON-in-a-string, as SageMaker data capture writes it, included) equals the id. Each store is a
+step that can be redone: it rewrites what holds the shopper's rows and deletes the versions that
+held them, so a rerun after a crash finds nothing left and converges. Order per request:
+
+1. suppression: the shopper's keyed hash joins the suppression list first, so even an interrupted
+   erasure keeps them out of the next model (``sagemaker_src/prepare_data.py`` applies it: the step
+   AWS and the local run both execute);
+2. each store, in turn (progress kept in ``erasure/requests/``: a rerun keeps the request id);
+3. the audit record (``erasure/audit/``), without the raw id, and the progress record removed.
+
+Why a keyed hash (HMAC-SHA256) and not a salted hash of the id: shopper ids are short and enumerable
+(``u1`` ... ``u2000000``), so anyone holding a salted hash and its salt can find the id by trying them
+all. The key lives only with the suppression list (``training/erasure_suppression.json``, readable by
+the erasure function and the training pipeline); the audit records, which auditors read, hold the
+hash alone and cannot be reversed without it.
+
+Only boto3 and pyarrow (the Lambda gets pyarrow from the AWS SDK for pandas layer): no project imports,
+so this file deploys as the Lambda asset ``lambdas/erasure`` unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+#: Where, in the destination bucket, the audit records and the in-flight requests' progress go.
+AUDIT_PREFIX = "erasure/audit"
+PROGRESS_PREFIX = "erasure/requests"
+#: The suppression list: inside the training prefix, so the PrepareData step receives it with the training set.
+SUPPRESSION_KEY = "training/erasure_suppression.json"
+HASH_ALGORITHM = "hmac-sha256"
+#: Files that are trained models, not rows: they cannot be edited row by row. A model trained before an
+#: erasure keeps the shopper until the next training, which the suppression list makes exclude them.
+MODEL_SUFFIXES = (".tar.gz", ".npz", ".pkl", ".joblib")
+MODEL_DIR_PARTS = ("model", "extracted")
+DATA_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
+
+
+# ---- keyed hash and suppression --------------------------------------------------------------------
+def user_key(user_id: str, key: bytes) -> str:
+    """The shopper's keyed hash (hex): what the audit record and the suppression list hold."""
+    return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def new_suppression() -> dict[str, Any]:
+    return {"algorithm": HASH_ALGORITHM, "key": secrets.token_hex(32), "user_keys": []}
+
+
+# ---- rows of one file ------------------------------------------------------------------------------
+def _mentions(value: Any, user_id: str) -> bool:
+    """True when ``value`` (a scalar, a list/dict, or a JSON document in a string) holds ``user_id``."""
+    if isinstance(value, str):
+        if value == user_id:
+            return True
+        text = value.strip()
+        if text[:1] in "{[" and user_id in text:
+            try:
+                return _mentions(json.loads(text), user_id)
+            except ValueError:
+                return _token(user_id).search(text) is not None
+        return False
+    if isinstance(value, dict):
+        return any(_mentions(v, user_id) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_mentions(v, user_id) for v in value)
+    return False
+
+
+def _token(user_id: str) -> re.Pattern[str]:
+    """The id as a whole token: ``u12`` matches in ``"u12"`` but not in ``u123``."""
+    return re.compile(rf"(?<![\w-]){re.escape(user_id)}(?![\w-])")
+
+
+def data_format(key: str) -> str | None:
+    """parquet/csv/jsonl from the name (``.gz`` looked through); None for anything else."""
+    name = key[:-3] if key.endswith(".gz") else key
+    for suffix in DATA_SUFFIXES:
+        if name.endswith(suffix):
+            return "jsonl" if suffix == ".json" else suffix[1:]
+    return None
+
+
+def is_model_artifact(key: str) -> bool:
+    parts = key.split("/")
+    return key.endswith(MODEL_SUFFIXES) or any(p in MODEL_DIR_PARTS for p in parts[:-1])
+
+
+def filter_rows(data: bytes, key: str, user_id: str) -> tuple[bytes | None, int]:
+    """``data`` without the shopper's rows and how many went; (None, 0) when none (or not a data file)."""
+    fmt = data_format(key)
+    if fmt is None or not data:
+        return None, 0
+    gz = data[:2] == b"\x1f\x8b"
+    raw = gzip.decompress(data) if gz else data
+    if fmt == "parquet":
+        out, removed = _filter_parquet(raw, user_id)
+    elif user_id.encode("utf-8") not in raw:  # cheap: text formats hold the id verbatim
+        return None, 0
+    elif fmt == "csv":
+        out, removed = _filter_csv(raw, user_id)
+    else:
+        out, removed = _filter_lines(raw, user_id)
+    if not removed:
+        return None, 0
+    return (gzip.compress(out, mtime=0) if gz else out), removed
+
+
+def _filter_parquet(raw: bytes, user_id: str) -> tuple[bytes, int]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(raw))
+    hit = pa.array([False] * table.num_rows, type=pa.bool_())
+    for column in table.columns:
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            values = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
+            hit = pc.or_(hit, pc.fill_null(pc.equal(values, user_id), False))
+    removed = pc.sum(hit).as_py() or 0
+    if not removed:
+        return raw, 0
+    buffer = io.BytesIO()
+    pq.write_table(table.filter(pc.invert(hit)), buffer)
+    return buffer.getvalue(), int(removed)
+
+
+def _filter_csv(raw: bytes, user_id: str) -> tuple[bytes, int]:
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    header, body = rows[:1], rows[1:]
+    kept = [r for r in body if user_id not in r]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([*header, *kept])
+    return out.getvalue().encode("utf-8"), len(body) - len(kept)
+
+
+def _filter_lines(raw: bytes, user_id: str) -> tuple[bytes, int]:
+    """JSON lines (or one JSON document); a line that does not parse goes when it holds the id as a token."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    if isinstance(whole, list):  # one JSON array of records
+        kept_items = [x for x in whole if not _mentions(x, user_id)]
+        return json.dumps(kept_items).encode("utf-8"), len(whole) - len(kept_items)
+    if isinstance(whole, dict) and "\n" in text.strip():  # one document (a report): not rows, see count_rows
+        return raw, 0
+    token = _token(user_id)
+    kept, removed = [], 0
+    for line in text.splitlines(keepends=True):
+        try:
+            hit = _mentions(json.loads(line), user_id) if line.strip() else False
+        except ValueError:
+            hit = token.search(line) is not None
+        if hit:
+            removed += 1
+        else:
+            kept.append(line)
+    return "".join(kept).encode("utf-8"), removed
+
+
+def count_rows(data: bytes, key: str, user_id: str) -> int:
+    """The shopper's rows in a data file; a JSON document that names them but has no rows to drop counts 1,
+    so the verification scan reports what the erasure could not edit instead of passing it over."""
+    _, removed = filter_rows(data, key, user_id)
+    if removed or data_format(key) != "jsonl":
+        return removed
+    raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    try:
+        return int(_mentions(json.loads(raw), user_id))
+    except ValueError:
+        return 0
+
+
+def mentions_bytes(data: bytes, user_id: str) -> bool:
+    """For files that are not rows (model archives, logs): does the id appear as a token, gzip looked through."""
+    if data[:2] == b"\x1f\x8b":
+        with contextlib.suppress(OSError, EOFError):
+            data = gzip.decompress(data)
+    return _token(user_id).search(data.decode("latin-1")) is not None
+
+
+# ---- stores ------------------------------------------------------------------------------------------
+@dataclass
+class Removed:
+    """What one store's step removed: rows (counted in every version that held them), object versions
+    deleted (older versions in a versioned bucket), objects rewritten, DynamoDB items deleted."""
+
+    rows: int = 0
+    versions_deleted: int = 0
+    objects_rewritten: int = 0
+    items: int = 0
+
+    def add(self, other: Removed) -> None:
+        for name in ("rows", "versions_deleted", "objects_rewritten", "items"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def total(self) -> int:
+        return self.rows + self.items
+
+
+class Store(Protocol):
+    name: str
+
+    def erase(self, user_id: str) -> Removed: ...
+
+    def find(self, user_id: str) -> list[str]: ...
+
+
+def _versions(s3: Any, bucket: str, prefix: str) -> dict[str, list[dict[str, Any]]]:
+    """Every version (not delete markers) of every key under ``prefix``, newest first, by key."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            out.setdefault(v["Key"], []).append(v)
+    return out
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """Objects under ``prefix`` of ``bucket``, every version of each (versioned or not)."""
+
+    name: str
+    s3: Any
+    bucket: str
+    prefix: str = ""
+
+    def _hits(self, key: str, versions: list[dict[str, Any]], user_id: str) -> list[tuple[dict, bytes | None, int]]:
+        hits = []
+        for v in versions:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
+            new, removed = filter_rows(body, key, user_id)
+            if removed:
+                hits.append((v, new, removed))
+        return hits
+
+    def erase(self, user_id: str) -> Removed:
+        """Per key: the current version rewritten without the rows (a new version), then every version that
+        held them deleted by VersionId. Crash-safe in that order: a rerun finds the clean current version
+        and deletes the old ones left; nothing is lost when the put succeeds and the deletes do not."""
+        done = Removed()
+        for key, versions in _versions(self.s3, self.bucket, self.prefix).items():
+            if is_model_artifact(key) or data_format(key) is None:
+                continue
+            hits = self._hits(key, versions, user_id)
+            if not hits:
+                continue
+            put_version = None
+            latest, new, removed = hits[0]
+            if latest.get("IsLatest"):
+                put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=new)
+                put_version = put.get("VersionId") or "null"
+                done.objects_rewritten += 1
+            for v, _, n in hits:
+                done.rows += n
+                if v["VersionId"] == "null" and put_version == "null":
+                    continue  # an unversioned bucket: the put replaced it
+                self.s3.delete_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])
+                done.versions_deleted += 1
+        return done
+
+    def find(self, user_id: str) -> list[str]:
+        found = []
+        for key, versions in _versions(self.s3, self.bucket, self.prefix).items():
+            if data_format(key) is None or is_model_artifact(key):
+                continue
+            for v in versions:
+                body = self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
+                if n := count_rows(body, key, user_id):
+                    found.append(f"s3://{self.bucket}/{key}?versionId={v['VersionId']} ({n} rows)")
+        return found
+
+
+@dataclass(frozen=True)
+class DynamoStore:
+    """A DynamoDB table, scanned whole: an item goes when any of its attributes holds the id."""
+
+    name: str
+    dynamodb: Any
+    table: str
+
+    def _matches(self, user_id: str) -> Iterator[dict[str, Any]]:
+        keys = [k["AttributeName"] for k in self.dynamodb.describe_table(TableName=self.table)["Table"]["KeySchema"]]
+        for page in self.dynamodb.get_paginator("scan").paginate(TableName=self.table):
+            for item in page.get("Items", []):
+                if _mentions(_plain(item), user_id):
+                    yield {k: item[k] for k in keys}
+
+    def erase(self, user_id: str) -> Removed:
+        done = Removed()
+        for key in list(self._matches(user_id)):
+            self.dynamodb.delete_item(TableName=self.table, Key=key)
+            done.items += 1
+        return done
+
+    def find(self, user_id: str) -> list[str]:
+        return [f"dynamodb:{self.table} {json.dumps(_plain(k))}" for k in self._matches(user_id)]
+
+
+def _plain(value: Any) -> Any:
+    """A DynamoDB-JSON attribute value as plain Python ({"S": "u1"} -> "u1")."""
+    if isinstance(value, dict) and len(value) == 1:
+        (tag, inner), = value.items()
+        if tag in ("S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS"):
+            return inner
+        if tag == "L":
+            return [_plain(v) for v in inner]
+        if tag == "M":
+            return {k: _plain(v) for k, v in inner.items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class DirStore:
+    """Files under a local folder (the local run's workdir copies); rewritten in place, atomically."""
+
+    name: str
+    root: Path
+
+    def _files(self) -> Iterator[Path]:
+        if self.root.is_dir():
+            for path in sorted(self.root.rglob("*")):
+                rel = path.relative_to(self.root).as_posix()
+                if path.is_file() and data_format(rel) and not is_model_artifact(rel):
+                    yield path
+
+    def erase(self, user_id: str) -> Removed:
+        done = Removed()
+        for path in self._files():
+            new, removed = filter_rows(path.read_bytes(), path.name, user_id)
+            if removed:
+                tmp = path.with_name(f".{path.name}.erasure")
+                tmp.write_bytes(new or b"")
+                os.replace(tmp, path)
+                done.rows += removed
+                done.objects_rewritten += 1
+        return done
+
+    def find(self, user_id: str) -> list[str]:
+        return [
+            f"{p} ({n} rows)" for p in self._files() if (n := count_rows(p.read_bytes(), p.name, user_id))
+        ]
+
+
+# ---- where records go ------------------------------------------------------------------------------
+class Records(Protocol):
+    """Small JSON documents by key: the suppression list, progress and audit records."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, doc: dict[str, Any]) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class S3Records:
+    s3: Any
+    bucket: str
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def put(self, key: str, doc: dict[str, Any]) -> None:
+        body = json.dumps(doc, indent=1, sort_keys=True).encode()
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+
+    def delete(self, key: str) -> None:
+        """Every version: a progress record names no one, but an old one should not outlive its request."""
+        for v in _versions(self.s3, self.bucket, key).get(key, []):
+            self.s3.delete_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])
+
+
+@dataclass(frozen=True)
+class DirRecords:
+    root: Path
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.root / key
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put(self, key: str, doc: dict[str, Any]) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+
+# ---- the request ------------------------------------------------------------------------------------
+@dataclass
+class ErasureResult:
+    request_id: str
+    subject: str  # the keyed hash
+    removed: dict[str, Removed] = field(default_factory=dict)
+    audit_key: str = ""
+    resumed: bool = False
+
+    def summary(self) -> dict[str, int]:
+        return {name: r.total for name, r in self.removed.items()}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def forget(
+    user_id: str,
+    stores: Iterable[Store],
+    records: Iterable[Records],
+    *,
+    requested_by: str = "",
+    after_store: Callable[[str, Removed], None] | None = None,
+) -> ErasureResult:
+    """Erase ``user_id`` from every store; suppression first, audit last. ``records``: the first holds the
+    suppression list, progress and audit; any others get copies of the suppression list and the audit record
+    (the local run keeps both in its workdir as well). ``after_store`` is called after each store (progress
+    output; tests raise there to simulate a crash)."""
+    if not user_id or not user_id.strip():
+        raise ValueError("a user id is required")
+    stores, (primary, *copies) = list(stores), list(records)
+    suppression = primary.get(SUPPRESSION_KEY) or next(filter(None, (c.get(SUPPRESSION_KEY) for c in copies)), None)
+    suppression = suppression or new_suppression()
+    subject = user_key(user_id, bytes.fromhex(suppression["key"]))
+    if subject not in suppression["user_keys"]:
+        suppression["user_keys"] = sorted({*suppression["user_keys"], subject})
+    for target in (primary, *copies):
+        target.put(SUPPRESSION_KEY, suppression)
+
+    progress_key = f"{PROGRESS_PREFIX}/{subject}.json"
+    progress = primary.get(progress_key)
+    resumed = progress is not None
+    progress = progress or {"request_id": str(uuid.uuid4()), "requested_at": _now(), "stores": {}}
+    result = ErasureResult(progress["request_id"], subject, resumed=resumed)
+    for store in stores:
+        done = store.erase(user_id)
+        earlier = Removed(**progress["stores"].get(store.name, {}))
+        earlier.add(done)  # a rerun adds what the interrupted attempt had already removed
+        progress["stores"][store.name] = asdict(earlier)
+        primary.put(progress_key, progress)
+        result.removed[store.name] = earlier
+        if after_store:
+            after_store(store.name, done)
+
+    audit = {
+        "request_id": result.request_id,
+        "subject_hash": subject,
+        "hash": f"{HASH_ALGORITHM} (key held with the suppression list, not here)",
+        "requested_at": progress["requested_at"],
+        "completed_at": _now(),
+        "requested_by": requested_by,
+        "resumed_after_interruption": resumed,
+        "stores": progress["stores"],
+        "suppressed_from_training": True,
+    }
+    result.audit_key = f"{AUDIT_PREFIX}/{audit['completed_at'][:10]}/{result.request_id}.json"
+    for target in (primary, *copies):
+        target.put(result.audit_key, audit)
+    primary.delete(progress_key)
+    return result
+
+
+def find_everywhere(user_id: str, stores: Iterable[Store]) -> dict[str, list[str]]:
+    """Every place (object version, item, file) in ``stores`` still holding the shopper's rows."""
+    return {store.name: found for store in stores if (found := store.find(user_id))}
+
+
+# ---- which stores -----------------------------------------------------------------------------------
+def build_stores(specs: Iterable[dict[str, str]], s3: Any, dynamodb: Any) -> list[Store]:
+    """Stores from plain specs (``{"name", "bucket", "prefix"}`` or ``{"name", "table"}``), the form the
+    Lambda receives in its environment and the local run builds from ``settings.erasure``."""
+    out: list[Store] = []
+    for spec in specs:
+        if "table" in spec:
+            out.append(DynamoStore(spec["name"], dynamodb, spec["table"]))
+        else:
+            out.append(S3Store(spec["name"], s3, spec["bucket"], spec.get("prefix", "")))
+    return out
+
+
+def every_store(s3: Any | None, dynamodb: Any | None, dirs: Iterable[Path] = ()) -> list[Store]:
+    """For the verification scan: every bucket whole and every table of the account, plus local folders,
+    whatever the erasure's own list says (a store it forgot shows up here)."""
+    buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])] if s3 is not None else []
+    pages = dynamodb.get_paginator("list_tables").paginate() if dynamodb is not None else []
+    tables = [t for page in pages for t in page.get("TableNames", [])]
+    return [
+        *(S3Store(f"s3://{b}", s3, b) for b in buckets),
+        *(DynamoStore(f"dynamodb:{t}", dynamodb, t) for t in tables),
+        *(DirStore(str(d), Path(d)) for d in dirs),
+    ]
+
+
+def models_holding(user_id: str, s3: Any | None, dirs: Iterable[Path] = ()) -> list[str]:
+    """Model artifacts (trained before the erasure) whose bytes still name the shopper: reported, not edited."""
+    found = []
+    for bucket in (b["Name"] for b in s3.list_buckets().get("Buckets", [])) if s3 is not None else ():
+        for key, versions in _versions(s3, bucket, "").items():
+            if is_model_artifact(key):
+                for v in versions:
+                    body = s3.get_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
+                    if mentions_bytes(body, user_id):
+                        found.append(f"s3://{bucket}/{key}")
+    for root in dirs:
+        for path in sorted(Path(root).rglob("*")) if Path(root).is_dir() else ():
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and is_model_artifact(rel) and mentions_bytes(path.read_bytes(), user_id):
+                found.append(str(path))
+    return found

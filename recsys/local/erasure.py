@@ -1,0 +1,151 @@
+"""Erasure in the local run: ``lambdas/erasure/core.py`` (the Lambda's code) with clients on the moto server,
+plus the workdir's own copies (``raw/``, ``lake/``, ``pipeline/``), which only exist locally.
+
+``python -m recsys forget --user-id U`` after a run: the run's moto server (an in-memory account) ended
+with the run, so the CLI erases from the workdir, and also from a live local AWS when ``--endpoint-url``
+names one (a moto server you keep up). The last stage of ``make run`` forgets one shopper of the generated
+shop against the live server and verifies with :func:`lambdas.erasure.core.every_store`, a scan of every
+bucket (every version), every table and the workdir.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lambdas.erasure import core
+from recsys.local.moto_server import LocalAws
+from recsys.local.provision import LocalResources
+from settings.config import LOCAL_ACCOUNT, Config
+from settings.erasure import erasure_stores
+from settings.streaming import streaming_names
+from stacks.buckets import ATHENA_RESULTS, CURATED, SOURCE
+
+#: Folders of the workdir that hold copies of shopper rows (the generator's files, the lake, step outputs).
+WORKDIR_FOLDERS = ("raw", "lake", "pipeline")
+
+
+def workdir_stores(workdir: Path) -> list[core.Store]:
+    return [core.DirStore(f"workdir {name}/", Path(workdir) / name) for name in WORKDIR_FOLDERS]
+
+
+def aws_stores(cfg: Config, s3: Any, dynamodb: Any, buckets: dict[str, str]) -> list[core.Store]:
+    """The deployment's list (``settings.erasure``) on the local account; the recent-items table if it exists."""
+    table = streaming_names(cfg).table
+    tables = dynamodb.list_tables().get("TableNames", [])
+    specs = erasure_stores(source=buckets[SOURCE], destination=buckets[CURATED], results=buckets[ATHENA_RESULTS],
+                           recent_items_table=table if table in tables else None)  # fmt: skip
+    return core.build_stores(specs, s3, dynamodb)
+
+
+@dataclass
+class LocalErasure:
+    result: core.ErasureResult
+    seconds: float
+    findings: dict[str, list[str]] = field(default_factory=dict)  # store -> places still holding rows
+    models: list[str] = field(default_factory=list)  # model artifacts trained before the erasure
+    scanned: int = 0  # stores scanned by the verification
+
+    @property
+    def gone(self) -> bool:
+        return not self.findings
+
+
+def forget_locally(
+    cfg: Config,
+    user_id: str,
+    workdir: Path,
+    aws: LocalAws | None = None,
+    buckets: dict[str, str] | None = None,
+    *,
+    after_store=None,
+) -> LocalErasure:
+    """Erase ``user_id`` from the local AWS (when given) and the workdir, then scan everything for them."""
+    start = time.perf_counter()
+    workdir = Path(workdir)
+    stores: list[core.Store] = []
+    records: list[core.Records] = []
+    s3 = dynamodb = None
+    if aws is not None:
+        s3, dynamodb = aws.client("s3"), aws.client("dynamodb")
+        buckets = buckets or {k: cfg.bucket_name(k, LOCAL_ACCOUNT, aws.region) for k in (SOURCE, CURATED,
+                                                                                          ATHENA_RESULTS)}
+        stores += aws_stores(cfg, s3, dynamodb, buckets)
+        records.append(core.S3Records(s3, buckets[CURATED]))
+    stores += workdir_stores(workdir)
+    records.append(core.DirRecords(workdir / "lake"))  # the suppression list and audit kept with the lake
+    result = core.forget(user_id, stores, records, requested_by="local", after_store=after_store)
+    dirs = [workdir / name for name in WORKDIR_FOLDERS]
+    everything = core.every_store(s3, dynamodb, dirs)
+    findings = core.find_everywhere(user_id, everything)
+    models = core.models_holding(user_id, s3, dirs)
+    return LocalErasure(result, time.perf_counter() - start, findings, models, len(everything))
+
+
+def report_lines(done: LocalErasure) -> list[str]:
+    """What the run and the CLI print: per-store counts, the audit record, the scan's verdict."""
+    r = done.result
+    counts = ", ".join(f"{name} {removed.total:,}" for name, removed in r.removed.items() if removed.total)
+    versions = sum(x.versions_deleted for x in r.removed.values())
+    lines = [
+        f"request {r.request_id} (subject hmac-sha256 {r.subject[:12]}...){' resumed' if r.resumed else ''}",
+        f"removed rows/items per store: {counts or 'none (already erased)'}; "
+        f"{versions} object version(s) holding them deleted",
+        f"audit record (no raw id): .../{r.audit_key}; suppression list: .../{core.SUPPRESSION_KEY} "
+        f"(the next training's PrepareData drops the user)",
+    ]
+    verdict = "yes" if done.gone else "NO"
+    lines.append(f"scan of {done.scanned} stores (every bucket and version, every table, the workdir): "
+                 f"user gone everywhere: {verdict} ({done.seconds:.2f} s)")  # fmt: skip
+    for store, places in done.findings.items():
+        lines += [f"  still in {store}: {p}" for p in places[:5]]
+    if done.models:
+        lines.append(f"kept until the next training: {len(done.models)} model artifact(s) trained before the "
+                     "erasure (not rows; the suppression list keeps the user out of the next model)")  # fmt: skip
+    return lines
+
+
+def pick_shopper(training: pd.DataFrame) -> str | None:
+    """A shopper of the generated shop with a typical history (the median of the active ones), deterministic."""
+    if "user_id" not in training or training.empty:
+        return None
+    counts = training["user_id"].astype(str).value_counts()
+    counts = counts[counts.index.str.match(r"^u\d+$")] if counts.index.str.match(r"^u\d+$").any() else counts
+    return str(counts.index[len(counts) // 2])
+
+
+def _stream_a_view(cfg: Config, aws: LocalAws, user_id: str, training: pd.DataFrame) -> bool:
+    """The shopper views a product on the app: through Kinesis and the consumer, so the recent-items table
+    holds them too (when the streaming stage provisioned it)."""
+    from recsys.local import streaming
+
+    if streaming_names(cfg).table not in aws.client("dynamodb").list_tables().get("TableNames", []):
+        return False
+    sres = streaming.provision_streaming(cfg, aws)
+    product = str(training.loc[training["user_id"] == user_id, "product_id"].iloc[-1])
+    view = {"user_id": user_id, "product_id": product, "event_type": "view", "rating": None,
+            "timestamp": int(time.time())}  # fmt: skip
+    streaming.replay_events(aws, sres, [view])
+    streaming.consume_once(aws, sres)
+    return bool(streaming.recent_items(aws, sres, user_id))
+
+
+def forget_stage(progress: Any, cfg: Config, aws: LocalAws, res: LocalResources, workdir: Path,
+                 training: pd.DataFrame) -> LocalErasure | None:  # fmt: skip
+    """The run's last stage: forget one generated shopper everywhere and show the scan's verdict."""
+    user_id = pick_shopper(training)
+    with progress.step("Erasure (DPDP/GDPR): python -m recsys forget, the erasure Lambda's code on the local AWS"):
+        if user_id is None:
+            progress.info("no shopper in the training set: nothing to forget")
+            return None
+        streamed = _stream_a_view(cfg, aws, user_id, training)
+        progress.info(f"forgetting shopper {user_id}" + (" (who also just viewed a product on the stream)"
+                                                          if streamed else ""))  # fmt: skip
+        done = forget_locally(cfg, user_id, workdir, aws, res.buckets)
+        for line in report_lines(done):
+            progress.info(line)
+    return done

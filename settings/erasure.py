@@ -1,0 +1,45 @@
+"""Where a shopper's rows live: the stores an erasure request visits, one line each (``lambdas/erasure/core.py``).
+
+One list for the erasure Lambda (the stack passes it in the function's environment) and the local run, so a
+new place that keeps shopper rows is one line here; the verification scan (``core.every_store``) looks at
+every bucket and table regardless, so a store missing here shows up as a finding, not as silence.
+"""
+
+from __future__ import annotations
+
+from glue_jobs.schema import BATCH_PREFIX
+from settings.config import (
+    ATHENA_RESULTS_PREFIX,
+    CURATED_PREFIX,
+    FEATURES_PREFIX,
+    PIPELINE_PREFIX,
+    QUARANTINE_PREFIX,
+    RAW_PREFIX,
+    TRAINING_PREFIX,
+)
+from settings.streaming import STREAM_ERRORS_PREFIX
+
+#: The endpoint's captured requests and impressions in the destination bucket (issue 14 item 1).
+CAPTURE_PREFIX = "capture"
+#: Environment variable carrying the store list (JSON) to the Lambda.
+ENV_STORES = "ERASURE_STORES"
+ENV_BUCKET = "ERASURE_RECORDS_BUCKET"
+
+
+def erasure_stores(*, source: str, destination: str, results: str, recent_items_table: str | None) -> list[dict]:
+    """Plain specs in the order they are erased: raw first (it feeds everything else), serving state last."""
+    stores = [
+        {"name": "raw", "bucket": source, "prefix": f"{RAW_PREFIX}/"},
+        {"name": "stream errors", "bucket": source, "prefix": STREAM_ERRORS_PREFIX},
+        {"name": "curated", "bucket": destination, "prefix": f"{CURATED_PREFIX}/"},
+        {"name": "quarantine", "bucket": destination, "prefix": f"{QUARANTINE_PREFIX}/"},
+        {"name": "features", "bucket": destination, "prefix": f"{FEATURES_PREFIX}/"},
+        {"name": "training sets", "bucket": destination, "prefix": f"{TRAINING_PREFIX}/"},
+        {"name": "pipeline splits", "bucket": destination, "prefix": f"{PIPELINE_PREFIX}/"},
+        {"name": "batch outputs", "bucket": destination, "prefix": f"{BATCH_PREFIX}/"},
+        {"name": "captured requests", "bucket": destination, "prefix": f"{CAPTURE_PREFIX}/"},
+        {"name": "athena results", "bucket": results, "prefix": f"{ATHENA_RESULTS_PREFIX}/"},
+    ]
+    if recent_items_table:
+        stores.append({"name": "recent items", "table": recent_items_table})
+    return stores
