@@ -15,7 +15,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from pipeline_steps.definition import BATCH, PUBLISH
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena
 from recsys.local.catalog import list_tables, register_prefix
-from recsys.local.curation import JobRun, cdk_out, run_curation
+from recsys.local.curation import CurationCounts, cdk_out, curation_counts, run_curation
 from recsys.local.events import (
     Route,
     Rule,
@@ -45,6 +44,7 @@ from recsys.local.events import (
 from recsys.local.moto_server import LocalAws, local_aws
 from recsys.local.provision import LocalResources, provision, upload_raw
 from recsys.local.s3io import delete_data, read_parquet, write_parquet
+from recsys.local.states import state_lines
 from settings.config import (
     CLICKSTREAM,
     CLICKSTREAM_RECIPE,
@@ -88,14 +88,6 @@ class Progress:
         return time.perf_counter() - self.t0
 
 
-@dataclass
-class CurationCounts:
-    rows_in: int = 0
-    curated: int = 0
-    quarantined: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-
-
 def _require_rows(path: Path) -> None:
     """Stop before anything is provisioned when the interactions file has no data rows."""
     if not len(read_raw(path, "interactions", name=str(path)).frame):
@@ -133,20 +125,6 @@ def empty_curated(table: str) -> pa.Table:
     return pa.schema(CURATED_COLUMNS[table]).empty_table()
 
 
-def curation_counts(runs: dict[str, JobRun]) -> dict[str, CurationCounts]:
-    """Per dataset: rows read (the curated job's), curated and quarantined rows (each job's output), reasons."""
-    counts: dict[str, CurationCounts] = {}
-    for run in runs.values():
-        if run.error is not None:
-            continue
-        c = counts.setdefault(run.table, CurationCounts(rows_in=run.rows_in))
-        if run.output == "curated":
-            c.curated = run.rows_out
-        else:
-            c.quarantined, c.reasons = run.rows_out, run.reasons
-    return counts
-
-
 def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalResources, lake: Path,
                           athena: LocalAthena, *, rules: list[Rule],
                           brief: bool = False) -> tuple[dict[str, CurationCounts], list[Route]]:  # fmt: skip
@@ -161,7 +139,8 @@ def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalReso
     progress.info(f"state machine {cfg.curation_state_machine} from {where} (definition sha256 {run.sha256[:12]}): "
                   f"{ex.status}, {len(ex.steps)} states executed")  # fmt: skip
     if not brief:
-        _print_states(progress, ex.steps)
+        for line in state_lines(ex.steps):
+            progress.info(line)
     if ex.status != "SUCCEEDED":
         raise RawDataError(f"the curation workflow failed: {ex.error}: {ex.cause}")
     counts = curation_counts(run.runs)
@@ -192,40 +171,6 @@ def _route(progress: Progress, rules: list[Rule], evt: dict, what: str, *, quiet
     if not quiet:
         progress.info(f"EventBridge: {what} -> {describe(routes)}")
     return routes
-
-
-def _print_states(progress: Progress, steps: list) -> None:
-    """Top-level states in execution order, consecutive states about one subject (a crawler, a feature table,
-    a table's quality) grouped: ``recsys-dev-curated: Start, Wait, Get, ready?, done``."""
-    groups: list[tuple[set[str], list]] = []
-    for st in (s for s in steps if not s.path):
-        words = set(st.name.split())
-        if groups and st.type != "Parallel" and groups[-1][0] & words:
-            groups[-1] = (groups[-1][0] & words, [*groups[-1][1], st])
-        else:
-            groups.append((words, [st]))
-    labels = []
-    for subject, members in groups:
-        if len(members) == 1:
-            st = members[0]
-            labels.append(st.name if st.type != "Parallel" else f"{st.name} ({_branch_summary(steps, st.name)})")
-            continue
-        (word,) = sorted(subject)[:1]
-        labels.append(f"{word}: " + ", ".join(" ".join(w for w in m.name.split() if w != word) for m in members))
-    line = "states:"
-    for i, label in enumerate(labels):
-        piece = f" {label}" + (" ->" if i < len(labels) - 1 else "")
-        if len(line) + len(piece) > 114:
-            progress.info(line)
-            line = "   "
-        line += piece
-    progress.info(line)
-
-
-def _branch_summary(steps: list, parallel: str) -> str:
-    branches = {st.path for st in steps if st.path.startswith(f"{parallel}[")}
-    skipped = [st for st in steps if st.path.startswith(f"{parallel}[") and st.note.startswith("caught")]
-    return f"{len(branches)} branches, {len(skipped)} job(s) skipped"
 
 
 def _clear_raw(aws: LocalAws, res: LocalResources, table: str) -> None:
@@ -378,6 +323,10 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 data_quality_published=True,
             )
             progress.info(f"dashboard: {dashboard.resolve()} (open it in a browser)")
+
+        from recsys.local.erasure import forget_stage  # the last stage: one shopper forgotten everywhere
+
+        forget_stage(progress, cfg, aws, res, workdir, training)
     print(f"\ndone in {progress.elapsed:.1f} s; local outputs in {lake}; raw in s3 under {RAW_PREFIX}/")
     if args.serve and deployed:
         from recsys.local.endpoint import serve_forever

@@ -162,6 +162,28 @@ class JobRun:
     error: str | None = None
 
 
+@dataclass
+class CurationCounts:
+    rows_in: int = 0
+    curated: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def curation_counts(runs: dict[str, JobRun]) -> dict[str, CurationCounts]:
+    """Per dataset: rows read (the curated job's), curated and quarantined rows (each job's output), reasons."""
+    counts: dict[str, CurationCounts] = {}
+    for run in runs.values():
+        if run.error is not None:
+            continue
+        c = counts.setdefault(run.table, CurationCounts(rows_in=run.rows_in))
+        if run.output == "curated":
+            c.curated = run.rows_out
+        else:
+            c.quarantined, c.reasons = run.rows_out, run.reasons
+    return counts
+
+
 class LocalEngines:
     """The Task resolver: each resource of the workflow served by its local engine."""
 

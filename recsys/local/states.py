@@ -366,3 +366,38 @@ def _all_states(machine: dict) -> list[dict]:
         for branch in state.get("Branches", []):
             out.extend(_all_states(branch))
     return out
+
+
+def state_lines(steps: list[Step], width: int = 114) -> list[str]:
+    """Printable lines of the top-level states in execution order; consecutive states about one subject (a
+    crawler, a feature table, a table's quality) grouped: ``recsys-dev-curated: Start, Wait, Get, ready?, done``;
+    a Parallel with its branch count and how many branches caught an error."""
+    groups: list[tuple[set[str], list[Step]]] = []
+    for st in (s for s in steps if not s.path):
+        words = set(st.name.split())
+        if groups and st.type != "Parallel" and groups[-1][0] & words:
+            groups[-1] = (groups[-1][0] & words, [*groups[-1][1], st])
+        else:
+            groups.append((words, [st]))
+    labels = []
+    for subject, members in groups:
+        if len(members) == 1:
+            st = members[0]
+            labels.append(st.name if st.type != "Parallel" else f"{st.name} ({_branch_summary(steps, st.name)})")
+            continue
+        (word,) = sorted(subject)[:1]
+        labels.append(f"{word}: " + ", ".join(" ".join(w for w in m.name.split() if w != word) for m in members))
+    lines, line = [], "states:"
+    for i, label in enumerate(labels):
+        piece = f" {label}" + (" ->" if i < len(labels) - 1 else "")
+        if len(line) + len(piece) > width:
+            lines.append(line)
+            line = "   "
+        line += piece
+    return [*lines, line]
+
+
+def _branch_summary(steps: list[Step], parallel: str) -> str:
+    branches = {st.path for st in steps if st.path.startswith(f"{parallel}[")}
+    skipped = [st for st in steps if st.path.startswith(f"{parallel}[") and st.note.startswith("caught")]
+    return f"{len(branches)} branches, {len(skipped)} caught"

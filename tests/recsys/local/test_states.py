@@ -87,3 +87,15 @@ def test_parameters_take_paths_and_intrinsic_functions_and_a_missing_path_is_a_r
 def test_state_types_it_does_not_interpret_are_refused_before_running():
     with pytest.raises(DefinitionError, match="Map"):
         Interpreter({"StartAt": "M", "States": {"M": {"Type": "Map", "End": True}}}, lambda r, p: ({}, ""))
+
+
+def test_state_lines_group_consecutive_states_about_one_subject_and_count_caught_branches():
+    from recsys.local.states import Step, state_lines
+
+    steps = [Step("", "Jobs", "Parallel"), Step("Jobs[0]/", "Run a", "Task", "caught States.TaskFailed -> x"),
+             Step("Jobs[1]/", "Run b", "Task"), Step("", "Start c1", "Task"), Step("", "Wait c1", "Wait"),
+             Step("", "c1 done", "Pass"), Step("", "Drop f", "Task"), Step("", "Build f", "Task"),
+             Step("", "End", "Succeed")]  # fmt: skip
+    expected = "states: Jobs (2 branches, 1 caught) -> c1: Start, Wait, done -> f: Drop, Build -> End"
+    assert state_lines(steps) == [expected]
+    assert len(state_lines(steps, width=40)) > 1
