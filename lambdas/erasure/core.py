@@ -112,7 +112,7 @@ def filter_rows(data: bytes, key: str, user_id: str) -> tuple[bytes | None, int]
     raw = gzip.decompress(data) if gz else data
     if fmt == "parquet":
         out, removed = _filter_parquet(raw, user_id)
-    elif user_id.encode("utf-8") not in raw:  # cheap: text formats hold the id verbatim
+    elif not _mentions_token(raw, user_id):  # cheap: text formats hold the id verbatim
         return None, 0
     elif fmt == "csv":
         out, removed = _filter_csv(raw, user_id)
@@ -128,16 +128,22 @@ def _filter_parquet(raw: bytes, user_id: str) -> tuple[bytes, int]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(raw))
-    hit = pa.array([False] * table.num_rows, type=pa.bool_())
-    for column in table.columns:
-        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            values = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
-            hit = pc.or_(hit, pc.fill_null(pc.equal(values, user_id), False))
+    def texts(t: pa.DataType) -> bool:
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+    names = [f.name for f in pq.read_schema(io.BytesIO(raw)) if texts(f.type)]
+    if not names:
+        return raw, 0
+    strings = pq.read_table(io.BytesIO(raw), columns=names)  # only the text columns: fast for a clean file
+    hit = pa.array([False] * strings.num_rows, type=pa.bool_())
+    for column in strings.columns:
+        values = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
+        hit = pc.or_(hit, pc.fill_null(pc.equal(values, user_id), False))
     removed = pc.sum(hit).as_py() or 0
     if not removed:
         return raw, 0
+    table = pq.read_table(io.BytesIO(raw))
     buffer = io.BytesIO()
     pq.write_table(table.filter(pc.invert(hit)), buffer)
     return buffer.getvalue(), int(removed)
@@ -196,7 +202,14 @@ def mentions_bytes(data: bytes, user_id: str) -> bool:
     if data[:2] == b"\x1f\x8b":
         with contextlib.suppress(OSError, EOFError):
             data = gzip.decompress(data)
-    return _token(user_id).search(data.decode("latin-1")) is not None
+    return _mentions_token(data, user_id)
+
+
+def _mentions_token(data: bytes, user_id: str) -> bool:
+    needle = user_id.encode("utf-8")
+    if needle not in data:
+        return False
+    return re.search(rb"(?<![\w-])" + re.escape(needle) + rb"(?![\w-])", data) is not None
 
 
 # ---- stores ------------------------------------------------------------------------------------------
