@@ -9,6 +9,7 @@ is a few reads with no unpickling.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,7 @@ class Bundle:
         items = merge(base, special, k) if special else [(i, "") for i in base]
         recs = []
         for i, flag in items:
-            rec: dict[str, Any] = {"product_id": str(self.items.ids[i]), "score": round(float(np.nan_to_num(
-                scores[i], neginf=0.0)), 6)}
+            rec: dict[str, Any] = {"product_id": str(self.items.ids[i]), "score": round(_finite(scores[i]), 6)}
             if flag:
                 rec[flag] = True
             recs.append(rec)
@@ -321,6 +321,17 @@ class Bundle:
                    a["popularity"], a["item_category"], a["category_names"], segments, seg_users, seg_of,
                    doc.get("meta", {}), a.get("trending"), catalogue,
                    ExplorationConfig(**doc.get("exploration", {})), doc.get("cold_start", "popular"))
+
+
+def _finite(value: Any) -> float:
+    """A score as JSON can carry it (``np.nan_to_num(v, neginf=0.0)`` for one value, without its overhead)."""
+    v = float(value)
+    if math.isfinite(v):
+        return v
+    return _FLOAT_MAX if v > 0 else 0.0
+
+
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 def recipe_doc(candidates: list[Any], weights: list[float]) -> list[dict[str, Any]]:

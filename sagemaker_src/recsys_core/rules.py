@@ -63,13 +63,16 @@ class Catalogue:
         category = self.category[item]
         if category < 0:
             return None
-        closeness = np.ones(len(self.category))
+        same = np.flatnonzero(self.category == category)  # scored: its category only (a sliver of the catalogue)
+        closeness = np.ones(len(same))
         price = float(self.price[item])
         if np.isfinite(price) and price > 0:
             with np.errstate(invalid="ignore", divide="ignore"):
-                gap = np.abs(np.log(self.price / price))
+                gap = np.abs(np.log(self.price[same] / price))
             closeness = 1.0 / (1.0 + np.nan_to_num(gap, nan=2.0, posinf=2.0))
-        return np.where(self.category == category, closeness * (1.0 + 0.1 * popularity), -np.inf)
+        out = np.full(len(self.category), -np.inf)
+        out[same] = closeness * (1.0 + 0.1 * popularity[same])
+        return out
 
 
 def _number(value: Any, name: str) -> float:
@@ -180,11 +183,36 @@ def filter_mask(catalogue: Catalogue, filters: dict[str, Any] | None) -> np.ndar
 
 
 def ranked(scores: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
-    """Up to n unblocked items, best score first (ties by index), with a finite score only."""
+    """Up to n unblocked items, best score first (ties by index), with a finite score only.
+
+    On a large catalogue the n-th best of every 16th item is a lower bound on the n-th best of all:
+    only the items at or above it are sorted (a few hundred instead of a million). Exact: the same
+    list as :func:`ranked_full`, which it falls back to when the bound is not finite or ties flood it.
+    """
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    stride = 16
+    if len(scores) >= 64 * stride * n:
+        masked = np.where(blocked, -np.inf, scores)
+        sample = masked[::stride]
+        bound = np.partition(sample, len(sample) - n)[len(sample) - n]  # NaN sorts last: then not finite
+        if np.isfinite(bound):
+            candidates = np.flatnonzero(masked >= bound)  # NaN and -inf never pass
+            candidates = candidates[np.isfinite(masked[candidates])]
+            if n <= len(candidates) <= 64 * n:  # n finite items at or above the bound: the top n are among them
+                order = np.lexsort((candidates, -masked[candidates]))
+                return candidates[order[:n]]
+    return ranked_full(scores, blocked, n)
+
+
+def ranked_full(scores: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
+    """:func:`ranked` by a partition over every allowed item (small catalogues; the reference)."""
     allowed = np.flatnonzero(~blocked & np.isfinite(scores))
     if len(allowed) > n:
-        part = np.argpartition(-scores[allowed], n - 1)[:n]
-        allowed = allowed[part]
+        values = scores[allowed]
+        nth = values[np.argpartition(-values, n - 1)[n - 1]]
+        above, tied = allowed[values > nth], allowed[values == nth]  # ties at the n-th: lowest index first
+        allowed = np.concatenate([above, tied[: n - len(above)]])
     order = np.lexsort((allowed, -scores[allowed]))
     return allowed[order]
 
@@ -218,14 +246,22 @@ def merge(base: list[int], special: list[tuple[int, str]], k: int) -> list[tuple
 
 def exploration_scores(catalogue: Catalogue, user_categories: np.ndarray, popularity: np.ndarray) -> np.ndarray:
     """Content similarity of explorable items to the user's tastes: their category's share of the user's
-    history, then the item's popularity as a tie-break; -inf for items that are not explorable."""
-    affinity = np.zeros(len(catalogue.category), dtype=np.float64)
-    known = catalogue.category >= 0
-    if len(user_categories) and known.any():
-        counts = np.bincount(user_categories[user_categories >= 0], minlength=int(catalogue.category.max()) + 1)
-        share = counts / max(counts.sum(), 1)
-        affinity[known] = share[catalogue.category[known]]
-    return np.where(catalogue.explorable, affinity + 1e-3 * popularity, -np.inf)
+    history, then the item's popularity as a tie-break; -inf for items that are not explorable.
+
+    Computed over the explorable items only (new products: few, on a catalogue of a million)."""
+    out = np.full(len(catalogue.category), -np.inf, dtype=np.float64)
+    idx = np.flatnonzero(catalogue.explorable)
+    if not len(idx):
+        return out
+    cats = catalogue.category[idx]
+    affinity = np.zeros(len(idx), dtype=np.float64)
+    mine = user_categories[user_categories >= 0] if len(user_categories) else user_categories
+    known = cats >= 0
+    if len(mine) and known.any():
+        counts = np.bincount(mine, minlength=int(max(cats.max(), mine.max())) + 1)
+        affinity[known] = (counts / max(counts.sum(), 1))[cats[known]]
+    out[idx] = affinity + 1e-3 * popularity[idx]
+    return out
 
 
 _FALSE = {"false", "0", "no", "n", "f"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -174,3 +175,35 @@ def test_exploration_share_and_new_age_are_training_settings(tmp_path):
     assert train.main(args) == 0
     saved = json.loads((tmp_path / "model" / "model.json").read_text())["exploration"]
     assert saved["share"] == 0.3 and saved["new_days"] == 7.0
+
+
+def test_ranked_on_a_large_catalogue_is_the_full_ranking_with_ties_blocks_and_non_finite_scores() -> None:
+    from recsys_core.rules import ranked, ranked_full
+
+    rng = np.random.default_rng(3)
+    n_items = 200_000
+    for trial in range(12):
+        scores = rng.integers(0, 50 if trial % 2 else 10_000, n_items).astype(np.float64)  # many ties, or few
+        scores[rng.integers(0, n_items, 500)] = np.nan
+        scores[rng.integers(0, n_items, 50)] = np.inf if trial % 3 == 0 else -np.inf
+        if trial == 5:
+            scores[:] = 0.0  # ties flood the bound: the reference path
+        blocked = rng.random(n_items) < (0.9 if trial % 4 == 0 else 0.1)
+        for n in (1, 10, 40):
+            assert ranked(scores, blocked, n).tolist() == ranked_full(scores, blocked, n).tolist()
+
+
+def test_exploration_scores_rank_explorable_items_by_the_users_category_share_then_popularity() -> None:
+    from recsys_core.rules import Catalogue, exploration_scores
+
+    category = np.array([0, 1, 1, 2, -1, 0])
+    explorable = np.array([True, True, True, False, True, False])
+    catalogue = Catalogue(np.zeros(6, np.float32), np.ones(6, bool), category, np.array(["a", "b", "c"]), explorable)
+    popularity = np.array([5.0, 1.0, 2.0, 9.0, 3.0, 4.0])
+    scores = exploration_scores(catalogue, np.array([1, 1, 0, -1]), popularity)
+    # shares of the user's known categories: a 1/3, b 2/3; unknown category: 0; not explorable: -inf
+    expected = [1 / 3 + 5e-3, 2 / 3 + 1e-3, 2 / 3 + 2e-3, -np.inf, 3e-3, -np.inf]
+    assert scores.tolist() == pytest.approx(expected)
+    assert exploration_scores(catalogue, np.array([], dtype=np.int64), popularity)[:3].tolist() == pytest.approx(
+        [5e-3, 1e-3, 2e-3]
+    )
