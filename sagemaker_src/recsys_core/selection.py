@@ -212,8 +212,13 @@ class _Fold:
     def repeat(self, half_life: float, boost: float) -> np.ndarray:
         return row_max_normalize(self.profiles(half_life, boost).toarray().astype(np.float32))
 
-    def per_user_ndcg(self, scores: np.ndarray) -> list[np.ndarray]:
-        recs = top_k(scores + 1e-4 * self.pop[None, :], self.k, self.exclude)
+    def per_user_ndcg(self, scores: np.ndarray, batch_cells: int = 20_000_000) -> list[np.ndarray]:
+        # In row batches: on a catalogue of a million items one more full copy of the matrix is gigabytes.
+        batch = max(1, batch_cells // max(scores.shape[1], 1))
+        recs: list[np.ndarray] = []
+        for lo in range(0, len(scores), batch):
+            sl = slice(lo, lo + batch)
+            recs += top_k(scores[sl] + 1e-4 * self.pop[None, :], self.k, self.exclude[sl])
         out = []
         for rel, n in zip(self.relevant, self.n_relevant, strict=True):
             has = np.flatnonzero(n > 0)
@@ -408,7 +413,12 @@ class _Search:
 
 
 def _mix(a: list[np.ndarray], wa: float, b: list[np.ndarray], wb: float) -> list[np.ndarray]:
-    return [wa * x + wb * y for x, y in zip(a, b, strict=True)]
+    out = []
+    for x, y in zip(a, b, strict=True):  # wa * x + wb * y, one temporary fewer
+        mixed = wa * x
+        mixed += wb * y
+        out.append(mixed)
+    return out
 
 
 def select(
