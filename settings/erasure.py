@@ -43,3 +43,14 @@ def erasure_stores(*, source: str, destination: str, results: str, recent_items_
     if recent_items_table:
         stores.append({"name": "recent items", "table": recent_items_table})
     return stores
+
+#: The erasure records (audit, progress) in the destination bucket: ``lambdas.erasure.core.AUDIT_PREFIX``'s parent.
+RECORDS_PREFIX = "erasure/"
+
+#: pyarrow for the Lambda: the AWS SDK for pandas managed layer (Python 3.12, arm64), published by AWS in
+#: account 336392948345 in most regions (https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html). The
+#: version number differs per region and release: check the table for the deployment region before a deploy
+#: (not verified against an account here).
+PANDAS_LAYER_ACCOUNT = "336392948345"
+PANDAS_LAYER_NAME = "AWSSDKPandas-Python312-Arm64"
+PANDAS_LAYER_VERSION = 26

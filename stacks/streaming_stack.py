@@ -37,6 +37,7 @@ from settings.streaming import (
 from stacks.buckets import SOURCE
 from stacks.data_stack import DataStack
 from stacks.factories import storage
+from stacks.factories.erasure import erasure_function
 from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards
 
 LAMBDAS = PROJECT_ROOT / "lambdas"
@@ -99,11 +100,14 @@ class StreamingStack(Stack):
         self.api_function = self._api_function(cfg, data)
         self.api = self._api(cfg)
         self.firehose = self._firehose(cfg, data)
+        # Erasure sees the data stack's stores and this stack's table, so it lives here (stacks/factories/erasure.py).
+        self.erasure = erasure_function(self, cfg, key=data.key, table=self.table)
 
         CfnOutput(self, "StreamName", value=self.stream.stream_name, description="Producers put interactions here")
         CfnOutput(self, "RecentItemsTable", value=self.table.table_name)
         CfnOutput(self, "DeadLetterQueueUrl", value=self.dlq.queue_url)
         CfnOutput(self, "RecommendationsUrl", value=self.api.url_for_path("/recommendations"))
+        CfnOutput(self, "ErasureFunction", value=self.erasure.function_name, description='Invoke with {"user_id": ...}')
 
     # ---- pieces -----------------------------------------------------------------------
     def _queue(self, construct_id: str, name: str, cfg: Config, data: DataStack) -> sqs.Queue:
