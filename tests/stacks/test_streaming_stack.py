@@ -13,6 +13,7 @@ from lambdas.stream_consumer import handler as consumer
 from recsys.local.streaming import CONSUMER_BATCH_SIZE, CONSUMER_RETRY_ATTEMPTS, RECENT_ITEMS_N, streaming_names
 from settings.config import CDK_JSON, load_project_config
 from stacks.app_builder import build_app
+from stacks.factories.erasure import function_name as erasure_function_name
 from stacks.streaming_stack import API_BURST_LIMIT, API_RATE_LIMIT
 
 pytestmark = pytest.mark.xdist_group("synth")
@@ -68,7 +69,7 @@ def test_table_has_ttl_pitr_on_demand_and_customer_managed_encryption(template):
 
 def test_queues_are_kms_encrypted_and_tls_only(template):
     queues = template.find_resources("AWS::SQS::Queue")
-    assert len(queues) == 2
+    assert len(queues) == 3  # the consumer's DLQ, the failed-batches queue, the erasure function's DLQ
     assert all("DataKey" in json.dumps(q["Properties"]["KmsMasterKeyId"]) for q in queues.values())
     policies = template.find_resources("AWS::SQS::QueuePolicy")
     denied = [
@@ -77,7 +78,7 @@ def test_queues_are_kms_encrypted_and_tls_only(template):
         for s in p["Properties"]["PolicyDocument"]["Statement"]
         if s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     ]
-    assert len(denied) == 2
+    assert len(denied) == 3
 
 
 def test_consumer_reports_batch_item_failures_bisects_retries_and_sends_exhausted_batches_to_a_queue(template):
@@ -162,7 +163,7 @@ def test_functions_encrypt_their_environment_with_the_data_key_and_reserve_concu
     found = t.find_resources("AWS::Lambda::Function").values()
     functions = {f["Properties"]["FunctionName"]: f["Properties"] for f in found}
     names = streaming_names(cfg)
-    assert set(functions) == {names.consumer_function, names.api_function}
+    assert set(functions) == {names.consumer_function, names.api_function, erasure_function_name(cfg)}
     for props in functions.values():
         assert "DataKey" in json.dumps(props["KmsKeyArn"])
     # The API function's reservation comes from cdk.json (different per environment); the consumer's is its shards.
@@ -172,7 +173,7 @@ def test_functions_encrypt_their_environment_with_the_data_key_and_reserve_concu
 
 def test_log_groups_have_the_configured_retention(template):
     groups = template.find_resources("AWS::Logs::LogGroup")
-    assert len(groups) == 4
+    assert len(groups) == 5  # consumer, API function, API access, Firehose, erasure
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {load_project_config().log_retention_days}
 
 
