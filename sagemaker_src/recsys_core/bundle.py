@@ -25,7 +25,8 @@ from .models.content import SegmentPopularity
 from .rules import (
     Catalogue,
     ExplorationConfig,
-    exploration_scores,
+    ExplorationIndex,
+    explore_picks,
     filter_mask,
     merge,
     ranked,
@@ -72,6 +73,7 @@ class Bundle:
             n = self.hist.n_items
             self.catalogue = Catalogue(np.full(n, np.nan, np.float32), np.ones(n, bool), self.item_category,
                                        self.category_names, np.zeros(n, bool))
+        self._explore_index = ExplorationIndex.build(self.catalogue, self.popularity)
 
     # ---------------------------------------------------------------- serving
     def recommend(
@@ -196,8 +198,8 @@ class Bundle:
             taken = blocked.copy()
             taken[[i for i, _ in special]] = True
             cats = self.catalogue.category[user_items] if len(user_items) else np.zeros(0, dtype=np.int32)
-            explore = exploration_scores(self.catalogue, cats, self.popularity)
-            special += [(int(i), "explored") for i in ranked(explore, taken, n_explore)]
+            picks = explore_picks(self._explore_index, self.catalogue, cats, self.popularity, taken, n_explore)
+            special += [(int(i), "explored") for i in picks]
         special = special[:k]
         base = ranked(scores, blocked, k).tolist()
         items = merge(base, special, k) if special else [(i, "") for i in base]

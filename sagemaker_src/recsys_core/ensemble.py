@@ -20,7 +20,7 @@ from .models.base import Model
 
 def row_max_normalize(scores: np.ndarray) -> np.ndarray:
     """Scale each row so its largest magnitude is 1, making scores of different models blendable."""
-    peak = np.abs(scores).max(axis=1, keepdims=True)
+    peak = np.maximum(scores.max(axis=1, keepdims=True), -scores.min(axis=1, keepdims=True))  # |.|max, no copy
     peak[peak == 0] = 1.0
     return scores / peak
 

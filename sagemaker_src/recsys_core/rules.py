@@ -246,22 +246,65 @@ def merge(base: list[int], special: list[tuple[int, str]], k: int) -> list[tuple
 
 def exploration_scores(catalogue: Catalogue, user_categories: np.ndarray, popularity: np.ndarray) -> np.ndarray:
     """Content similarity of explorable items to the user's tastes: their category's share of the user's
-    history, then the item's popularity as a tie-break; -inf for items that are not explorable.
-
-    Computed over the explorable items only (new products: few, on a catalogue of a million)."""
+    history, then the item's popularity as a tie-break; -inf for items that are not explorable."""
     out = np.full(len(catalogue.category), -np.inf, dtype=np.float64)
     idx = np.flatnonzero(catalogue.explorable)
-    if not len(idx):
-        return out
-    cats = catalogue.category[idx]
-    affinity = np.zeros(len(idx), dtype=np.float64)
+    out[idx] = exploration_scores_of(idx, catalogue, user_categories, popularity)
+    return out
+
+
+@dataclass(frozen=True)
+class ExplorationIndex:
+    """Explorable items grouped by category, each group by popularity (best first, ties by index).
+
+    Built once per model: an item's exploration score is its category's share of the user's history
+    plus a popularity term, so within a category the order never changes. The best n overall are
+    among the best n unblocked of each category; :func:`explore_picks` scores only those.
+    """
+
+    order: np.ndarray  # explorable item indices, grouped by category, then by popularity
+    starts: np.ndarray  # group g is order[starts[g]:starts[g + 1]]
+
+    @classmethod
+    def build(cls, catalogue: Catalogue, popularity: np.ndarray) -> ExplorationIndex:
+        idx = np.flatnonzero(catalogue.explorable)
+        cats = catalogue.category[idx]
+        order = idx[np.lexsort((idx, -popularity[idx], cats))]
+        sorted_cats = catalogue.category[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_cats)) + 1, len(order)]
+        return cls(order, starts)
+
+
+def explore_picks(index: ExplorationIndex, catalogue: Catalogue, user_categories: np.ndarray,
+                  popularity: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
+    """``ranked(exploration_scores(...), blocked, n)`` without scoring the whole catalogue."""
+    if n <= 0 or not len(index.order):
+        return np.zeros(0, dtype=np.int64)
+    picked: list[np.ndarray] = []
+    for g in range(len(index.starts) - 1):
+        group = index.order[index.starts[g] : index.starts[g + 1]]
+        take, lo, step = [], 0, 4 * n
+        while len(take) < n and lo < len(group):  # the first n unblocked of this group
+            chunk = group[lo : lo + step]
+            take.extend(chunk[~blocked[chunk]][: n - len(take)].tolist())
+            lo, step = lo + step, step * 4
+        picked.append(np.asarray(take, dtype=np.int64))
+    candidates = np.concatenate(picked)
+    scores = exploration_scores_of(candidates, catalogue, user_categories, popularity)
+    return candidates[np.lexsort((candidates, -scores))[:n]]
+
+
+def exploration_scores_of(items: np.ndarray, catalogue: Catalogue, user_categories: np.ndarray,
+                          popularity: np.ndarray) -> np.ndarray:
+    """The exploration scores of some explorable items (see :func:`exploration_scores`)."""
+    cats = catalogue.category[items]
+    affinity = np.zeros(len(items), dtype=np.float64)
     mine = user_categories[user_categories >= 0] if len(user_categories) else user_categories
     known = cats >= 0
     if len(mine) and known.any():
         counts = np.bincount(mine, minlength=int(max(cats.max(), mine.max())) + 1)
         affinity[known] = (counts / max(counts.sum(), 1))[cats[known]]
-    out[idx] = affinity + 1e-3 * popularity[idx]
-    return out
+    return affinity + 1e-3 * popularity[items]
 
 
 _FALSE = {"false", "0", "no", "n", "f"}

@@ -207,3 +207,22 @@ def test_exploration_scores_rank_explorable_items_by_the_users_category_share_th
     assert exploration_scores(catalogue, np.array([], dtype=np.int64), popularity)[:3].tolist() == pytest.approx(
         [5e-3, 1e-3, 2e-3]
     )
+
+
+def test_exploration_picks_are_the_top_of_the_full_exploration_ranking() -> None:
+    from recsys_core.rules import Catalogue, ExplorationIndex, explore_picks, exploration_scores, ranked
+
+    rng = np.random.default_rng(5)
+    n_items = 5_000
+    for trial in range(10):
+        category = rng.integers(-1, 6, n_items)
+        explorable = rng.random(n_items) < (0.9 if trial % 2 else 0.05)
+        catalogue = Catalogue(np.zeros(n_items, np.float32), np.ones(n_items, bool), category,
+                              np.array(list("abcdef")), explorable)  # fmt: skip
+        popularity = rng.integers(0, 5 if trial % 3 else 500, n_items).astype(np.float64)  # ties, or few
+        index = ExplorationIndex.build(catalogue, popularity)
+        blocked = rng.random(n_items) < 0.5
+        user = rng.integers(-1, 6, rng.integers(0, 8))
+        for n in (1, 2, 5):
+            expected = ranked(exploration_scores(catalogue, user, popularity), blocked, n)
+            assert explore_picks(index, catalogue, user, popularity, blocked, n).tolist() == expected.tolist()
