@@ -24,7 +24,6 @@ so this file deploys as the Lambda asset ``lambdas/erasure`` unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import hashlib
@@ -36,6 +35,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,14 +197,6 @@ def count_rows(data: bytes, key: str, user_id: str) -> int:
         return 0
 
 
-def mentions_bytes(data: bytes, user_id: str) -> bool:
-    """For files that are not rows (model archives, logs): does the id appear as a token, gzip looked through."""
-    if data[:2] == b"\x1f\x8b":
-        with contextlib.suppress(OSError, EOFError):
-            data = gzip.decompress(data)
-    return _mentions_token(data, user_id)
-
-
 def _mentions_token(data: bytes, user_id: str) -> bool:
     needle = user_id.encode("utf-8")
     if needle not in data:
@@ -240,6 +232,24 @@ class Store(Protocol):
     def find(self, user_id: str) -> list[str]: ...
 
 
+#: (bucket, key, version id, user id) read during this request and found without the user. S3 version ids name
+#: immutable bytes, so the verification scan after an erasure need not fetch them again ("null", the version of
+#: an unversioned bucket's object, is never cached). Cleared when a request starts.
+_CLEAN: set[tuple[str, str, str, str]] = set()
+
+
+#: Objects read at once: S3 GETs wait on the network and pyarrow releases the GIL, so a few threads help.
+WORKERS = 4
+
+
+def _parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """``fn`` over ``items`` in order, on a few threads (clients are thread-safe); the first error propagates."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return list(pool.map(fn, items))
+
+
 def _versions(s3: Any, bucket: str, prefix: str) -> dict[str, list[dict[str, Any]]]:
     """Every version (not delete markers) of every key under ``prefix``, newest first, by key."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -261,10 +271,15 @@ class S3Store:
     def _hits(self, key: str, versions: list[dict[str, Any]], user_id: str) -> list[tuple[dict, bytes | None, int]]:
         hits = []
         for v in versions:
+            seen = (self.bucket, key, v["VersionId"], user_id)
+            if seen in _CLEAN:
+                continue
             body = self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
             new, removed = filter_rows(body, key, user_id)
             if removed:
                 hits.append((v, new, removed))
+            elif v["VersionId"] != "null" and count_rows(body, key, user_id) == 0:
+                _CLEAN.add(seen)  # a version id names immutable bytes: no need to read them again
         return hits
 
     def erase(self, user_id: str) -> Removed:
@@ -272,14 +287,18 @@ class S3Store:
         held them deleted by VersionId. Crash-safe in that order: a rerun finds the clean current version
         and deletes the old ones left; nothing is lost when the put succeeds and the deletes do not."""
         done = Removed()
-        for key, versions in _versions(self.s3, self.bucket, self.prefix).items():
-            if is_model_artifact(key) or data_format(key) is None:
-                continue
-            hits = self._hits(key, versions, user_id)
-            if not hits:
-                continue
+        keys = [(k, vs) for k, vs in _versions(self.s3, self.bucket, self.prefix).items()
+                if data_format(k) is not None and not is_model_artifact(k)]  # fmt: skip
+        for part in _parallel(lambda kv: self._erase_key(kv[0], kv[1], user_id), keys):
+            done.add(part)
+        return done
+
+    def _erase_key(self, key: str, versions: list[dict[str, Any]], user_id: str) -> Removed:
+        done = Removed()
+        hits = self._hits(key, versions, user_id)
+        if hits:
             put_version = None
-            latest, new, removed = hits[0]
+            latest, new, _ = hits[0]
             if latest.get("IsLatest"):
                 put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=new)
                 put_version = put.get("VersionId") or "null"
@@ -293,15 +312,21 @@ class S3Store:
         return done
 
     def find(self, user_id: str) -> list[str]:
-        found = []
-        for key, versions in _versions(self.s3, self.bucket, self.prefix).items():
-            if data_format(key) is None or is_model_artifact(key):
-                continue
-            for v in versions:
-                body = self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
-                if n := count_rows(body, key, user_id):
-                    found.append(f"s3://{self.bucket}/{key}?versionId={v['VersionId']} ({n} rows)")
-        return found
+        todo = [
+            (key, v["VersionId"])
+            for key, versions in _versions(self.s3, self.bucket, self.prefix).items()
+            if data_format(key) is not None and not is_model_artifact(key)
+            for v in versions
+            if (self.bucket, key, v["VersionId"], user_id) not in _CLEAN
+        ]
+
+        def rows(item: tuple[str, str]) -> str | None:
+            key, version = item
+            body = self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=version)["Body"].read()
+            n = count_rows(body, key, user_id)
+            return f"s3://{self.bucket}/{key}?versionId={version} ({n} rows)" if n else None
+
+        return [f for f in _parallel(rows, todo) if f]
 
 
 @dataclass(frozen=True)
@@ -359,22 +384,36 @@ class DirStore:
                 if path.is_file() and data_format(rel) and not is_model_artifact(rel):
                     yield path
 
+    @staticmethod
+    def _seen(path: Path, user_id: str) -> tuple[str, str, str, str]:
+        stat = path.stat()  # a rewrite changes both: a file read clean stays clean until then
+        return (str(path), str(stat.st_mtime_ns), str(stat.st_size), user_id)
+
+    def _erase_file(self, path: Path, user_id: str) -> Removed:
+        data = path.read_bytes()
+        new, removed = filter_rows(data, path.name, user_id)
+        if not removed:
+            if count_rows(data, path.name, user_id) == 0:
+                _CLEAN.add(self._seen(path, user_id))
+            return Removed()
+        tmp = path.with_name(f".{path.name}.erasure")
+        tmp.write_bytes(new or b"")
+        os.replace(tmp, path)
+        return Removed(rows=removed, objects_rewritten=1)
+
     def erase(self, user_id: str) -> Removed:
         done = Removed()
-        for path in self._files():
-            new, removed = filter_rows(path.read_bytes(), path.name, user_id)
-            if removed:
-                tmp = path.with_name(f".{path.name}.erasure")
-                tmp.write_bytes(new or b"")
-                os.replace(tmp, path)
-                done.rows += removed
-                done.objects_rewritten += 1
+        for part in _parallel(lambda p: self._erase_file(p, user_id), list(self._files())):
+            done.add(part)
         return done
 
     def find(self, user_id: str) -> list[str]:
-        return [
-            f"{p} ({n} rows)" for p in self._files() if (n := count_rows(p.read_bytes(), p.name, user_id))
-        ]
+        def rows(p: Path) -> str | None:
+            n = count_rows(p.read_bytes(), p.name, user_id)
+            return f"{p} ({n} rows)" if n else None
+
+        todo = [p for p in self._files() if self._seen(p, user_id) not in _CLEAN]
+        return [f for f in _parallel(rows, todo) if f]
 
 
 # ---- where records go ------------------------------------------------------------------------------
@@ -457,6 +496,7 @@ def forget(
     output; tests raise there to simulate a crash)."""
     if not user_id or not user_id.strip():
         raise ValueError("a user id is required")
+    _CLEAN.clear()
     stores, (primary, *copies) = list(stores), list(records)
     suppression = primary.get(SUPPRESSION_KEY) or next(filter(None, (c.get(SUPPRESSION_KEY) for c in copies)), None)
     suppression = suppression or new_suppression()
@@ -530,19 +570,12 @@ def every_store(s3: Any | None, dynamodb: Any | None, dirs: Iterable[Path] = ())
     ]
 
 
-def models_holding(user_id: str, s3: Any | None, dirs: Iterable[Path] = ()) -> list[str]:
-    """Model artifacts (trained before the erasure) whose bytes still name the shopper: reported, not edited."""
+def model_artifacts(s3: Any | None, dirs: Iterable[Path] = ()) -> list[str]:
+    """Model artifacts in the account and folders: trained before the erasure, not rows, so not edited (and not
+    read: their arrays are binary); the suppression list keeps the shopper out of the next one."""
     found = []
     for bucket in (b["Name"] for b in s3.list_buckets().get("Buckets", [])) if s3 is not None else ():
-        for key, versions in _versions(s3, bucket, "").items():
-            if is_model_artifact(key):
-                for v in versions:
-                    body = s3.get_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
-                    if mentions_bytes(body, user_id):
-                        found.append(f"s3://{bucket}/{key}")
+        found += [f"s3://{bucket}/{key}" for key in _versions(s3, bucket, "") if key.endswith(MODEL_SUFFIXES)]
     for root in dirs:
-        for path in sorted(Path(root).rglob("*")) if Path(root).is_dir() else ():
-            rel = path.relative_to(root).as_posix()
-            if path.is_file() and is_model_artifact(rel) and mentions_bytes(path.read_bytes(), user_id):
-                found.append(str(path))
+        found += [str(p) for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name.endswith(MODEL_SUFFIXES)]
     return found

@@ -47,7 +47,7 @@ class LocalErasure:
     result: core.ErasureResult
     seconds: float
     findings: dict[str, list[str]] = field(default_factory=dict)  # store -> places still holding rows
-    models: list[str] = field(default_factory=list)  # model artifacts trained before the erasure
+    models: list[str] = field(default_factory=list)  # model artifacts (trained before the erasure, not edited)
     scanned: int = 0  # stores scanned by the verification
 
     @property
@@ -82,7 +82,7 @@ def forget_locally(
     dirs = [workdir / name for name in WORKDIR_FOLDERS]
     everything = core.every_store(s3, dynamodb, dirs)
     findings = core.find_everywhere(user_id, everything)
-    models = core.models_holding(user_id, s3, dirs)
+    models = core.model_artifacts(s3, dirs)
     return LocalErasure(result, time.perf_counter() - start, findings, models, len(everything))
 
 
@@ -104,8 +104,8 @@ def report_lines(done: LocalErasure) -> list[str]:
     for store, places in done.findings.items():
         lines += [f"  still in {store}: {p}" for p in places[:5]]
     if done.models:
-        lines.append(f"kept until the next training: {len(done.models)} model artifact(s) trained before the "
-                     "erasure (not rows; the suppression list keeps the user out of the next model)")  # fmt: skip
+        lines.append(f"not rows, not edited: {len(done.models)} model archive(s) trained before the request; the "
+                     "suppression list keeps the user out of the next model")  # fmt: skip
     return lines
 
 
