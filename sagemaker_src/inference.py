@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +180,20 @@ def _validate(data: Any) -> None:
         _single(data)
 
 
+def _served(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer with a fresh ``recommendation_id`` (issue 14): the shop echoes it on the clickstream events
+    of what it showed, so a click, cart or purchase can be attributed to this list, its positions, strategy
+    and model version (the endpoint's data capture records the response with it)."""
+    return {**answer, "recommendation_id": uuid.uuid4().hex}
+
+
 def predict_fn(data: dict[str, Any], model: Bundle) -> dict[str, Any]:
-    """One response object, or ``{"predictions": [...]}`` for an ``instances`` batch."""
+    """One response object, or ``{"predictions": [...]}`` for an ``instances`` batch; each carries its own
+    ``recommendation_id``."""
     _validate(data)
     if "instances" in data:
-        return {"predictions": [model.recommend(**_single(inst, model)) for inst in data["instances"]]}
-    return model.recommend(**_single(data, model))
+        return {"predictions": [_served(model.recommend(**_single(inst, model))) for inst in data["instances"]]}
+    return _served(model.recommend(**_single(data, model)))
 
 
 def output_fn(prediction: dict[str, Any], accept: str | None = JSON) -> str:

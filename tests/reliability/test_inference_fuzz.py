@@ -35,7 +35,8 @@ def run(inference: ModuleType, model: Any, body: Any, content_type: str = "appli
 
 def check_answer(req: dict[str, Any], answer: dict[str, Any], shop: dict[str, Any], model: Any) -> None:
     """One response object against CONTRACTS §3 and the training data."""
-    assert set(answer) == {"user_id", "recommendations", "strategy", "model_version"}, answer
+    assert set(answer) == {"user_id", "recommendations", "strategy", "model_version", "recommendation_id"}, answer
+    assert len(answer["recommendation_id"]) == 32 and int(answer["recommendation_id"], 16) >= 0
     assert answer["user_id"] == str(req["user_id"]).strip()
     assert answer["strategy"] in STRATEGIES and answer["model_version"] == model.model_version
     ids = [r["product_id"] for r in answer["recommendations"]]

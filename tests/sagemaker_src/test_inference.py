@@ -63,7 +63,7 @@ def ids(response: dict) -> list[str]:
 
 def test_single_request_returns_the_contract_shape_sorted_by_score(model):
     resp = ask(model, {"user_id": "u1", "k": 3})
-    assert set(resp) == {"user_id", "recommendations", "strategy", "model_version"}
+    assert set(resp) == {"user_id", "recommendations", "strategy", "model_version", "recommendation_id"}
     assert resp["user_id"] == "u1" and resp["strategy"] == "personalized" and resp["model_version"] == "test-v1"
     assert len(resp["recommendations"]) == 3
     scores = [r["score"] for r in resp["recommendations"]]
