@@ -22,8 +22,11 @@ RAW_COLUMNS: dict[str, tuple[str, ...]] = {
 OPTIONAL_RAW_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": (),
     "products": (),
-    "interactions": ("quantity", "unit_price"),
+    "interactions": ("quantity", "unit_price", "recommendation_id"),
 }
+#: ``recommendation_id`` (issue 14): the endpoint answer a clickstream event came from, echoed by the shop; empty
+#: for events not from a recommendation. The recipe passes it through untouched (no step names it, so a DataBrew
+#: job over a file without the column still runs); attribution SQL reads blank as absent.
 
 #: Columns that must be present in a raw file for the table to be processed at all (a real catalogue often
 #: has no category: it is optional and reads 'unknown').
@@ -60,6 +63,7 @@ CURATED_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "event_time": pa.timestamp("ms"),  # UTC, timezone-naive
         "quantity": pa.float64(),  # units on the order line, > 0; 1 when the file has none
         "unit_price": pa.float64(),  # INR per unit on the order line, > 0; null = use the catalogue price
+        "recommendation_id": pa.string(),  # the answer the event came from (clickstream); null/blank = none
     },
 }
 

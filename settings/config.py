@@ -100,6 +100,13 @@ class Config:
     alarm_quarantine_ratio: float  # quarantined / input rows of a table above this share
     alarm_drift_score: float  # max population stability index of the input features above this
     api_reserved_concurrency: int  # concurrent executions reserved for (and capping) the recommendations API Lambda
+    #: Hours after a recommendation is served in which a view, add-to-cart or purchase echoing its
+    #: recommendation_id counts for it (sql/attribution_daily.sql); later events are not attributed.
+    attribution_window_hours: int
+    #: Click-through alarm: CTR of the last day below this share of its trailing 7-day level (e.g. 0.7 = a 30 % drop).
+    alarm_ctr_drop_share: float
+    #: Share of endpoint requests (percent) the endpoint's data capture records (the impressions; 100 = all).
+    capture_sampling_percent: int
 
     # ---- derived names: the only place they are built -------------------------------
     @property
@@ -288,6 +295,29 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
         "api_reserved_concurrency",
         "an integer from 1 to 1000 (concurrent executions of the recommendations API Lambda)",
         raw["api_reserved_concurrency"],
+    )
+    _check(
+        is_int(raw["attribution_window_hours"], 1, 720),
+        where,
+        "attribution_window_hours",
+        "an integer number of hours from 1 to 720 (30 days)",
+        raw["attribution_window_hours"],
+    )
+    drop = raw["alarm_ctr_drop_share"]
+    _check(
+        isinstance(drop, (int, float)) and not isinstance(drop, bool) and 0.0 < drop < 1.0,
+        where,
+        "alarm_ctr_drop_share",
+        "a share in (0, 1): the alarm fires when click-through falls below it times the trailing level",
+        drop,
+    )
+    raw["alarm_ctr_drop_share"] = float(drop)
+    _check(
+        is_int(raw["capture_sampling_percent"], 1, 100),
+        where,
+        "capture_sampling_percent",
+        "an integer percent from 1 to 100 (a sampled capture undercounts impressions by the same share)",
+        raw["capture_sampling_percent"],
     )
     raw["quality_threshold_ndcg_at_10"] = float(q)
     return Config(env_name=env_name, **raw)

@@ -108,6 +108,7 @@ class Event:
     time_ms: int
     shard: str
     seq: str  # as Kinesis gave it (the batchItemFailures identifier)
+    recommendation_id: str | None = None  # the endpoint answer it came from (kept in the archive, not the table)
 
     @property
     def ordered_seq(self) -> str:
@@ -189,7 +190,25 @@ def parse_event(data: bytes) -> dict[str, Any]:
         seconds = parse_timestamp(payload.get("timestamp"))
     except (TypeError, ValueError) as exc:
         raise InvalidEvent("invalid_timestamp", f"timestamp {payload.get('timestamp')!r}: {exc}") from None
-    return {"user_id": user_id, "product_id": product_id, "event_type": event_type, "time_ms": int(seconds * 1000)}
+    return {
+        "user_id": user_id,
+        "product_id": product_id,
+        "event_type": event_type,
+        "time_ms": int(seconds * 1000),
+        "recommendation_id": _recommendation_id(payload.get("recommendation_id")),
+    }
+
+
+def _recommendation_id(value: Any) -> str | None:
+    """The optional id of the endpoint answer the event came from (issue 14), as text; None when absent or blank.
+
+    Never a reason to refuse the event: the recipe passes the column through as given, and the stream must not
+    reject what the batch path keeps. The Firehose archive keeps the record as sent, so attribution reads it there.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text[:_MAX_ID_LEN] or None
 
 
 def _shard(record: Mapping[str, Any]) -> str:

@@ -73,6 +73,7 @@ def test_register_prefix_creates_the_table_with_columns_types_and_location(aws: 
         ("event_time", "timestamp"),
         ("quantity", "double"),
         ("unit_price", "double"),
+        ("recommendation_id", "string"),
     ]
 
 
