@@ -155,3 +155,13 @@ def test_the_suppression_list_keeps_the_shopper_out_of_the_next_training_set(tmp
 
     seen = pd.concat([pd.read_parquet(tmp_path / d / "interactions.parquet") for d in ("tr", "te")])
     assert sorted(seen["user_id"]) == ["u1", "u2"]
+
+
+def test_the_cli_forgets_from_a_live_local_aws_and_the_workdir_and_exits_0_when_gone(shop: Shop, capsys) -> None:
+    from recsys.cli import main
+
+    assert main(["forget", "--user-id", shop.user, "--workdir", str(shop.workdir), "--endpoint-url", shop.aws.url]) == 0
+    out = capsys.readouterr().out
+    assert "user gone everywhere: yes" in out and "recent items 1" in out
+    assert core.find_everywhere(shop.user, _everything(shop)) == {}
+    assert main(["forget", "--user-id", shop.user, "--workdir", str(shop.workdir / "nope")]) == 2
