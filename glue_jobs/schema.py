@@ -95,3 +95,16 @@ BATCH_COLUMNS: dict[str, dict[str, pa.DataType]] = {
 }
 #: Folder of each batch table under ``batch/`` (the step's output channel keeps this layout).
 BATCH_FOLDERS = {"batch_user_recommendations": "user_recommendations", "batch_similar_products": "similar_products"}
+
+#: The endpoint's data-capture records (SageMaker's JSON lines under the destination bucket's ``capture/``; see
+#: ``recsys/local/capture.py``): the Glue table ``endpoint_capture`` declares them, the local run reads them alike.
+_CAPTURED = pa.struct(
+    [("observedContentType", pa.string()), ("mode", pa.string()), ("data", pa.string()), ("encoding", pa.string())]
+)
+CAPTURE_SCHEMA = pa.schema(
+    [
+        ("captureData", pa.struct([("endpointInput", _CAPTURED), ("endpointOutput", _CAPTURED)])),
+        ("eventMetadata", pa.struct([("eventId", pa.string()), ("inferenceTime", pa.string())])),
+        ("eventVersion", pa.string()),
+    ]
+)

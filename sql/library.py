@@ -79,3 +79,21 @@ def ctas_statement(name: str, location: str | None, fmt: str = "PARQUET") -> str
         location = location if location.endswith("/") else location + "/"
         props.append(f"external_location = {exp.Literal.string(location).sql(READ_DIALECT)}")
     return f"CREATE TABLE {name}\nWITH ({', '.join(props)})\nAS\n{body}\n"
+
+
+#: The attribution query and the one literal in it that the setting ``attribution_window_hours`` replaces.
+ATTRIBUTION_QUERY = "attribution_daily"
+_WINDOW = re.compile(r"INTERVAL '(\d+)' HOUR")
+
+
+def attribution_query(window_hours: int) -> str:
+    """``attribution_daily.sql`` with its attribution window set to ``window_hours`` (settings/config.py).
+
+    The file keeps a literal (24 hours) so it parses and runs as written; exactly one window is in it, so
+    there is one place to set."""
+    if not isinstance(window_hours, int) or isinstance(window_hours, bool) or window_hours <= 0:
+        raise ValueError(f"the attribution window must be a positive number of hours, got {window_hours!r}")
+    text = read_query(ATTRIBUTION_QUERY)
+    if len(_WINDOW.findall(text)) != 1:
+        raise ValueError(f"{ATTRIBUTION_QUERY}.sql must hold exactly one INTERVAL '<n>' HOUR (the window)")
+    return _WINDOW.sub(f"INTERVAL '{window_hours}' HOUR", text)

@@ -143,6 +143,22 @@ class LocalAthena:
         self._tables.add(name.lower())
         self._absent.pop(name.lower(), None)
 
+    def register_json(self, name: str, pattern: str | Path, columns: dict[str, str]) -> None:
+        """Expose newline-delimited JSON files (a glob) as table ``name`` with the declared ``columns`` (DuckDB
+        types; nested objects are structs), as Athena's JSON SerDe reads them: the endpoint's data capture.
+        No file yet: the table is absent."""
+        try:
+            self._con.read_json(str(pattern), format="newline_delimited", columns=columns).create_view(
+                name.lower(), replace=True
+            )
+        except duckdb.IOException:
+            self._absent[name.lower()] = str(pattern)
+            return
+        except duckdb.Error as err:
+            raise AthenaQueryError(f"register {name}", str(err)) from err
+        self._tables.add(name.lower())
+        self._absent.pop(name.lower(), None)
+
     def drop(self, name: str) -> None:
         """DROP TABLE IF EXISTS: the table is no longer readable (its files stay, as with Athena)."""
         self._con.execute(f'DROP VIEW IF EXISTS "{name.lower()}"')

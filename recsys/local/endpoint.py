@@ -130,8 +130,11 @@ class LocalEndpoint:
     assignment, which each request reads once.
     """
 
-    def __init__(self, model_dir: Path, handler_path: Path = DEFAULT_HANDLER) -> None:
+    def __init__(self, model_dir: Path, handler_path: Path = DEFAULT_HANDLER,
+                 capture: Callable[[bytes, str, bytes], None] | None = None) -> None:
         self.handler = load_handler(handler_path)
+        #: Data capture (``recsys/local/capture.py``): called with (request, content type, response) per 200 answer.
+        self.capture = capture
         # Exceptions the handler means as "your request is wrong" (CONTRACTS §3: BadRequest -> 400).
         bad = getattr(self.handler, "BadRequest", None)
         self._client_errors: tuple[type[BaseException], ...] = (ClientError,) + ((bad,) if bad else ())
@@ -225,7 +228,10 @@ class LocalEndpoint:
             raise ClientError("request JSON is nested too deeply") from exc
         prediction = h.predict_fn(data, model)
         out = h.output_fn(prediction, environ.get("HTTP_ACCEPT") or JSON)
-        return out.encode() if isinstance(out, str) else bytes(out)
+        body = out.encode() if isinstance(out, str) else bytes(out)
+        if self.capture is not None:
+            self.capture(raw, environ.get("CONTENT_TYPE", ""), body)
+        return body
 
 
 def _freeze_heap() -> None:
@@ -325,12 +331,13 @@ class EndpointURL(str):
 
 @contextmanager
 def serve_endpoint(model_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int = 8, *,
-                   handler_path: Path = DEFAULT_HANDLER) -> Iterator[EndpointURL]:
+                   handler_path: Path = DEFAULT_HANDLER,
+                   capture: Callable[[bytes, str, bytes], None] | None = None) -> Iterator[EndpointURL]:
     """Serve on a background thread and yield the base URL (port 0 = a free one); always stopped on exit.
 
     The URL is an ``EndpointURL``: a ``str`` whose ``.endpoint`` is the ``LocalEndpoint`` (for ``reload``).
     """
-    app = LocalEndpoint(model_dir, handler_path)
+    app = LocalEndpoint(model_dir, handler_path, capture)
     server = _make_server(app, host, port, threads)
     loop = threading.Thread(target=server.run, name="endpoint-loop", daemon=True)
     loop.start()

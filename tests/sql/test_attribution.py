@@ -1,0 +1,115 @@
+"""sql/attribution_daily.sql on a hand-made capture log and clickstream: hand-computed CTR, conversion, revenue."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from glue_jobs.schema import CURATED_COLUMNS
+from recsys.local.athena import LocalAthena
+from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE, capture_glob, capture_key, capture_record
+from sql.library import ATTRIBUTION_QUERY, attribution_query, read_query
+
+PRICES = {"pA": 100.0, "pB": 200.0, "pC": 50.0, "pD": 80.0}
+
+
+def _answer(rid: str | None, version: str, strategy: str, products: list[str]) -> dict:
+    answer = {"user_id": "u1", "recommendations": [{"product_id": p, "score": 1.0} for p in products],
+              "strategy": strategy, "model_version": version}
+    return answer if rid is None else {**answer, "recommendation_id": rid}
+
+
+SERVED = [  # (recommendation_id, served at, model version, strategy, products in slot order)
+    ("R1", "2024-03-01T10:00:00", "v1", "personalized", ["pA", "pB", "pC"]),
+    ("R2", "2024-03-01T12:00:00", "v2", "personalized", ["pA", "pD"]),
+    ("R3", "2024-03-02T09:00:00", "v1", "popular", ["pB"]),
+]
+
+EVENTS = [  # (recommendation_id, product, event type, time, quantity, unit price)
+    ("R1", "pA", "view", "2024-03-01 10:05:00", None, None),  # click, slot 1
+    ("R1", "pA", "view", "2024-03-01 10:20:00", None, None),  # a second view: still one click
+    ("R1", "pA", "add_to_cart", "2024-03-01 10:06:00", None, None),
+    ("R1", "pA", "purchase", "2024-03-01 10:10:00", 2.0, None),  # 2 x catalogue 100 = 200
+    ("R1", "pB", "purchase", "2024-03-01 11:00:00", 1.0, 150.0),  # bought without a click: 150
+    ("R1", "pC", "view", "2024-03-02 11:00:00", None, None),  # 25 h after serving: outside 24 h
+    ("R1", "pD", "view", "2024-03-01 10:30:00", None, None),  # pD was not in R1's list
+    ("R2", "pD", "view", "2024-03-01 12:30:00", None, None),  # click, slot 2 of v2
+    ("R9", "pA", "purchase", "2024-03-01 12:40:00", 1.0, None),  # an id never served
+    ("", "pA", "purchase", "2024-03-01 12:41:00", 1.0, None),  # no recommendation
+    ("R3", "pB", "view", "2024-03-02 08:00:00", None, None),  # before R3 was served
+]
+
+
+@pytest.fixture
+def athena(tmp_path: Path) -> LocalAthena:
+    records = [
+        capture_record(json.dumps({"user_id": "u1"}), json.dumps(_answer(rid, v, s, items)),
+                       when=datetime.fromisoformat(t).replace(tzinfo=UTC))
+        for rid, t, v, s, items in SERVED
+    ]
+    batch = {"predictions": [_answer("RB", "v1", "personalized", ["pA"])]}  # not an impression (documented)
+    records.append(capture_record("{}", json.dumps(batch), when=datetime(2024, 3, 1, 10, tzinfo=UTC)))
+    path = tmp_path / capture_key("recsys-dev-recommender", "AllTraffic", datetime(2024, 3, 1, tzinfo=UTC), "a")
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    schema = pa.schema(list(CURATED_COLUMNS["interactions"].items()))
+    rows = [
+        {"user_id": "u1", "product_id": p, "event_type": e, "rating": None, "event_time": datetime.fromisoformat(t),
+         "quantity": q, "unit_price": up, "recommendation_id": rid}
+        for rid, p, e, t, q, up in EVENTS
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "clickstream.parquet")
+    products = pa.table({"product_id": list(PRICES), "price": list(PRICES.values())})
+    pq.write_table(products, tmp_path / "products.parquet")
+    engine = LocalAthena({"clickstream": tmp_path / "clickstream.parquet", "products": tmp_path / "products.parquet"})
+    engine.register_json(CAPTURE_TABLE, capture_glob(tmp_path), CAPTURE_COLUMNS)
+    return engine
+
+
+def _rows(frame) -> dict[tuple, tuple]:  # noqa: ANN001 - a DataFrame
+    return {
+        (str(r.event_date)[:10], r.model_version, r.strategy, int(r.position)):
+            (int(r.impressions), int(r.clicks), int(r.carts), int(r.purchases), round(float(r.revenue), 2))
+        for r in frame.itertuples()
+    }
+
+
+def test_attribution_counts_each_slot_once_within_the_window_for_its_own_list(athena: LocalAthena) -> None:
+    got = _rows(athena.query(ATTRIBUTION_QUERY))
+    assert got == {
+        ("2024-03-01", "v1", "personalized", 1): (1, 1, 1, 1, 200.0),
+        ("2024-03-01", "v1", "personalized", 2): (1, 0, 0, 1, 150.0),
+        ("2024-03-01", "v1", "personalized", 3): (1, 0, 0, 0, 0.0),
+        ("2024-03-01", "v2", "personalized", 1): (1, 0, 0, 0, 0.0),
+        ("2024-03-01", "v2", "personalized", 2): (1, 1, 0, 0, 0.0),
+        ("2024-03-02", "v1", "popular", 1): (1, 0, 0, 0, 0.0),
+    }
+
+
+def test_rates_are_per_impression_and_purchases_per_click(athena: LocalAthena) -> None:
+    frame = athena.query(ATTRIBUTION_QUERY)
+    v1 = frame[(frame.model_version == "v1") & (frame.strategy == "personalized")]
+    assert v1.click_through_rate.tolist() == [1.0, 0.0, 0.0]
+    assert v1.purchase_rate.tolist() == [1.0, 1.0, 0.0]
+    assert v1.purchases_per_click.iloc[0] == 1.0 and v1.purchases_per_click.iloc[1:].isna().all()
+    day = frame[frame.event_date.astype(str).str.startswith("2024-03-01")]
+    assert day.clicks.sum() / day.impressions.sum() == pytest.approx(2 / 5)  # CTR of the day: 2 clicks, 5 slots
+    assert day.revenue.sum() == pytest.approx(350.0)
+
+
+def test_the_window_setting_changes_what_is_attributed(athena: LocalAthena) -> None:
+    got = _rows(athena.query(attribution_query(48)))
+    assert got[("2024-03-01", "v1", "personalized", 3)] == (1, 1, 0, 0, 0.0)  # the view 25 h later now counts
+    assert _rows(athena.query(attribution_query(24))) == _rows(athena.query(ATTRIBUTION_QUERY))
+
+
+def test_the_window_is_one_literal_in_the_file_and_must_be_positive() -> None:
+    assert "INTERVAL '6' HOUR" in attribution_query(6) and "INTERVAL '24' HOUR" not in attribution_query(6)
+    assert read_query(ATTRIBUTION_QUERY).count("INTERVAL '24' HOUR") == 1
+    with pytest.raises(ValueError, match="positive"):
+        attribution_query(0)
