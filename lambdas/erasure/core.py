@@ -24,6 +24,7 @@ so this file deploys as the Lambda asset ``lambdas/erasure`` unchanged.
 
 from __future__ import annotations
 
+import base64
 import csv
 import gzip
 import hashlib
@@ -78,6 +79,11 @@ def _mentions(value: Any, user_id: str) -> bool:
                 return _token(user_id).search(text) is not None
         return False
     if isinstance(value, dict):
+        if str(value.get("encoding", "")).upper() == "BASE64" and isinstance(value.get("data"), str):
+            try:  # SageMaker data capture of a content type it does not list as text
+                return _mentions(base64.b64decode(value["data"]).decode("utf-8", errors="replace"), user_id)
+            except ValueError:
+                pass
         return any(_mentions(v, user_id) for v in value.values())
     if isinstance(value, list | tuple):
         return any(_mentions(v, user_id) for v in value)
@@ -112,8 +118,8 @@ def filter_rows(data: bytes, key: str, user_id: str) -> tuple[bytes | None, int]
     raw = gzip.decompress(data) if gz else data
     if fmt == "parquet":
         out, removed = _filter_parquet(raw, user_id)
-    elif not _mentions_token(raw, user_id):  # cheap: text formats hold the id verbatim
-        return None, 0
+    elif not _mentions_token(raw, user_id) and not (fmt == "jsonl" and (b"BASE64" in raw or b"base64" in raw)):
+        return None, 0  # cheap: text holds the id verbatim, unless base64-encoded captured data
     elif fmt == "csv":
         out, removed = _filter_csv(raw, user_id)
     else:

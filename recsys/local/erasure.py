@@ -25,12 +25,13 @@ from settings.erasure import erasure_stores
 from settings.streaming import streaming_names
 from stacks.buckets import ATHENA_RESULTS, CURATED, SOURCE
 
-#: Folders of the workdir that hold copies of shopper rows (the generator's files, the lake, step outputs).
-WORKDIR_FOLDERS = ("raw", "lake", "pipeline")
-
 
 def workdir_stores(workdir: Path) -> list[core.Store]:
-    return [core.DirStore(f"workdir {name}/", Path(workdir) / name) for name in WORKDIR_FOLDERS]
+    """Every folder of the workdir (``raw/``, ``lake/``, ``pipeline/`` and whatever a later stage adds), one store
+    each: found by listing, not from a list."""
+    workdir = Path(workdir)
+    folders = sorted(d for d in workdir.iterdir() if d.is_dir()) if workdir.is_dir() else []
+    return [core.DirStore(f"workdir {d.name}/", d) for d in folders]
 
 
 def aws_stores(cfg: Config, s3: Any, dynamodb: Any, buckets: dict[str, str]) -> list[core.Store]:
@@ -79,7 +80,7 @@ def forget_locally(
     stores += workdir_stores(workdir)
     records.append(core.DirRecords(workdir / "lake"))  # the suppression list and audit kept with the lake
     result = core.forget(user_id, stores, records, requested_by="local", after_store=after_store)
-    dirs = [workdir / name for name in WORKDIR_FOLDERS]
+    dirs = [workdir]  # the verification reads the whole workdir
     everything = core.every_store(s3, dynamodb, dirs)
     findings = core.find_everywhere(user_id, everything)
     models = core.model_artifacts(s3, dirs)

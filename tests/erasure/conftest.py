@@ -83,7 +83,7 @@ def shop(aws_env: LocalAws, tmp_path: Path) -> Shop:
     workdir = tmp_path / "run"
     (workdir / "raw").mkdir(parents=True)
     frame.to_csv(workdir / "raw" / "interactions.csv", index=False)
-    for sub in ("lake/curated/interactions", "pipeline/exec-1/PrepareData/processing/train"):
+    for sub in ("lake/curated/interactions", "pipeline/exec-1/PrepareData/processing/train", "capture/attribution"):
         (workdir / sub).mkdir(parents=True)
         frame.to_parquet(workdir / sub / "part-00000.parquet", index=False)
     return Shop(cfg, aws_env, res, workdir)

@@ -3,6 +3,7 @@ workdir file, found by a scan), others kept, a crash mid-way finished by a rerun
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
@@ -21,7 +22,7 @@ from tests.erasure.conftest import OTHERS, Shop
 
 def _everything(shop: Shop) -> list[core.Store]:
     s3, ddb = shop.aws.client("s3"), shop.aws.client("dynamodb")
-    return core.every_store(s3, ddb, [shop.workdir / d for d in ("raw", "lake", "pipeline")])
+    return core.every_store(s3, ddb, [shop.workdir])
 
 
 def _all_bytes(shop: Shop) -> list[tuple[str, bytes]]:
@@ -45,8 +46,10 @@ def _readable_text(name: str, body: bytes) -> str:
 
 def test_the_fixture_puts_the_shopper_in_every_store(shop: Shop) -> None:
     found = core.find_everywhere(shop.user, _everything(shop))
-    assert len(found) >= 6  # source, destination, results buckets, the table, workdir folders
+    assert len(found) == 5  # source, destination, results buckets, the table, the workdir
     assert any(k.startswith("dynamodb:") for k in found)
+    in_workdir = " ".join(found[str(shop.workdir)])
+    assert all(f"/{d}/" in in_workdir for d in ("raw", "lake", "pipeline", "capture"))
 
 
 def test_forget_leaves_no_trace_in_any_bucket_version_table_or_file_and_keeps_the_others(shop: Shop) -> None:
@@ -55,7 +58,7 @@ def test_forget_leaves_no_trace_in_any_bucket_version_table_or_file_and_keeps_th
     assert done.gone, done.findings
     assert core.find_everywhere(shop.user, _everything(shop)) == {}
     for other in OTHERS:  # nobody else lost a row: every store still holds the others
-        assert len(core.find_everywhere(other, _everything(shop))) >= 6
+        assert len(core.find_everywhere(other, _everything(shop))) == 5
     removed = done.result.summary()
     assert removed["raw"] == 3 + 3 + 1 + 1 + 4  # two interaction versions, old + current users, stream + broken
     assert removed["recent items"] == 1 and removed["captured requests"] == 1
@@ -136,6 +139,9 @@ def test_filter_rows_matches_whole_values_in_every_format() -> None:
     out, n = core.filter_rows(buf.getvalue(), "a.parquet", "u17")
     assert n == 1 and pq.read_table(io.BytesIO(out)).to_pandas()["user_id"].tolist() == ["u1"]
     assert core.filter_rows(b"binary u17", "model.tar.gz", "u17") == (None, 0)
+    encoded = base64.b64encode(b'{"user_id": "u17"}').decode()  # data capture of a content type not listed as text
+    capture = json.dumps({"captureData": {"endpointInput": {"data": encoded, "encoding": "BASE64"}}}).encode()
+    assert core.filter_rows(capture + b"\n", "c.jsonl", "u17")[1] == 1
 
 
 def test_the_suppression_list_keeps_the_shopper_out_of_the_next_training_set(tmp_path: Path) -> None:
