@@ -304,10 +304,19 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
         )  # fmt: skip
         if deployed:
             world = None if args.data else gen_cfg  # simulated shoppers need the generator's tastes
-            latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training, world)
+            from recsys.local.capture import CaptureWriter
+
+            capture = CaptureWriter(aws.client("s3"), res.destination_bucket, cfg.endpoint_name)  # data capture
+            latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training, world,
+                                                       capture)
             if stream_events:
                 with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
                     _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events, len(training), rules)
+            if world is not None and stream_events:
+                from recsys.local.attribution import attribution_stage
+
+                with progress.step("Attribution: captured impressions x clickstream (sql/attribution_daily.sql)"):
+                    attribution_stage(progress, athena, capture, lake, cfg.attribution_window_hours)
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring
@@ -445,7 +454,7 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
 
 def _endpoint_stage(
     progress: Progress, cfg, aws: LocalAws, model_dir: Path, training: pd.DataFrame,
-    generated: GeneratorConfig | None = None,
+    generated: GeneratorConfig | None = None, capture: object | None = None,
 ) -> tuple[list[float], list[dict | str]]:
     """Serve the registered model over real HTTP and show a few answers, as a shopper's app would get them.
 
@@ -478,6 +487,10 @@ def _endpoint_stage(
         latencies = _latency_burst(url, [*active, "new-shopper-003"])
         if generated is not None:
             _simulated_ab(progress, url, generated, training)
+            if capture is not None:  # shoppers act on what they were served: the impressions and their clicks
+                from recsys.local.attribution import shopping_session
+
+                stream_events += shopping_session(progress, url, generated, capture, invoke)
         progress.info(
             f"{len(latencies)} requests: p50 {np.percentile(latencies, 50):.1f} ms, "
             f"p99 {np.percentile(latencies, 99):.1f} ms (in-process client, one connection at a time)"
