@@ -74,3 +74,18 @@ def test_the_records_prefix_covers_the_audit_and_progress_keys_and_the_handler_u
     assert core.PROGRESS_PREFIX.startswith(erasure_settings.RECORDS_PREFIX)
     assert (erasure_lambda.ENV_STORES, erasure_lambda.ENV_BUCKET) == (erasure_settings.ENV_STORES,
                                                                       erasure_settings.ENV_BUCKET)  # fmt: skip
+
+
+def test_the_lambda_bundle_imports_on_its_own_without_the_project() -> None:
+    """The asset is the folder alone: the handler must find ``core`` beside it and nothing of the project."""
+    import subprocess
+    import sys
+
+    from settings.config import PROJECT_ROOT
+
+    project = ("settings", "recsys", "stacks", "lambdas")
+    code = ("import sys; sys.path.insert(0, '.'); import handler; "
+            f"assert not any(m.split('.')[0] in {project!r} for m in sys.modules)")  # fmt: skip
+    run = subprocess.run([sys.executable, "-I", "-c", code], cwd=PROJECT_ROOT / "lambdas" / "erasure",
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
