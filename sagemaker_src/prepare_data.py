@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         raise DataError(f"no interactions.csv/.parquet in {input_dir}")
     raw = read_table(path)
+    rows_in = len(raw)
     erased = erased_users(input_dir, raw["user_id"]) if "user_id" in raw.columns else set()
     if erased:
         raw = raw.loc[~raw["user_id"].astype(str).isin(erased)].reset_index(drop=True)
@@ -111,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     train.to_parquet(train_dir / "interactions.parquet", index=False)
     test.to_parquet(test_dir / "interactions.parquet", index=False)
     counts: dict[str, object] = {
-        "input_rows": len(raw),
+        "input_rows": rows_in,
         "train_rows": len(train),
         "test_rows": len(test),
         "unparseable_timestamps_kept_in_train": unparseable,
         "erased_users_dropped": len(erased),
+        "erased_rows_dropped": rows_in - len(raw),
     }
     for name in DERIVED_COLUMNS:
         table, origin = side_table(input_dir, raw, name)
