@@ -27,6 +27,7 @@ from constructs import Construct
 from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION
 from monitoring.metrics import INVOCATION_5XX, MODEL_LATENCY, endpoint_metric
 from settings.config import PIPELINE_PREFIX, PROJECT_ROOT, Config
+from settings.erasure import CAPTURE_PREFIX
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import cw_metric
@@ -65,11 +66,18 @@ ERRORS_5XX_THRESHOLD = 5
 LATENCY_PERIODS = 3
 
 
+def capture_uri(cfg: Config, account: str) -> str:
+    """Where the endpoint's data capture writes: the destination bucket's capture/ prefix (the erasure store)."""
+    return f"s3://{cfg.bucket_name(CURATED, account)}/{CAPTURE_PREFIX}"
+
+
 def function_environment(
-    cfg: Config, execution_role_arn: str, alarm_names: list[str], kms_key_arn: str
+    cfg: Config, execution_role_arn: str, alarm_names: list[str], kms_key_arn: str, account: str = Aws.ACCOUNT_ID
 ) -> dict[str, str]:
     """The Lambda's settings (read by ``Settings.from_env``); also used by its tests, so both agree."""
     return {
+        "CAPTURE_S3_URI": capture_uri(cfg, account),
+        "CAPTURE_SAMPLING_PERCENT": str(cfg.capture_sampling_percent),
         "ENDPOINT_NAME": cfg.endpoint_name,
         "MODEL_PACKAGE_GROUP": cfg.model_package_group,
         "EXECUTION_ROLE_ARN": execution_role_arn,
@@ -145,7 +153,9 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
     # By its config-derived name rather than a cross-stack export: the same name the data stack gives it.
     artefacts = s3.Bucket.from_bucket_name(scope, "ModelArtefactsBucket", cfg.bucket_name(CURATED, Aws.ACCOUNT_ID))
     artefacts.grant_read(role, f"{PIPELINE_PREFIX}/*")
-    data.key.grant_decrypt(role)
+    # Data capture (instance endpoints): SageMaker writes the captured requests as this role, with the data key.
+    artefacts.grant_put(role, f"{CAPTURE_PREFIX}/*")
+    data.key.grant_encrypt_decrypt(role)
     grant_endpoint_volume_key(role, data.key)
     role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
     role.add_to_policy(
@@ -168,6 +178,10 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
         {
             f"arn:{partition_text(role)}:s3:::{cfg.bucket_name(CURATED, '<AWS::AccountId>')}/{PIPELINE_PREFIX}/*": (
                 "Model artefacts the training pipeline writes under pipeline/<execution>/; nothing else."
+            ),
+            f"arn:{partition_text(role)}:s3:::{cfg.bucket_name(CURATED, '<AWS::AccountId>')}/{CAPTURE_PREFIX}/*": (
+                "Data capture writes one object per hour and variant under capture/<endpoint>/<variant>/; "
+                "nothing else."
             ),
             "*": "ecr:GetAuthorizationToken has no resource-level permission; it only returns a registry login.",
             "arn:<AWS::Partition>:ecr:<AWS::Region>:*:repository/*": (

@@ -102,6 +102,9 @@ class Settings:
     bake_seconds: int  # BAKE_SECONDS: keep the old fleet this long after the full shift
     kms_key_id: str  # ENDPOINT_KMS_KEY_ARN: encrypts the instances' storage volumes (endpoint config KmsKeyId)
     rollback_alarms: tuple[str, ...] = field(default=())  # ROLLBACK_ALARMS: comma-separated names
+    # CAPTURE_S3_URI: where data capture writes (s3://<destination>/capture); "" = no capture
+    capture_s3_uri: str = ""
+    capture_sampling_percent: int = 100  # CAPTURE_SAMPLING_PERCENT: share of requests captured
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,7 +146,11 @@ class Settings:
             bake_seconds=integer("BAKE_SECONDS", 0, 3600),
             kms_key_id=get("ENDPOINT_KMS_KEY_ARN"),
             rollback_alarms=tuple(a.strip() for a in env.get("ROLLBACK_ALARMS", "").split(",") if a.strip()),
+            capture_s3_uri=env.get("CAPTURE_S3_URI", "").strip(),
+            capture_sampling_percent=integer("CAPTURE_SAMPLING_PERCENT", 1, 100) if env.get("CAPTURE_S3_URI") else 100,
         )
+        if settings.capture_s3_uri and not settings.capture_s3_uri.startswith("s3://"):
+            raise ConfigurationError(f"CAPTURE_S3_URI must be an s3:// URI, got {settings.capture_s3_uri!r}")
         if settings.autoscaling_min > settings.autoscaling_max:
             raise ConfigurationError("AUTOSCALING_MIN must not exceed AUTOSCALING_MAX")
         if not settings.rollback_alarms:
@@ -275,11 +282,32 @@ def volume_kms_supported(settings: Settings) -> bool:
     return bool(family) and "d" not in family and not family.startswith(LOCAL_STORAGE_FAMILIES)
 
 
+def data_capture_config(settings: Settings) -> dict[str, Any] | None:
+    """SageMaker data capture of requests and answers (the impressions, issue 14): JSON lines, written with
+    the data key, under CAPTURE_S3_URI/<endpoint>/<variant>/yyyy/mm/dd/hh/. JSON is captured as text (not
+    base64), so the attribution SQL reads the answer's recommendation_id directly. None when no URI is set or
+    the endpoint is serverless: SageMaker Serverless Inference does not support data capture."""
+    if not settings.capture_s3_uri or settings.serverless:
+        return None
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": settings.capture_sampling_percent,
+        "DestinationS3Uri": settings.capture_s3_uri,
+        "KmsKeyId": settings.kms_key_id,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }
+
+
 def endpoint_config_request(settings: Settings, model_name: str, version: Any) -> dict[str, Any]:
-    """The new config: one variant, and the data key on its storage volume wherever SageMaker takes one."""
+    """The new config: one variant, the data key on its storage volume wherever SageMaker takes one, and data
+    capture (with the same key) where SageMaker offers it."""
     body: dict[str, Any] = {"ProductionVariants": [variant(settings, model_name)]}
     if volume_kms_supported(settings):
         body["KmsKeyId"] = settings.kms_key_id
+    capture = data_capture_config(settings)
+    if capture is not None:
+        body["DataCaptureConfig"] = capture
     return {"EndpointConfigName": resource_name(settings.endpoint_name, version, body), **body}
 
 

@@ -1,4 +1,4 @@
-"""Clickstream events may echo the recommendation_id of the answer they came from (issue 14): optional, never refused."""
+"""Clickstream events may echo the recommendation_id of the answer they came from (issue 14): optional."""
 
 from __future__ import annotations
 
