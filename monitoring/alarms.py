@@ -218,6 +218,19 @@ def alarm_specs(cfg: Config) -> list[AlarmSpec]:
     )
     specs.append(
         AlarmSpec(
+            "online-ctr-drop",
+            "model",
+            f"{cfg.endpoint_name}: attributed click-through of the latest day below {cfg.alarm_ctr_drop_share:.0%} of "
+            f"its trailing 7-day level (attribution window {cfg.attribution_window_hours} h)",
+            (("ratio", m.online_metric(cfg.endpoint_name, m.CLICK_THROUGH_RATIO), "Minimum"),),
+            threshold=cfg.alarm_ctr_drop_share,
+            threshold_source="alarm_ctr_drop_share",
+            comparison="LessThanThreshold",
+            period_s=DAY,
+        )
+    )
+    specs.append(
+        AlarmSpec(
             "drift-score",
             "drift",
             f"{group}: input drift (max PSI over category mix, price, activity per user) above {cfg.alarm_drift_score}",

@@ -279,3 +279,53 @@ def model_metrics_record(evaluation: Mapping[str, Any], model_version: str, eval
         "popularity_ndcg_at_10": value("popularity_ndcg_at_10"),
         "coverage_at_10": value("coverage_at_10"),
     }
+
+
+# ---- online click-through (issue 14): attributed impressions -> CloudWatch ---------------------------------
+CLICK_THROUGH_RATE = "ClickThroughRate"  # attributed clicks / impressions on the latest served day
+CLICK_THROUGH_TRAILING = "ClickThroughRateTrailing7d"  # the same over the 7 days before it
+CLICK_THROUGH_RATIO = "ClickThroughRatioToTrailing"  # latest / trailing (1 when there is no trailing level)
+#: (sql column, metric name, unit) of :func:`click_through_sql`'s row.
+CLICK_THROUGH_COLUMNS = (
+    ("ctr", CLICK_THROUGH_RATE, "None"),
+    ("ctr_trailing", CLICK_THROUGH_TRAILING, "None"),
+    ("ctr_ratio", CLICK_THROUGH_RATIO, "None"),
+)
+
+
+def online_metric(endpoint_name: str, name: str) -> MetricRef:
+    return MetricRef(NAMESPACE, name, (("EndpointName", endpoint_name),))
+
+
+def click_through_sql(attribution_sql: str) -> str:
+    """One row over ``sql/attribution_daily.sql`` (pass ``sql.library.attribution_query(window)``): click-through
+    of the latest served day, of the 7 days before it, and their ratio. Never NULL (no impressions: 0; no
+    trailing level: ratio 1), so a Step Functions producer can parse it as the data-quality row is."""
+    body = attribution_sql.rstrip().rstrip(";")
+    return (
+        f"WITH a AS ({body}), last AS (SELECT max(event_date) AS d FROM a) "
+        "SELECT COALESCE(CAST(sum(CASE WHEN a.event_date = last.d THEN a.clicks ELSE 0 END) AS DOUBLE) "
+        "/ NULLIF(sum(CASE WHEN a.event_date = last.d THEN a.impressions ELSE 0 END), 0), 0.0) AS ctr, "
+        "COALESCE(CAST(sum(CASE WHEN a.event_date < last.d AND a.event_date >= last.d - INTERVAL '7' DAY "
+        "THEN a.clicks ELSE 0 END) AS DOUBLE) / NULLIF(sum(CASE WHEN a.event_date < last.d "
+        "AND a.event_date >= last.d - INTERVAL '7' DAY THEN a.impressions ELSE 0 END), 0), 0.0) AS ctr_trailing "
+        "FROM a CROSS JOIN last"
+    )
+
+
+def click_through_row(row: Mapping[str, float]) -> dict[str, float]:
+    """The published values: the row plus the ratio of latest to trailing click-through (1 without a trailing level)."""
+    ctr, trailing = float(row["ctr"]), float(row["ctr_trailing"])
+    return {"ctr": ctr, "ctr_trailing": trailing, "ctr_ratio": ctr / trailing if trailing > 0 else 1.0}
+
+
+def publish_click_through(
+    cloudwatch: Any, endpoint_name: str, row: Mapping[str, float], when: datetime | None = None
+) -> dict[str, float]:
+    """Publish a :func:`click_through_sql` row (with the ratio the alarm watches); returns the values."""
+    when = when or datetime.now(UTC)
+    values = click_through_row(row)
+    _put(cloudwatch, NAMESPACE, [
+        _datum(online_metric(endpoint_name, name), values[col], unit, when) for col, name, unit in CLICK_THROUGH_COLUMNS
+    ])  # fmt: skip
+    return values

@@ -316,7 +316,8 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 from recsys.local.attribution import attribution_stage
 
                 with progress.step("Attribution: captured impressions x clickstream (sql/attribution_daily.sql)"):
-                    attribution_stage(progress, athena, capture, lake, cfg.attribution_window_hours)
+                    attribution_stage(progress, athena, capture, lake, cfg.attribution_window_hours,
+                                      aws.client("cloudwatch"), cfg.endpoint_name)
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring

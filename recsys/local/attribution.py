@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from monitoring.metrics import CLICK_THROUGH_RATE, NAMESPACE, click_through_sql, publish_click_through
 from recsys.generator import GeneratorConfig, build_world, product_ids
 from recsys.local.athena import LocalAthena
 from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE, CaptureWriter, capture_glob, download_capture
@@ -126,9 +127,18 @@ def shopping_session(progress: Any, url: Any, generated: GeneratorConfig, captur
 
 
 def attribution_stage(progress: Any, athena: LocalAthena, capture: CaptureWriter, lake: Path,
-                      window_hours: int) -> pd.DataFrame:
-    """Print the attribution table of the simulated session (``make run``); returns the SQL's rows."""
+                      window_hours: int, cloudwatch: Any = None, endpoint_name: str = "") -> pd.DataFrame:
+    """Print the attribution table of the simulated session (``make run``) and, with ``cloudwatch``, publish the
+    click-through metrics the online-ctr-drop alarm watches; returns the SQL's rows."""
     frame = attribution_table(athena, capture, lake, window_hours)
+    if cloudwatch is not None:
+        row = athena.query(click_through_sql(attribution_query(window_hours))).iloc[0]
+        values = publish_click_through(cloudwatch, endpoint_name, row)
+        progress.info(
+            f"CloudWatch {NAMESPACE}: {CLICK_THROUGH_RATE} {values['ctr']:.4f}, trailing 7 days "
+            f"{values['ctr_trailing']:.4f}, ratio {values['ctr_ratio']:.2f} (alarm below alarm_ctr_drop_share), "
+            "SIMULATED"
+        )
     if frame.empty:
         progress.info("attribution: no captured impressions")
         return frame

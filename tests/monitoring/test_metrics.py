@@ -69,6 +69,7 @@ def test_drift_publishes_score_and_each_feature(aws_env):
 
 def test_every_custom_alarm_watches_a_metric_we_publish():
     published = set(m.MODEL_QUALITY_METRICS.values()) | {m.QUARANTINED_RATIO, m.DRIFT_SCORE, m.CURATION_JOBS_SKIPPED}
+    published |= {name for _, name, _ in m.CLICK_THROUGH_COLUMNS}  # publish_click_through
     for spec in alarm_specs(CFG):
         for _, ref, _ in spec.metrics:
             if ref.namespace == m.NAMESPACE:
