@@ -147,6 +147,22 @@ DATASETS: dict[str, DatasetSpec] = {
             query="dashboard_enriched_interactions",
         ),
         DatasetSpec(
+            "attribution_daily",
+            "Attributed clicks, carts, purchases and revenue per day, model version, strategy and position",
+            (
+                ("event_date", "DATETIME"),
+                ("model_version", "STRING"),
+                ("strategy", "STRING"),
+                ("position", "INTEGER"),
+                ("impressions", "INTEGER"),
+                ("clicks", "INTEGER"),
+                ("carts", "INTEGER"),
+                ("purchases", "INTEGER"),
+                ("revenue", "DECIMAL"),
+            ),
+            query="attribution_daily",
+        ),
+        DatasetSpec(
             MODEL_METRICS_TABLE,
             "Model metrics per evaluated version",
             (
@@ -163,6 +179,12 @@ DATASETS: dict[str, DatasetSpec] = {
 SHEETS = ("Sales", "Model")
 
 FUNNEL_RATES = (Rate("view_to_cart", "carts", "views"), Rate("cart_to_purchase", "purchases", "carts"))
+#: Attributed outcomes per impression (sql/attribution_daily.sql), as rates of sums so any grouping is right.
+ONLINE_RATES = (
+    Rate("click_through", "clicks", "impressions"),
+    Rate("add_to_cart", "carts", "impressions"),
+    Rate("purchase", "purchases", "impressions"),
+)
 
 CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec(
@@ -184,6 +206,19 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec(
         "model_ndcg", "Model", "NDCG@10 per evaluated model: model vs popularity", MODEL_METRICS_TABLE, "line",
         "model_version", ("ndcg_at_10", "popularity_ndcg_at_10"), aggregation="MAX", order_by="evaluated_at",
+    ),
+    ChartSpec(
+        "ctr_by_position", "Model", "Click-through by position in the served list (attributed)", "attribution_daily",
+        "bar", "position", ("click_through",), rates=ONLINE_RATES[:1], unit="%",
+    ),
+    ChartSpec(
+        "conversion_by_model", "Model", "Click-through, add-to-cart and purchase per impression, per model version",
+        "attribution_daily", "hbar", "model_version", ("click_through", "add_to_cart", "purchase"),
+        rates=ONLINE_RATES, unit="%",
+    ),
+    ChartSpec(
+        "attributed_revenue_by_model", "Model", "Attributed revenue per model version (INR)", "attribution_daily",
+        "hbar", "model_version", ("revenue",), unit="INR",
     ),
     ChartSpec(
         "model_coverage", "Model", "Catalogue coverage@10 per evaluated model", MODEL_METRICS_TABLE, "line",
@@ -211,7 +246,12 @@ def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequenc
     if spec.query is None:
         frame = pd.DataFrame([dict(r) for r in model_metrics], columns=columns)
     else:
-        frame = athena.query(spec.query)
+        from recsys.local.athena import MissingTableError  # local only: the stacks never call this
+
+        try:
+            frame = athena.query(spec.query)
+        except MissingTableError:  # no captured impressions yet (a run on your own data): an empty dataset
+            frame = pd.DataFrame(columns=columns)
         missing = set(columns) - set(frame.columns)
         if missing:
             raise ValueError(f"dataset {spec.id}: query {spec.query} lacks declared column(s) {sorted(missing)}")
