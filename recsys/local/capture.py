@@ -31,7 +31,7 @@ from settings.erasure import CAPTURE_PREFIX
 #: The variant name of a single-variant endpoint (``lambdas.deploy_endpoint.handler.VARIANT_NAME``).
 DEFAULT_VARIANT = "AllTraffic"
 JSON = "application/json"
-#: The Glue table over the capture records (``stacks/factories/catalog.py``), read by the attribution SQL.
+#: The Glue table over the capture records (``stacks/factories/catalog.py`` declares it), read by the attribution SQL.
 CAPTURE_TABLE = "endpoint_capture"
 
 

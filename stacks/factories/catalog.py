@@ -16,8 +16,9 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from glue_jobs.catalog_types import PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT, PARQUET_SERDE, glue_columns
-from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
+from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CAPTURE_SCHEMA, CURATED_COLUMNS
 from settings.config import CLICKSTREAM, CLICKSTREAM_RECIPE, CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
+from settings.erasure import CAPTURE_PREFIX
 from stacks.nag import acknowledge_wildcards, arn_token
 
 #: crawler suffix -> (prefix it reads, table-name prefix). Quarantine tables get their own names.
@@ -139,6 +140,7 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
         crawler.node.add_dependency(security)
         names[suffix] = crawler.name
     clickstream_table(scope, cfg, bucket).node.add_dependency(database)
+    capture_table(scope, cfg, bucket).node.add_dependency(database)
     for table in batch_tables(scope, cfg, bucket):
         table.node.add_dependency(database)
     return Catalog(database=database, crawler_names=names, role=role)
@@ -193,3 +195,38 @@ def batch_tables(scope: Construct, cfg: Config, bucket: s3.IBucket) -> list[glue
         )
         for name, folder in BATCH_FOLDERS.items()
     ]
+
+
+#: The endpoint's data capture as a table (read by sql/attribution_daily.sql; the local run's name too).
+CAPTURE_TABLE = "endpoint_capture"
+JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
+TEXT_INPUT_FORMAT = "org.apache.hadoop.mapred.TextInputFormat"
+TEXT_OUTPUT_FORMAT = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
+
+
+def capture_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue.CfnTable:
+    """capture/ (SageMaker data capture JSON lines, every endpoint/variant/hour folder below it) as a JSON
+    table declared with ``glue_jobs.schema.CAPTURE_SCHEMA``: the impressions, before anything is captured."""
+    return glue.CfnTable(
+        scope,
+        "EndpointCaptureTable",
+        catalog_id=Aws.ACCOUNT_ID,
+        database_name=cfg.glue_database,
+        table_input=glue.CfnTable.TableInputProperty(
+            name=CAPTURE_TABLE,
+            description="Endpoint data capture: each request and answer (with its recommendation_id) as JSON lines",
+            table_type="EXTERNAL_TABLE",
+            parameters={"classification": "json"},
+            storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                location=f"s3://{bucket.bucket_name}/{CAPTURE_PREFIX}/",
+                input_format=TEXT_INPUT_FORMAT,
+                output_format=TEXT_OUTPUT_FORMAT,
+                serde_info=glue.CfnTable.SerdeInfoProperty(
+                    serialization_library=JSON_SERDE, parameters={"ignore.malformed.json": "true"}
+                ),
+                columns=[
+                    glue.CfnTable.ColumnProperty(name=c["Name"], type=c["Type"]) for c in glue_columns(CAPTURE_SCHEMA)
+                ],
+            ),
+        ),
+    )
