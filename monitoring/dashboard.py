@@ -441,7 +441,8 @@ def _shopper_lists(shoppers: pd.DataFrame, days_index: Mapping[date, int]) -> li
 def dashboard_payload(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     """Everything the page's script needs, JSON-ready: days, rows per dataset, chart and tile specs, shoppers."""
     daily, enriched = frames[TILES_DATASET], frames["enriched_interactions"]
-    dates = pd.concat([pd.to_datetime(daily["event_date"]), pd.to_datetime(enriched["event_date"])]).dropna()
+    dated = [pd.to_datetime(f["event_date"]) for f in frames.values() if "event_date" in f.columns]
+    dates = pd.concat(dated).dropna() if dated else pd.Series([], dtype="datetime64[ns]")  # every dated dataset
     if dates.empty:
         days: list[date] = []
     else:

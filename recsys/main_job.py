@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from glue_jobs.raw_reader import RawDataError, read_raw
 from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
+from lambdas.erasure.core import SUPPRESSION_KEY
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps.definition import BATCH, PUBLISH
 from recsys.generator import GeneratorConfig, generate_to_dir
@@ -351,6 +352,11 @@ def _training_set(aws: LocalAws, res: LocalResources, athena: LocalAthena, lake:
     training = athena.query("training_set")
     _local_parquet(training, lake / TRAINING_PREFIX / "interactions.parquet")
     write_parquet(aws, training, f"s3://{res.destination_bucket}/{TRAINING_PREFIX}/interactions.parquet")
+    # An earlier run's erasure requests: on AWS the list stays in the bucket; here moto starts empty, so the
+    # workdir's copy goes back beside the training set, where PrepareData drops the forgotten shoppers.
+    suppression = lake / SUPPRESSION_KEY
+    if suppression.is_file():
+        aws.client("s3").upload_file(str(suppression), res.destination_bucket, SUPPRESSION_KEY)
     return training
 
 
