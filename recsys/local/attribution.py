@@ -12,6 +12,7 @@ real captured answers and real clickstream events.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +89,7 @@ def attribution_table(athena: LocalAthena, capture: CaptureWriter, lake: Path, w
     """Flush the capture to the bucket, read it back as the ``endpoint_capture`` table and run the attribution SQL."""
     capture.flush()
     folder = lake / "capture-copy"
+    shutil.rmtree(folder, ignore_errors=True)  # the bucket is the truth: an earlier run's copy must not count
     download_capture(capture.s3, capture.bucket, folder)
     athena.register_json(CAPTURE_TABLE, capture_glob(folder), CAPTURE_COLUMNS)
     return athena.query(attribution_query(window_hours))
