@@ -33,9 +33,14 @@ def test_main_job_runs_end_to_end_and_reconciles_rows(tmp_path, capsys):
     # the stream's archive (n views + 1 malformed record) reaches the next training set, nothing lost
     views = int(re.search(r"clickstream: (\d+) views", out).group(1))
     assert views >= 1
-    assert re.search(rf"clickstream\s+in\s+{views + 1}\s+curated\s+{views}\s+quarantined\s+1\s", out), out
+    # plus the SIMULATED shoppers' clicks, carts and purchases on captured answers (recsys/local/attribution.py)
+    shop = re.search(r"SIMULATED shoppers: .* -> ([\d,]+) clicks, ([\d,]+) carts, ([\d,]+) purchases", out)
+    simulated = sum(int(n.replace(",", "")) for n in shop.groups())
+    assert simulated > 0 and "attribution (sql/attribution_daily.sql on DuckDB, window 24 h), SIMULATED" in out
+    rows = views + simulated
+    assert re.search(rf"clickstream\s+in\s+{rows + 1:,}\s+curated\s+{rows:,}\s+quarantined\s+1\s", out), out
     before = int(re.search(r"training set ([\d,]+) rows", out).group(1).replace(",", ""))
-    assert f"next pipeline run: {before + views:,} rows (+{views} from the clickstream)" in out
+    assert f"next pipeline run: {before + rows:,} rows (+{rows:,} from the clickstream)" in out
     stream_rows = training.filter(pa.compute.equal(training["user_id"], "stream-shopper-001"))
     assert stream_rows.num_rows == views
 
