@@ -208,6 +208,10 @@ CHARTS: tuple[ChartSpec, ...] = (
         "model_version", ("ndcg_at_10", "popularity_ndcg_at_10"), aggregation="MAX", order_by="evaluated_at",
     ),
     ChartSpec(
+        "model_coverage", "Model", "Catalogue coverage@10 per evaluated model", MODEL_METRICS_TABLE, "line",
+        "model_version", ("coverage_at_10",), aggregation="MAX", order_by="evaluated_at", unit="%",
+    ),
+    ChartSpec(
         "ctr_by_position", "Model", "Click-through by position in the served list (attributed)", "attribution_daily",
         "bar", "position", ("click_through",), rates=ONLINE_RATES[:1], unit="%",
     ),
@@ -219,10 +223,6 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec(
         "attributed_revenue_by_model", "Model", "Attributed revenue per model version (INR)", "attribution_daily",
         "hbar", "model_version", ("revenue",), unit="INR",
-    ),
-    ChartSpec(
-        "model_coverage", "Model", "Catalogue coverage@10 per evaluated model", MODEL_METRICS_TABLE, "line",
-        "model_version", ("coverage_at_10",), aggregation="MAX", order_by="evaluated_at", unit="%",
     ),
 )  # fmt: skip
 
@@ -261,6 +261,17 @@ def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequenc
         elif kind in ("DECIMAL", "INTEGER"):
             frame[name] = pd.to_numeric(frame[name])
     return frame[columns]
+
+
+def date_filtered(chart: ChartSpec) -> bool:
+    """The date-range filter covers the first sheet's dated charts (as the QuickSight filter group is scoped)."""
+    return chart.sheet == SHEETS[0] and is_dated(chart.dataset)
+
+
+def empty_text(chart: ChartSpec) -> str:
+    if date_filtered(chart):
+        return "No data in the selected dates"
+    return "Nothing captured yet" if is_dated(chart.dataset) else "No model evaluated yet"
 
 
 def is_dated(dataset: str) -> bool:
@@ -453,14 +464,16 @@ def dashboard_payload(frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         "days": [d.isoformat() for d in days],
         "other": OTHER,
         "datasets": {d: _dataset_rows(d, frames[d], days_index) for d in {c.dataset: None for c in CHARTS}},
-        "charts": [{**asdict(c), "dated": is_dated(c.dataset)} for c in CHARTS],
+        "charts": [{**asdict(c), "filtered": date_filtered(c), "empty": empty_text(c)} for c in CHARTS],
         "tiles": [asdict(t) for t in TILES],
         "shoppers": _shopper_lists(shoppers, days_index),
         "defaultRange": None,
         "defaultTiles": None,
     }
-    if days:
-        start, end = default_range(days[0], days[-1])
+    sales = pd.to_datetime(daily["event_date"]).dropna()
+    if days:  # opens on the sales' latest weeks (captured impressions may be newer than a replayed log)
+        last = sales.max().date() if not sales.empty else days[-1]
+        start, end = default_range(days[0], last)
         payload["defaultRange"] = [days_index[start], days_index[end]]
         payload["defaultTiles"] = {
             k: {n: _clean(v) for n, v in t.items()}
@@ -478,7 +491,8 @@ def _json_script(element_id: str, payload: Any) -> str:
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
-_SIGNALS = (("data", "data quality"), ("model", "model"), ("endpoint", "endpoint"), ("drift", "drift"))
+_SIGNALS = (("data", "data quality"), ("model", "model"), ("endpoint", "endpoint"), ("drift", "drift"),
+            ("ctr", "shoppers"))
 _STATE_ORDER = {"ALARM": 0, "INSUFFICIENT_DATA": 1, "OK": 2}
 
 

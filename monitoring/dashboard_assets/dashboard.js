@@ -326,7 +326,7 @@
     var fig = figures[spec.id];
     var chart = instances[spec.id];
     if (!fig) return;
-    var rows = days.length || !spec.dated ? aggregate(spec, from, to) : [];
+    var rows = days.length || !spec.filtered ? aggregate(spec, from, to) : [];
     var points = 0;
     var total = 0;
     rows.forEach(function (r) {
@@ -339,7 +339,7 @@
     var note = fig.querySelector('.note');
     var option;
     if (!points) {
-      option = emptyOption(spec.dated ? 'No data in the selected dates' : 'No model evaluated yet');
+      option = emptyOption(spec.empty);
       note.textContent = '';
     } else if (spec.kind === 'line' && spec.x === 'event_date') {
       option = timeSeries(spec, rows, from, to);
@@ -349,7 +349,7 @@
       note.textContent = rows.length + (rows.length === 1 ? ' evaluation' : ' evaluations');
     } else {
       option = bars(spec, rows);
-      note.textContent = spec.rates.length ? 'ratios of sums over the selected dates' : '';
+      note.textContent = spec.rates.length ? 'ratios of sums over the ' + (spec.filtered ? 'selected dates' : 'whole log') : '';
     }
     var el = fig.querySelector('.chart');
     var height = spec.kind === 'hbar' && points ? Math.max(340, rows.length * (spec.y.length > 1 ? 40 : 28) + 70) : 340;
@@ -443,7 +443,7 @@
     return out;
   }
   function renderSales() {
-    data.charts.forEach(function (spec) { if (spec.dated) draw(spec, state.from, state.to); });
+    data.charts.forEach(function (spec) { if (spec.filtered) draw(spec, state.from, state.to); });
     drawTiles(state.from, state.to);
     fromInput.value = days[state.from];
     toInput.value = days[state.to];
@@ -484,10 +484,10 @@
     setRange(dayIndex(hash.from, data.defaultRange[0]), dayIndex(hash.to, data.defaultRange[1]), false);
   } else {
     fromInput.disabled = toInput.disabled = true;
-    data.charts.forEach(function (spec) { if (spec.dated) draw(spec, 0, -1); });
+    data.charts.forEach(function (spec) { if (spec.filtered) draw(spec, 0, -1); });
     drawTiles(0, -1);
   }
-  data.charts.forEach(function (spec) { if (!spec.dated) draw(spec, 0, -1); });
+  data.charts.forEach(function (spec) { if (!spec.filtered) draw(spec, 0, days.length - 1); });  // all dates
 
   var resizeTimer = null;
   window.addEventListener('resize', function () {
