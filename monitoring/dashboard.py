@@ -159,6 +159,10 @@ DATASETS: dict[str, DatasetSpec] = {
                 ("carts", "INTEGER"),
                 ("purchases", "INTEGER"),
                 ("revenue", "DECIMAL"),
+                ("click_through_rate", "DECIMAL"),  # per row; charts use the rates of sums (ONLINE_RATES)
+                ("add_to_cart_rate", "DECIMAL"),
+                ("purchase_rate", "DECIMAL"),
+                ("purchases_per_click", "DECIMAL"),
             ),
             query="attribution_daily",
         ),
