@@ -1,4 +1,4 @@
--- Attribution of clicks, carts, purchases and revenue to what the endpoint served (issue 14).
+-- attribution_daily: clicks, carts, purchases and revenue attributed to what the endpoint served (issue 14).
 -- Impressions: every product of every captured single answer (SageMaker data capture JSONL under capture/,
 -- table endpoint_capture: the response text in capturedata.endpointoutput.data), with its 1-based position,
 -- strategy, model version, recommendation_id and serving time (eventmetadata.inferencetime, UTC).
@@ -7,7 +7,7 @@
 -- attribution_window_hours). A view of a shown product is a click. Revenue = quantity x unit price (the
 -- catalogue price when the line has none) of attributed purchases. An impression counts once per outcome
 -- however many events it had. Batch ("instances") answers are not impressions here.
--- Output: event_date, model_version, strategy, position, impressions, clicks, carts, purchases, revenue,
+-- Output columns: event_date, model_version, strategy, position, impressions, clicks, carts, purchases, revenue,
 --         click_through_rate, add_to_cart_rate, purchase_rate, purchases_per_click.
 WITH served AS (
     SELECT

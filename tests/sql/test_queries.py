@@ -7,8 +7,9 @@ purchased-together window.
 
 from __future__ import annotations
 
+import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +32,7 @@ from recsys.local.athena import (
     read_query,
     to_duckdb,
 )
+from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE, capture_glob, capture_key, capture_record
 
 RAW_INTERACTION_COLUMNS = RAW_COLUMNS["interactions"]  # the training set stays in the raw contract
 
@@ -113,9 +115,26 @@ def curated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_tiny_curated(tmp_path_factory.mktemp("curated"))
 
 
+def write_tiny_capture(root: Path) -> str:
+    """Two captured answers of the endpoint (impressions; the tiny clickstream has no clicks on them), as SageMaker
+    data capture writes them; returns the glob for ``LocalAthena.register_json``. Shared with the monitoring tests."""
+    path = root / capture_key("e", "AllTraffic", datetime(2024, 3, 1, tzinfo=UTC), "tiny")
+    path.parent.mkdir(parents=True)
+    answers = [
+        ({"recommendation_id": "r1", "model_version": "v1", "strategy": "personalized",
+          "recommendations": [{"product_id": "p1"}, {"product_id": "p2"}]}, datetime(2024, 3, 1, 9, tzinfo=UTC)),
+        ({"recommendation_id": "r2", "model_version": "v2", "strategy": "popular",
+          "recommendations": [{"product_id": "p3"}]}, datetime(2024, 3, 2, 9, tzinfo=UTC)),
+    ]
+    path.write_text("".join(json.dumps(capture_record("{}", json.dumps(a), when=t)) + "\n" for a, t in answers))
+    return capture_glob(root)
+
+
 @pytest.fixture(scope="module")
-def engine(curated: dict[str, Path]) -> LocalAthena:
-    return LocalAthena(curated)
+def engine(curated: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> LocalAthena:
+    athena = LocalAthena(curated)
+    athena.register_json(CAPTURE_TABLE, write_tiny_capture(tmp_path_factory.mktemp("capture")), CAPTURE_COLUMNS)
+    return athena
 
 
 # --- the query files -------------------------------------------------------------------------
