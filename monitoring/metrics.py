@@ -303,18 +303,19 @@ def click_through_sql(attribution_sql: str) -> str:
     trailing level: ratio 1), so a Step Functions producer can parse it as the data-quality row is."""
     body = attribution_sql.rstrip().rstrip(";")
     return (
-        f"WITH a AS ({body}), last AS (SELECT max(event_date) AS d FROM a) "
+        f"WITH a AS ({body}), last AS (SELECT max(event_date) AS d FROM a), r AS ("
         "SELECT COALESCE(CAST(sum(CASE WHEN a.event_date = last.d THEN a.clicks ELSE 0 END) AS DOUBLE) "
         "/ NULLIF(sum(CASE WHEN a.event_date = last.d THEN a.impressions ELSE 0 END), 0), 0.0) AS ctr, "
         "COALESCE(CAST(sum(CASE WHEN a.event_date < last.d AND a.event_date >= last.d - INTERVAL '7' DAY "
         "THEN a.clicks ELSE 0 END) AS DOUBLE) / NULLIF(sum(CASE WHEN a.event_date < last.d "
         "AND a.event_date >= last.d - INTERVAL '7' DAY THEN a.impressions ELSE 0 END), 0), 0.0) AS ctr_trailing "
-        "FROM a CROSS JOIN last"
+        "FROM a CROSS JOIN last) "
+        "SELECT ctr, ctr_trailing, COALESCE(ctr / NULLIF(ctr_trailing, 0.0), 1.0) AS ctr_ratio FROM r"
     )
 
 
 def click_through_row(row: Mapping[str, float]) -> dict[str, float]:
-    """The published values: the row plus the ratio of latest to trailing click-through (1 without a trailing level)."""
+    """The published values of a :func:`click_through_sql` row (the ratio is 1 without a trailing level)."""
     ctr, trailing = float(row["ctr"]), float(row["ctr_trailing"])
     return {"ctr": ctr, "ctr_trailing": trailing, "ctr_ratio": ctr / trailing if trailing > 0 else 1.0}
 

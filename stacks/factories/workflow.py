@@ -21,7 +21,8 @@ from constructs import Construct
 
 from monitoring import metrics as m
 from settings.config import CLICKSTREAM, CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
-from sql.library import ctas_statement, feature_queries
+from settings.erasure import CAPTURE_PREFIX
+from sql.library import attribution_query, ctas_statement, feature_queries
 from stacks.factories.cloudwatch import put_metric_data_statement
 from stacks.factories.databrew import DataBrewJobs
 from stacks.factories.storage import log_retention, removal_policy
@@ -210,6 +211,54 @@ def _quality_stage(scope: Construct, cfg: Config, table: str) -> tuple[sfn.IChai
     return query, done
 
 
+def _click_through_stage(scope: Construct, cfg: Config) -> tuple[sfn.IChainable, sfn.INextable]:
+    """``monitoring.metrics.click_through_sql`` over the attribution SQL (captured answers x clickstream, the
+    configured window) on Athena -> PutMetricData of click-through, its trailing level and their ratio, which the
+    online-ctr-drop alarm watches. The local run publishes the same query's row from DuckDB. Nothing captured yet
+    (or the query fails): nothing published, the workflow goes on."""
+    query = _athena_task(
+        scope, "Attributed click-through", cfg, m.click_through_sql(attribution_query(cfg.attribution_window_hours)),
+        ResultSelector={"id.$": "$.QueryExecution.QueryExecutionId"}, ResultPath="$.online",
+    )  # fmt: skip
+    read = sfn.CustomState(
+        scope,
+        "Read click-through",
+        state_json={
+            "Type": "Task",
+            "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:athena:getQueryResults",
+            "Parameters": {"QueryExecutionId.$": "$.online.id"},
+            "ResultSelector": {"data.$": "$.ResultSet.Rows[1].Data"},
+            "ResultPath": "$.online",
+        },
+    )
+    metric_data = [
+        {
+            "MetricName": name,
+            "Dimensions": m.online_metric(cfg.endpoint_name, name).api_dimensions(),
+            "Value.$": f"States.StringToJson($.online.data[{i}].VarCharValue)",
+            "Unit": unit,
+        }
+        for i, (_, name, unit) in enumerate(m.CLICK_THROUGH_COLUMNS)
+    ]
+    publish = sfn.CustomState(
+        scope,
+        "Publish click-through",
+        state_json={
+            "Type": "Task",
+            "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:cloudwatch:putMetricData",
+            "Parameters": {"Namespace": m.NAMESPACE, "MetricData": metric_data},
+            "ResultPath": "$.online",
+        },
+    )
+    done = sfn.Pass(scope, "click-through done", result_path=sfn.JsonPath.DISCARD)
+    for state in (query, read, publish):
+        state.add_catch(done, errors=["States.TaskFailed"], result_path="$.online_error")
+    query.next(read)
+    read.next(publish)
+    publish.next(done)
+    return query, done
+
+
 def _grant_quality(machine: sfn.StateMachine, cfg: Config, destination: s3.IBucket) -> None:
     """What the data-quality states add: query results, the quarantine tables, metrics in our namespace."""
     machine.add_to_role_policy(
@@ -220,6 +269,7 @@ def _grant_quality(machine: sfn.StateMachine, cfg: Config, destination: s3.IBuck
     )
     machine.add_to_role_policy(put_metric_data_statement())
     destination.grant_read(machine, f"{QUARANTINE_PREFIX}/*")
+    destination.grant_read(machine, f"{CAPTURE_PREFIX}/*")  # the attributed click-through reads the captured answers
 
 
 def _grant_athena(
@@ -275,6 +325,7 @@ def curation_workflow(
     stages += [_crawler_stage(scope, name) for name in crawler_names.values()]
     stages += [(step, step) for step in _features_stage(scope, cfg)]
     stages += [_quality_stage(scope, cfg, table) for table in TABLES]
+    stages.append(_click_through_stage(scope, cfg))
     for (_, exit_state), (entry, _) in zip(stages, stages[1:], strict=False):
         exit_state.next(entry)
     stages[-1][1].next(sfn.Succeed(scope, "Curated and features built"))
@@ -308,6 +359,9 @@ def curation_workflow(
             f"{cfg.glue_database}/*": "CTAS creates, and DROP deletes, feature tables in this database only.",
             f"{arn_token(destination)}/{CURATED_PREFIX}/*": "CTAS queries read the curated tables only.",
             f"{arn_token(destination)}/{QUARANTINE_PREFIX}/*": "The data-quality query counts quarantined rows.",
+            f"{arn_token(destination)}/{CAPTURE_PREFIX}/*": (
+                "The click-through query reads the endpoint's data capture (the impressions)."
+            ),
             f"{arn_token(results)}/*": "The results bucket holds only query results and CTAS output.",
         },
     )

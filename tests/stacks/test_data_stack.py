@@ -294,7 +294,8 @@ def test_workflow_publishes_every_tables_data_quality_after_the_features(data_te
         assert {"Name": "Table", "Value": table} in publish["Parameters"]["MetricData"][0]["Dimensions"]
         for state in (query, read, publish):  # a table without data publishes nothing and the run goes on
             assert state["Catch"][0]["Next"] == f"{table} quality done"
-    assert states["interactions quality done"]["Next"] == "Curated and features built"
+    assert states["interactions quality done"]["Next"] == "Attributed click-through"  # then tests/stacks/...
+    assert states["click-through done"]["Next"] == "Curated and features built"  # test_click_through_state.py
 
 
 def test_batch_outputs_are_glue_tables_with_the_batch_steps_schema(data_template):
