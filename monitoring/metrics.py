@@ -310,7 +310,7 @@ def click_through_sql(attribution_sql: str) -> str:
         "THEN a.clicks ELSE 0 END) AS DOUBLE) / NULLIF(sum(CASE WHEN a.event_date < last.d "
         "AND a.event_date >= last.d - INTERVAL '7' DAY THEN a.impressions ELSE 0 END), 0), 0.0) AS ctr_trailing "
         "FROM a CROSS JOIN last) "
-        "SELECT ctr, ctr_trailing, COALESCE(ctr / NULLIF(ctr_trailing, 0.0), 1.0) AS ctr_ratio FROM r"
+        "SELECT ctr, ctr_trailing, COALESCE(CAST(ctr AS DOUBLE) / NULLIF(ctr_trailing, 0.0), 1.0) AS ctr_ratio FROM r"
     )
 
 

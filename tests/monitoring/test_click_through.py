@@ -50,3 +50,10 @@ def test_alarm_fires_when_click_through_falls_below_the_configured_share_of_its_
     aws_env.reset()
     m.publish_click_through(cw, CFG.endpoint_name, {"ctr": 0.1, "ctr_trailing": 0.1})
     assert evaluate(cw, spec)[0] == "OK"
+
+
+def test_the_click_through_query_has_no_dialect_traps() -> None:
+    from recsys.local.athena import dialect_traps
+    from sql.library import attribution_query
+
+    assert dialect_traps(m.click_through_sql(attribution_query(24))) == []
