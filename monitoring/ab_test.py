@@ -9,7 +9,9 @@ few users the interval is optimistic; the local run uses thousands of simulated 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 def _normal_quantile(p: float) -> float:
@@ -105,3 +107,18 @@ class Verdict:
             f"difference {self.difference:+.2%} ({1 - self.alpha:.0%} CI {lo:+.2%} to {hi:+.2%}), "
             f"p = {self.p_value:.3g}: {verdict} at alpha {self.alpha:g}"
         )
+
+
+def verdict_from_attribution(rows: Iterable[Mapping[str, Any]], a: str, b: str, *, key: str = "model_version",
+                             alpha: float = 0.05) -> Verdict:
+    """The click-through verdict of B against A from ``sql/attribution_daily.sql`` rows (impressions and
+    attributed clicks summed over every day, strategy and position of each), grouped by ``key``: a model
+    version, or a production variant once the capture carries one."""
+    shown = {a: 0, b: 0}
+    clicks = {a: 0, b: 0}
+    for row in rows:
+        name = row[key]
+        if name in shown:
+            shown[name] += int(row["impressions"])
+            clicks[name] += int(row["clicks"])
+    return Verdict(a, b, shown[a], clicks[a], shown[b], clicks[b], alpha)

@@ -113,3 +113,13 @@ def test_the_window_is_one_literal_in_the_file_and_must_be_positive() -> None:
     assert read_query(ATTRIBUTION_QUERY).count("INTERVAL '24' HOUR") == 1
     with pytest.raises(ValueError, match="positive"):
         attribution_query(0)
+
+
+def test_the_ab_verdict_reads_impressions_and_clicks_per_model_version_from_the_attribution_rows(athena) -> None:
+    from monitoring.ab_test import verdict_from_attribution
+
+    rows = athena.query(ATTRIBUTION_QUERY).to_dict("records")
+    verdict = verdict_from_attribution(rows, "v1", "v2")
+    # v1: 4 impressions (3 on day 1, 1 on day 2), 1 click; v2: 2 impressions, 1 click
+    assert (verdict.a_shown, verdict.a_clicks, verdict.b_shown, verdict.b_clicks) == (4, 1, 2, 1)
+    assert verdict.difference == pytest.approx(0.5 - 0.25)
