@@ -34,6 +34,7 @@ from settings.config import ATHENA_RESULTS_PREFIX, Config
 from sql.library import read_query
 from stacks.buckets import ATHENA_RESULTS, CURATED
 from stacks.data_stack import DataStack
+from stacks.factories.catalog import json_lines_table
 from stacks.nag import acknowledge_wildcards
 
 DATA_SOURCE_ACTIONS = [
@@ -386,24 +387,9 @@ class AnalyticsStack(Stack):
     def _model_metrics_table(self, cfg: Config, data: DataStack) -> glue.CfnTable:
         """JSON lines, one per evaluated model; the pipeline's PublishMetrics step appends them."""
         spec = DATASETS[MODEL_METRICS_TABLE]
-        return glue.CfnTable(
-            self,
-            "ModelMetricsTable",
-            catalog_id=Aws.ACCOUNT_ID,
-            database_name=cfg.glue_database,
-            table_input=glue.CfnTable.TableInputProperty(
-                name=MODEL_METRICS_TABLE,
-                description="Offline metrics per evaluated model version (monitoring.metrics.model_metrics_record)",
-                table_type="EXTERNAL_TABLE",
-                parameters={"classification": "json"},
-                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                    location=f"s3://{data.destination.bucket_name}/{MODEL_METRICS_PREFIX}/",
-                    input_format="org.apache.hadoop.mapred.TextInputFormat",
-                    output_format="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-                    serde_info=glue.CfnTable.SerdeInfoProperty(
-                        serialization_library="org.openx.data.jsonserde.JsonSerDe"
-                    ),
-                    columns=[glue.CfnTable.ColumnProperty(name=n, type=_GLUE_TYPES[t]) for n, t in spec.columns],
-                ),
-            ),
-        )
+        return json_lines_table(
+            self, "ModelMetricsTable", cfg, name=MODEL_METRICS_TABLE,
+            description="Offline metrics per evaluated model version (monitoring.metrics.model_metrics_record)",
+            location=f"s3://{data.destination.bucket_name}/{MODEL_METRICS_PREFIX}/",
+            columns=[(n, _GLUE_TYPES[t]) for n, t in spec.columns],
+        )  # fmt: skip

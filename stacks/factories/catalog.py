@@ -147,8 +147,14 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
 
 
 def declared_table(
-    scope: Construct, cfg: Config, bucket: s3.IBucket, construct_id: str, name: str, prefix: str,
-    schema: pa.Schema, description: str,
+    scope: Construct,
+    cfg: Config,
+    bucket: s3.IBucket,
+    construct_id: str,
+    name: str,
+    prefix: str,
+    schema: pa.Schema,
+    description: str,
 ) -> glue.CfnTable:
     """A Parquet table declared with its schema (not crawled), so SQL over it works before data arrives."""
     columns = glue_columns(schema)
@@ -178,7 +184,12 @@ def declared_table(
 def clickstream_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue.CfnTable:
     """curated/clickstream/ as a table with the curated interactions schema, empty until the first job run."""
     return declared_table(
-        scope, cfg, bucket, "ClickstreamTable", CLICKSTREAM, f"{CURATED_PREFIX}/{CLICKSTREAM}",
+        scope,
+        cfg,
+        bucket,
+        "ClickstreamTable",
+        CLICKSTREAM,
+        f"{CURATED_PREFIX}/{CLICKSTREAM}",
         pa.schema(CURATED_COLUMNS[CLICKSTREAM_RECIPE]),
         "Clickstream archive curated by the interactions recipe (DataBrew clickstream-curated job)",
     )
@@ -188,7 +199,12 @@ def batch_tables(scope: Construct, cfg: Config, bucket: s3.IBucket) -> list[glue
     """The pipeline's BatchRecommend outputs under batch/, readable by Athena and QuickSight."""
     return [
         declared_table(
-            scope, cfg, bucket, f"BatchTable{folder.title().replace('_', '')}", name, f"{BATCH_PREFIX}/{folder}",
+            scope,
+            cfg,
+            bucket,
+            f"BatchTable{folder.title().replace('_', '')}",
+            name,
+            f"{BATCH_PREFIX}/{folder}",
             pa.schema(list(BATCH_COLUMNS[name].items())),
             f"What the endpoint answers, for every {'user' if 'user' in name else 'product'} "
             "(SageMaker pipeline step BatchRecommend)",
@@ -204,29 +220,48 @@ TEXT_INPUT_FORMAT = "org.apache.hadoop.mapred.TextInputFormat"
 TEXT_OUTPUT_FORMAT = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
 
 
-def capture_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue.CfnTable:
-    """capture/ (SageMaker data capture JSON lines, every endpoint/variant/hour folder below it) as a JSON
-    table declared with ``glue_jobs.schema.CAPTURE_SCHEMA``: the impressions, before anything is captured."""
+def json_lines_table(
+    scope: Construct,
+    construct_id: str,
+    cfg: Config,
+    *,
+    name: str,
+    description: str,
+    location: str,
+    columns: list[tuple[str, str]],
+    serde_parameters: dict[str, str] | None = None,
+) -> glue.CfnTable:
+    """An external Glue table over JSON lines under ``location`` (Athena reads it with the OpenX JSON SerDe)."""
     return glue.CfnTable(
         scope,
-        "EndpointCaptureTable",
+        construct_id,
         catalog_id=Aws.ACCOUNT_ID,
         database_name=cfg.glue_database,
         table_input=glue.CfnTable.TableInputProperty(
-            name=CAPTURE_TABLE,
-            description="Endpoint data capture: each request and answer (with its recommendation_id) as JSON lines",
+            name=name,
+            description=description,
             table_type="EXTERNAL_TABLE",
             parameters={"classification": "json"},
             storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                location=f"s3://{bucket.bucket_name}/{CAPTURE_PREFIX}/",
+                location=location,
                 input_format=TEXT_INPUT_FORMAT,
                 output_format=TEXT_OUTPUT_FORMAT,
                 serde_info=glue.CfnTable.SerdeInfoProperty(
-                    serialization_library=JSON_SERDE, parameters={"ignore.malformed.json": "true"}
+                    serialization_library=JSON_SERDE, parameters=serde_parameters
                 ),
-                columns=[
-                    glue.CfnTable.ColumnProperty(name=c["Name"], type=c["Type"]) for c in glue_columns(CAPTURE_SCHEMA)
-                ],
+                columns=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in columns],
             ),
         ),
     )
+
+
+def capture_table(scope: Construct, cfg: Config, bucket: s3.IBucket) -> glue.CfnTable:
+    """capture/ (SageMaker data capture JSON lines, every endpoint/variant/hour folder below it) as a JSON
+    table declared with ``glue_jobs.schema.CAPTURE_SCHEMA``: the impressions, before anything is captured."""
+    return json_lines_table(
+        scope, "EndpointCaptureTable", cfg, name=CAPTURE_TABLE,
+        description="Endpoint data capture: each request and answer (with its recommendation_id) as JSON lines",
+        location=f"s3://{bucket.bucket_name}/{CAPTURE_PREFIX}/",
+        columns=[(c["Name"], c["Type"]) for c in glue_columns(CAPTURE_SCHEMA)],
+        serde_parameters={"ignore.malformed.json": "true"},
+    )  # fmt: skip

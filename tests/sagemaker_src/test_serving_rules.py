@@ -210,7 +210,7 @@ def test_exploration_scores_rank_explorable_items_by_the_users_category_share_th
 
 
 def test_exploration_picks_are_the_top_of_the_full_exploration_ranking() -> None:
-    from recsys_core.rules import Catalogue, ExplorationIndex, explore_picks, exploration_scores, ranked
+    from recsys_core.rules import Catalogue, ExplorationIndex, exploration_scores, explore_picks, ranked
 
     rng = np.random.default_rng(5)
     n_items = 5_000
