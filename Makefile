@@ -48,7 +48,7 @@ synth: setup
 run: synth
 	$(PY) -m recsys run $(ARGS)
 
-test: setup browser
+test: synth browser  # the local-run tests execute the synthesized templates in cdk.out
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: setup
