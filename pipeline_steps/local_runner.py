@@ -36,9 +36,11 @@ from botocore.exceptions import ClientError
 
 from pipeline_steps.definition import (
     APPROVAL_PARAM,
+    CODE_CHANNEL,
     CONTENT_TYPES,
     GATE,
     MODEL_ARCHIVE,
+    PROCESSING_ROOT,
     SOURCE_DIR,
     STEPS,
     TRAIN,
@@ -282,15 +284,55 @@ class _Run:
             upload(self.aws, base / c.name, self.out_uri(spec, c.name))
             self.outputs[f"{spec.name}.{c.name}"] = self.out_uri(spec, c.name)
 
-    def training(self, spec: StepSpec) -> Path:
+    def local_path(self, base: Path, container_path: str) -> Path:
+        return base / Path(container_path).relative_to(PROCESSING_ROOT)
+
+    def processing_job(self, spec: StepSpec, node: Mapping[str, Any], template: TemplatePipeline) -> None:
+        """A processing step as the template's job request says: its inputs (the code aside: the unpacked
+        archive is already here), outputs and container arguments, with /opt/ml/processing under the step's
+        folder. Outputs land where the request's S3 URIs say and are what later steps' references read."""
+        base = self.fresh_step_dir(spec) / "processing"
+        args = node["Arguments"]
+        for item in args.get("ProcessingInputs", []):
+            if item["InputName"] == CODE_CHANNEL:
+                continue
+            uri = str(template.resolve(item["S3Input"]["S3Uri"], self))
+            try:
+                download(self.aws, uri, self.local_path(base, item["S3Input"]["LocalPath"]))
+            except FileNotFoundError as exc:
+                raise PipelineStepError(
+                    f"pipeline step {spec.name}: no data for input channel '{item['InputName']}' at {uri}"
+                ) from exc
+        outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
+        for item in outputs:
+            self.local_path(base, item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
+        argv = [str(template.resolve(a, self)) for a in args["AppSpecification"].get("ContainerArguments", [])]
+        argv = [str(self.local_path(base, a)) if a.startswith(PROCESSING_ROOT + "/") else a for a in argv]
+        run_script(spec, argv, self.env, self.root / spec.name / "logs", self.script_dir)
+        for item in outputs:
+            uri = str(template.resolve(item["S3Output"]["S3Uri"], self))
+            upload(self.aws, self.local_path(base, item["S3Output"]["LocalPath"]), uri)
+            self.outputs[f"{spec.name}.{item['OutputName']}"] = uri
+
+    def training(self, spec: StepSpec, node: Mapping[str, Any] | None = None,
+                 template: TemplatePipeline | None = None) -> Path:  # fmt: skip
         base = self.fresh_step_dir(spec)
         env = dict(self.env)
-        for c in spec.inputs:
-            channel_dir = base / "input" / "data" / c.name
-            self.fetch(spec, c, channel_dir)
-            env[f"SM_CHANNEL_{c.name.upper()}"] = str(channel_dir)
+        channels = {c.name: c.source for c in spec.inputs}
+        if node is not None and template is not None:  # the job request's channels and their S3 URIs
+            channels = {c["ChannelName"]: str(template.resolve(c["DataSource"]["S3DataSource"]["S3Uri"], self))
+                        for c in node["Arguments"]["InputDataConfig"]}  # fmt: skip
+        for name, source in channels.items():
+            channel_dir = base / "input" / "data" / name
+            uri = source if source.startswith("s3://") else self.source_uri(source)
+            try:
+                download(self.aws, uri, channel_dir)
+            except FileNotFoundError as exc:
+                message = f"pipeline step {spec.name}: no data for input channel '{name}' at {uri}"
+                raise PipelineStepError(message) from exc
+            env[f"SM_CHANNEL_{name.upper()}"] = str(channel_dir)
         self.fingerprint = training_fingerprint(
-            {c.name: base / "input" / "data" / c.name for c in spec.inputs}, self.hyperparameters, SOURCE_DIR
+            {name: base / "input" / "data" / name for name in channels}, self.hyperparameters, SOURCE_DIR
         )
         model_dir, output_dir = base / "model", base / "output" / "data"
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +348,10 @@ class _Run:
         args = [a for k, v in self.hyperparameters.items() for a in (f"--{k}", str(v))]
         run_script(spec, args, env, base / "logs", self.script_dir)
         archive = pack_model(model_dir, base / "output" / MODEL_ARCHIVE)
-        uri = f"{self.out_uri(spec, 'model')}/{MODEL_ARCHIVE}"
+        model_prefix = self.out_uri(spec, "model")
+        if node is not None and template is not None:  # AWS adds <job name>/output/ below it; here it is flat
+            model_prefix = str(template.resolve(node["Arguments"]["OutputDataConfig"]["S3OutputPath"], self))
+        uri = f"{model_prefix}/{MODEL_ARCHIVE}"
         bucket, key = split_s3_uri(uri)
         self.aws.client("s3").upload_file(str(archive), bucket, key)
         upload(self.aws, output_dir, self.out_uri(spec, "output"))
@@ -413,8 +458,7 @@ class TemplatePipeline:
                 body = props["PipelineDefinition"]["PipelineDefinitionBody"]
                 digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
                 text = body["Fn::Sub"][0] if isinstance(body, dict) else body
-                # ${Var} substitutions (buckets, the key, the role, the code key): not needed for the step graph
-                return cls(Path(path), digest, json.loads(re.sub(r"\$\{([^}]+)\}", r"\1", text)))
+                return cls(Path(path), digest, json.loads(text))  # ${Var}s stay: resolve() fills the ones jobs use
         raise PipelineStepError(f"{path}: no pipeline {pipeline_name!r}")
 
     def spec(self, template_step: Mapping[str, Any]) -> StepSpec:
@@ -432,6 +476,29 @@ class TemplatePipeline:
         if script is not None and script != spec.script:
             raise PipelineStepError(f"pipeline step {name}: the template runs {script}, the local spec {spec.script}")
         return spec
+
+    def resolve(self, node: Any, run: _Run) -> Any:
+        """A job request's value as SageMaker fills it in: ``Get`` of parameters, the execution id and earlier
+        steps' outputs (``ProcessingOutputConfig.Outputs['x'].S3Output.S3Uri``, ``ModelArtifacts``),
+        ``Std:Join``, and the stack's ``${DataBucket}``. Anything else is refused, not guessed."""
+        if isinstance(node, str):
+            return re.sub(r"\$\{DataBucket\}", run.bucket, node)
+        if isinstance(node, dict) and "Std:Join" in node:
+            join = node["Std:Join"]
+            return join["On"].join(str(self.resolve(v, run)) for v in join["Values"])
+        if isinstance(node, dict) and "Get" in node:
+            ref = node["Get"]
+            if ref == "Execution.PipelineExecutionId":
+                return run.execution_id
+            if ref.startswith("Parameters."):
+                return run.params[ref.removeprefix("Parameters.")]
+            output = re.fullmatch(r"Steps\.(\w+)\.ProcessingOutputConfig\.Outputs\['(\w+)'\]\.S3Output\.S3Uri", ref)
+            if output:
+                return run.outputs[f"{output[1]}.{output[2]}"]
+            model = re.fullmatch(r"Steps\.(\w+)\.ModelArtifacts\.S3ModelArtifacts", ref)
+            if model:
+                return run.outputs[f"{model[1]}.model"]
+        raise PipelineStepError(f"pipeline value {json.dumps(node)[:120]} is not interpreted locally")
 
     def condition_holds(self, template_step: Mapping[str, Any], report: Mapping[str, Any],
                         params: Mapping[str, Any]) -> bool:  # fmt: skip
@@ -515,9 +582,9 @@ def run_pipeline_locally(
         label = f"{spec.name:<18} {spec.kind:<10} {spec.script or '-':<18}"
         try:
             if spec.kind == "processing":
-                run.processing(spec)
+                run.processing(spec) if template is None else run.processing_job(spec, node, template)
             elif spec.kind == "training":
-                result.model_dir = run.training(spec)
+                result.model_dir = run.training(spec) if template is None else run.training(spec, node, template)
                 result.model_data_uri = run.outputs[f"{TRAIN}.model"]
                 result.training_fingerprint = run.fingerprint
             elif spec.kind == "condition":

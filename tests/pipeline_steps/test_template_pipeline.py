@@ -102,3 +102,37 @@ def test_a_template_step_the_local_specs_cannot_run_as_written_is_refused(tmp_pa
         template.spec(first)
     with pytest.raises(PipelineStepError, match="Tuning is not run locally"):
         template.spec(unknown)
+
+
+def test_the_job_requests_arguments_and_s3_uris_come_from_the_template(loaded, tmp_path, data_template_path):
+    """PublishMetrics' --model-group and EvaluateModel's output URI edited in the template: the run publishes under
+    the edited group, writes the report where the template says, and the steps that reference it read it there."""
+    aws, res = loaded
+
+    def edit(definition: dict) -> None:
+        steps = {s["Name"]: s for s in definition["Steps"]}
+        args = steps["PublishMetrics"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+        args[args.index("--model-group") + 1] = "edited-group"
+        (out,) = steps["EvaluateModel"]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+        out["S3Output"]["S3Uri"] = {"Std:Join": {"On": "/", "Values": [
+            "s3://${DataBucket}/elsewhere", {"Get": "Execution.PipelineExecutionId"}]}}  # fmt: skip
+
+    template = _changed(data_template_path, tmp_path, edit)
+    result = run_pipeline_locally(CFG, aws, res, tmp_path, lambda _: None, hyperparameters=FAST, template=template)
+    assert result.status == "Succeeded" and result.passed_gate
+    assert result.evaluation_uri.startswith(f"s3://{res.destination_bucket}/elsewhere/{result.execution_id}/")
+    metrics = aws.client("cloudwatch").list_metrics(Namespace=NAMESPACE, MetricName=NDCG_AT_10)["Metrics"]
+    groups = {d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "ModelPackageGroup"}
+    assert groups == {"edited-group"}
+
+
+def test_a_reference_the_local_run_cannot_resolve_is_refused(loaded, tmp_path, data_template_path):
+    aws, res = loaded
+
+    def odd_reference(definition: dict) -> None:
+        (first,) = [s for s in definition["Steps"] if s["Name"] == "PrepareData"]
+        first["Arguments"]["ProcessingInputs"][-1]["S3Input"]["S3Uri"] = {"Get": "Steps.PrepareData.Properties.Odd"}
+
+    template = _changed(data_template_path, tmp_path, odd_reference)
+    with pytest.raises(PipelineStepError, match="is not interpreted locally"):
+        run_pipeline_locally(CFG, aws, res, tmp_path, lambda _: None, hyperparameters=FAST, template=template)
