@@ -86,6 +86,11 @@ ATTRIBUTION_QUERY = "attribution_daily"
 _WINDOW = re.compile(r"INTERVAL '(\d+)' HOUR")
 
 
+def deployed_query(name: str, attribution_window_hours: int) -> str:
+    """A query as the stacks deploy it: the attribution query with the configured window, the others as written."""
+    return attribution_query(attribution_window_hours) if name == ATTRIBUTION_QUERY else read_query(name)
+
+
 def attribution_query(window_hours: int) -> str:
     """``attribution_daily.sql`` with its attribution window set to ``window_hours`` (settings/config.py).
 

@@ -31,7 +31,7 @@ from monitoring.dashboard import (
     TileSpec,
 )
 from settings.config import ATHENA_RESULTS_PREFIX, Config
-from sql.library import read_query
+from sql.library import deployed_query
 from stacks.buckets import ATHENA_RESULTS, CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.catalog import json_lines_table
@@ -53,9 +53,9 @@ DASHBOARD_ACTIONS = ["quicksight:DescribeDashboard", "quicksight:ListDashboardVe
 _GLUE_TYPES = {"STRING": "string", "DATETIME": "timestamp", "DECIMAL": "double", "INTEGER": "bigint"}
 
 
-def custom_sql(name: str) -> str:
-    """The query text without its header comment (QuickSight wraps custom SQL in a sub-query)."""
-    lines = read_query(name).splitlines()
+def custom_sql(name: str, attribution_window_hours: int) -> str:
+    """The deployed query text without its header comment (QuickSight wraps custom SQL in a sub-query)."""
+    lines = deployed_query(name, attribution_window_hours).splitlines()
     while lines and (lines[0].startswith("--") or not lines[0].strip()):
         lines.pop(0)
     return re.sub(r";\s*$", "", "\n".join(lines).rstrip())
@@ -283,7 +283,10 @@ class AnalyticsStack(Stack):
             if spec.query:
                 table = qs.CfnDataSet.PhysicalTableProperty(
                     custom_sql=qs.CfnDataSet.CustomSqlProperty(
-                        data_source_arn=source.attr_arn, name=spec.id, sql_query=custom_sql(spec.query), columns=columns
+                        data_source_arn=source.attr_arn,
+                        name=spec.id,
+                        sql_query=custom_sql(spec.query, cfg.attribution_window_hours),
+                        columns=columns,
                     )
                 )
             else:

@@ -8,7 +8,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from settings.config import Config
-from sql.library import ctas_statement, feature_queries, list_queries, read_query
+from sql.library import ctas_statement, deployed_query, feature_queries, list_queries
 from sql.workgroup import workgroup_configuration
 
 
@@ -32,7 +32,7 @@ def named_queries(scope: Construct, cfg: Config, wg: athena.CfnWorkGroup) -> dic
     queries: dict[str, athena.CfnNamedQuery] = {}
     features = set(feature_queries())
     for name in sorted(list_queries()):
-        texts = {name: read_query(name)}
+        texts = {name: deployed_query(name, cfg.attribution_window_hours)}
         if name in features:
             texts[f"{name}_ctas"] = ctas_statement(name, location=None)
         for query_name, text in texts.items():

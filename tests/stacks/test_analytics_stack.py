@@ -8,7 +8,7 @@ import pytest
 
 from monitoring.dashboard import CHARTS, DATASETS
 from settings.config import load_project_config
-from sql.library import read_query
+from sql.library import deployed_query
 from stacks.analytics_stack import custom_sql
 from tests.monitoring import conftest as monitoring_fixtures
 from tests.stacks.conftest import resources
@@ -45,8 +45,9 @@ def test_datasets_use_the_same_sql_and_declare_its_columns(prod, tiny_athena):
     for spec in DATASETS.values():
         (table,) = datasets[f"recsys-prod-{spec.id}"]["PhysicalTableMap"].values()
         if spec.query:
-            assert table["CustomSql"]["SqlQuery"] == custom_sql(spec.query)
-            assert custom_sql(spec.query) in read_query(spec.query)
+            window = load_project_config("prod").attribution_window_hours
+            assert table["CustomSql"]["SqlQuery"] == custom_sql(spec.query, window)
+            assert custom_sql(spec.query, window) in deployed_query(spec.query, window)
             assert [c for c, _ in spec.columns] == [c for c in tiny_athena.query(spec.query).columns]
         else:
             assert table["RelationalTable"]["Name"] == "model_metrics"
@@ -113,3 +114,9 @@ def test_sales_sheet_has_a_tile_per_kpi_and_a_date_range_over_all_dated_datasets
     assert control["DateTimePicker"]["SourceFilterId"] == group["Filters"][0]["TimeRangeFilter"]["FilterId"]
     dated = [d for d, spec in DATASETS.items() if "event_date" in dict(spec.columns)]
     assert {"kpi_daily_funnel", "enriched_interactions"} <= set(dated)
+
+
+def test_the_attribution_dataset_uses_the_configured_window() -> None:
+    assert "INTERVAL '48' HOUR" in custom_sql("attribution_daily", 48)
+    assert "INTERVAL '48' HOUR" not in custom_sql("attribution_daily", 24)
+    assert custom_sql("kpi_daily_funnel", 48) == custom_sql("kpi_daily_funnel", 24)
