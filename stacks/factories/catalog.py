@@ -146,6 +146,42 @@ def catalog(scope: Construct, cfg: Config, bucket: s3.IBucket, key: kms.IKey) ->
     return Catalog(database=database, crawler_names=names, role=role)
 
 
+def external_table(
+    scope: Construct,
+    construct_id: str,
+    cfg: Config,
+    *,
+    name: str,
+    description: str,
+    location: str,
+    columns: list[tuple[str, str]],
+    classification: str,
+    formats: tuple[str, str],
+    serde: str,
+    serde_parameters: dict[str, str] | None = None,
+) -> glue.CfnTable:
+    """An external Glue table in the project's database: files under ``location`` read by ``serde``."""
+    return glue.CfnTable(
+        scope,
+        construct_id,
+        catalog_id=Aws.ACCOUNT_ID,
+        database_name=cfg.glue_database,
+        table_input=glue.CfnTable.TableInputProperty(
+            name=name,
+            description=description,
+            table_type="EXTERNAL_TABLE",
+            parameters={"classification": classification},
+            storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                location=location,
+                input_format=formats[0],
+                output_format=formats[1],
+                serde_info=glue.CfnTable.SerdeInfoProperty(serialization_library=serde, parameters=serde_parameters),
+                columns=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in columns],
+            ),
+        ),
+    )
+
+
 def declared_table(
     scope: Construct,
     cfg: Config,
@@ -157,27 +193,18 @@ def declared_table(
     description: str,
 ) -> glue.CfnTable:
     """A Parquet table declared with its schema (not crawled), so SQL over it works before data arrives."""
-    columns = glue_columns(schema)
-    return glue.CfnTable(
+    return external_table(
         scope,
         construct_id,
-        catalog_id=Aws.ACCOUNT_ID,
-        database_name=cfg.glue_database,
-        table_input=glue.CfnTable.TableInputProperty(
-            name=name,
-            description=description,
-            table_type="EXTERNAL_TABLE",
-            parameters={"classification": "parquet"},
-            storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                location=f"s3://{bucket.bucket_name}/{prefix}/",
-                input_format=PARQUET_INPUT_FORMAT,
-                output_format=PARQUET_OUTPUT_FORMAT,
-                serde_info=glue.CfnTable.SerdeInfoProperty(
-                    serialization_library=PARQUET_SERDE, parameters={"serialization.format": "1"}
-                ),
-                columns=[glue.CfnTable.ColumnProperty(name=c["Name"], type=c["Type"]) for c in columns],
-            ),
-        ),
+        cfg,
+        name=name,
+        description=description,
+        location=f"s3://{bucket.bucket_name}/{prefix}/",
+        columns=[(c["Name"], c["Type"]) for c in glue_columns(schema)],
+        classification="parquet",
+        formats=(PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT),
+        serde=PARQUET_SERDE,
+        serde_parameters={"serialization.format": "1"},
     )
 
 
@@ -232,26 +259,18 @@ def json_lines_table(
     serde_parameters: dict[str, str] | None = None,
 ) -> glue.CfnTable:
     """An external Glue table over JSON lines under ``location`` (Athena reads it with the OpenX JSON SerDe)."""
-    return glue.CfnTable(
+    return external_table(
         scope,
         construct_id,
-        catalog_id=Aws.ACCOUNT_ID,
-        database_name=cfg.glue_database,
-        table_input=glue.CfnTable.TableInputProperty(
-            name=name,
-            description=description,
-            table_type="EXTERNAL_TABLE",
-            parameters={"classification": "json"},
-            storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                location=location,
-                input_format=TEXT_INPUT_FORMAT,
-                output_format=TEXT_OUTPUT_FORMAT,
-                serde_info=glue.CfnTable.SerdeInfoProperty(
-                    serialization_library=JSON_SERDE, parameters=serde_parameters
-                ),
-                columns=[glue.CfnTable.ColumnProperty(name=n, type=t) for n, t in columns],
-            ),
-        ),
+        cfg,
+        name=name,
+        description=description,
+        location=location,
+        columns=columns,
+        classification="json",
+        formats=(TEXT_INPUT_FORMAT, TEXT_OUTPUT_FORMAT),
+        serde=JSON_SERDE,
+        serde_parameters=serde_parameters,
     )
 
 
