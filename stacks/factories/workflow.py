@@ -8,6 +8,8 @@ Triggered by a new object under ``raw/interactions/`` (the one required table) a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aws_cdk import Aws, Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -165,98 +167,84 @@ def _athena_task(scope: Construct, name: str, cfg: Config, sql: str, **fields: o
     )
 
 
-def _quality_stage(scope: Construct, cfg: Config, table: str) -> tuple[sfn.IChainable, sfn.INextable]:
-    """``monitoring.metrics.data_quality_sql`` on Athena -> its row -> PutMetricData (the local run publishes
-    the same query's row from DuckDB). A table that is not catalogued (no data yet) publishes nothing."""
+def _sql_metric_stage(
+    scope: Construct,
+    cfg: Config,
+    sql: str,
+    *,
+    states: tuple[str, str, str, str],
+    path: str,
+    columns: tuple[tuple[str, str, str], ...],
+    metric: Callable[[str], m.MetricRef],
+) -> tuple[sfn.IChainable, sfn.INextable]:
+    """A one-row query on Athena -> its row -> PutMetricData, column i as metric ``columns[i]``. ``states`` names
+    the query, read, publish and done states; the row travels under ``$.<path>``; any failed task skips to done
+    (a table not catalogued yet, nothing captured yet: nothing published, the workflow goes on)."""
+    query_name, read_name, publish_name, done_name = states
     query = _athena_task(
-        scope, f"Count {table} rows", cfg, m.data_quality_sql(table),
-        ResultSelector={"id.$": "$.QueryExecution.QueryExecutionId"}, ResultPath="$.quality",
+        scope, query_name, cfg, sql,
+        ResultSelector={"id.$": "$.QueryExecution.QueryExecutionId"}, ResultPath=f"$.{path}",
     )  # fmt: skip
     read = sfn.CustomState(
         scope,
-        f"Read {table} counts",
+        read_name,
         state_json={
             "Type": "Task",
             "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:athena:getQueryResults",
-            "Parameters": {"QueryExecutionId.$": "$.quality.id"},
+            "Parameters": {"QueryExecutionId.$": f"$.{path}.id"},
             "ResultSelector": {"data.$": "$.ResultSet.Rows[1].Data"},  # Rows[0] is the header
-            "ResultPath": "$.quality",
+            "ResultPath": f"$.{path}",
         },
     )
     metric_data = [
         {
             "MetricName": name,
-            "Dimensions": m.data_metric(cfg.glue_database, table, name).api_dimensions(),
-            "Value.$": f"States.StringToJson($.quality.data[{i}].VarCharValue)",
+            "Dimensions": metric(name).api_dimensions(),
+            "Value.$": f"States.StringToJson($.{path}.data[{i}].VarCharValue)",
             "Unit": unit,
         }
-        for i, (_, name, unit) in enumerate(m.DATA_QUALITY_COLUMNS)
+        for i, (_, name, unit) in enumerate(columns)
     ]
     publish = sfn.CustomState(
         scope,
-        f"Publish {table} quality",
+        publish_name,
         state_json={
             "Type": "Task",
             "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:cloudwatch:putMetricData",
             "Parameters": {"Namespace": m.NAMESPACE, "MetricData": metric_data},
-            "ResultPath": "$.quality",  # not null: CDK would drop it, and the empty result would replace the state
+            "ResultPath": f"$.{path}",  # not null: CDK would drop it, and the empty result would replace the state
         },
     )
-    done = sfn.Pass(scope, f"{table} quality done", result_path=sfn.JsonPath.DISCARD)
+    done = sfn.Pass(scope, done_name, result_path=sfn.JsonPath.DISCARD)
     for state in (query, read, publish):
-        state.add_catch(done, errors=["States.TaskFailed"], result_path="$.quality_error")
+        state.add_catch(done, errors=["States.TaskFailed"], result_path=f"$.{path}_error")
     query.next(read)
     read.next(publish)
     publish.next(done)
     return query, done
+
+
+def _quality_stage(scope: Construct, cfg: Config, table: str) -> tuple[sfn.IChainable, sfn.INextable]:
+    """``monitoring.metrics.data_quality_sql`` -> row counts and quarantined share of one table (the local run
+    publishes the same query's row from DuckDB)."""
+    return _sql_metric_stage(
+        scope, cfg, m.data_quality_sql(table),
+        states=(f"Count {table} rows", f"Read {table} counts", f"Publish {table} quality", f"{table} quality done"),
+        path="quality", columns=m.DATA_QUALITY_COLUMNS,
+        metric=lambda name: m.data_metric(cfg.glue_database, table, name),
+    )  # fmt: skip
 
 
 def _click_through_stage(scope: Construct, cfg: Config) -> tuple[sfn.IChainable, sfn.INextable]:
     """``monitoring.metrics.click_through_sql`` over the attribution SQL (captured answers x clickstream, the
-    configured window) on Athena -> PutMetricData of click-through, its trailing level and their ratio, which the
-    online-ctr-drop alarm watches. The local run publishes the same query's row from DuckDB. Nothing captured yet
-    (or the query fails): nothing published, the workflow goes on."""
-    query = _athena_task(
-        scope, "Attributed click-through", cfg, m.click_through_sql(attribution_query(cfg.attribution_window_hours)),
-        ResultSelector={"id.$": "$.QueryExecution.QueryExecutionId"}, ResultPath="$.online",
+    configured window) -> click-through, its trailing level and their ratio, which the online-ctr-drop alarm
+    watches. The local run publishes the same query's row from DuckDB."""
+    return _sql_metric_stage(
+        scope, cfg, m.click_through_sql(attribution_query(cfg.attribution_window_hours)),
+        states=("Attributed click-through", "Read click-through", "Publish click-through", "click-through done"),
+        path="online", columns=m.CLICK_THROUGH_COLUMNS,
+        metric=lambda name: m.online_metric(cfg.endpoint_name, name),
     )  # fmt: skip
-    read = sfn.CustomState(
-        scope,
-        "Read click-through",
-        state_json={
-            "Type": "Task",
-            "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:athena:getQueryResults",
-            "Parameters": {"QueryExecutionId.$": "$.online.id"},
-            "ResultSelector": {"data.$": "$.ResultSet.Rows[1].Data"},
-            "ResultPath": "$.online",
-        },
-    )
-    metric_data = [
-        {
-            "MetricName": name,
-            "Dimensions": m.online_metric(cfg.endpoint_name, name).api_dimensions(),
-            "Value.$": f"States.StringToJson($.online.data[{i}].VarCharValue)",
-            "Unit": unit,
-        }
-        for i, (_, name, unit) in enumerate(m.CLICK_THROUGH_COLUMNS)
-    ]
-    publish = sfn.CustomState(
-        scope,
-        "Publish click-through",
-        state_json={
-            "Type": "Task",
-            "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:cloudwatch:putMetricData",
-            "Parameters": {"Namespace": m.NAMESPACE, "MetricData": metric_data},
-            "ResultPath": "$.online",
-        },
-    )
-    done = sfn.Pass(scope, "click-through done", result_path=sfn.JsonPath.DISCARD)
-    for state in (query, read, publish):
-        state.add_catch(done, errors=["States.TaskFailed"], result_path="$.online_error")
-    query.next(read)
-    read.next(publish)
-    publish.next(done)
-    return query, done
 
 
 def _grant_quality(machine: sfn.StateMachine, cfg: Config, destination: s3.IBucket) -> None:
