@@ -244,15 +244,6 @@ def merge(base: list[int], special: list[tuple[int, str]], k: int) -> list[tuple
     return out
 
 
-def exploration_scores(catalogue: Catalogue, user_categories: np.ndarray, popularity: np.ndarray) -> np.ndarray:
-    """Content similarity of explorable items to the user's tastes: their category's share of the user's
-    history, then the item's popularity as a tie-break; -inf for items that are not explorable."""
-    out = np.full(len(catalogue.category), -np.inf, dtype=np.float64)
-    idx = np.flatnonzero(catalogue.explorable)
-    out[idx] = exploration_scores_of(idx, catalogue, user_categories, popularity)
-    return out
-
-
 @dataclass(frozen=True)
 class ExplorationIndex:
     """Explorable items grouped by category, each group by popularity (best first, ties by index).
@@ -277,7 +268,8 @@ class ExplorationIndex:
 
 def explore_picks(index: ExplorationIndex, catalogue: Catalogue, user_categories: np.ndarray,
                   popularity: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
-    """``ranked(exploration_scores(...), blocked, n)`` without scoring the whole catalogue."""
+    """The n explorable, unblocked items with the best :func:`exploration_scores_of`, best first (ties by
+    index): what ranking every explorable item would give, without scoring the whole catalogue."""
     if n <= 0 or not len(index.order):
         return np.zeros(0, dtype=np.int64)
     picked: list[np.ndarray] = []
@@ -296,7 +288,8 @@ def explore_picks(index: ExplorationIndex, catalogue: Catalogue, user_categories
 
 def exploration_scores_of(items: np.ndarray, catalogue: Catalogue, user_categories: np.ndarray,
                           popularity: np.ndarray) -> np.ndarray:
-    """The exploration scores of some explorable items (see :func:`exploration_scores`)."""
+    """Content similarity of explorable items to the user's tastes: their category's share of the user's
+    history, then the item's popularity as a tie-break."""
     cats = catalogue.category[items]
     affinity = np.zeros(len(items), dtype=np.float64)
     mine = user_categories[user_categories >= 0] if len(user_categories) else user_categories

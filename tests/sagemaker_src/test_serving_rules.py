@@ -194,23 +194,27 @@ def test_ranked_on_a_large_catalogue_is_the_full_ranking_with_ties_blocks_and_no
 
 
 def test_exploration_scores_rank_explorable_items_by_the_users_category_share_then_popularity() -> None:
-    from recsys_core.rules import Catalogue, exploration_scores
+    from recsys_core.rules import Catalogue, ExplorationIndex, exploration_scores_of, explore_picks
 
     category = np.array([0, 1, 1, 2, -1, 0])
     explorable = np.array([True, True, True, False, True, False])
     catalogue = Catalogue(np.zeros(6, np.float32), np.ones(6, bool), category, np.array(["a", "b", "c"]), explorable)
     popularity = np.array([5.0, 1.0, 2.0, 9.0, 3.0, 4.0])
-    scores = exploration_scores(catalogue, np.array([1, 1, 0, -1]), popularity)
-    # shares of the user's known categories: a 1/3, b 2/3; unknown category: 0; not explorable: -inf
-    expected = [1 / 3 + 5e-3, 2 / 3 + 1e-3, 2 / 3 + 2e-3, -np.inf, 3e-3, -np.inf]
+    items = np.array([0, 1, 2, 4])
+    scores = exploration_scores_of(items, catalogue, np.array([1, 1, 0, -1]), popularity)
+    # shares of the user's known categories: a 1/3, b 2/3; unknown category: 0
+    expected = [1 / 3 + 5e-3, 2 / 3 + 1e-3, 2 / 3 + 2e-3, 3e-3]
     assert scores.tolist() == pytest.approx(expected)
-    assert exploration_scores(catalogue, np.array([], dtype=np.int64), popularity)[:3].tolist() == pytest.approx(
-        [5e-3, 1e-3, 2e-3]
+    assert exploration_scores_of(items[:3], catalogue, np.array([], dtype=np.int64), popularity).tolist() == (
+        pytest.approx([5e-3, 1e-3, 2e-3])
     )
+    picks = explore_picks(ExplorationIndex.build(catalogue, popularity), catalogue, np.array([1, 1, 0, -1]),
+                          popularity, np.zeros(6, bool), 6)  # fmt: skip
+    assert picks.tolist() == [2, 1, 0, 4]  # best share first; items 3 and 5 are not explorable: never picked
 
 
 def test_exploration_picks_are_the_top_of_the_full_exploration_ranking() -> None:
-    from recsys_core.rules import Catalogue, ExplorationIndex, exploration_scores, explore_picks, ranked
+    from recsys_core.rules import Catalogue, ExplorationIndex, exploration_scores_of, explore_picks, ranked
 
     rng = np.random.default_rng(5)
     n_items = 5_000
@@ -224,5 +228,8 @@ def test_exploration_picks_are_the_top_of_the_full_exploration_ranking() -> None
         blocked = rng.random(n_items) < 0.5
         user = rng.integers(-1, 6, rng.integers(0, 8))
         for n in (1, 2, 5):
-            expected = ranked(exploration_scores(catalogue, user, popularity), blocked, n)
+            full = np.full(n_items, -np.inf)  # the reference: every explorable item scored, then ranked
+            idx = np.flatnonzero(explorable)
+            full[idx] = exploration_scores_of(idx, catalogue, user, popularity)
+            expected = ranked(full, blocked, n)
             assert explore_picks(index, catalogue, user, popularity, blocked, n).tolist() == expected.tolist()
