@@ -45,7 +45,6 @@ from pipeline_steps.definition import (
     STEPS,
     TRAIN,
     TRAINING_HYPERPARAMETERS,
-    Channel,
     StepSpec,
     argument_values,
     framework_image,
@@ -254,15 +253,13 @@ class _Run:
             return f"s3://{self.bucket}/{fixed}"
         return output_prefix(self.bucket, self.execution_id, spec.name, channel)
 
-    def fetch(self, spec: StepSpec, channel: Channel, dest: Path) -> None:
+    def fetch(self, spec: StepSpec, channel: str, uri: str, dest: Path) -> None:
         """Download a channel's data as SageMaker does before the job starts; nothing there fails the step."""
-        uri = self.source_uri(channel.source)
         try:
             download(self.aws, uri, dest)
         except FileNotFoundError as exc:
-            raise PipelineStepError(
-                f"pipeline step {spec.name}: no data for input channel '{channel.name}' at {uri}"
-            ) from exc
+            message = f"pipeline step {spec.name}: no data for input channel '{channel}' at {uri}"
+            raise PipelineStepError(message) from exc
 
     def fresh_step_dir(self, spec: StepSpec) -> Path:
         """Each job starts in an empty container: nothing left by an interrupted attempt is re-uploaded."""
@@ -273,7 +270,7 @@ class _Run:
         base = self.fresh_step_dir(spec) / "processing"
         args: list[str] = []
         for c in spec.inputs:
-            self.fetch(spec, c, base / c.name)
+            self.fetch(spec, c.name, self.source_uri(c.source), base / c.name)
             args += [c.flag, str(base / c.name)]
         for c in spec.outputs:
             (base / c.name).mkdir(parents=True, exist_ok=True)
@@ -297,12 +294,7 @@ class _Run:
             if item["InputName"] == CODE_CHANNEL:
                 continue
             uri = str(template.resolve(item["S3Input"]["S3Uri"], self))
-            try:
-                download(self.aws, uri, self.local_path(base, item["S3Input"]["LocalPath"]))
-            except FileNotFoundError as exc:
-                raise PipelineStepError(
-                    f"pipeline step {spec.name}: no data for input channel '{item['InputName']}' at {uri}"
-                ) from exc
+            self.fetch(spec, item["InputName"], uri, self.local_path(base, item["S3Input"]["LocalPath"]))
         outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
         for item in outputs:
             self.local_path(base, item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
@@ -325,11 +317,7 @@ class _Run:
         for name, source in channels.items():
             channel_dir = base / "input" / "data" / name
             uri = source if source.startswith("s3://") else self.source_uri(source)
-            try:
-                download(self.aws, uri, channel_dir)
-            except FileNotFoundError as exc:
-                message = f"pipeline step {spec.name}: no data for input channel '{name}' at {uri}"
-                raise PipelineStepError(message) from exc
+            self.fetch(spec, name, uri, channel_dir)
             env[f"SM_CHANNEL_{name.upper()}"] = str(channel_dir)
         self.fingerprint = training_fingerprint(
             {name: base / "input" / "data" / name for name in channels}, self.hyperparameters, SOURCE_DIR
