@@ -169,8 +169,9 @@ def visual(chart: ChartSpec) -> dict[str, Any]:
 def kpi_visual(tile: TileSpec) -> dict[str, Any]:
     """A headline tile: the period's value and its change against the period before."""
     field_id = f"tile.{tile.id}"
-    if tile.numerator == "shoppers":  # distinct shoppers are not additive over days: count them from the events
-        dataset, trend_dataset = "enriched_interactions", "enriched_interactions"
+    shoppers = tile.numerator == "shoppers"  # distinct shoppers are not additive over days: count the events
+    dataset = "enriched_interactions" if shoppers else TILES_DATASET
+    if shoppers:
         value = {
             "CategoricalMeasureField": {
                 "FieldId": field_id,
@@ -179,13 +180,12 @@ def kpi_visual(tile: TileSpec) -> dict[str, Any]:
             }
         }
     else:
-        trend_dataset = TILES_DATASET
         column, aggregation = (tile_rate(tile).name, None) if tile.denominator else (tile.numerator, "SUM")
-        value = _measure(field_id, TILES_DATASET, column, aggregation)
+        value = _measure(field_id, dataset, column, aggregation)
     trend = {
         "DateDimensionField": {
             "FieldId": f"tile.{tile.id}.trend",
-            "Column": _column(trend_dataset, DATE_FILTER_COLUMN),
+            "Column": _column(dataset, DATE_FILTER_COLUMN),
             "DateGranularity": KPI_TREND_GRANULARITY,
         }
     }
