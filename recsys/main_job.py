@@ -310,6 +310,10 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             capture = CaptureWriter(aws.client("s3"), res.destination_bucket, cfg.endpoint_name)  # data capture
             latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training, world,
                                                        capture)
+            if world is not None and stream_events:
+                from recsys.local.attribution import register_capture
+
+                register_capture(athena, capture, lake)  # the endpoint_capture table the nightly workflow reads
             if stream_events:
                 with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
                     _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events, len(training), rules)
@@ -317,8 +321,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 from recsys.local.attribution import attribution_stage
 
                 with progress.step("Attribution: captured impressions x clickstream (sql/attribution_daily.sql)"):
-                    attribution_stage(progress, athena, capture, lake, cfg.attribution_window_hours,
-                                      aws.client("cloudwatch"), cfg.endpoint_name)
+                    attribution_stage(progress, athena, cfg.attribution_window_hours, aws.client("cloudwatch"))
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitoring.metrics import CLICK_THROUGH_RATE, NAMESPACE, click_through_sql, publish_click_through
+from monitoring.metrics import (
+    CLICK_THROUGH_RATE,
+    CLICK_THROUGH_RATIO,
+    NAMESPACE,
+    click_through_row,
+    click_through_sql,
+)
 from recsys.generator import GeneratorConfig, build_world, product_ids
 from recsys.local.athena import LocalAthena
 from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE, CaptureWriter, capture_glob, download_capture
@@ -85,14 +91,14 @@ def simulated_shopping(url: str, invoke: Invoke, generated: GeneratorConfig, *, 
     return events, counts
 
 
-def attribution_table(athena: LocalAthena, capture: CaptureWriter, lake: Path, window_hours: int) -> pd.DataFrame:
-    """Flush the capture to the bucket, read it back as the ``endpoint_capture`` table and run the attribution SQL."""
+def register_capture(athena: LocalAthena, capture: CaptureWriter, lake: Path) -> None:
+    """Flush the capture to the bucket and read it back as the ``endpoint_capture`` table: before the nightly
+    workflow runs, so its click-through states (the alarm's producer on AWS) find the impressions."""
     capture.flush()
     folder = lake / "capture-copy"
     shutil.rmtree(folder, ignore_errors=True)  # the bucket is the truth: an earlier run's copy must not count
     download_capture(capture.s3, capture.bucket, folder)
     athena.register_json(CAPTURE_TABLE, capture_glob(folder), CAPTURE_COLUMNS)
-    return athena.query(attribution_query(window_hours))
 
 
 def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -128,19 +134,20 @@ def shopping_session(progress: Any, url: Any, generated: GeneratorConfig, captur
     return events
 
 
-def attribution_stage(progress: Any, athena: LocalAthena, capture: CaptureWriter, lake: Path,
-                      window_hours: int, cloudwatch: Any = None, endpoint_name: str = "") -> pd.DataFrame:
-    """Print the attribution table of the simulated session (``make run``) and, with ``cloudwatch``, publish the
-    click-through metrics the online-ctr-drop alarm watches; returns the SQL's rows."""
-    frame = attribution_table(athena, capture, lake, window_hours)
-    if cloudwatch is not None:
-        row = athena.query(click_through_sql(attribution_query(window_hours))).iloc[0]
-        values = publish_click_through(cloudwatch, endpoint_name, row)
+def attribution_stage(progress: Any, athena: LocalAthena, window_hours: int, cloudwatch: Any) -> pd.DataFrame:
+    """Print the attribution table of the simulated session (``make run``) and the click-through metrics the
+    curation workflow's states published from the same SQL (no second producer here); returns the SQL's rows."""
+    frame = athena.query(attribution_query(window_hours))
+    published = cloudwatch.list_metrics(Namespace=NAMESPACE, MetricName=CLICK_THROUGH_RATIO)["Metrics"]
+    if published:
+        values = click_through_row(athena.query(click_through_sql(attribution_query(window_hours))).iloc[0])
         progress.info(
-            f"CloudWatch {NAMESPACE}: {CLICK_THROUGH_RATE} {values['ctr']:.4f}, trailing 7 days "
-            f"{values['ctr_trailing']:.4f}, ratio {values['ctr_ratio']:.2f} (alarm below alarm_ctr_drop_share), "
-            "SIMULATED"
+            f"CloudWatch {NAMESPACE} (published by the curation workflow's click-through states): {CLICK_THROUGH_RATE} "
+            f"{values['ctr']:.4f}, trailing 7 days {values['ctr_trailing']:.4f}, ratio {values['ctr_ratio']:.2f} "
+            "(alarm below alarm_ctr_drop_share), SIMULATED"
         )
+    else:
+        progress.info(f"CloudWatch {NAMESPACE}: no click-through published (the workflow's states found nothing)")
     if frame.empty:
         progress.info("attribution: no captured impressions")
         return frame
