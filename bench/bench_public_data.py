@@ -120,6 +120,8 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="small baseline grids")
     p.add_argument("--project-only", action="store_true")
     p.add_argument("--baselines-only", action="store_true")
+    p.add_argument("--families", help="comma-separated baseline families to run (default: all of "
+                   + ", ".join(pdata.FAMILIES) + ")")
     p.add_argument("--reuse-baselines", type=Path, help="baseline rows from an earlier JSON (same split hash)")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench")
     p.add_argument("--self-check", action="store_true")
@@ -128,6 +130,9 @@ def main() -> int:
     if args.self_check:
         print("metric self-check: ok")
         return 0
+    families = tuple(args.families.split(",")) if args.families else pdata.FAMILIES
+    if unknown := set(families) - set(pdata.FAMILIES):
+        p.error(f"--families: unknown {', '.join(sorted(unknown))} (choose from {', '.join(pdata.FAMILIES)})")
     reuse = json.loads(args.reuse_baselines.read_text()) if args.reuse_baselines else {}
     results, summary = {}, []
     t_all = time.perf_counter()
@@ -154,7 +159,7 @@ def main() -> int:
                 baselines = []
             else:
                 log("  baselines:")
-                baselines = pdata.run_baselines(ev, args.quick, log)
+                baselines = pdata.run_baselines(ev, args.quick, log, families)
             rows += baselines
             proj = next((r for r in rows if r["family"] == "project"), None)
             results[key] = {"split": digest, "users": len(ev.users), "items": len(ev.items), "project": proj,

@@ -261,6 +261,10 @@ def als(X: sp.csr_matrix, factors: int, reg: float, alpha: float, seed: int = 0)
     return lambda rows: U[rows] @ V.T
 
 
+#: The baseline families, in the order they run.
+FAMILIES = ("MostPop", "ItemKNN", "RP3beta", "EASE", "ALS")
+
+
 def baseline_grid(quick: bool = False) -> list[tuple[str, dict]]:
     """(family, settings) of every baseline configuration, in the order they are run."""
     grid: list[tuple[str, dict]] = [("MostPop", {})]
@@ -274,11 +278,14 @@ def baseline_grid(quick: bool = False) -> list[tuple[str, dict]]:
     return grid
 
 
-def run_baselines(ev: Eval, quick: bool = False, log: Callable[[str], None] = print) -> list[dict]:
-    """Every baseline configuration fitted on the training matrix and scored on ``ev``."""
+def run_baselines(ev: Eval, quick: bool = False, log: Callable[[str], None] = print,
+                  families: tuple[str, ...] = FAMILIES) -> list[dict]:
+    """Every baseline configuration of ``families`` fitted on the training matrix and scored on ``ev``."""
     rows = []
     X = ev.X
     for family, params in baseline_grid(quick):
+        if family not in families:
+            continue
         t = time.perf_counter()
         if family == "EASE":
             for lam, scorer in ease(X, params["lambdas"]):

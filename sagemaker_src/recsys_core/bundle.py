@@ -23,13 +23,14 @@ from .features import History
 from .models import FAMILIES
 from .models.content import SegmentPopularity
 from .rules import (
+    Blocked,
     Catalogue,
     ExplorationConfig,
     ExplorationIndex,
     explore_picks,
-    filter_mask,
     merge,
     ranked,
+    ranked_among,
 )
 
 FORMAT_VERSION = 1
@@ -183,20 +184,17 @@ class Bundle:
                     exploration_share: float, user_items: np.ndarray) -> dict[str, Any]:
         """Filters before top-k; then a promotion's slots and exploration's slots, spread through the list."""
         assert self.catalogue is not None
-        blocked = mask | filter_mask(self.catalogue, filters)
-        scores = np.asarray(scores, dtype=np.float64)
+        scores = np.asarray(scores)
+        blocked = Blocked(mask, self.catalogue, filters)  # filters checked only on the items a ranking looks at
         special: list[tuple[int, str]] = []
         if promotion is not None:
             ids, slots, _ = promotion
-            promo = np.zeros(len(blocked), dtype=bool)
             idx = self.items.index(ids)
-            promo[idx[idx >= 0]] = True
-            picks = ranked(np.where(promo, scores, -np.inf), blocked, slots)
+            picks = ranked_among(idx[idx >= 0], scores, blocked, slots)
             special += [(int(i), "promoted") for i in picks]
         n_explore = int(round(k * exploration_share))
         if n_explore > 0:
-            taken = blocked.copy()
-            taken[[i for i, _ in special]] = True
+            taken = blocked.plus(np.asarray([i for i, _ in special], dtype=np.int64))
             cats = self.catalogue.category[user_items] if len(user_items) else np.zeros(0, dtype=np.int32)
             picks = explore_picks(self._explore_index, self.catalogue, cats, self.popularity, taken, n_explore)
             special += [(int(i), "explored") for i in picks]

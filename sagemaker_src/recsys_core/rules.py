@@ -164,45 +164,92 @@ def _category_codes(names: np.ndarray, wanted: list[str]) -> np.ndarray:
     return np.asarray(codes, dtype=np.int64)
 
 
-def filter_mask(catalogue: Catalogue, filters: dict[str, Any] | None) -> np.ndarray:
-    """True for every item a request's filters rule out (unknown prices fail a price filter)."""
-    out = np.zeros(len(catalogue.category), dtype=bool)
+def filter_mask(catalogue: Catalogue, filters: dict[str, Any] | None, items: np.ndarray | None = None) -> np.ndarray:
+    """True for every item (of ``items``; default the whole catalogue) a request's filters rule out (unknown
+    prices fail a price filter)."""
+    at = slice(None) if items is None else items
+    out = np.zeros(len(catalogue.category) if items is None else len(items), dtype=bool)
     if not filters:
         return out
+    price = catalogue.price[at]
     if "price_min" in filters:
-        out |= ~(catalogue.price >= filters["price_min"])  # NaN compares False: ruled out
+        out |= ~(price >= filters["price_min"])  # NaN compares False: ruled out
     if "price_max" in filters:
-        out |= ~(catalogue.price <= filters["price_max"])
+        out |= ~(price <= filters["price_max"])
     if "categories" in filters:
-        out |= ~np.isin(catalogue.category, _category_codes(catalogue.category_names, filters["categories"]))
+        out |= ~np.isin(catalogue.category[at], _category_codes(catalogue.category_names, filters["categories"]))
     if "exclude_categories" in filters:
-        out |= np.isin(catalogue.category, _category_codes(catalogue.category_names, filters["exclude_categories"]))
+        wanted = _category_codes(catalogue.category_names, filters["exclude_categories"])
+        out |= np.isin(catalogue.category[at], wanted)
     if filters.get("in_stock_only"):
-        out |= ~catalogue.available
+        out |= ~catalogue.available[at]
     return out
 
 
-def ranked(scores: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Blocked:
+    """What a request rules out: a dense mask of its exclusions plus its filters, evaluated only where asked.
+
+    A ranking looks at a few hundred items of a million; checking the filters on those alone (``at``) keeps a
+    filtered request as fast as an unfiltered one. ``dense()`` is the whole-catalogue mask, for the fallbacks.
+    """
+
+    mask: np.ndarray
+    catalogue: Catalogue | None = None
+    filters: dict[str, Any] | None = None
+
+    def at(self, items: np.ndarray) -> np.ndarray:
+        out = self.mask[items]
+        if self.filters and self.catalogue is not None:
+            out |= filter_mask(self.catalogue, self.filters, items)
+        return out
+
+    def dense(self) -> np.ndarray:
+        if self.filters and self.catalogue is not None:
+            return self.mask | filter_mask(self.catalogue, self.filters)
+        return self.mask
+
+    def plus(self, items: np.ndarray) -> Blocked:
+        """These rules with ``items`` blocked as well (e.g. products a promotion already placed)."""
+        mask = self.mask.copy()
+        mask[items] = True
+        return Blocked(mask, self.catalogue, self.filters)
+
+
+def _blocked(blocked: np.ndarray | Blocked) -> Blocked:
+    return blocked if isinstance(blocked, Blocked) else Blocked(np.asarray(blocked, dtype=bool))
+
+
+def ranked(scores: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
     """Up to n unblocked items, best score first (ties by index), with a finite score only.
 
-    On a large catalogue the n-th best of every 16th item is a lower bound on the n-th best of all:
-    only the items at or above it are sorted (a few hundred instead of a million). Exact: the same
-    list as :func:`ranked_full`, which it falls back to when the bound is not finite or ties flood it.
+    On a large catalogue the n-th best unblocked item of every 16th is a lower bound on the n-th best of
+    all: only the items at or above it are checked against the rules and sorted (a few hundred instead of
+    a million). Exact: the same list as :func:`ranked_full`, which it falls back to when the bound is not
+    finite or ties flood it.
     """
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
+    blocked = _blocked(blocked)
     stride = 16
     if len(scores) >= 64 * stride * n:
-        masked = np.where(blocked, -np.inf, scores)
-        sample = masked[::stride]
-        bound = np.partition(sample, len(sample) - n)[len(sample) - n]  # NaN sorts last: then not finite
+        sample = np.where(blocked.at(np.arange(0, len(scores), stride)), -np.inf, scores[::stride])
+        bound = sample[np.argpartition(sample, len(sample) - n)[len(sample) - n]]  # NaN sorts last: not finite
         if np.isfinite(bound):
-            candidates = np.flatnonzero(masked >= bound)  # NaN and -inf never pass
-            candidates = candidates[np.isfinite(masked[candidates])]
-            if n <= len(candidates) <= 64 * n:  # n finite items at or above the bound: the top n are among them
-                order = np.lexsort((candidates, -masked[candidates]))
-                return candidates[order[:n]]
-    return ranked_full(scores, blocked, n)
+            candidates = np.flatnonzero(scores >= bound)  # NaN and -inf never pass
+            if len(candidates) <= len(scores) // stride:  # else ties flood the bound
+                candidates = candidates[~blocked.at(candidates) & np.isfinite(scores[candidates])]
+                if len(candidates) >= n:  # n unblocked finite items at or above the bound: the top n are here
+                    order = np.lexsort((candidates, -scores[candidates]))
+                    return candidates[order[:n]]
+    return ranked_full(scores, blocked.dense(), n)
+
+
+def ranked_among(items: np.ndarray, scores: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
+    """:func:`ranked` restricted to ``items`` (e.g. a promotion's products), without a whole-catalogue pass."""
+    items = np.unique(np.asarray(items, dtype=np.int64))
+    items = items[~_blocked(blocked).at(items) & np.isfinite(scores[items])]
+    return items[np.lexsort((items, -scores[items]))][: max(n, 0)]
 
 
 def ranked_full(scores: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
@@ -267,18 +314,31 @@ class ExplorationIndex:
 
 
 def explore_picks(index: ExplorationIndex, catalogue: Catalogue, user_categories: np.ndarray,
-                  popularity: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
+                  popularity: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
     """The n explorable, unblocked items with the best :func:`exploration_scores_of`, best first (ties by
     index): what ranking every explorable item would give, without scoring the whole catalogue."""
     if n <= 0 or not len(index.order):
         return np.zeros(0, dtype=np.int64)
-    picked: list[np.ndarray] = []
-    for g in range(len(index.starts) - 1):
-        group = index.order[index.starts[g] : index.starts[g + 1]]
-        take, lo, step = [], 0, 4 * n
-        while len(take) < n and lo < len(group):  # the first n unblocked of this group
-            chunk = group[lo : lo + step]
-            take.extend(chunk[~blocked[chunk]][: n - len(take)].tolist())
+    blocked = _blocked(blocked)
+    # The head (4n items) of every group is checked against the rules in one call; only a group with
+    # fewer than n unblocked items there reads further, in growing chunks.
+    starts, sizes = index.starts[:-1], np.diff(index.starts)
+    head = np.minimum(sizes, 4 * n)
+    offsets = np.cumsum(head) - head
+    group = np.repeat(np.arange(len(head)), head)
+    positions = np.repeat(starts, head) + np.arange(int(head.sum())) - np.repeat(offsets, head)
+    items = index.order[positions]
+    ok = ~blocked.at(items)
+    items, group = items[ok], group[ok]
+    rank = np.arange(len(items)) - np.searchsorted(group, group)  # rank among its group's unblocked items
+    picked: list[np.ndarray] = [items[rank < n]]
+    found = np.bincount(group, minlength=len(head))
+    for g in np.flatnonzero((found < n) & (sizes > head)):
+        members = index.order[index.starts[g] : index.starts[g + 1]]
+        take, lo, step = [], int(head[g]), 16 * n
+        while len(take) < n - found[g] and lo < len(members):  # the next unblocked of this group
+            chunk = members[lo : lo + step]
+            take.extend(chunk[~blocked.at(chunk)][: n - found[g] - len(take)].tolist())
             lo, step = lo + step, step * 4
         picked.append(np.asarray(take, dtype=np.int64))
     candidates = np.concatenate(picked)

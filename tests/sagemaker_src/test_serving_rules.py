@@ -233,3 +233,87 @@ def test_exploration_picks_are_the_top_of_the_full_exploration_ranking() -> None
             full[idx] = exploration_scores_of(idx, catalogue, user, popularity)
             expected = ranked(full, blocked, n)
             assert explore_picks(index, catalogue, user, popularity, blocked, n).tolist() == expected.tolist()
+
+
+def _catalogue(rng: np.random.Generator, n_items: int, explorable_share: float = 0.3):
+    from recsys_core.rules import Catalogue
+
+    price = rng.lognormal(5, 1, n_items).astype(np.float32)
+    price[rng.random(n_items) < 0.05] = np.nan  # unknown prices fail a price filter
+    return Catalogue(price, rng.random(n_items) > 0.2, rng.integers(-1, 20, n_items),
+                     np.array([f"cat{i}" for i in range(20)]), rng.random(n_items) < explorable_share)
+
+
+FILTERS = [
+    {"price_min": 100.0, "price_max": 300.0, "in_stock_only": True},
+    {"categories": ["cat3"]},  # about 5 % of the catalogue passes
+    {"exclude_categories": ["cat1", "cat2"], "price_max": 50.0},
+    {"categories": ["no-such-category"]},  # nothing passes
+]
+
+
+def test_filters_checked_lazily_rank_as_the_whole_catalogue_mask_does() -> None:
+    """ranked() with a Blocked checks the filters only on the items it looks at; the list is the one the
+    whole-catalogue mask gives (ties, NaN, narrow filters and a filter nothing passes included)."""
+    from recsys_core.rules import Blocked, filter_mask, ranked, ranked_full
+
+    rng = np.random.default_rng(7)
+    n_items = 200_000
+    catalogue = _catalogue(rng, n_items)
+    for trial, filters in enumerate(FILTERS * 3):
+        scores = rng.integers(0, 30 if trial % 2 else 100_000, n_items).astype(np.float32)
+        scores[rng.integers(0, n_items, 300)] = np.nan
+        mask = rng.random(n_items) < 0.01
+        blocked = Blocked(mask, catalogue, filters)
+        dense = mask | filter_mask(catalogue, filters)
+        assert np.array_equal(blocked.dense(), dense)
+        some = rng.integers(0, n_items, 1000)
+        assert np.array_equal(blocked.at(some), dense[some])
+        for n in (1, 10, 50):
+            assert ranked(scores, blocked, n).tolist() == ranked_full(scores, dense, n).tolist(), (trial, n)
+
+
+def test_a_promotions_ranking_reads_only_its_products_and_matches_the_masked_full_ranking() -> None:
+    from recsys_core.rules import Blocked, ranked, ranked_among
+
+    rng = np.random.default_rng(8)
+    n_items = 100_000
+    catalogue = _catalogue(rng, n_items)
+    for filters in [None, *FILTERS]:
+        scores = rng.integers(0, 20, n_items).astype(np.float64)  # ties: broken by index
+        scores[rng.integers(0, n_items, 100)] = -np.inf
+        promoted = rng.integers(0, n_items, 300)  # repeats allowed, as requests may repeat ids
+        blocked = Blocked(rng.random(n_items) < 0.3, catalogue, filters)
+        only = np.zeros(n_items, dtype=bool)
+        only[promoted] = True
+        for n in (0, 1, 3, 400):
+            expected = ranked(np.where(only, scores, -np.inf), blocked, n)
+            assert ranked_among(promoted, scores, blocked, n).tolist() == expected.tolist()
+
+
+def test_exploration_picks_under_filters_and_heavy_blocking_are_the_top_of_the_full_ranking() -> None:
+    """Groups whose first items are mostly blocked read further; the picks stay the exact top."""
+    from recsys_core.rules import (
+        Blocked,
+        ExplorationIndex,
+        exploration_scores_of,
+        explore_picks,
+        filter_mask,
+        ranked_full,
+    )
+
+    rng = np.random.default_rng(9)
+    n_items = 20_000
+    for trial, filters in enumerate([None, *FILTERS]):
+        catalogue = _catalogue(rng, n_items, explorable_share=0.5)
+        popularity = rng.integers(0, 3 if trial % 2 else 1000, n_items).astype(np.float64)
+        index = ExplorationIndex.build(catalogue, popularity)
+        blocked = Blocked(rng.random(n_items) < 0.9, catalogue, filters)  # most heads hold < n unblocked
+        user = rng.integers(-1, 20, 6)
+        idx = np.flatnonzero(catalogue.explorable)
+        full = np.full(n_items, -np.inf)
+        full[idx] = exploration_scores_of(idx, catalogue, user, popularity)
+        dense = blocked.mask | filter_mask(catalogue, filters)
+        for n in (1, 3, 8):
+            expected = ranked_full(full, dense, n)
+            assert explore_picks(index, catalogue, user, popularity, blocked, n).tolist() == expected.tolist()
