@@ -60,6 +60,8 @@ LOG_RETENTION_DAYS = (
     3288,
     3653,
 )
+#: ``experiment_mode`` values (the deploy Lambda's EXPERIMENT_MODE).
+EXPERIMENT_MODES = ("off", "ab", "shadow")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _INSTANCE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
@@ -107,6 +109,14 @@ class Config:
     alarm_ctr_drop_share: float
     #: Share of endpoint requests (percent) the endpoint's data capture records (the impressions; 100 = all).
     capture_sampling_percent: int
+    #: What the deploy Lambda does with a newly approved version while an earlier one serves: "off" (blue/green
+    #: to all traffic), "ab" (the serving model as the Champion variant, the new one as the Challenger with
+    #: ``experiment_challenger_percent`` of requests) or "shadow" (the new one as a shadow variant receiving that
+    #: share of requests as copies, its answers captured but never shown). Instance endpoints only: SageMaker
+    #: Serverless Inference hosts one variant and captures nothing, so there the Lambda deploys to all traffic.
+    experiment_mode: str
+    experiment_challenger_percent: int  # percent of requests sent (ab) or copied (shadow) to the challenger
+    experiment_alpha: float  # significance level of the A/B verdict (monitoring/ab_test.py)
 
     # ---- derived names: the only place they are built -------------------------------
     @property
@@ -319,6 +329,29 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
         "an integer percent from 1 to 100 (a sampled capture undercounts impressions by the same share)",
         raw["capture_sampling_percent"],
     )
+    _check(
+        raw["experiment_mode"] in EXPERIMENT_MODES,
+        where,
+        "experiment_mode",
+        " or ".join(repr(m) for m in EXPERIMENT_MODES),
+        raw["experiment_mode"],
+    )
+    _check(
+        is_int(raw["experiment_challenger_percent"], 1, 99),
+        where,
+        "experiment_challenger_percent",
+        "an integer percent from 1 to 99 (the challenger's share of requests; the champion keeps the rest)",
+        raw["experiment_challenger_percent"],
+    )
+    alpha = raw["experiment_alpha"]
+    _check(
+        isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0.0 < alpha <= 0.2,
+        where,
+        "experiment_alpha",
+        "a significance level in (0, 0.2] (e.g. 0.05: a 5 % chance of declaring identical variants different)",
+        alpha,
+    )
+    raw["experiment_alpha"] = float(alpha)
     raw["quality_threshold_ndcg_at_10"] = float(q)
     return Config(env_name=env_name, **raw)
 

@@ -94,6 +94,9 @@ def function_environment(
         "CANARY_WAIT_SECONDS": str(CANARY_WAIT_SECONDS),
         "BAKE_SECONDS": str(BAKE_SECONDS),
         "ROLLBACK_ALARMS": ",".join(alarm_names),
+        # A/B or shadow test of a newly approved version against the serving one (settings experiment_*).
+        "EXPERIMENT_MODE": cfg.experiment_mode,
+        "EXPERIMENT_CHALLENGER_PERCENT": str(cfg.experiment_challenger_percent),
     }
 
 
@@ -326,7 +329,7 @@ class DeployStack(Stack):
             self,
             "DeployEndpointFunction",
             function_name=function_name,
-            description="Deploys approved model packages to the recommender endpoint (blue/green)",
+            description="Deploys approved model packages to the recommender endpoint (blue/green, or A/B challenger)",
             runtime=lambda_.Runtime.PYTHON_3_12,
             handler="handler.handler",
             code=lambda_.Code.from_asset(str(LAMBDA_DIR), exclude=["__pycache__", "*.pyc", "README.md"]),

@@ -5,6 +5,13 @@ Invoked by EventBridge for two events, both for the project's resources only:
 - ``SageMaker Model Package State Change`` in the configured group: when the package is Approved,
   create a Model and a new EndpointConfig named after the package version, then create the
   endpoint or update it with a blue/green deployment whose CloudWatch alarms roll it back.
+  With EXPERIMENT_MODE ``ab`` or ``shadow`` and an earlier model serving an instance endpoint, the new
+  config is an experiment instead (:func:`experiment_config_request`): the serving model as the
+  ``Champion`` variant, the new one as the ``Challenger`` (a weighted production variant, or a shadow
+  variant that gets copies of requests), data capture on, so the attribution SQL can compare them per
+  variant. SageMaker's blue/green deployments need the new config to keep the variant names, so an
+  experiment (and the first single-variant config after one) is deployed with a plain UpdateEndpoint:
+  no canary, no bake, no alarm rollback; the log line says so.
 - ``SageMaker Endpoint State Change`` for the endpoint (``IN_SERVICE``, ``FAILED``,
   ``UPDATE_ROLLBACK_FAILED``): finish or judge the deployment the function started. Back in
   service on the config it deployed: done. Back in service on another config: SageMaker rolled
@@ -37,6 +44,10 @@ SOURCE = "aws.sagemaker"
 APPROVED = "Approved"
 #: Blue/green deployments require the new config to keep the variant name.
 VARIANT_NAME = "AllTraffic"
+#: The variants of an experiment config: the model serving when the new one was approved, and the new one.
+CHAMPION, CHALLENGER = "Champion", "Challenger"
+#: EXPERIMENT_MODE values (``settings.config.EXPERIMENT_MODES``).
+EXPERIMENT_MODES = ("off", "ab", "shadow")
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 #: Instance families whose storage is local NVMe, encrypted by the instance's hardware: SageMaker refuses a
 #: KmsKeyId for them, as do families with a "d" (c5d, g4dn, p4d). The SageMaker Python SDK's rule
@@ -105,6 +116,9 @@ class Settings:
     # CAPTURE_S3_URI: where data capture writes (s3://<destination>/capture); "" = no capture
     capture_s3_uri: str = ""
     capture_sampling_percent: int = 100  # CAPTURE_SAMPLING_PERCENT: share of requests captured
+    experiment_mode: str = "off"  # EXPERIMENT_MODE: off | ab | shadow (unset: off)
+    #: EXPERIMENT_CHALLENGER_PERCENT: share of requests the challenger answers (ab) or gets copies of (shadow)
+    experiment_challenger_percent: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +140,7 @@ class Settings:
                 raise ConfigurationError(f"environment variable {name} must be from {lo} to {hi}, got {value}")
             return value
 
+        mode = env.get("EXPERIMENT_MODE", "").strip().lower() or "off"
         serverless = get("SERVERLESS").lower()
         if serverless not in ("true", "false"):
             raise ConfigurationError(f"environment variable SERVERLESS must be 'true' or 'false', got {serverless!r}")
@@ -148,7 +163,15 @@ class Settings:
             rollback_alarms=tuple(a.strip() for a in env.get("ROLLBACK_ALARMS", "").split(",") if a.strip()),
             capture_s3_uri=env.get("CAPTURE_S3_URI", "").strip(),
             capture_sampling_percent=integer("CAPTURE_SAMPLING_PERCENT", 1, 100) if env.get("CAPTURE_S3_URI") else 100,
+            experiment_mode=mode,
+            experiment_challenger_percent=integer("EXPERIMENT_CHALLENGER_PERCENT", 1, 99) if mode != "off" else 10,
         )
+        if settings.experiment_mode not in EXPERIMENT_MODES:
+            raise ConfigurationError(
+                f"EXPERIMENT_MODE must be one of {', '.join(EXPERIMENT_MODES)}, got {settings.experiment_mode!r}"
+            )
+        if settings.experiment_mode != "off" and not settings.capture_s3_uri:
+            raise ConfigurationError("an experiment needs CAPTURE_S3_URI: the variants are compared from the capture")
         if settings.capture_s3_uri and not settings.capture_s3_uri.startswith("s3://"):
             raise ConfigurationError(f"CAPTURE_S3_URI must be an s3:// URI, got {settings.capture_s3_uri!r}")
         if settings.autoscaling_min > settings.autoscaling_max:
@@ -257,7 +280,11 @@ def model_request(settings: Settings, package: Mapping[str, Any]) -> dict[str, A
     return {"ModelName": name, **body, "Tags": tags}
 
 
-def variant(settings: Settings, model_name: str) -> dict[str, Any]:
+def variant(
+    settings: Settings, model_name: str, name: str = VARIANT_NAME, weight: float | None = None
+) -> dict[str, Any]:
+    """One variant sized by the settings; ``weight`` (InitialVariantWeight) only for experiment variants, so a
+    single-variant config (and its digest-derived name) is what it always was."""
     if settings.serverless:
         sizing: dict[str, Any] = {
             "ServerlessConfig": {
@@ -267,7 +294,8 @@ def variant(settings: Settings, model_name: str) -> dict[str, Any]:
         }
     else:
         sizing = {"InstanceType": settings.instance_type, "InitialInstanceCount": settings.instance_count}
-    return {"VariantName": VARIANT_NAME, "ModelName": model_name, **sizing}
+    weighting = {} if weight is None else {"InitialVariantWeight": weight}
+    return {"VariantName": name, "ModelName": model_name, **sizing, **weighting}
 
 
 def volume_kms_supported(settings: Settings) -> bool:
@@ -309,6 +337,70 @@ def endpoint_config_request(settings: Settings, model_name: str, version: Any) -
     if capture is not None:
         body["DataCaptureConfig"] = capture
     return {"EndpointConfigName": resource_name(settings.endpoint_name, version, body), **body}
+
+
+def serving_model(endpoint_config: Mapping[str, Any]) -> str | None:
+    """The model the endpoint serves now (the champion of a new experiment): the Champion variant's during an
+    experiment, else the only (or the most heavily weighted) production variant's."""
+    variants = endpoint_config.get("ProductionVariants") or []
+    for v in variants:
+        if v.get("VariantName") == CHAMPION:
+            return v.get("ModelName")
+    if not variants:
+        return None
+    return max(variants, key=lambda v: float(v.get("InitialVariantWeight", 1.0))).get("ModelName")
+
+
+def experiment_blocker(settings: Settings, champion: str | None, challenger: str) -> str | None:
+    """Why the new model is deployed to all traffic rather than as a challenger; None when it can be one."""
+    if settings.experiment_mode == "off":
+        return "experiment_mode is off"
+    if settings.serverless:  # SageMaker Serverless Inference: one production variant, no data capture
+        return "a serverless endpoint hosts one variant and captures nothing"
+    if champion is None:
+        return "no model is serving yet"
+    if champion == challenger:
+        return "the new package's model is the one serving"
+    return None
+
+
+def experiment_config_request(settings: Settings, champion: str, challenger: str, version: Any) -> dict[str, Any]:
+    """An experiment config (instance endpoints): the serving model as ``Champion``, the new one as ``Challenger``.
+
+    ``ab``: two production variants weighted 100 - p and p percent (SageMaker routes each request to one by
+    weight). ``shadow``: the champion answers every request and the challenger is a shadow variant that gets a
+    copy of a share of them, its answers captured but never returned; its weight relative to the production
+    variant's is that share. Data capture (required) records each variant under its own name."""
+    share = settings.experiment_challenger_percent
+    if settings.experiment_mode == "ab":
+        body: dict[str, Any] = {
+            "ProductionVariants": [
+                variant(settings, champion, CHAMPION, (100 - share) / 100),
+                variant(settings, challenger, CHALLENGER, share / 100),
+            ]
+        }
+    elif settings.experiment_mode == "shadow":
+        body = {
+            "ProductionVariants": [variant(settings, champion, CHAMPION, 1.0)],
+            "ShadowProductionVariants": [variant(settings, challenger, CHALLENGER, share / 100)],
+        }
+    else:
+        raise ConfigurationError(f"no experiment config for EXPERIMENT_MODE {settings.experiment_mode!r}")
+    if volume_kms_supported(settings):
+        body["KmsKeyId"] = settings.kms_key_id
+    capture = data_capture_config(settings)
+    if capture is None:
+        raise ConfigurationError("an experiment needs data capture (CAPTURE_S3_URI, an instance endpoint)")
+    body["DataCaptureConfig"] = capture
+    return {"EndpointConfigName": resource_name(settings.endpoint_name, version, body), **body}
+
+
+def variant_names(endpoint_config: Mapping[str, Any]) -> list[str]:
+    return [
+        v["VariantName"]
+        for key in ("ProductionVariants", "ShadowProductionVariants")
+        for v in endpoint_config.get(key) or []
+    ]
 
 
 def deployment_config(settings: Settings) -> dict[str, Any]:
@@ -426,14 +518,17 @@ def deploy_package(detail: Mapping[str, Any], settings: Settings, clients: Clien
     if _describe(sm.describe_model, ModelName=model["ModelName"]) is None:
         sm.create_model(**model)
         _log("model created", model_name=model["ModelName"], model_package_arn=arn)
-    config = endpoint_config_request(settings, model["ModelName"], version)
+    endpoint = _describe(sm.describe_endpoint, EndpointName=settings.endpoint_name)
+    current: dict[str, Any] = {}
+    if endpoint is not None and endpoint.get("EndpointConfigName"):
+        current = _describe(sm.describe_endpoint_config, EndpointConfigName=endpoint["EndpointConfigName"]) or {}
+    config, experiment = planned_config(settings, model["ModelName"], version, current, endpoint is not None)
     config_name = config["EndpointConfigName"]
     if _describe(sm.describe_endpoint_config, EndpointConfigName=config_name) is None:
         sm.create_endpoint_config(**config)
-        _log("endpoint config created", endpoint_config_name=config_name)
+        _log("endpoint config created", endpoint_config_name=config_name, **experiment)
     done = {"model_name": model["ModelName"], "endpoint_config_name": config_name, "model_package_arn": arn}
 
-    endpoint = _describe(sm.describe_endpoint, EndpointName=settings.endpoint_name)
     if endpoint is None:
         created = sm.create_endpoint(EndpointName=settings.endpoint_name, EndpointConfigName=config_name)
         _mark_target(sm, created["EndpointArn"], config_name, arn)  # a failed creation is then reported with it
@@ -449,23 +544,69 @@ def deploy_package(detail: Mapping[str, Any], settings: Settings, clients: Clien
             f"endpoint {settings.endpoint_name} is {endpoint.get('EndpointStatus')}, not {UPDATABLE_STATUS}: "
             f"cannot deploy {arn} now (retried, then kept in the dead-letter queue)"
         )
-    current = _describe(sm.describe_endpoint_config, EndpointConfigName=endpoint["EndpointConfigName"]) or {}
-    sizing_keys = ("InstanceType", "ServerlessConfig")
-    old = [{k: v.get(k) for k in sizing_keys} for v in current.get("ProductionVariants", [])]
-    same_sizing = old == [{k: v.get(k) for k in sizing_keys} for v in config["ProductionVariants"]]
-    if not same_sizing:
-        _deregister_autoscaling(settings, clients)
-    request = {
-        "EndpointName": settings.endpoint_name,
-        "EndpointConfigName": config_name,
-        # Keep a scaled-out fleet's size when only the model changes; take the new sizing otherwise.
-        "RetainAllVariantProperties": same_sizing and not settings.serverless,
-        "DeploymentConfig": deployment_config(settings),
-    }
+    request = update_request(settings, config, current)
+    if variant_names(config) != variant_names(current) or not same_sizing(config, current):
+        _deregister_autoscaling(settings, clients)  # the AllTraffic target: its variant goes or changes sizing
     clients.update_endpoint(**request)
     _mark_target(sm, endpoint["EndpointArn"], config_name, arn)
-    _log("endpoint updated", endpoint=settings.endpoint_name, previous=endpoint.get("EndpointConfigName"), **done)
-    return {"action": "updated", **done, "previous_endpoint_config_name": endpoint.get("EndpointConfigName")}
+    how = "blue/green" if "DeploymentConfig" in request else "plain update (variant names change: no blue/green)"
+    _log(
+        "endpoint updated",
+        endpoint=settings.endpoint_name,
+        previous=endpoint.get("EndpointConfigName"),
+        deployment=how,
+        **experiment,
+        **done,
+    )
+    return {
+        "action": "updated",
+        **done,
+        "previous_endpoint_config_name": endpoint.get("EndpointConfigName"),
+        "deployment": how,
+        **experiment,
+    }
+
+
+def planned_config(
+    settings: Settings, model_name: str, version: Any, current: Mapping[str, Any], serving: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config to deploy and what to log about the experiment: an experiment config when the mode asks for
+    one and it is possible, else the single-variant config (with the reason, once a model serves)."""
+    champion = serving_model(current) if serving else None
+    blocker = experiment_blocker(settings, champion, model_name)
+    if blocker is None:
+        assert champion is not None
+        config = experiment_config_request(settings, champion, model_name, version)
+        return config, {
+            "experiment": settings.experiment_mode,
+            "champion_model": champion,
+            "challenger_model": model_name,
+            "challenger_percent": settings.experiment_challenger_percent,
+        }
+    fields = {"experiment": f"none: {blocker}"} if settings.experiment_mode != "off" and serving else {}
+    return endpoint_config_request(settings, model_name, version), fields
+
+
+def same_sizing(config: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    keys = ("InstanceType", "ServerlessConfig")
+    old = [{k: v.get(k) for k in keys} for v in current.get("ProductionVariants", [])]
+    return old == [{k: v.get(k) for k in keys} for v in config["ProductionVariants"]]
+
+
+def update_request(settings: Settings, config: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """UpdateEndpoint's request: blue/green with the rollback alarms when the variant names stay (SageMaker's
+    condition for deployment guardrails), a plain update otherwise (into or out of an experiment)."""
+    request: dict[str, Any] = {
+        "EndpointName": settings.endpoint_name,
+        "EndpointConfigName": config["EndpointConfigName"],
+        # Keep a scaled-out fleet's size when only the model changes; take the new sizing otherwise.
+        "RetainAllVariantProperties": same_sizing(config, current) and not settings.serverless,
+    }
+    if variant_names(config) == variant_names(current):
+        request["DeploymentConfig"] = deployment_config(settings)
+    else:
+        request["RetainAllVariantProperties"] = False  # variants come and go: their sizing is the new config's
+    return request
 
 
 # ---- after a deployment: completed, rolled back or failed -------------------------------------------
@@ -595,7 +736,11 @@ def endpoint_state_changed(detail: Mapping[str, Any], settings: Settings, client
             )
         sm.add_tags(ResourceArn=endpoint["EndpointArn"], Tags=[{"Key": VERDICT_TAG, "Value": result["action"]}])
     # The variant keeps its name across blue/green (and so across a rollback): this targets what serves now.
-    result["autoscaling"] = ensure_autoscaling(settings, clients)
+    serving = [v.get("VariantName") for v in endpoint.get("ProductionVariants") or []]
+    if serving and VARIANT_NAME not in serving:
+        result["autoscaling"] = "not registered: experiment variants keep their initial instance count"
+    else:
+        result["autoscaling"] = ensure_autoscaling(settings, clients)
     return result
 
 

@@ -52,6 +52,14 @@ def test_missing_key_is_named():
         ("region", "mars-1"),
         ("api_reserved_concurrency", 0),
         ("api_reserved_concurrency", "10"),
+        ("experiment_mode", "canary"),
+        ("experiment_mode", True),
+        ("experiment_challenger_percent", 0),
+        ("experiment_challenger_percent", 100),
+        ("experiment_challenger_percent", 12.5),
+        ("experiment_alpha", 0),
+        ("experiment_alpha", 0.5),
+        ("experiment_alpha", "0.05"),
     ],
 )
 def test_invalid_value_is_rejected_with_key_name(key, value):
@@ -72,3 +80,10 @@ def test_unknown_key_is_rejected():
 def test_unknown_environment_lists_the_known_ones():
     with pytest.raises(ConfigError, match="'dev', 'prod'"):
         load_config(CONTEXT, "staging")
+
+
+def test_experiment_settings_default_existing_deployments_to_unchanged_and_dev_to_an_ab_test():
+    prod, dev = load_config(CONTEXT, "prod"), load_config(CONTEXT, "dev")
+    assert prod.experiment_mode == "off"  # prod keeps blue/green to all traffic
+    assert dev.experiment_mode == "ab" and 0 < dev.experiment_challenger_percent < 100
+    assert isinstance(dev.experiment_alpha, float) and 0 < dev.experiment_alpha <= 0.2

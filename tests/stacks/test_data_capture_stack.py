@@ -24,6 +24,9 @@ def test_deploy_lambda_sets_data_capture_to_the_capture_prefix_with_the_data_key
     assert parts[0] == f"s3://{cfg.prefix}-curated-" and parts[-1] == f"-{cfg.region}/{CAPTURE_PREFIX}"
     assert "DataKey" in json.dumps(env["ENDPOINT_KMS_KEY_ARN"])  # DataCaptureConfig.KmsKeyId comes from it
     assert env["CAPTURE_SAMPLING_PERCENT"] == str(cfg.capture_sampling_percent)
+    # The experiment the Lambda sets up for the next approval (lambdas/deploy_endpoint: Settings.from_env).
+    assert env["EXPERIMENT_MODE"] == cfg.experiment_mode
+    assert env["EXPERIMENT_CHALLENGER_PERCENT"] == str(cfg.experiment_challenger_percent)
 
 
 def test_model_role_writes_only_the_capture_prefix_and_may_encrypt_with_the_data_key(synth):
