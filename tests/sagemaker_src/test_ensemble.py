@@ -38,3 +38,23 @@ def test_top_k_returns_fewer_items_when_everything_else_is_excluded():
 def test_row_max_normalize_makes_the_largest_magnitude_one_and_keeps_zero_rows():
     out = row_max_normalize(np.array([[2.0, -4.0], [0.0, 0.0]]))
     assert out.tolist() == [[0.5, -1.0], [0.0, 0.0]]
+
+
+def test_top_k_of_one_large_row_equals_the_general_path_with_ties_and_non_finite_scores() -> None:
+    """A single request's row takes a sampled-bound shortcut on large catalogues; the list is the one the
+    multi-row path gives (ties by item index, finite scores only)."""
+    import numpy as np
+    from recsys_core.ensemble import top_k
+
+    rng = np.random.default_rng(4)
+    n_items = 300_000
+    for trial in range(10):
+        row = rng.integers(0, 20 if trial % 2 else 1_000_000, n_items).astype(np.float32)
+        row[rng.integers(0, n_items, 400)] = np.nan
+        row[rng.integers(0, n_items, 30)] = -np.inf
+        if trial == 4:
+            row[:] = 1.0  # ties flood any bound
+        for k in (1, 10, 100):
+            one = top_k(row[None, :], k)[0]
+            general = top_k(np.vstack([row, row]), k)[0]  # two rows: the general code
+            assert one.tolist() == general.tolist(), (trial, k)
