@@ -44,8 +44,10 @@ SOURCE = "aws.sagemaker"
 APPROVED = "Approved"
 #: Blue/green deployments require the new config to keep the variant name.
 VARIANT_NAME = "AllTraffic"
-#: The variants of an experiment config: the model serving when the new one was approved, and the new one.
-CHAMPION, CHALLENGER = "Champion", "Challenger"
+#: The variants of an experiment config: the model serving when the new one was approved, and the new one (as a
+#: production variant in an A/B test, as a shadow variant in a shadow test). sql/attribution_daily.sql counts no
+#: impressions for the shadow variant's captured answers: nobody was shown them.
+CHAMPION, CHALLENGER, SHADOW = "Champion", "Challenger", "Shadow"
 #: EXPERIMENT_MODE values (``settings.config.EXPERIMENT_MODES``).
 EXPERIMENT_MODES = ("off", "ab", "shadow")
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -365,7 +367,8 @@ def experiment_blocker(settings: Settings, champion: str | None, challenger: str
 
 
 def experiment_config_request(settings: Settings, champion: str, challenger: str, version: Any) -> dict[str, Any]:
-    """An experiment config (instance endpoints): the serving model as ``Champion``, the new one as ``Challenger``.
+    """An experiment config (instance endpoints): the serving model as ``Champion``, the new one as ``Challenger``
+    (A/B) or ``Shadow``.
 
     ``ab``: two production variants weighted 100 - p and p percent (SageMaker routes each request to one by
     weight). ``shadow``: the champion answers every request and the challenger is a shadow variant that gets a
@@ -382,7 +385,7 @@ def experiment_config_request(settings: Settings, champion: str, challenger: str
     elif settings.experiment_mode == "shadow":
         body = {
             "ProductionVariants": [variant(settings, champion, CHAMPION, 1.0)],
-            "ShadowProductionVariants": [variant(settings, challenger, CHALLENGER, share / 100)],
+            "ShadowProductionVariants": [variant(settings, challenger, SHADOW, share / 100)],
         }
     else:
         raise ConfigurationError(f"no experiment config for EXPERIMENT_MODE {settings.experiment_mode!r}")

@@ -143,14 +143,20 @@ class LocalAthena:
         self._tables.add(name.lower())
         self._absent.pop(name.lower(), None)
 
-    def register_json(self, name: str, pattern: str | Path, columns: dict[str, str]) -> None:
+    def register_json(
+        self, name: str, pattern: str | Path, columns: dict[str, str], *, path_column: bool = False
+    ) -> None:
         """Expose newline-delimited JSON files (a glob) as table ``name`` with the declared ``columns`` (DuckDB
         types; nested objects are structs), as Athena's JSON SerDe reads them: the endpoint's data capture.
+        ``path_column``: each row's file as ``"$path"``, Athena's hidden column of the object a row came from.
         No file yet: the table is absent."""
         try:
-            self._con.read_json(str(pattern), format="newline_delimited", columns=columns).create_view(
-                name.lower(), replace=True
+            relation = self._con.read_json(
+                str(pattern), format="newline_delimited", columns=columns, filename=path_column
             )
+            if path_column:
+                relation = relation.project('* EXCLUDE (filename), filename AS "$path"')
+            relation.create_view(name.lower(), replace=True)
         except duckdb.IOException:
             self._absent[name.lower()] = str(pattern)
             return

@@ -30,7 +30,7 @@ from monitoring.metrics import (
 )
 from recsys.generator import GeneratorConfig, build_world, product_ids
 from recsys.local.athena import LocalAthena
-from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE, CaptureWriter, capture_glob, download_capture
+from recsys.local.capture import CaptureWriter, capture_glob, download_capture, register_capture_table
 from recsys.shopper_sim import CLICK_BIAS
 from sql.library import attribution_query
 
@@ -98,7 +98,7 @@ def register_capture(athena: LocalAthena, capture: CaptureWriter, lake: Path) ->
     folder = lake / "capture-copy"
     shutil.rmtree(folder, ignore_errors=True)  # the bucket is the truth: an earlier run's copy must not count
     download_capture(capture.s3, capture.bucket, folder)
-    athena.register_json(CAPTURE_TABLE, capture_glob(folder), CAPTURE_COLUMNS)
+    register_capture_table(athena, capture_glob(folder))
 
 
 def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -124,3 +124,9 @@ def duckdb_type(dtype: pa.DataType) -> str:
 
 #: ``LocalAthena.register_json`` columns of the capture table.
 CAPTURE_COLUMNS: dict[str, str] = {f.name: duckdb_type(f.type) for f in CAPTURE_SCHEMA}
+
+
+def register_capture_table(athena: Any, pattern: str | Path) -> None:
+    """The capture files (a glob) as the ``endpoint_capture`` table of a ``LocalAthena``, with Athena's ``"$path"``:
+    the attribution SQL reads the answering variant from each object's key, as on AWS."""
+    athena.register_json(CAPTURE_TABLE, pattern, CAPTURE_COLUMNS, path_column=True)

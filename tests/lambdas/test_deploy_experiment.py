@@ -23,7 +23,16 @@ from tests.lambdas.test_deploy_endpoint import (
     register,
     settings,
 )
-from tests.lambdas.test_deploy_endpoint import aws as moto_aws  # noqa: F401 - registers the fixture "aws"
+
+
+@pytest.fixture
+def aws(aws_env):
+    """Moto SageMaker with this project's package groups, and autoscaling (as in test_deploy_endpoint.py)."""
+    sm, aas = aws_env.client("sagemaker"), aws_env.client("application-autoscaling")
+    for cfg in (DEV, PROD):
+        sm.create_model_package_group(ModelPackageGroupName=cfg.model_package_group)
+    return aws_env, sm, aas
+
 
 AB = {"EXPERIMENT_MODE": "ab", "EXPERIMENT_CHALLENGER_PERCENT": "10"}
 SHADOW = {"EXPERIMENT_MODE": "shadow", "EXPERIMENT_CHALLENGER_PERCENT": "25"}
@@ -54,7 +63,7 @@ def test_shadow_config_answers_with_the_champion_and_copies_a_share_to_the_chall
     [shadow] = config["ShadowProductionVariants"]
     assert (production["VariantName"], production["ModelName"], production["InitialVariantWeight"]) == (
         h.CHAMPION, "model-serving", 1.0)  # fmt: skip
-    assert (shadow["VariantName"], shadow["ModelName"]) == (h.CHALLENGER, "model-new")
+    assert (shadow["VariantName"], shadow["ModelName"]) == (h.SHADOW, "model-new")
     assert math.isclose(shadow["InitialVariantWeight"] / production["InitialVariantWeight"], 0.25)
     assert config["DataCaptureConfig"]["EnableCapture"] is True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recsys.local.athena import LocalAthena
-from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE
+from recsys.local.capture import register_capture_table
 from tests.sql.test_queries import write_tiny_capture, write_tiny_curated
 
 EVALUATION = {
@@ -21,5 +21,5 @@ EVALUATION = {
 @pytest.fixture(scope="session")
 def tiny_athena(tmp_path_factory: pytest.TempPathFactory) -> LocalAthena:
     athena = LocalAthena(write_tiny_curated(tmp_path_factory.mktemp("tiny_curated")))
-    athena.register_json(CAPTURE_TABLE, write_tiny_capture(tmp_path_factory.mktemp("tiny_capture")), CAPTURE_COLUMNS)
+    register_capture_table(athena, write_tiny_capture(tmp_path_factory.mktemp("tiny_capture")))
     return athena

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from glue_jobs.schema import CURATED_COLUMNS
+from monitoring.ab_test import verdict_from_attribution
 from recsys.local.athena import LocalAthena
-from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE, capture_glob, capture_key, capture_record
+from recsys.local.capture import capture_glob, capture_key, capture_record, register_capture_table
 from sql.library import ATTRIBUTION_QUERY, attribution_query, read_query
 
 PRICES = {"pA": 100.0, "pB": 200.0, "pC": 50.0, "pD": 80.0}
@@ -45,18 +46,28 @@ EVENTS = [  # (recommendation_id, product, event type, time, quantity, unit pric
 ]
 
 
-@pytest.fixture
-def athena(tmp_path: Path) -> LocalAthena:
+def _write_capture(folder: Path, variant: str, served: list[tuple], name: str = "a", batch: bool = False) -> None:
+    """``served`` answers as SageMaker captures them for ``variant``: capture/<endpoint>/<variant>/yyyy/mm/dd/hh/."""
     records = [
         capture_record(json.dumps({"user_id": "u1"}), json.dumps(_answer(rid, v, s, items)),
                        when=datetime.fromisoformat(t).replace(tzinfo=UTC))
-        for rid, t, v, s, items in SERVED
+        for rid, t, v, s, items in served
     ]
-    batch = {"predictions": [_answer("RB", "v1", "personalized", ["pA"])]}  # not an impression (documented)
-    records.append(capture_record("{}", json.dumps(batch), when=datetime(2024, 3, 1, 10, tzinfo=UTC)))
-    path = tmp_path / capture_key("recsys-dev-recommender", "AllTraffic", datetime(2024, 3, 1, tzinfo=UTC), "a")
-    path.parent.mkdir(parents=True)
+    if batch:  # a batch answer is not an impression (documented)
+        answer = {"predictions": [_answer("RB", "v1", "personalized", ["pA"])]}
+        records.append(capture_record("{}", json.dumps(answer), when=datetime(2024, 3, 1, 10, tzinfo=UTC)))
+    path = folder / capture_key("recsys-dev-recommender", variant, datetime(2024, 3, 1, tzinfo=UTC), name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+
+
+@pytest.fixture
+def athena(tmp_path: Path) -> LocalAthena:
+    _write_capture(tmp_path, "AllTraffic", SERVED, batch=True)
+    return _engine(tmp_path)
+
+
+def _engine(tmp_path: Path) -> LocalAthena:
     schema = pa.schema(list(CURATED_COLUMNS["interactions"].items()))
     rows = [
         {"user_id": "u1", "product_id": p, "event_type": e, "rating": None, "event_time": datetime.fromisoformat(t),
@@ -67,7 +78,7 @@ def athena(tmp_path: Path) -> LocalAthena:
     products = pa.table({"product_id": list(PRICES), "price": list(PRICES.values())})
     pq.write_table(products, tmp_path / "products.parquet")
     engine = LocalAthena({"clickstream": tmp_path / "clickstream.parquet", "products": tmp_path / "products.parquet"})
-    engine.register_json(CAPTURE_TABLE, capture_glob(tmp_path), CAPTURE_COLUMNS)
+    register_capture_table(engine, capture_glob(tmp_path))
     return engine
 
 
@@ -116,10 +127,41 @@ def test_the_window_is_one_literal_in_the_file_and_must_be_positive() -> None:
 
 
 def test_the_ab_verdict_reads_impressions_and_clicks_per_model_version_from_the_attribution_rows(athena) -> None:
-    from monitoring.ab_test import verdict_from_attribution
-
     rows = athena.query(ATTRIBUTION_QUERY).to_dict("records")
     verdict = verdict_from_attribution(rows, "v1", "v2")
     # v1: 4 impressions (3 on day 1, 1 on day 2), 1 click; v2: 2 impressions, 1 click
     assert (verdict.a_shown, verdict.a_clicks, verdict.b_shown, verdict.b_clicks) == (4, 1, 2, 1)
     assert verdict.difference == pytest.approx(0.5 - 0.25)
+
+
+def test_a_single_variant_endpoint_serves_everything_as_alltraffic(athena: LocalAthena) -> None:
+    assert set(athena.query(ATTRIBUTION_QUERY).variant) == {"AllTraffic"}
+
+
+@pytest.fixture
+def ab_athena(tmp_path: Path) -> LocalAthena:
+    """An A/B test: R1 and R3 answered by the Champion, R2 by the Challenger, RS by a shadow variant whose
+    answer nobody saw (a click echoing RS cannot be attributed to it either)."""
+    _write_capture(tmp_path, "Champion", [SERVED[0], SERVED[2]])
+    _write_capture(tmp_path, "Challenger", [SERVED[1]])
+    _write_capture(tmp_path, "Shadow", [("RS", "2024-03-01T10:00:00", "v2", "personalized", ["pA", "pB"])])
+    return _engine(tmp_path)
+
+
+def test_each_variant_gets_its_own_impressions_clicks_purchases_and_revenue(ab_athena: LocalAthena) -> None:
+    frame = ab_athena.query(ATTRIBUTION_QUERY)
+    sums = frame.groupby("variant")[["impressions", "clicks", "carts", "purchases", "revenue"]].sum()
+    assert sums.astype(float).round(2).to_dict("index") == {
+        # Champion: R1 (3 slots: pA clicked, carted, bought 2 x 100; pB bought at 150) + R3 (1 slot, a view before it)
+        "Champion": {"impressions": 4.0, "clicks": 1.0, "carts": 1.0, "purchases": 2.0, "revenue": 350.0},
+        # Challenger: R2 (2 slots: pD clicked)
+        "Challenger": {"impressions": 2.0, "clicks": 1.0, "carts": 0.0, "purchases": 0.0, "revenue": 0.0},
+    }  # no Shadow row: its answers were never shown
+    verdict = verdict_from_attribution(frame.to_dict("records"), "Champion", "Challenger", key="variant")
+    assert (verdict.a_shown, verdict.a_clicks, verdict.b_shown, verdict.b_clicks) == (4, 1, 2, 1)
+
+
+def test_the_shadow_variant_name_is_the_deploy_lambdas() -> None:
+    from lambdas.deploy_endpoint.handler import SHADOW
+
+    assert f"<> '{SHADOW}'" in read_query(ATTRIBUTION_QUERY)

@@ -32,7 +32,7 @@ from recsys.local.athena import (
     read_query,
     to_duckdb,
 )
-from recsys.local.capture import CAPTURE_COLUMNS, CAPTURE_TABLE, capture_glob, capture_key, capture_record
+from recsys.local.capture import capture_glob, capture_key, capture_record, register_capture_table
 
 RAW_INTERACTION_COLUMNS = RAW_COLUMNS["interactions"]  # the training set stays in the raw contract
 
@@ -133,7 +133,7 @@ def write_tiny_capture(root: Path) -> str:
 @pytest.fixture(scope="module")
 def engine(curated: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> LocalAthena:
     athena = LocalAthena(curated)
-    athena.register_json(CAPTURE_TABLE, write_tiny_capture(tmp_path_factory.mktemp("capture")), CAPTURE_COLUMNS)
+    register_capture_table(athena, write_tiny_capture(tmp_path_factory.mktemp("capture")))
     return athena
 
 
