@@ -35,16 +35,19 @@ import contextlib
 import gc
 import http.client
 import importlib.util
+import io
+import itertools
 import json
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -343,6 +346,78 @@ def serve_endpoint(model_dir: Path, host: str = "127.0.0.1", port: int = 0, thre
     loop.start()
     try:
         yield EndpointURL(_url(server), app)
+    finally:
+        _stop(server, loop)
+
+
+class VariantRouter:
+    """An endpoint with several production variants, as SageMaker routes them: each request goes to one
+    variant drawn by weight (a seeded RNG here, so a run is repeatable), and the answer names it in
+    ``X-Amzn-Invoked-Production-Variant`` (InvokeEndpoint's ``InvokedProductionVariant``). A shadow
+    variant gets a copy of a share of the requests; its answer is captured and dropped, never returned.
+    Each variant is its own ``LocalEndpoint``, so its data capture is its own (``capture/<endpoint>/<variant>/``).
+    ``/ping`` is the first variant's."""
+
+    def __init__(self, variants: Mapping[str, tuple[LocalEndpoint, float]],
+                 shadow: tuple[str, LocalEndpoint, float] | None = None, seed: int = 0) -> None:
+        if not variants or any(w <= 0 for _, w in variants.values()):
+            raise ValueError("an endpoint needs at least one production variant, each with a positive weight")
+        self.variants = dict(variants)
+        self.shadow = shadow
+        total = sum(w for _, w in self.variants.values())
+        self._names = list(self.variants)
+        self._cumulative = list(itertools.accumulate(w / total for _, w in self.variants.values()))
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()  # the RNG's draws, in request order
+        self.invoked: dict[str, int] = dict.fromkeys(self._names, 0)
+
+    def _draw(self) -> tuple[str, bool]:
+        with self._lock:
+            u = self._rng.random()
+            name = next((n for n, c in zip(self._names, self._cumulative, strict=True) if u < c), self._names[-1])
+            copy = self.shadow is not None and self._rng.random() < self.shadow[2]
+            self.invoked[name] += 1
+        return name, copy
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") != "POST" or not (path == "/invocations" or _is_runtime_path(path)):
+            return next(iter(self.variants.values()))[0](environ, start_response)
+        name, copy = self._draw()
+        length = environ.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:  # the variant refuses it, as a single endpoint does
+            return self.variants[name][0](environ, start_response)
+        body = environ["wsgi.input"].read(int(length))
+        if copy and self.shadow is not None:
+            shadow_environ = {**environ, "wsgi.input": io.BytesIO(body)}
+            self.shadow[1](shadow_environ, lambda *_: None)  # captured by the shadow's own writer; dropped
+        chosen = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+
+        def named(status: str, headers: list[tuple[str, str]]) -> Any:
+            return start_response(status, [*headers, ("X-Amzn-Invoked-Production-Variant", name)])
+
+        return self.variants[name][0](chosen, named)
+
+
+@contextmanager
+def serve_variants(variants: Mapping[str, tuple[Path, float]], *, shadow: tuple[str, Path, float] | None = None,
+                   captures: Mapping[str, Callable[[bytes, str, bytes], None]] | None = None, seed: int = 0,
+                   host: str = "127.0.0.1", port: int = 0, threads: int = 8,
+                   handler_path: Path = DEFAULT_HANDLER) -> Iterator[EndpointURL]:
+    """Serve a multi-variant endpoint (``name -> (model_dir, weight)``, optionally a shadow ``(name, model_dir,
+    share)``), each variant's answers captured by ``captures[name]``; yields the URL, whose ``.endpoint`` is the
+    ``VariantRouter`` (``invoked`` counts the requests each production variant answered)."""
+    captures = captures or {}
+    endpoints = {name: (LocalEndpoint(d, handler_path, captures.get(name)), w) for name, (d, w) in variants.items()}
+    copy = None
+    if shadow is not None:
+        copy = (shadow[0], LocalEndpoint(shadow[1], handler_path, captures.get(shadow[0])), shadow[2])
+    router = VariantRouter(endpoints, copy, seed)
+    server = _make_server(router, host, port, threads)  # type: ignore[arg-type]
+    loop = threading.Thread(target=server.run, name="endpoint-variants-loop", daemon=True)
+    loop.start()
+    try:
+        yield EndpointURL(_url(server), router)  # type: ignore[arg-type]
     finally:
         _stop(server, loop)
 
