@@ -65,9 +65,16 @@ class Ensemble:
     def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
         """``score`` for one profile row given as its stored CSR entries (duplicates and order kept):
         the serving path, with no scipy matrix built. Identical results, operation for operation."""
-        total = np.zeros((1, n_items), dtype=np.float32)
+        total = None  # the first term as is: 0 + x is x, one pass over the catalogue fewer
         for model, weight in zip(self.models, self.weights, strict=True):
-            total += weight * row_max_normalize(model.score_row(indices, data, user, n_items)[None, :])
+            term = row_max_normalize(model.score_row(indices, data, user, n_items)[None, :])
+            term *= np.float32(weight) if term.dtype == np.float32 else weight
+            if total is None:
+                total = term.astype(np.float32, copy=False)
+            else:
+                total += term
+        if total is None:
+            total = np.zeros((1, n_items), dtype=np.float32)
         if self.repeat_weight:
             dense = np.zeros((1, n_items), dtype=data.dtype)
             np.add.at(dense[0], indices, data)  # toarray() adds duplicates in stored order too
@@ -121,7 +128,7 @@ def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
     stride = 16
     if n_items >= 64 * stride * k:  # a large catalogue: bound the k-th best by the k-th best of every 16th
         sample = scores[::stride]
-        low = sample[np.argpartition(sample, len(sample) - k)[len(sample) - k]]
+        low = np.sort(sample)[len(sample) - k]  # sorting the sample beats partitioning it when ties abound
         if np.isfinite(low):
             cand = np.flatnonzero(scores >= low)  # holds the top k whenever it holds k finite items
             if len(cand) <= n_items // stride and k <= len(cand := cand[np.isfinite(scores[cand])]):

@@ -234,7 +234,7 @@ def ranked(scores: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndar
     stride = 16
     if len(scores) >= 64 * stride * n:
         sample = np.where(blocked.at(np.arange(0, len(scores), stride)), -np.inf, scores[::stride])
-        bound = sample[np.argpartition(sample, len(sample) - n)[len(sample) - n]]  # NaN sorts last: not finite
+        bound = np.sort(sample)[len(sample) - n]  # NaN sorts last; sorting beats partitioning when ties abound
         if np.isfinite(bound):
             candidates = np.flatnonzero(scores >= bound)  # NaN and -inf never pass
             if len(candidates) <= len(scores) // stride:  # else ties flood the bound

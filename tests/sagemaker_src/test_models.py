@@ -127,3 +127,19 @@ def test_segment_pop_ranks_what_the_users_demographic_segment_interacts_with(two
     assert scores[prep.items.index(["b0", "b1", "b2", "b3", "b4"])].min() > scores[prep.items.index(["a0"])].max()
     clone = SegmentPop.from_state(model.config, model.state())
     np.testing.assert_allclose(clone.score(prep.hist.matrix()[[v0]], np.array([v0])), [scores])
+
+
+def test_segment_pop_serves_one_request_exactly_as_it_scores_a_batch(two_groups):
+    """score_row (the serving path, no dense segment row) equals score() bit for bit, known user or not."""
+    from recsys_core.models.content import SegmentPop
+
+    users = pd.DataFrame({"user_id": [f"u{n}" for n in range(10)] + [f"v{n}" for n in range(5)],
+                          "gender": ["f"] * 10 + ["m"] * 5})  # v5..v9 have no segment
+    prep = prepare(two_groups, users=users)
+    model = SegmentPop().fit(prep.hist.matrix(), prep.ctx)
+    X = prep.hist.matrix()
+    for user in [*range(X.shape[0]), -1]:
+        row = X[[max(user, 0)]]
+        expected = model.score(row, np.array([user]))[0]
+        got = model.score_row(row.indices, row.data, user, X.shape[1])
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), user

@@ -114,6 +114,17 @@ class SegmentPop(Model):
         out[seg < 0] = self.pop
         return out
 
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+        """``score`` for one user: the segment's stored entries added to the popularity floor, no dense
+        segment row built (a million-product catalogue makes that the cost of a request)."""
+        seg = int(self.segment_of[user]) if user >= 0 else -1
+        if seg < 0:
+            return self.pop.copy()
+        out = 0.01 * self.pop
+        lo, hi = self.top.indptr[seg], self.top.indptr[seg + 1]
+        out[self.top.indices[lo:hi]] += self.top.data[lo:hi]  # canonical CSR: each item once
+        return out
+
     def state(self) -> dict[str, np.ndarray]:
         return sparse_state("top", self.top) | {"pop": self.pop, "segment_of": self.segment_of}
 
