@@ -1,6 +1,7 @@
 """A/B verdicts between two model versions: click-through of what each served, compared with a two-proportion test.
 
-The unit is an impression (one product shown in one slot). The verdict gives the difference in rates
+The unit is an impression (one product shown in one slot); the outcome a click (click-through) or an attributed
+purchase (conversion per impression). The verdict gives the difference in rates
 (B - A) with a Wald confidence interval, the pooled two-proportion z statistic and its two-sided p-value,
 and whether it is significant at ``alpha``. Impressions of one response are not independent, so with
 few users the interval is optimistic; the local run uses thousands of simulated requests.
@@ -12,6 +13,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+#: The deploy Lambda's experiment variants (``lambdas/deploy_endpoint/handler.py``: CHAMPION, CHALLENGER; the Lambda
+#: ships alone, so the names are repeated here and a test keeps them equal).
+CHAMPION, CHALLENGER = "Champion", "Challenger"
+#: What a verdict compares per impression: the attribution rows' column, and its label.
+OUTCOMES = {"clicks": "CTR", "purchases": "purchase rate"}
 
 
 def _normal_quantile(p: float) -> float:
@@ -40,7 +47,7 @@ def _normal_quantile(p: float) -> float:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Click-through of variant B against variant A."""
+    """Click-through (or another per-impression rate, named by ``metric``) of variant B against variant A."""
 
     a: str
     b: str
@@ -49,6 +56,7 @@ class Verdict:
     b_shown: int
     b_clicks: int
     alpha: float = 0.05
+    metric: str = "CTR"
 
     def __post_init__(self) -> None:
         for shown, clicks in ((self.a_shown, self.a_clicks), (self.b_shown, self.b_clicks)):
@@ -102,23 +110,36 @@ class Verdict:
         lo, hi = self.interval
         verdict = f"{self.winner} wins" if self.winner else "no significant difference"
         return (
-            f"{self.a}: CTR {self.a_rate:.2%} ({self.a_clicks:,}/{self.a_shown:,}); "
-            f"{self.b}: CTR {self.b_rate:.2%} ({self.b_clicks:,}/{self.b_shown:,}); "
+            f"{self.a}: {self.metric} {self.a_rate:.2%} ({self.a_clicks:,}/{self.a_shown:,}); "
+            f"{self.b}: {self.metric} {self.b_rate:.2%} ({self.b_clicks:,}/{self.b_shown:,}); "
             f"difference {self.difference:+.2%} ({1 - self.alpha:.0%} CI {lo:+.2%} to {hi:+.2%}), "
             f"p = {self.p_value:.3g}: {verdict} at alpha {self.alpha:g}"
         )
 
 
 def verdict_from_attribution(rows: Iterable[Mapping[str, Any]], a: str, b: str, *, key: str = "model_version",
-                             alpha: float = 0.05) -> Verdict:
-    """The click-through verdict of B against A from ``sql/attribution_daily.sql`` rows (impressions and
-    attributed clicks summed over every day, strategy and position of each), grouped by ``key``: a model
-    version, or a production variant once the capture carries one."""
+                             alpha: float = 0.05, outcome: str = "clicks") -> Verdict:
+    """The verdict of B against A from ``sql/attribution_daily.sql`` rows (impressions and attributed
+    ``outcome``, clicks or purchases, summed over every day, strategy and position of each), grouped by ``key``:
+    a model version, or the production variant that answered (``variant``)."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
     shown = {a: 0, b: 0}
-    clicks = {a: 0, b: 0}
+    hits = {a: 0, b: 0}
     for row in rows:
         name = row[key]
         if name in shown:
             shown[name] += int(row["impressions"])
-            clicks[name] += int(row["clicks"])
-    return Verdict(a, b, shown[a], clicks[a], shown[b], clicks[b], alpha)
+            hits[name] += int(row[outcome])
+    return Verdict(a, b, shown[a], hits[a], shown[b], hits[b], alpha, OUTCOMES[outcome])
+
+
+def experiment_verdicts(rows: Iterable[Mapping[str, Any]], alpha: float) -> list[Verdict]:
+    """Challenger against Champion, on click-through and on purchases per impression, from attribution rows with a
+    ``variant`` column; empty when the rows hold no impression of either (no A/B test ran)."""
+    rows = list(rows)
+    served = {row["variant"] for row in rows if int(row["impressions"]) > 0}
+    if not {CHAMPION, CHALLENGER} <= served:
+        return []
+    return [verdict_from_attribution(rows, CHAMPION, CHALLENGER, key="variant", alpha=alpha, outcome=o)
+            for o in OUTCOMES]

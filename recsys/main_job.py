@@ -318,10 +318,12 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
                     _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events, len(training), rules)
             if world is not None and stream_events:
+                _experiment(progress, cfg, aws, res, athena, workdir, pipeline, world, rules, capture, len(training))
                 from recsys.local.attribution import attribution_stage
 
                 with progress.step("Attribution: captured impressions x clickstream (sql/attribution_daily.sql)"):
-                    attribution_stage(progress, athena, cfg.attribution_window_hours, aws.client("cloudwatch"))
+                    attribution_stage(progress, athena, cfg.attribution_window_hours, aws.client("cloudwatch"),
+                                      cfg.experiment_alpha)
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
             from monitoring.run import run_monitoring
@@ -420,11 +422,15 @@ def _model_metrics_history(aws: LocalAws, res: LocalResources, lake: Path) -> li
     return rows
 
 
-def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources, workdir: Path):
+PIPELINE_TITLE = "SageMaker pipeline run locally (pipeline_steps/): prepare, train, evaluate, gate, register"
+
+
+def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources, workdir: Path,
+                    title: str = PIPELINE_TITLE):  # fmt: skip
     """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them."""
     from pipeline_steps.local_runner import PipelineStepError, TemplatePipeline, run_pipeline_locally
 
-    with progress.step("SageMaker pipeline run locally (pipeline_steps/): prepare, train, evaluate, gate, register"):
+    with progress.step(title):
         try:
             template = TemplatePipeline.load(cdk_out() / f"{cfg.prefix}-ml.template.json", cfg.pipeline_name)
             result = run_pipeline_locally(cfg, aws, res, workdir, progress.info, template=template)
@@ -495,12 +501,10 @@ def _endpoint_stage(
             progress.info(f"{label}: [{answer.get('strategy')}] {recs}")
         stream_events = _clickstream_demo(progress, cfg, aws, url, training)
         latencies = _latency_burst(url, [*active, "new-shopper-003"])
-        if generated is not None:
-            _simulated_ab(progress, url, generated, training)
-            if capture is not None:  # shoppers act on what they were served: the impressions and their clicks
-                from recsys.local.attribution import shopping_session
+        if generated is not None and capture is not None:  # shoppers act on what they were served
+            from recsys.local.attribution import shopping_session
 
-                stream_events += shopping_session(progress, url, generated, capture, invoke)
+            stream_events += shopping_session(progress, url, generated, capture, invoke)
         progress.info(
             f"{len(latencies)} requests: p50 {np.percentile(latencies, 50):.1f} ms, "
             f"p99 {np.percentile(latencies, 99):.1f} ms (in-process client, one connection at a time)"
@@ -569,22 +573,46 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
     return [*views, malformed]
 
 
-def _simulated_ab(progress: Progress, url: str, generated: GeneratorConfig, training: pd.DataFrame) -> None:
-    """A/B test of the served model against the popularity list, half the traffic each, with shoppers
-    simulated from the generator's known tastes (recsys/shopper_sim.py). Labelled simulated: on AWS the
-    same verdict comes from real impressions and clicks."""
-    from monitoring.ab_test import Verdict
-    from recsys.local.endpoint import invoke
-    from recsys.shopper_sim import simulated_ab
+def _experiment(
+    progress: Progress, cfg, aws: LocalAws, res: LocalResources, athena: LocalAthena, workdir: Path, serving,
+    world: GeneratorConfig, rules: list[Rule], capture, rows_before: int,
+) -> None:
+    """An A/B (or shadow) test between two model VERSIONS, as the deploy Lambda sets it up on AWS: the nightly
+    retrain on the next training set registers a second version; its approval goes to the Lambda, whose own request
+    builder serves it beside the current one (settings experiment_*); SIMULATED shoppers act on both variants'
+    answers, captured per variant; their events are archived and curated like any clickstream, so the attribution
+    stage computes the table and the verdict per variant (recsys/local/experiment.py)."""
+    if cfg.experiment_mode == "off":
+        progress.info(f"experiment_mode is off in {cfg.env_name}: the next approval would replace the model (no A/B)")
+        return
+    retrained = _pipeline_stage(progress, cfg, aws, res, workdir, title=(
+        "Nightly retrain: the same pipeline on the next training set (exports + clickstream) -> a second version"))
+    if retrained is None or not retrained.passed_gate:
+        return
+    routes = _route(progress, rules, model_package_state_change(
+        cfg.model_package_group, retrained.approval_status, retrained.model_package_arn, cfg.region),
+        f"model package {retrained.approval_status}")  # fmt: skip
+    if not any(":function:" in r.target for r in routes):
+        return
+    from recsys.local.attribution import register_capture
+    from recsys.local.experiment import describe_plan, experiment_session, lambda_settings, plan_experiment
 
-    popular = training["product_id"].value_counts().index[:10].tolist()
-
-    def model(user: str) -> list[str]:
-        return [r["product_id"] for r in invoke(f"{url}/invocations", {"user_id": user, "k": 10})["recommendations"]]
-
-    verdict: Verdict = simulated_ab(generated, ("popularity", lambda _user: popular), ("model", model),
-                                    requests=2000, seed=generated.seed)
-    progress.info(f"A/B test (SIMULATED shoppers, 2,000 requests split 50/50): {verdict.summary()}")
+    title = (f"A/B test of two model versions (experiment_mode {cfg.experiment_mode}, challenger "
+             f"{cfg.experiment_challenger_percent} %): the deploy Lambda's variants, SIMULATED shoppers")
+    with progress.step(title):
+        settings = lambda_settings(cfg, res.destination_bucket, res.kms_key_arn)
+        dirs = {serving.model_package_arn: serving.model_dir, retrained.model_package_arn: retrained.model_dir}
+        plan = plan_experiment(settings, aws.client("sagemaker"), serving.model_package_arn,
+                               retrained.model_package_arn, dirs)
+        for line in describe_plan(plan):
+            progress.info(line)
+        if not plan.running:
+            return
+        events, writers = experiment_session(progress, plan, aws.client("s3"), res.destination_bucket,
+                                             cfg.endpoint_name, world)
+    register_capture(athena, [capture, *writers], Path(workdir) / "lake")  # before the nightly workflow re-runs
+    with progress.step("Clickstream archive: the A/B shoppers' events (Firehose and the clickstream jobs)"):
+        _archive_to_training(progress, cfg, aws, res, athena, Path(workdir) / "lake", events, rows_before, rules)
 
 
 def _latency_burst(url: str, users: list[str], n: int = 200) -> list[float]:

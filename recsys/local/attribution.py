@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from monitoring.ab_test import CHALLENGER, CHAMPION, experiment_verdicts
 from monitoring.metrics import (
     CLICK_THROUGH_RATE,
     CLICK_THROUGH_RATIO,
@@ -91,18 +92,23 @@ def simulated_shopping(url: str, invoke: Invoke, generated: GeneratorConfig, *, 
     return events, counts
 
 
-def register_capture(athena: LocalAthena, capture: CaptureWriter, lake: Path) -> None:
-    """Flush the capture to the bucket and read it back as the ``endpoint_capture`` table: before the nightly
-    workflow runs, so its click-through states (the alarm's producer on AWS) find the impressions."""
-    capture.flush()
+def register_capture(athena: LocalAthena, captures: CaptureWriter | Iterable[CaptureWriter], lake: Path) -> None:
+    """Flush the capture (one writer per variant) to the bucket and read every capture object there back as the
+    ``endpoint_capture`` table: before the nightly workflow runs, so its click-through states (the alarm's producer
+    on AWS) find the impressions."""
+    writers = [captures] if isinstance(captures, CaptureWriter) else list(captures)
+    for writer in writers:
+        writer.flush()
+    capture = writers[0]
     folder = lake / "capture-copy"
     shutil.rmtree(folder, ignore_errors=True)  # the bucket is the truth: an earlier run's copy must not count
     download_capture(capture.s3, capture.bucket, folder)
     register_capture_table(athena, capture_glob(folder))
 
 
-def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per model version and strategy, then per position: impressions, rates and revenue, for printing."""
+def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per production variant, model version and strategy; per position; per variant (the A/B test's arms):
+    impressions, rates and revenue, for printing."""
     def totals(keys: list[str]) -> pd.DataFrame:
         g = frame.groupby(keys, as_index=False)[["impressions", "clicks", "carts", "purchases", "revenue"]].sum()
         g = g.astype({c: "int64" for c in ("impressions", "clicks", "carts", "purchases")})
@@ -112,7 +118,7 @@ def summarise(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         g["revenue"] = g["revenue"].round(0)
         return g
 
-    return totals(["model_version", "strategy"]), totals(["position"])
+    return totals(["variant", "model_version", "strategy"]), totals(["position"]), totals(["variant", "model_version"])
 
 
 def shopping_session(progress: Any, url: Any, generated: GeneratorConfig, capture: CaptureWriter,
@@ -134,9 +140,11 @@ def shopping_session(progress: Any, url: Any, generated: GeneratorConfig, captur
     return events
 
 
-def attribution_stage(progress: Any, athena: LocalAthena, window_hours: int, cloudwatch: Any) -> pd.DataFrame:
-    """Print the attribution table of the simulated session (``make run``) and the click-through metrics the
-    curation workflow's states published from the same SQL (no second producer here); returns the SQL's rows."""
+def attribution_stage(progress: Any, athena: LocalAthena, window_hours: int, cloudwatch: Any,
+                      alpha: float = 0.05) -> pd.DataFrame:
+    """Print the attribution table of the simulated sessions (``make run``), per production variant, the A/B
+    verdict when a Champion and a Challenger served, and the click-through metrics the curation workflow's states
+    published from the same SQL (no second producer here); returns the SQL's rows."""
     frame = athena.query(attribution_query(window_hours))
     published = cloudwatch.list_metrics(Namespace=NAMESPACE, MetricName=CLICK_THROUGH_RATIO)["Metrics"]
     if published:
@@ -151,11 +159,19 @@ def attribution_stage(progress: Any, athena: LocalAthena, window_hours: int, clo
     if frame.empty:
         progress.info("attribution: no captured impressions")
         return frame
-    by_model, by_position = summarise(frame)
+    by_model, by_position, by_variant = summarise(frame)
     progress.info(f"attribution (sql/attribution_daily.sql on DuckDB, window {window_hours} h), SIMULATED:")
     for line in by_model.to_string(index=False).splitlines():
         progress.info(f"  {line}")
     progress.info("click-through and conversion by position, SIMULATED:")
     for line in by_position.to_string(index=False).splitlines():
         progress.info(f"  {line}")
+    verdicts = experiment_verdicts(frame.to_dict("records"), alpha)
+    if verdicts:
+        progress.info(f"A/B test per production variant ({CHAMPION} = the serving version, {CHALLENGER} = the new "
+                      "one), SIMULATED shoppers:")
+        for line in by_variant[by_variant["variant"].isin([CHAMPION, CHALLENGER])].to_string(index=False).splitlines():
+            progress.info(f"  {line}")
+        for verdict in verdicts:
+            progress.info(f"A/B verdict ({verdict.metric}, two-proportion z-test), SIMULATED: {verdict.summary()}")
     return frame

@@ -76,6 +76,12 @@ class CaptureWriter:
         with self._lock:
             self._records.append((now, record))
 
+    @property
+    def pending(self) -> int:
+        """Records captured and not yet written."""
+        with self._lock:
+            return len(self._records)
+
     def flush(self) -> list[str]:
         """Write what was captured since the last flush, one object per hour folder; returns the keys."""
         with self._lock:
