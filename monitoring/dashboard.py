@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from monitoring.ab_test import Verdict, experiment_verdicts
 from monitoring.metrics import MODEL_METRICS_PREFIX, MODEL_METRICS_TABLE  # noqa: F401 - MODEL_METRICS_PREFIX: for the analytics stack
 
 if TYPE_CHECKING:  # the stacks import this module: no local engine at import time
@@ -148,9 +149,11 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             "attribution_daily",
-            "Attributed clicks, carts, purchases and revenue per day, model version, strategy and position",
+            "Attributed clicks, carts, purchases and revenue per day, production variant, model version, strategy "
+            "and position",
             (
                 ("event_date", "DATETIME"),
+                ("variant", "STRING"),  # AllTraffic, or Champion / Challenger during an A/B test
                 ("model_version", "STRING"),
                 ("strategy", "STRING"),
                 ("position", "INTEGER"),
@@ -227,6 +230,12 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec(
         "attributed_revenue_by_model", "Model", "Attributed revenue per model version (INR)", "attribution_daily",
         "hbar", "model_version", ("revenue",), unit="INR",
+    ),
+    ChartSpec(
+        "conversion_by_variant", "Model",
+        "A/B test: click-through, add-to-cart and purchase per impression, per production variant (Champion = the "
+        "serving version, Challenger = the new one)", "attribution_daily", "hbar", "variant",
+        ("click_through", "add_to_cart", "purchase"), rates=ONLINE_RATES, unit="%",
     ),
 )  # fmt: skip
 
@@ -535,6 +544,33 @@ def _alarm_section(alarms: Sequence[Any]) -> str:
     )
 
 
+def _experiment_section(verdicts: Sequence[Verdict], alpha: float) -> str:
+    """The A/B verdicts (Challenger against Champion) over the attribution rows, or why there are none."""
+    head = "<section id='experiment'><h2>A/B test: Challenger against Champion</h2>"
+    if not verdicts:
+        return (f"{head}<p class='muted'>No A/B test in the attribution rows (no impressions served by both a "
+                "Champion and a Challenger variant).</p></section>")  # fmt: skip
+    rows = []
+    for v in verdicts:
+        lo, hi = v.interval
+        verdict = f"{v.winner} better" if v.winner else "no significant difference"
+        rows.append(
+            f"<tr data-metric='{html.escape(v.metric)}'><td>{html.escape(v.metric)}</td>"
+            f"<td>{v.a_rate:.2%} ({v.a_clicks:,}/{v.a_shown:,})</td>"
+            f"<td>{v.b_rate:.2%} ({v.b_clicks:,}/{v.b_shown:,})</td>"
+            f"<td>{v.difference:+.2%}</td><td>{lo:+.2%} to {hi:+.2%}</td><td>{v.p_value:.3g}</td>"
+            f"<td class='verdict' data-significant='{str(v.significant).lower()}'>{html.escape(verdict)}</td></tr>"
+        )
+    return (
+        f"{head}<p class='muted'>Two-proportion z-test per impression over every attributed day "
+        f"(sql/attribution_daily.sql per variant, monitoring/ab_test.py); {1 - alpha:.0%} Wald interval of the "
+        f"difference, significant when p &lt; alpha = {alpha:g}. Locally the shoppers are SIMULATED.</p>"
+        "<table class='alarms'><thead><tr><th>metric</th><th>Champion</th><th>Challenger</th><th>difference</th>"
+        f"<th>{1 - alpha:.0%} CI</th><th>p</th><th>verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "</section>"
+    )
+
+
 def _figure(chart: ChartSpec) -> str:
     source = DATASETS[chart.dataset].query or f"table {MODEL_METRICS_TABLE}"
     return (
@@ -553,11 +589,13 @@ def write_dashboard(
     title: str = "recsys analytics",
     alarms: Sequence[Any] = (),
     extra_script: str = "",
+    experiment_alpha: float = 0.05,
 ) -> Path:
     """Write the self-contained interactive HTML dashboard to ``out`` (a file path) and return it.
 
     ``model_metrics`` are :func:`monitoring.metrics.model_metrics_record` rows; ``alarms`` optional
-    :class:`monitoring.alarms.AlarmState` objects shown as a table; ``extra_script`` is for tests.
+    :class:`monitoring.alarms.AlarmState` objects shown as a table; ``extra_script`` is for tests;
+    ``experiment_alpha`` the significance level of the A/B verdicts (settings ``experiment_alpha``).
     Raises :class:`ChartLibraryMissing` (one line: run ``make setup``) when node_modules lacks the library.
     """
     version, library = chart_library()
@@ -594,7 +632,9 @@ def write_dashboard(
         if sheet == "Model":
             parts.append("<p class='muted'>One point per evaluated model, oldest first; not date-filtered.</p>")
         parts.append(f"<div class='grid'>{figures}</div></section>")
+    verdicts = experiment_verdicts(frames["attribution_daily"].to_dict("records"), experiment_alpha)
     parts += [
+        _experiment_section(verdicts, experiment_alpha),
         _alarm_section(alarms),
         _json_script("dashboard-data", payload),
         f"<script>/*! Apache ECharts {version} | Apache-2.0 | node_modules/{CHART_LIBRARY} */\n{library}</script>",

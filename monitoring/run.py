@@ -106,6 +106,11 @@ def run_monitoring(
     for s in states:
         progress.info(f"  {s.state:<17} {s.name:<40} {s.reason}")
     path = write_dashboard(
-        athena, Path(out_dir) / "dashboard.html", history, title=f"{cfg.prefix} analytics", alarms=states
+        athena,
+        Path(out_dir) / "dashboard.html",
+        history,
+        title=f"{cfg.prefix} analytics",
+        alarms=states,
+        experiment_alpha=cfg.experiment_alpha,
     )
     return path

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from monitoring.ab_test import Verdict, _normal_quantile
+from monitoring.ab_test import CHALLENGER, CHAMPION, Verdict, _normal_quantile, experiment_verdicts
+from monitoring.dashboard import _experiment_section, write_dashboard
 from recsys.generator import GeneratorConfig, build_world, product_ids
 from recsys.shopper_sim import simulated_ab
 
@@ -71,3 +72,36 @@ def test_simulated_identical_variants_rarely_get_a_verdict():
     same = _taste_ranked(CFG)
     verdicts = [simulated_ab(CFG, ("A", same), ("B", same), requests=400, seed=s).significant for s in range(40)]
     assert sum(verdicts) <= 6  # alpha 0.05 over 40 runs: 2 expected, 6 is beyond 3 standard deviations
+
+
+def test_the_variant_names_are_the_deploy_lambdas():
+    from lambdas.deploy_endpoint import handler
+
+    assert (CHAMPION, CHALLENGER) == (handler.CHAMPION, handler.CHALLENGER)
+
+
+def _rows(variant: str, shown: int, clicks: int, purchases: int) -> dict:
+    return {"variant": variant, "impressions": shown, "clicks": clicks, "purchases": purchases}
+
+
+def test_experiment_verdicts_compare_clicks_and_purchases_of_challenger_against_champion():
+    rows = [_rows(CHAMPION, 600, 60, 6), _rows(CHAMPION, 400, 40, 4), _rows(CHALLENGER, 1000, 130, 30),
+            _rows("AllTraffic", 5000, 1, 0)]  # before the test: not part of it
+    ctr, conversion = experiment_verdicts(rows, alpha=0.05)
+    assert (ctr.metric, ctr.a_shown, ctr.a_clicks, ctr.b_shown, ctr.b_clicks) == ("CTR", 1000, 100, 1000, 130)
+    assert (conversion.metric, conversion.a_clicks, conversion.b_clicks) == ("purchase rate", 10, 30)
+    assert ctr.winner == CHALLENGER and "purchase rate 1.00%" in conversion.summary()
+    assert experiment_verdicts([_rows("AllTraffic", 5000, 300, 9)], alpha=0.05) == []  # no A/B test ran
+    assert experiment_verdicts([_rows(CHAMPION, 10, 1, 0), _rows(CHALLENGER, 0, 0, 0)], alpha=0.05) == []
+
+
+def test_the_dashboard_shows_the_verdict_with_its_interval_and_p_value(tiny_athena, tmp_path):
+    section = _experiment_section(
+        experiment_verdicts([_rows(CHAMPION, 1000, 100, 10), _rows(CHALLENGER, 1000, 130, 10)], 0.05), 0.05
+    )
+    v = Verdict(CHAMPION, CHALLENGER, 1000, 100, 1000, 130)
+    lo, hi = v.interval
+    assert f"{lo:+.2%} to {hi:+.2%}" in section and f"{v.p_value:.3g}" in section and "Challenger better" in section
+    assert "data-significant='false'" in section  # the purchase rates are equal: no verdict
+    page = write_dashboard(tiny_athena, tmp_path / "d.html", []).read_text()  # the tiny capture: AllTraffic only
+    assert "No A/B test in the attribution rows" in page
