@@ -243,30 +243,30 @@ def _mirror_upper(P: np.ndarray, step: int = 2048) -> None:
 
 
 def ease(X: sp.csr_matrix, lambdas: list[float]) -> Iterator[tuple[float, Scorer]]:
-    """EASE (Steck 2019), dense closed form per lambda: float64 Cholesky, then the inverse from it.
+    """EASE (Steck 2019), dense closed form per lambda: a float32 Cholesky, then the inverse from it.
 
-    ``dpotrf`` + ``dpotri`` in place, as the project's own EASE does in float32: ``cho_solve`` against an
-    identity (``dpotrs`` with 18k right-hand sides) segfaulted inside scipy's OpenBLAS on this machine at
-    18k items, and held two more dense matrices (the identity and the solution)."""
+    ``spotrf`` + ``spotri`` in place, as the project's own EASE does. The float64 routines (``cho_solve``,
+    ``dpotrf``, numpy's ``cholesky``) segfaulted inside both bundled OpenBLAS builds on this machine at
+    18k items (Amazon Sports), with one thread or two; float32 holds the gram counts exactly up to 2^24.
+    """
     from scipy.linalg import lapack
 
-    G = (X.T @ X).toarray().astype(np.float64)
+    G = (X.T @ X).toarray().astype(np.float32)
     diag = np.diag_indices_from(G)
     for lam in lambdas:
         A = G.copy()
-        A[diag] += lam
-        c, info = lapack.dpotrf(A, lower=False, overwrite_a=True, clean=False)
+        A[diag] += np.float32(lam)
+        c, info = lapack.spotrf(A, lower=False, overwrite_a=True, clean=False)
         if info != 0:
             raise np.linalg.LinAlgError(f"EASE lambda={lam:g}: cholesky failed ({info})")
-        P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+        P, info = lapack.spotri(c, lower=False, overwrite_c=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"EASE lambda={lam:g}: inverse failed ({info})")
         del A, c
-        _mirror_upper(P)  # dpotri fills the upper triangle only
-        B = P / (-np.diag(P))[None, :]
-        np.fill_diagonal(B, 0.0)
-        del P
-        yield lam, (lambda rows, B=B: np.asarray(X[rows] @ B))
+        _mirror_upper(P)  # spotri fills the upper triangle only
+        P /= -np.diag(P).copy()[None, :]
+        np.fill_diagonal(P, 0.0)
+        yield lam, (lambda rows, B=P: np.asarray(X[rows] @ B))
 
 
 def als(X: sp.csr_matrix, factors: int, reg: float, alpha: float, seed: int = 0) -> Scorer:
