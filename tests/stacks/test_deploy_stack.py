@@ -67,9 +67,14 @@ def test_lambda_environment_is_a_valid_handler_configuration(synth, env_name):
     cfg = DEV if env_name == "dev" else PROD
     env = _function(synth(env_name)[1][f"{cfg.prefix}-deploy"])["Environment"]["Variables"]
     literal = {k: v for k, v in env.items() if isinstance(v, str)}
-    tokens = {"EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r", "ENDPOINT_KMS_KEY_ARN": "arn:aws:kms:r:1:key/k"}
+    tokens = {
+        "EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r",
+        "ENDPOINT_KMS_KEY_ARN": "arn:aws:kms:r:1:key/k",
+        "CAPTURE_S3_URI": "s3://bucket/capture",  # a Fn::Join of the account's bucket name
+    }
     settings = Settings.from_env({**literal, **tokens})
     assert settings.endpoint_name == cfg.endpoint_name
+    assert settings.experiment_mode == cfg.experiment_mode
     assert settings.model_package_group == cfg.model_package_group
     assert settings.serverless is cfg.serverless_endpoint
     assert settings.instance_type == cfg.endpoint_instance_type
