@@ -43,6 +43,15 @@ def test_main_job_runs_end_to_end_and_reconciles_rows(tmp_path, capsys):
     assert f"next pipeline run: {before + rows:,} rows (+{rows:,} from the clickstream)" in out
     stream_rows = training.filter(pa.compute.equal(training["user_id"], "stream-shopper-001"))
     assert stream_rows.num_rows == views
+    # dev's experiment_mode ab: the nightly retrain's version is served as the Challenger beside the Champion
+    assert "model-package/recsys-dev-recommender/2 (Approved" in out
+    assert "production variant Champion   model recsys-dev-recommender-1-" in out
+    assert "production variant Challenger model recsys-dev-recommender-2-" in out
+    served = re.search(r"requests answered by Champion ([\d,]+), Challenger ([\d,]+)", out)
+    assert served and all(int(n.replace(",", "")) > 0 for n in served.groups())
+    verdicts = re.findall(r"A/B verdict \((CTR|purchase rate), two-proportion z-test\), SIMULATED: Champion: .* "
+                          r"p = [\d.e-]+: (Champion wins|Challenger wins|no significant difference) at alpha 0.05", out)
+    assert [m for m, _ in verdicts] == ["CTR", "purchase rate"], out
 
 
 def test_main_job_on_user_files_with_interactions_only(tmp_path, capsys):
