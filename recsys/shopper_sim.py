@@ -4,7 +4,10 @@ Only the local run can do this: the generator knows each shopper's taste vector 
 served list can be "shown" to the shopper who asked for it. A product in slot ``pos`` (0-based) is clicked
 with probability ``sigmoid(CLICK_BIAS + taste . product) / log2(pos + 2)`` (tastes as the generator uses
 them for carts and purchases, with the usual position decay). Everything printed from it is labelled
-simulated; on AWS the same verdict is computed from real impressions and clicks.
+simulated; on AWS the same verdict is computed from real impressions and clicks. ``simulated_ab`` counts
+clicks in memory (the verdict's statistical tests use it); ``make run``'s A/B test between two model versions
+sends the same shoppers through the endpoint's variants, the capture and the attribution SQL
+(``recsys/local/experiment.py``).
 """
 
 from __future__ import annotations
