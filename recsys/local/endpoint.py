@@ -423,14 +423,29 @@ def serve_variants(variants: Mapping[str, tuple[Path, float]], *, shadow: tuple[
 
 
 def _stop(server: Any, loop: threading.Thread) -> None:
-    """Close every socket from inside the event loop (asyncore is not thread-safe), then the workers."""
+    """Close every socket from inside the event loop (asyncore is not thread-safe), then the workers, then the trigger.
+
+    The trigger's pipe leaves the loop with the sockets but is closed last: the loop can run the closing thunk
+    (woken by a worker's byte) before ``pull_trigger`` here has written its own, and a worker finishing a request
+    pulls the trigger too. Closed inside the thunk, those writes failed with EBADF, or could land in whatever
+    file reused the descriptor.
+    """
     from waitress import wasyncore
 
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    trigger = server.trigger
+
+    def close_sockets() -> None:
+        trigger.del_channel()  # out of the loop's map (so the loop ends), still open for late writers
+        wasyncore.dispatcher.close(server)  # the listening socket alone: the server's close() shuts the trigger too
+        wasyncore.close_all(server._map)  # the connections
+
+    trigger.pull_trigger(close_sockets)
     loop.join(timeout=5)
     server.task_dispatcher.shutdown(timeout=5)
     if loop.is_alive():  # pragma: no cover - only if the loop is wedged
         log.warning("endpoint event loop did not stop within 5 s")
+        return
+    trigger.close()
 
 
 def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 8, *,

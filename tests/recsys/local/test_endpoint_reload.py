@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.local.endpoint import EndpointURL, invoke, request, serve_endpoint
+from recsys.local.endpoint import EndpointURL, LocalEndpoint, _make_server, _stop, _url, invoke, request, serve_endpoint
 from tests.responses import without_recommendation_ids
 from tests.tiny_model import train_tiny_model
 
@@ -329,3 +329,41 @@ def test_prefork_workers_split_keep_alive_connections_evenly(model_dir: Path) ->
         proc.communicate(timeout=15)
     assert sum(held) == 8
     assert held[-1] - held[0] <= 1, held
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_stopping_keeps_the_trigger_open_for_wake_ups_that_arrive_after_the_loop_closed_the_sockets(
+    tmp_path: Path,
+) -> None:
+    """The loop can run the closing thunk before the stopper's own wake-up byte is written (another byte woke it),
+    and a worker finishing a request pulls the trigger once more: both writes must find the pipe open (they hit
+    EBADF, as a teardown error, when the thunk closed it), and the pipe is still closed in the end."""
+    handler = tmp_path / "stop_inference.py"
+    handler.write_text(GATED_HANDLER)
+    app = LocalEndpoint(_version_dir(tmp_path / "a", "old"), handler)
+    before = _open_fds()
+    server = _make_server(app, "127.0.0.1", 0, 2)
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    assert invoke(_url(server), {"user_id": "u1"})["model_version"] == "old"
+    trigger, dispatcher = server.trigger, server.task_dispatcher
+    write, shutdown = trigger._physical_pull, dispatcher.shutdown
+
+    def stopper_writes_late() -> None:
+        write()  # a byte already in the pipe wakes the loop, which runs the closing thunk...
+        loop.join(5)
+        write()  # ...before the stopper's own byte is written
+
+    def worker_pulls_then_shutdown(timeout: float) -> bool:
+        server.pull_trigger()  # a request finishing after the loop is gone
+        return shutdown(timeout=timeout)
+
+    trigger._physical_pull = stopper_writes_late
+    dispatcher.shutdown = worker_pulls_then_shutdown
+    _stop(server, loop)
+    assert not loop.is_alive() and trigger._closed
+    assert _open_fds() == before
