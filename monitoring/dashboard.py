@@ -3,7 +3,8 @@
 :data:`DATASETS` names where each dataset's rows come from (a ``sql/`` query, or the model-metrics
 history table) and its column types; :data:`CHARTS` says what each visual shows (dimension, measures,
 aggregation, colour, top N with the rest folded into "other", rates as ratios of sums, order); :data:`TILES`
-are the headline figures. ``stacks/analytics_stack.py`` turns datasets and charts into a QuickSight data
+are the headline figures; :data:`TABLES` show a dataset's rows as they are (the A/B verdict, computed by
+``sql/ab_verdict.sql``). ``stacks/analytics_stack.py`` turns datasets, charts and tables into a QuickSight data
 source, data sets and dashboard; :func:`write_dashboard` runs the same SQL on DuckDB and writes one
 self-contained, interactive HTML file: the charting library (Apache ECharts, pinned in ``package.json``)
 and the rows are inlined, nothing is fetched when the page is viewed. The page's script
@@ -28,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from monitoring.ab_test import Verdict, experiment_verdicts
 from monitoring.metrics import MODEL_METRICS_PREFIX, MODEL_METRICS_TABLE  # noqa: F401 - MODEL_METRICS_PREFIX: for the analytics stack
+from sql.library import AB_VERDICT_QUERY, deployed_query
 
 if TYPE_CHECKING:  # the stacks import this module: no local engine at import time
     from recsys.local.athena import LocalAthena
@@ -51,8 +52,8 @@ class ChartLibraryMissing(FileNotFoundError):
 class DatasetSpec:
     id: str
     title: str
-    columns: tuple[tuple[str, str], ...]  # (name, QuickSight input type: STRING, INTEGER, DECIMAL, DATETIME)
-    query: str | None = None  # a sql/ query name; None = the model-metrics table
+    columns: tuple[tuple[str, str], ...]  # (name, QuickSight input type: STRING, INTEGER, DECIMAL, DATETIME, BOOLEAN)
+    query: str | None = None  # a sql/ query name (run as sql.library.deployed_query); None = the model-metrics table
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,21 @@ class TileSpec:
     numerator: str
     denominator: str | None = None
     unit: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A dataset's rows shown as they are, one line each (no aggregation): a QuickSight table visual, an HTML table.
+
+    ``columns`` are (dataset column, unit): text columns are QuickSight's group-by, numbers its values (MAX of the
+    one row per group); the page formats ``%`` (a fraction as per cent), ``+%`` (signed), ``count`` and ``""``."""
+
+    id: str
+    sheet: str
+    title: str
+    dataset: str
+    columns: tuple[tuple[str, str], ...]
+    empty: str  # what the page says when the query returns no row
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -168,6 +184,29 @@ DATASETS: dict[str, DatasetSpec] = {
                 ("purchases_per_click", "DECIMAL"),
             ),
             query="attribution_daily",
+        ),
+        DatasetSpec(
+            AB_VERDICT_QUERY,
+            "A/B test verdict: Challenger against Champion per metric (two-proportion z-test)",
+            (
+                ("metric", "STRING"),  # CTR, purchase rate
+                ("champion_impressions", "INTEGER"),
+                ("champion_outcomes", "INTEGER"),  # clicks or purchases
+                ("champion_rate", "DECIMAL"),
+                ("challenger_impressions", "INTEGER"),
+                ("challenger_outcomes", "INTEGER"),
+                ("challenger_rate", "DECIMAL"),
+                ("difference", "DECIMAL"),  # challenger - champion
+                ("standard_error", "DECIMAL"),
+                ("ci_low", "DECIMAL"),
+                ("ci_high", "DECIMAL"),
+                ("z", "DECIMAL"),
+                ("z_critical", "DECIMAL"),
+                ("alpha", "DECIMAL"),
+                ("significant", "BOOLEAN"),
+                ("verdict", "STRING"),
+            ),
+            query=AB_VERDICT_QUERY,
         ),
         DatasetSpec(
             MODEL_METRICS_TABLE,
@@ -239,6 +278,19 @@ CHARTS: tuple[ChartSpec, ...] = (
     ),
 )  # fmt: skip
 
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec(
+        "ab_verdict", "Model",
+        "A/B verdict, Challenger against Champion over every attributed day: difference with its (1 - alpha) Wald "
+        "interval, pooled two-proportion z, significant when |z| > z_critical", AB_VERDICT_QUERY,
+        (("metric", ""), ("champion_rate", "%"), ("champion_outcomes", "count"), ("champion_impressions", "count"),
+         ("challenger_rate", "%"), ("challenger_outcomes", "count"), ("challenger_impressions", "count"),
+         ("difference", "+%"), ("ci_low", "+%"), ("ci_high", "+%"), ("z", ""), ("z_critical", ""), ("alpha", ""),
+         ("verdict", "")),
+        "No A/B test in the attribution rows (no impressions served by both a Champion and a Challenger variant).",
+    ),
+)
+
 TILES: tuple[TileSpec, ...] = (
     TileSpec("revenue", "Revenue", "revenue", unit="INR"),
     TileSpec("orders", "Orders", "purchases"),
@@ -253,8 +305,10 @@ TILE_SUMS = ("views", "carts", "purchases", "revenue")  # its additive columns t
 # --- rows and aggregation (what QuickSight computes; the page's script does the same) -------------------------
 
 
-def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The dataset's rows: its SQL on DuckDB, or the model-metrics records; only the declared columns."""
+def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequence[Mapping[str, Any]], *,
+                  attribution_window_hours: int, experiment_alpha: float) -> pd.DataFrame:
+    """The dataset's rows: its SQL as deployed (the settings' window and alpha) on DuckDB, or the model-metrics
+    records; only the declared columns."""
     columns = [c for c, _ in spec.columns]
     if spec.query is None:
         frame = pd.DataFrame([dict(r) for r in model_metrics], columns=columns)
@@ -262,7 +316,7 @@ def dataset_frame(athena: LocalAthena, spec: DatasetSpec, model_metrics: Sequenc
         from recsys.local.athena import MissingTableError  # local only: the stacks never call this
 
         try:
-            frame = athena.query(spec.query)
+            frame = athena.query(deployed_query(spec.query, attribution_window_hours, experiment_alpha))
         except MissingTableError:  # no captured impressions yet (a run on your own data): an empty dataset
             frame = pd.DataFrame(columns=columns)
         missing = set(columns) - set(frame.columns)
@@ -544,31 +598,35 @@ def _alarm_section(alarms: Sequence[Any]) -> str:
     )
 
 
-def _experiment_section(verdicts: Sequence[Verdict], alpha: float) -> str:
-    """The A/B verdicts (Challenger against Champion) over the attribution rows, or why there are none."""
-    head = "<section id='experiment'><h2>A/B test: Challenger against Champion</h2>"
-    if not verdicts:
-        return (f"{head}<p class='muted'>No A/B test in the attribution rows (no impressions served by both a "
-                "Champion and a Challenger variant).</p></section>")  # fmt: skip
+def format_cell(value: Any, unit: str) -> str:
+    """A table cell as the page shows it (QuickSight shows the same values with its own number format)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if unit in ("%", "+%"):
+        return f"{float(value):{'+' if unit == '+%' else ''}.2%}"
+    if unit == "count":
+        return f"{int(value):,}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table_section(table: TableSpec, frame: pd.DataFrame) -> str:
+    """A :class:`TableSpec` as an HTML table of the dataset's rows (the SQL's result, not recomputed here)."""
+    source = DATASETS[table.dataset].query
+    head = (f"<figure class='card wide' data-table='{table.id}' data-rows='{len(frame)}'>"
+            f"<figcaption><b>{html.escape(table.title)}</b></figcaption>")  # fmt: skip
+    foot = f"<p class='source'>from {html.escape(str(source))}; locally the shoppers are SIMULATED</p></figure>"
+    if frame.empty:
+        return f"{head}<p class='muted'>{html.escape(table.empty)}</p>{foot}"
+    header = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c, _ in table.columns)
     rows = []
-    for v in verdicts:
-        lo, hi = v.interval
-        verdict = f"{v.winner} better" if v.winner else "no significant difference"
-        rows.append(
-            f"<tr data-metric='{html.escape(v.metric)}'><td>{html.escape(v.metric)}</td>"
-            f"<td>{v.a_rate:.2%} ({v.a_clicks:,}/{v.a_shown:,})</td>"
-            f"<td>{v.b_rate:.2%} ({v.b_clicks:,}/{v.b_shown:,})</td>"
-            f"<td>{v.difference:+.2%}</td><td>{lo:+.2%} to {hi:+.2%}</td><td>{v.p_value:.3g}</td>"
-            f"<td class='verdict' data-significant='{str(v.significant).lower()}'>{html.escape(verdict)}</td></tr>"
-        )
-    return (
-        f"{head}<p class='muted'>Two-proportion z-test per impression over every attributed day "
-        f"(sql/attribution_daily.sql per variant, monitoring/ab_test.py); {1 - alpha:.0%} Wald interval of the "
-        f"difference, significant when p &lt; alpha = {alpha:g}. Locally the shoppers are SIMULATED.</p>"
-        "<table class='alarms'><thead><tr><th>metric</th><th>Champion</th><th>Challenger</th><th>difference</th>"
-        f"<th>{1 - alpha:.0%} CI</th><th>p</th><th>verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        "</section>"
-    )
+    for record in frame.to_dict("records"):
+        keys = "".join(f" data-{c}='{html.escape(str(record[c]))}'" for c, kind in DATASETS[table.dataset].columns
+                       if kind in ("STRING", "BOOLEAN") and c in record)  # fmt: skip
+        cells = "".join(f"<td data-column='{c}'>{html.escape(format_cell(record[c], unit))}</td>"
+                        for c, unit in table.columns)  # fmt: skip
+        rows.append(f"<tr{keys}>{cells}</tr>")
+    return (f"{head}<table class='alarms'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"{foot}")  # fmt: skip
 
 
 def _figure(chart: ChartSpec) -> str:
@@ -589,17 +647,23 @@ def write_dashboard(
     title: str = "recsys analytics",
     alarms: Sequence[Any] = (),
     extra_script: str = "",
-    experiment_alpha: float = 0.05,
+    attribution_window_hours: int,
+    experiment_alpha: float,
 ) -> Path:
     """Write the self-contained interactive HTML dashboard to ``out`` (a file path) and return it.
 
     ``model_metrics`` are :func:`monitoring.metrics.model_metrics_record` rows; ``alarms`` optional
     :class:`monitoring.alarms.AlarmState` objects shown as a table; ``extra_script`` is for tests;
-    ``experiment_alpha`` the significance level of the A/B verdicts (settings ``experiment_alpha``).
+    ``attribution_window_hours`` and ``experiment_alpha`` are the settings the deployed SQL carries (the attribution
+    window; the A/B verdict's significance level).
     Raises :class:`ChartLibraryMissing` (one line: run ``make setup``) when node_modules lacks the library.
     """
     version, library = chart_library()
-    frames = {d.id: dataset_frame(athena, d, model_metrics) for d in DATASETS.values()}
+    frames = {
+        d.id: dataset_frame(athena, d, model_metrics, attribution_window_hours=attribution_window_hours,
+                            experiment_alpha=experiment_alpha)
+        for d in DATASETS.values()
+    }
     payload = dashboard_payload(frames)
     days = payload["days"]
     span = f"{days[0]} to {days[-1]}" if days else "no interactions yet"
@@ -631,10 +695,9 @@ def write_dashboard(
         parts.append(f"<section data-sheet='{html.escape(sheet)}'><h2>{html.escape(sheet)}</h2>")
         if sheet == "Model":
             parts.append("<p class='muted'>One point per evaluated model, oldest first; not date-filtered.</p>")
-        parts.append(f"<div class='grid'>{figures}</div></section>")
-    verdicts = experiment_verdicts(frames["attribution_daily"].to_dict("records"), experiment_alpha)
+        tables = "".join(_table_section(t, frames[t.dataset]) for t in TABLES if t.sheet == sheet)
+        parts.append(f"<div class='grid'>{figures}</div>{tables}</section>")
     parts += [
-        _experiment_section(verdicts, experiment_alpha),
         _alarm_section(alarms),
         _json_script("dashboard-data", payload),
         f"<script>/*! Apache ECharts {version} | Apache-2.0 | node_modules/{CHART_LIBRARY} */\n{library}</script>",

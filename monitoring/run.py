@@ -111,6 +111,7 @@ def run_monitoring(
         history,
         title=f"{cfg.prefix} analytics",
         alarms=states,
+        attribution_window_hours=cfg.attribution_window_hours,
         experiment_alpha=cfg.experiment_alpha,
     )
     return path

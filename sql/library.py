@@ -12,6 +12,8 @@ from pathlib import Path
 
 from sqlglot import exp
 
+from sql.stats import critical_z
+
 READ_DIALECT = "athena"
 
 #: Where the Athena queries live (repository root ``sql/``).
@@ -86,9 +88,14 @@ ATTRIBUTION_QUERY = "attribution_daily"
 _WINDOW = re.compile(r"INTERVAL '(\d+)' HOUR")
 
 
-def deployed_query(name: str, attribution_window_hours: int) -> str:
-    """A query as the stacks deploy it: the attribution query with the configured window, the others as written."""
-    return attribution_query(attribution_window_hours) if name == ATTRIBUTION_QUERY else read_query(name)
+def deployed_query(name: str, attribution_window_hours: int, experiment_alpha: float) -> str:
+    """A query as the stacks deploy it and the local dashboard runs it: the attribution query with the configured
+    window, the A/B verdict over it with the configured alpha, the others as written."""
+    if name == ATTRIBUTION_QUERY:
+        return attribution_query(attribution_window_hours)
+    if name == AB_VERDICT_QUERY:
+        return ab_verdict_query(attribution_window_hours, experiment_alpha)
+    return read_query(name)
 
 
 def attribution_query(window_hours: int) -> str:
@@ -102,3 +109,38 @@ def attribution_query(window_hours: int) -> str:
     if len(_WINDOW.findall(text)) != 1:
         raise ValueError(f"{ATTRIBUTION_QUERY}.sql must hold exactly one INTERVAL '<n>' HOUR (the window)")
     return _WINDOW.sub(f"INTERVAL '{window_hours}' HOUR", text)
+
+
+#: The A/B verdict query; it reads ``attribution_daily`` rows, and its one params line holds alpha and its critical z.
+AB_VERDICT_QUERY = "ab_verdict"
+_PARAMS = re.compile(r"CAST\([0-9.eE+-]+ AS DOUBLE\) AS alpha, CAST\([0-9.eE+-]+ AS DOUBLE\) AS z_critical")
+
+
+def split_header(sql: str) -> tuple[str, str]:
+    """(the leading comment lines, the statement): QuickSight and a CTE take the statement alone."""
+    lines = sql.splitlines(keepends=True)
+    n = 0
+    while n < len(lines) and (lines[n].lstrip().startswith("--") or not lines[n].strip()):
+        n += 1
+    return "".join(lines[:n]), "".join(lines[n:])
+
+
+def ab_verdict_sql(alpha: float) -> str:
+    """``ab_verdict.sql`` with ``alpha`` and z_critical = the standard normal quantile at 1 - alpha / 2 (settings
+    ``experiment_alpha``) in its params line; it reads a relation named ``attribution_daily``."""
+    z = critical_z(alpha)
+    text = read_query(AB_VERDICT_QUERY)
+    if len(_PARAMS.findall(text)) != 1:
+        raise ValueError(f"{AB_VERDICT_QUERY}.sql must hold exactly one params line (alpha, z_critical)")
+    return _PARAMS.sub(f"CAST({float(alpha)!r} AS DOUBLE) AS alpha, CAST({z!r} AS DOUBLE) AS z_critical", text)
+
+
+def ab_verdict_query(window_hours: int, alpha: float) -> str:
+    """:func:`ab_verdict_sql` over :func:`attribution_query` (a CTE named ``attribution_daily``): one statement, so
+    it runs as a saved query, as QuickSight custom SQL and on DuckDB alike."""
+    header, body = split_header(ab_verdict_sql(alpha))
+    if not body.startswith("WITH "):
+        raise ValueError(f"{AB_VERDICT_QUERY}.sql must start with WITH (the attribution CTE goes first)")
+    attribution = statement_body(split_header(attribution_query(window_hours))[1])
+    inner = "".join(f"    {line}" if line.strip() else line for line in attribution.splitlines(keepends=True))
+    return f"{header}WITH {ATTRIBUTION_QUERY} AS (\n{inner}\n),\n{body[len('WITH '):]}"

@@ -1,8 +1,8 @@
 """QuickSight on the Athena workgroup: a data source, the dashboard datasets and the dashboard itself.
 
-Infrastructure only: datasets and visuals come from ``monitoring/dashboard.py`` (the local HTML
-dashboard draws the same charts from the same SQL). The model-metrics history is a Glue table of JSON
-lines (one per evaluated model, :func:`monitoring.metrics.model_metrics_record`) under the destination
+Infrastructure only: datasets and visuals come from ``monitoring/dashboard.py`` (the local HTML dashboard draws
+the same charts and tables from the same SQL, the A/B verdict included). The model-metrics history is a Glue table
+of JSON lines (one per evaluated model, :func:`monitoring.metrics.model_metrics_record`) under the destination
 bucket's ``monitoring/model_metrics/``. Only built when ``enable_analytics`` is true; the account must
 already be subscribed to QuickSight (CloudFormation cannot do that).
 """
@@ -24,10 +24,12 @@ from monitoring.dashboard import (
     MODEL_METRICS_PREFIX,
     MODEL_METRICS_TABLE,
     SHEETS,
+    TABLES,
     TILES,
     TILES_DATASET,
     ChartSpec,
     Rate,
+    TableSpec,
     TileSpec,
 )
 from settings.config import ATHENA_RESULTS_PREFIX, Config
@@ -53,9 +55,9 @@ DASHBOARD_ACTIONS = ["quicksight:DescribeDashboard", "quicksight:ListDashboardVe
 _GLUE_TYPES = {"STRING": "string", "DATETIME": "timestamp", "DECIMAL": "double", "INTEGER": "bigint"}
 
 
-def custom_sql(name: str, attribution_window_hours: int) -> str:
+def custom_sql(name: str, attribution_window_hours: int, experiment_alpha: float) -> str:
     """The deployed query text without its header comment (QuickSight wraps custom SQL in a sub-query)."""
-    lines = deployed_query(name, attribution_window_hours).splitlines()
+    lines = deployed_query(name, attribution_window_hours, experiment_alpha).splitlines()
     while lines and (lines[0].startswith("--") or not lines[0].strip()):
         lines.pop(0)
     return re.sub(r";\s*$", "", "\n".join(lines).rstrip())
@@ -166,6 +168,29 @@ def visual(chart: ChartSpec) -> dict[str, Any]:
     return {"BarChartVisual": {"VisualId": chart.id, "Title": title, "ChartConfiguration": config}}
 
 
+def table_visual(table: TableSpec) -> dict[str, Any]:
+    """A table of the dataset's rows: text columns grouped by, numbers as the MAX of the one row per group."""
+    kinds = dict(DATASETS[table.dataset].columns)
+    group_by, values = [], []
+    for column, _unit in table.columns:
+        field_id = f"{table.id}.{column}"
+        if kinds[column] == "STRING":
+            group_by.append(_dimension(field_id, table.dataset, column))
+        else:
+            values.append(_measure(field_id, table.dataset, column, "MAX"))
+    first = f"{table.id}.{table.columns[0][0]}"  # rows in the query's key order
+    return {
+        "TableVisual": {
+            "VisualId": table.id,
+            "Title": {"Visibility": "VISIBLE", "FormatText": {"PlainText": table.title}},
+            "ChartConfiguration": {
+                "FieldWells": {"TableAggregatedFieldWells": {"GroupBy": group_by, "Values": values}},
+                "SortConfiguration": {"RowSort": [{"FieldSort": {"FieldId": first, "Direction": "ASC"}}]},
+            },
+        }
+    }
+
+
 def kpi_visual(tile: TileSpec) -> dict[str, Any]:
     """A headline tile: the period's value and its change against the period before."""
     field_id = f"tile.{tile.id}"
@@ -244,6 +269,7 @@ def dashboard_definition(dataset_arns: dict[str, str]) -> dict[str, Any]:
     for sheet in SHEETS:
         visuals = [kpi_visual(t) for t in TILES] if sheet.lower() == sales else []
         visuals += [visual(c) for c in CHARTS if c.sheet == sheet]
+        visuals += [table_visual(t) for t in TABLES if t.sheet == sheet]
         body: dict[str, Any] = {"SheetId": sheet.lower(), "Name": sheet, "Visuals": visuals}
         if sheet.lower() == sales:
             body["FilterControls"] = [control]
@@ -285,7 +311,7 @@ class AnalyticsStack(Stack):
                     custom_sql=qs.CfnDataSet.CustomSqlProperty(
                         data_source_arn=source.attr_arn,
                         name=spec.id,
-                        sql_query=custom_sql(spec.query, cfg.attribution_window_hours),
+                        sql_query=custom_sql(spec.query, cfg.attribution_window_hours, cfg.experiment_alpha),
                         columns=columns,
                     )
                 )

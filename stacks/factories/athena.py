@@ -32,7 +32,7 @@ def named_queries(scope: Construct, cfg: Config, wg: athena.CfnWorkGroup) -> dic
     queries: dict[str, athena.CfnNamedQuery] = {}
     features = set(feature_queries())
     for name in sorted(list_queries()):
-        texts = {name: deployed_query(name, cfg.attribution_window_hours)}
+        texts = {name: deployed_query(name, cfg.attribution_window_hours, cfg.experiment_alpha)}
         if name in features:
             texts[f"{name}_ctas"] = ctas_statement(name, location=None)
         for query_name, text in texts.items():

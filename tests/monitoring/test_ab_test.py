@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from monitoring.ab_test import CHALLENGER, CHAMPION, Verdict, _normal_quantile, experiment_verdicts
-from monitoring.dashboard import _experiment_section, write_dashboard
+from monitoring.dashboard import TABLES, _table_section, write_dashboard
 from recsys.generator import GeneratorConfig, build_world, product_ids
 from recsys.shopper_sim import simulated_ab
+from tests.sql.test_ab_verdict import _verdict as sql_verdict
 
 
 def test_the_statistics_match_a_hand_computation():
@@ -95,13 +96,17 @@ def test_experiment_verdicts_compare_clicks_and_purchases_of_challenger_against_
     assert experiment_verdicts([_rows(CHAMPION, 10, 1, 0), _rows(CHALLENGER, 0, 0, 0)], alpha=0.05) == []
 
 
-def test_the_dashboard_shows_the_verdict_with_its_interval_and_p_value(tiny_athena, tmp_path):
-    section = _experiment_section(
-        experiment_verdicts([_rows(CHAMPION, 1000, 100, 10), _rows(CHALLENGER, 1000, 130, 10)], 0.05), 0.05
-    )
+def test_the_pages_verdict_table_shows_the_sql_result_with_the_python_verdicts_numbers(tiny_athena, tmp_path):
+    """The page reads sql/ab_verdict.sql's rows (as QuickSight does) and recomputes nothing; the numbers it shows are
+    monitoring.ab_test's."""
+    rows = [(CHAMPION, 1000, 100, 10), (CHALLENGER, 1000, 130, 10)]
+    (table,) = TABLES
+    section = _table_section(table, sql_verdict(tmp_path, rows))
     v = Verdict(CHAMPION, CHALLENGER, 1000, 100, 1000, 130)
     lo, hi = v.interval
-    assert f"{lo:+.2%} to {hi:+.2%}" in section and f"{v.p_value:.3g}" in section and "Challenger better" in section
-    assert "data-significant='false'" in section  # the purchase rates are equal: no verdict
-    page = write_dashboard(tiny_athena, tmp_path / "d.html", []).read_text()  # the tiny capture: AllTraffic only
-    assert "No A/B test in the attribution rows" in page
+    assert f">{lo:+.2%}<" in section and f">{hi:+.2%}<" in section and f">{v.z:.4g}<" in section
+    assert "data-metric='CTR' data-significant='True'" in section and ">Challenger better<" in section
+    assert "data-metric='purchase rate' data-significant='False'" in section  # equal purchase rates: no verdict
+    settings = {"attribution_window_hours": 24, "experiment_alpha": 0.05}
+    page = write_dashboard(tiny_athena, tmp_path / "d.html", [], **settings).read_text()  # the tiny capture: AllTraffic
+    assert "data-table='ab_verdict' data-rows='0'" in page and "No A/B test in the attribution rows" in page

@@ -26,6 +26,7 @@ FLAGS = [
     "--no-first-run",
     "--virtual-time-budget=3000",
 ]
+SETTINGS = {"attribution_window_hours": 24, "experiment_alpha": 0.05}  # what the deployed SQL carries
 HISTORY = [
     {"model_version": "v1", "evaluated_at": "2024-03-01 02:00:00", "ndcg_at_10": 0.04,
      "popularity_ndcg_at_10": 0.03, "coverage_at_10": 0.2},
@@ -63,7 +64,7 @@ def _attr(body: str, name: str) -> str | None:
 
 
 def test_every_chart_renders_without_script_errors(tiny_athena: LocalAthena, tmp_path: Path) -> None:
-    page = write_dashboard(tiny_athena, tmp_path / "dashboard.html", HISTORY)
+    page = write_dashboard(tiny_athena, tmp_path / "dashboard.html", HISTORY, **SETTINGS)
     markup = re.sub(r"<script\b[^>]*>.*?</script>", "", page.read_text(), flags=re.S)  # the library's code aside
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", markup)  # self-contained: nothing to fetch
     assert "<link" not in markup and "<img" not in markup and "<script src" not in page.read_text()
@@ -74,14 +75,15 @@ def test_every_chart_renders_without_script_errors(tiny_athena: LocalAthena, tmp
 
 def test_a_script_error_is_reported_by_the_page(tiny_athena: LocalAthena, tmp_path: Path) -> None:
     """The error hook is real: a throwing script shows up in the dumped DOM."""
-    page = write_dashboard(tiny_athena, tmp_path / "broken.html", HISTORY, extra_script="undefinedFunction();")
+    page = write_dashboard(tiny_athena, tmp_path / "broken.html", HISTORY, extra_script="undefinedFunction();",
+                           **SETTINGS)
     assert _attr(_body(page, tmp_path), "data-script-errors") == "1"
 
 
 def test_charts_aggregate_the_dataset_rows_like_quicksight(tiny_athena: LocalAthena) -> None:
-    kpi = dataset_frame(tiny_athena, DATASETS["kpi_daily_funnel"], HISTORY)
+    kpi = dataset_frame(tiny_athena, DATASETS["kpi_daily_funnel"], HISTORY, **SETTINGS)
     funnel = chart_frame(next(c for c in CHARTS if c.id == "funnel_by_category"), kpi)
     assert funnel.set_index("category")["purchases"].to_dict() == {"Kurtis": 5, "Sarees": 4}
-    enriched = dataset_frame(tiny_athena, DATASETS["enriched_interactions"], HISTORY)
+    enriched = dataset_frame(tiny_athena, DATASETS["enriched_interactions"], HISTORY, **SETTINGS)
     top = chart_frame(next(c for c in CHARTS if c.id == "top_products"), enriched)
     assert top["product_id"].tolist()[0] == "p4" and top["revenue"].iloc[0] == 2000.0  # two purchases at 1000

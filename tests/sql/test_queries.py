@@ -33,6 +33,7 @@ from recsys.local.athena import (
     to_duckdb,
 )
 from recsys.local.capture import capture_glob, capture_key, capture_record, register_capture_table
+from sql.library import AB_VERDICT_QUERY, deployed_query
 
 RAW_INTERACTION_COLUMNS = RAW_COLUMNS["interactions"]  # the training set stays in the raw contract
 
@@ -168,8 +169,10 @@ def test_each_query_is_free_of_dialect_traps(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(list_queries()))
-def test_each_query_runs_locally(engine: LocalAthena, name: str) -> None:
-    assert not engine.query(name).empty
+def test_each_query_runs_locally_as_deployed(engine: LocalAthena, name: str) -> None:
+    frame = engine.query(deployed_query(name, attribution_window_hours=24, experiment_alpha=0.05))
+    # the tiny capture is AllTraffic only, so no A/B verdict row (tests/sql/test_ab_verdict.py has one)
+    assert frame.empty == (name == AB_VERDICT_QUERY)
 
 
 def test_read_query_unknown_name_lists_the_known_ones() -> None:

@@ -45,10 +45,12 @@ def test_datasets_use_the_same_sql_and_declare_its_columns(prod, tiny_athena):
     for spec in DATASETS.values():
         (table,) = datasets[f"recsys-prod-{spec.id}"]["PhysicalTableMap"].values()
         if spec.query:
-            window = load_project_config("prod").attribution_window_hours
-            assert table["CustomSql"]["SqlQuery"] == custom_sql(spec.query, window)
-            assert custom_sql(spec.query, window) in deployed_query(spec.query, window)
-            assert [c for c, _ in spec.columns] == [c for c in tiny_athena.query(spec.query).columns]
+            cfg = load_project_config("prod")
+            settings = (cfg.attribution_window_hours, cfg.experiment_alpha)
+            assert table["CustomSql"]["SqlQuery"] == custom_sql(spec.query, *settings)
+            assert custom_sql(spec.query, *settings) in deployed_query(spec.query, *settings)
+            ran = tiny_athena.query(deployed_query(spec.query, *settings))
+            assert [c for c, _ in spec.columns] == list(ran.columns)
         else:
             assert table["RelationalTable"]["Name"] == "model_metrics"
 
@@ -117,6 +119,29 @@ def test_sales_sheet_has_a_tile_per_kpi_and_a_date_range_over_all_dated_datasets
 
 
 def test_the_attribution_dataset_uses_the_configured_window() -> None:
-    assert "INTERVAL '48' HOUR" in custom_sql("attribution_daily", 48)
-    assert "INTERVAL '48' HOUR" not in custom_sql("attribution_daily", 24)
-    assert custom_sql("kpi_daily_funnel", 48) == custom_sql("kpi_daily_funnel", 24)
+    assert "INTERVAL '48' HOUR" in custom_sql("attribution_daily", 48, 0.05)
+    assert "INTERVAL '48' HOUR" not in custom_sql("attribution_daily", 24, 0.05)
+    assert custom_sql("kpi_daily_funnel", 48, 0.05) == custom_sql("kpi_daily_funnel", 24, 0.01)
+
+
+def test_the_verdict_dataset_carries_the_configured_window_and_alpha(prod) -> None:
+    cfg = load_project_config("prod")
+    sql = custom_sql("ab_verdict", 48, 0.01)
+    assert "INTERVAL '48' HOUR" in sql and "CAST(0.01 AS DOUBLE) AS alpha" in sql and not sql.startswith("--")
+    (dataset,) = [d for d in resources(prod, "AWS::QuickSight::DataSet").values()
+                  if d["Properties"]["DataSetId"] == "recsys-prod-ab_verdict"]  # fmt: skip
+    (table,) = dataset["Properties"]["PhysicalTableMap"].values()
+    assert f"CAST({cfg.experiment_alpha!r} AS DOUBLE) AS alpha" in table["CustomSql"]["SqlQuery"]
+
+
+def test_the_model_sheet_has_the_verdict_table_with_every_column_of_its_spec(prod) -> None:
+    from monitoring.dashboard import TABLES
+
+    (dash,) = resources(prod, "AWS::QuickSight::Dashboard").values()
+    model = dash["Properties"]["Definition"]["Sheets"][1]
+    tables = {v["TableVisual"]["VisualId"]: v["TableVisual"] for v in model["Visuals"] if "TableVisual" in v}
+    (spec,) = TABLES
+    wells = tables[spec.id]["ChartConfiguration"]["FieldWells"]["TableAggregatedFieldWells"]
+    shown = [next(iter(f.values()))["Column"]["ColumnName"] for f in wells["GroupBy"] + wells["Values"]]
+    assert sorted(shown) == sorted(c for c, _ in spec.columns)
+    assert [next(iter(f.values()))["Column"]["ColumnName"] for f in wells["GroupBy"]] == ["metric", "verdict"]
