@@ -40,14 +40,6 @@ class Recorder:
         return {"EndpointArn": f"arn:aws:sagemaker:ap-south-1:123456789012:endpoint/{request['EndpointName']}"}
 
 
-@pytest.fixture
-def aws(aws_env):
-    sm, aas = aws_env.client("sagemaker"), aws_env.client("application-autoscaling")
-    for cfg in (DEV, PROD):
-        sm.create_model_package_group(ModelPackageGroupName=cfg.model_package_group)
-    return aws_env, sm, aas
-
-
 def clients(aws, recorder: Recorder | None = None) -> h.Clients:
     _, sm, aas = aws
     return h.Clients(sm, aas, recorder or Recorder())

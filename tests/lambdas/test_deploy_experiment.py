@@ -24,16 +24,6 @@ from tests.lambdas.test_deploy_endpoint import (
     settings,
 )
 
-
-@pytest.fixture
-def aws(aws_env):
-    """Moto SageMaker with this project's package groups, and autoscaling (as in test_deploy_endpoint.py)."""
-    sm, aas = aws_env.client("sagemaker"), aws_env.client("application-autoscaling")
-    for cfg in (DEV, PROD):
-        sm.create_model_package_group(ModelPackageGroupName=cfg.model_package_group)
-    return aws_env, sm, aas
-
-
 AB = {"EXPERIMENT_MODE": "ab", "EXPERIMENT_CHALLENGER_PERCENT": "10"}
 SHADOW = {"EXPERIMENT_MODE": "shadow", "EXPERIMENT_CHALLENGER_PERCENT": "25"}
 

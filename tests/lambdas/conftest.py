@@ -1,0 +1,16 @@
+"""Fixtures shared by the deploy function's tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from settings.config import load_project_config
+
+
+@pytest.fixture
+def aws(aws_env):
+    """Moto SageMaker with this project's dev and prod package groups, and application autoscaling."""
+    sm, aas = aws_env.client("sagemaker"), aws_env.client("application-autoscaling")
+    for env in ("dev", "prod"):
+        sm.create_model_package_group(ModelPackageGroupName=load_project_config(env).model_package_group)
+    return aws_env, sm, aas
