@@ -43,8 +43,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_project(train, ev: pdata.Eval, work: Path) -> dict:  # noqa: ANN001 - a DataFrame
-    """train.py as SageMaker runs it, then predict_fn for every evaluated user."""
+def run_project(train, ev: pdata.Eval, work: Path,  # noqa: ANN001 - a DataFrame
+                recs_out: dict[str, list[str]] | None = None) -> dict:
+    """train.py as SageMaker runs it, then predict_fn for every evaluated user (their lists into ``recs_out``)."""
     data, model, out = work / "train", work / "model", work / "output"
     for d in (data, model, out):
         d.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,8 @@ def run_project(train, ev: pdata.Eval, work: Path) -> dict:  # noqa: ANN001 - a 
         resp = inference.predict_fn({"user_id": str(u), "k": pdata.K}, bundle)
         ms.append(1000 * (time.perf_counter() - t0))
         recs[u] = [r["product_id"] for r in resp["recommendations"]]
+    if recs_out is not None:
+        recs_out.update(recs)
     doc = json.loads((model / "model.json").read_text())
     summary = doc.get("meta", {}).get("selection_summary", {})
     return {"method": "project (train.py defaults)", "family": "project", **ev.score(recs),
