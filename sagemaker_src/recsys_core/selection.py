@@ -105,6 +105,10 @@ class SelectionConfig:
     min_gain: float = 1.005
     min_z: float = 1.0
     blend_grid: tuple[float, ...] = (0.2, 0.4)
+    #: The family the blend starts from when it is within noise of the best (the best does not beat it by
+    #: ``min_gain`` and ``min_z``): EASE, the strongest single model where its dense solve fits (Steck 2019;
+    #: the best baseline on four of the seven real-data test sets). None = always the best on validation.
+    lead_prior: str | None = "ease"
     #: Recency weighting of profiles: pure decay half-lives (only with a shared clock: a pure decay
     #: forgets a user's older tastes), and (half-life, boost) pairs.
     decay_grid: tuple[float, ...] = (16.0,)
@@ -412,6 +416,18 @@ class _Search:
         return best
 
 
+def _lead(ranked: list[_Fitted], config: SelectionConfig, log: Callable[[str], None]) -> _Fitted:
+    """The blend's first member: the best on validation, or the prior family when the best is not
+    significantly better than it (a tie within noise goes to the prior, as recency's default does)."""
+    top = ranked[0]
+    prior = next((f for f in ranked if f.cand.family == config.lead_prior), None)
+    if prior is None or prior is top or top.result.beats(prior.result, config.min_gain, config.min_z):
+        return top
+    log(f"[select] lead {prior.cand.name} ({prior.score:.4f}): {top.cand.name} ({top.score:.4f}) is not "
+        f"significantly better, so the prior family leads")
+    return prior
+
+
 def _mix(a: list[np.ndarray], wa: float, b: list[np.ndarray], wb: float) -> list[np.ndarray]:
     out = []
     for x, y in zip(a, b, strict=True):  # wa * x + wb * y, one temporary fewer
@@ -483,7 +499,8 @@ def select(
 
     # 3. Forward stepwise blend: each round adds the family (at the weight) that helps most.
     ranked = sorted((search.best_of(f) for f in families), key=lambda f: -f.score)
-    lead = ranked[0]
+    lead = _lead(ranked, config, log)
+    ranked = [lead, *(f for f in ranked if f is not lead)]
     best = lead.result
     recipe = Recipe([lead.cand], [1.0])
     members = [lead]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from recsys_core.data import clean_interactions
 from recsys_core.models.ease import EASEConfig
@@ -59,3 +60,27 @@ def test_fitted_recipe_outranks_popularity_on_held_out_test(shop):
     model, _ = evaluate_scores(lambda u: ens.score(prof[u], u), prep.hist, targets, 10)
     pop, _ = evaluate_scores(lambda u: ens.popularity[None, :].repeat(len(u), 0), prep.hist, targets, 10)
     assert model["ndcg"] > pop["ndcg"]
+
+
+def _fitted(family: str, per_user: list[float]):
+    from recsys_core.selection import Score, _Fitted
+
+    config = {"ease": EASEConfig(), "item_knn": ItemKNNConfig("cosine", k=50), "popularity": PopularityConfig()}
+    values = np.asarray(per_user)
+    return _Fitted(Candidate(family, config[family]), [], Score(float(values.mean()), [float(values.mean())], [values]))
+
+
+def test_the_blend_starts_from_ease_when_the_best_is_not_significantly_better():
+    from recsys_core.selection import _lead
+
+    rng = np.random.default_rng(0)
+    ease = rng.random(400) * 0.2
+    tie = _fitted("item_knn", list(ease * 1.003 + rng.normal(0, 0.05, 400)))  # ahead by noise only
+    ranked = sorted([tie, _fitted("ease", list(ease))], key=lambda f: -f.score)
+    assert ranked[0].cand.family == "item_knn"
+    said: list[str] = []
+    assert _lead(ranked, SelectionConfig(), said.append).cand.family == "ease"
+    assert said and "not significantly better" in said[0]
+    clear = _fitted("item_knn", list(ease * 1.5))  # better for every user: it leads
+    assert _lead([clear, ranked[1]], SelectionConfig(), said.append) is clear
+    assert _lead(ranked, SelectionConfig(lead_prior=None), said.append) is ranked[0]
