@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from .features import History
 from .models.base import Model
+from .rules import sampled_top
 
 
 def row_max_normalize(scores: np.ndarray) -> np.ndarray:
@@ -125,14 +126,9 @@ def _top_k_row(scores: np.ndarray, k: int) -> np.ndarray:
     """``top_k`` for a single row (one request), same order and same items with fewer array passes:
     everything at or above the k-th best value, finite only, by score then item index."""
     n_items = len(scores)
-    stride = 16
-    if n_items >= 64 * stride * k:  # a large catalogue: bound the k-th best by the k-th best of every 16th
-        sample = scores[::stride]
-        low = np.sort(sample)[len(sample) - k]  # sorting the sample beats partitioning it when ties abound
-        if np.isfinite(low):
-            cand = np.flatnonzero(scores >= low)  # holds the top k whenever it holds k finite items
-            if len(cand) <= n_items // stride and k <= len(cand := cand[np.isfinite(scores[cand])]):
-                return cand[np.lexsort((cand, -scores[cand]))[:k]].astype(np.int64)
+    top = sampled_top(scores, k)  # a large catalogue: no whole-row partition
+    if top is not None:
+        return top.astype(np.int64)
     bound = -np.partition(-scores, k - 1)[k - 1] if k < n_items else -np.inf
     mask = scores >= bound
     if not np.isfinite(bound):

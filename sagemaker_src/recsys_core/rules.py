@@ -19,6 +19,7 @@ Request shapes (validated here; a bad value is a ``BadRequest``, i.e. HTTP 400):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,29 +221,44 @@ def _blocked(blocked: np.ndarray | Blocked) -> Blocked:
     return blocked if isinstance(blocked, Blocked) else Blocked(np.asarray(blocked, dtype=bool))
 
 
-def ranked(scores: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
-    """Up to n unblocked items, best score first (ties by index), with a finite score only.
+def sampled_top(scores: np.ndarray, n: int,
+                blocked_at: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray | None:
+    """The n best finite items (unblocked too, with ``blocked_at``), best first and ties by index, without a
+    pass that sorts or partitions the whole catalogue; None where this cannot decide, so the caller ranks in full.
 
-    On a large catalogue the n-th best unblocked item of every 16th is a lower bound on the n-th best of
-    all: only the items at or above it are checked against the rules and sorted (a few hundred instead of
-    a million). Exact: the same list as :func:`ranked_full`, which it falls back to when the bound is not
-    finite or ties flood it.
+    The n-th best (unblocked) item of every 16th is a lower bound on the n-th best of all, so only the items at
+    or above it are checked and sorted: a few hundred instead of a million. None on a small catalogue, when the
+    bound is not finite, when ties flood it, or when fewer than n items at or above it pass.
     """
+    stride = 16
+    if n <= 0 or len(scores) < 64 * stride * n:
+        return None
+    sample = scores[::stride]
+    if blocked_at is not None:
+        sample = np.where(blocked_at(np.arange(0, len(scores), stride)), -np.inf, sample)
+    bound = np.sort(sample)[len(sample) - n]  # NaN sorts last; sorting beats partitioning when ties abound
+    if not np.isfinite(bound):
+        return None
+    candidates = np.flatnonzero(scores >= bound)  # NaN and -inf never pass
+    if len(candidates) > len(scores) // stride:
+        return None
+    keep = np.isfinite(scores[candidates])
+    if blocked_at is not None:
+        keep &= ~blocked_at(candidates)
+    candidates = candidates[keep]
+    if len(candidates) < n:
+        return None
+    return candidates[np.lexsort((candidates, -scores[candidates]))[:n]]
+
+
+def ranked(scores: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
+    """Up to n unblocked items, best score first (ties by index), with a finite score only: by
+    :func:`sampled_top` on a large catalogue, else (or when it cannot decide) by :func:`ranked_full`."""
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     blocked = _blocked(blocked)
-    stride = 16
-    if len(scores) >= 64 * stride * n:
-        sample = np.where(blocked.at(np.arange(0, len(scores), stride)), -np.inf, scores[::stride])
-        bound = np.sort(sample)[len(sample) - n]  # NaN sorts last; sorting beats partitioning when ties abound
-        if np.isfinite(bound):
-            candidates = np.flatnonzero(scores >= bound)  # NaN and -inf never pass
-            if len(candidates) <= len(scores) // stride:  # else ties flood the bound
-                candidates = candidates[~blocked.at(candidates) & np.isfinite(scores[candidates])]
-                if len(candidates) >= n:  # n unblocked finite items at or above the bound: the top n are here
-                    order = np.lexsort((candidates, -scores[candidates]))
-                    return candidates[order[:n]]
-    return ranked_full(scores, blocked.dense(), n)
+    top = sampled_top(scores, n, blocked.at)
+    return top if top is not None else ranked_full(scores, blocked.dense(), n)
 
 
 def ranked_among(items: np.ndarray, scores: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
