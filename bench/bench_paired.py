@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_public_data as bench  # noqa: E402
@@ -25,17 +24,7 @@ import public_data as pdata  # noqa: E402
 
 def per_user_ndcg(ev: pdata.Eval, recs: dict[str, list[str]]) -> np.ndarray:
     """NDCG@K of each evaluated user (NaN for a user with nothing relevant), as ``Eval.score`` averages it."""
-    col = pd.Index(ev.items)
-    disc = 1.0 / np.log2(np.arange(2, pdata.K + 2))
-    out = np.full(len(ev.users), np.nan)
-    for r, (u, rel) in enumerate(zip(ev.users, ev.relevant, strict=True)):
-        ideal = int(min(ev.n_relevant[r], pdata.K))
-        if ideal:
-            idx = col.get_indexer(list(recs.get(u, []))[: pdata.K])
-            hits = np.zeros(pdata.K, dtype=bool)
-            hits[: len(idx)] = np.isin(idx, rel) & (idx >= 0)
-            out[r] = (hits @ disc) / np.cumsum(disc)[ideal - 1]
-    return out
+    return pdata.ndcg_per_user(ev.hits(recs), ev.n_relevant)
 
 
 def main() -> int:

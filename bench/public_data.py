@@ -99,17 +99,29 @@ class Eval:
     n_relevant: np.ndarray  # per evaluated user: relevant items incl. those unseen in training
     train_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # all rows of X
 
-    def score(self, recs: dict[str, list[str]]) -> dict[str, float]:
-        """NDCG, precision, recall, MAP, hit rate @K and catalogue coverage of lists per user id."""
+    def hits(self, recs: dict[str, list[str]]) -> np.ndarray:
+        """Evaluated users x K: whether each listed item is relevant."""
         col = pd.Index(self.items)
         hits = np.zeros((len(self.users), K), dtype=bool)
-        shown: set[str] = set()
         for r, (u, rel) in enumerate(zip(self.users, self.relevant, strict=True)):
-            lst = list(recs.get(u, []))[:K]
-            shown.update(lst)
-            idx = col.get_indexer(lst)
-            hits[r, : len(lst)] = np.isin(idx, rel) & (idx >= 0)
-        return metrics(hits, self.n_relevant) | {"coverage": len(shown & set(self.items)) / len(self.items)}
+            idx = col.get_indexer(list(recs.get(u, []))[:K])
+            hits[r, : len(idx)] = np.isin(idx, rel) & (idx >= 0)
+        return hits
+
+    def score(self, recs: dict[str, list[str]]) -> dict[str, float]:
+        """NDCG, precision, recall, MAP, hit rate @K and catalogue coverage of lists per user id."""
+        shown = {p for u in self.users for p in list(recs.get(u, []))[:K]}
+        coverage = len(shown & set(self.items)) / len(self.items)
+        return metrics(self.hits(recs), self.n_relevant) | {"coverage": coverage}
+
+
+def ndcg_per_user(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """NDCG@K of each row of a users x K hit matrix (NaN where nothing is relevant)."""
+    k = hits.shape[1]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.minimum(n_relevant, k).astype(int)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ideal > 0, (hits @ disc) / np.cumsum(disc)[np.maximum(ideal, 1) - 1], np.nan)
 
 
 def metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
@@ -117,11 +129,10 @@ def metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
     keep = n_relevant > 0
     hits, n_rel = hits[keep], n_relevant[keep].astype(np.float64)
     k = hits.shape[1]
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.minimum(n_rel, k).astype(int)
     n_hits = hits.sum(axis=1)
     ap = (np.cumsum(hits, axis=1) / np.arange(1, k + 1) * hits).sum(axis=1) / ideal
-    return {"ndcg": float(((hits @ disc) / np.cumsum(disc)[ideal - 1]).mean()),
+    return {"ndcg": float(ndcg_per_user(hits, n_rel).mean()),
             "precision": float((n_hits / k).mean()), "recall": float((n_hits / n_rel).mean()),
             "map": float(ap.mean()), "hit_rate": float((n_hits > 0).mean()), "users": int(len(hits))}
 
