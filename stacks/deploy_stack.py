@@ -31,7 +31,7 @@ from settings.erasure import CAPTURE_PREFIX
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import cw_metric
-from stacks.factories.storage import deploy_dlq_name, log_retention, removal_policy
+from stacks.factories.storage import deploy_dlq_name, grant_volume_key, log_retention, removal_policy
 from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards, partition_text
 
 LAMBDA_DIR: Path = PROJECT_ROOT / "lambdas" / "deploy_endpoint"
@@ -132,19 +132,6 @@ def rollback_alarms(scope: Construct, cfg: Config) -> list[cw.Alarm]:
     return [errors, latency]
 
 
-def grant_endpoint_volume_key(role: iam.IRole, key: kms.IKey) -> None:
-    """What SageMaker needs to encrypt an endpoint instance's storage volume with ``key`` (the endpoint
-    config's ``KmsKeyId``): look the key up and create the volume's grant. Grants only for AWS resources."""
-    key.grant(role, "kms:DescribeKey")
-    role.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["kms:CreateGrant"],
-            resources=[key.key_arn],
-            conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
-        )
-    )
-
-
 def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.Role:
     """What the endpoint's container may do: read pipeline artefacts, decrypt them, pull its image, log."""
     role = iam.Role(
@@ -159,7 +146,7 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
     # Data capture (instance endpoints): SageMaker writes the captured requests as this role, with the data key.
     artefacts.grant_put(role, f"{CAPTURE_PREFIX}/*")
     data.key.grant_encrypt_decrypt(role)
-    grant_endpoint_volume_key(role, data.key)
+    grant_volume_key(role, data.key)  # the endpoint config's KmsKeyId: the instance volume
     role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
     role.add_to_policy(
         iam.PolicyStatement(
@@ -220,6 +207,9 @@ def deployer_role(
         (["sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig"], [configs]),
         (["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], [endpoint, configs]),
         (["sagemaker:DescribeEndpoint"], [endpoint]),
+        # RegisterScalableTarget checks that its caller may scale the variant itself (Application Auto Scaling's
+        # documented target-service permissions); the Lambda never calls it.
+        (["sagemaker:UpdateEndpointWeightsAndCapacities"], [endpoint]),
         # The deployment in flight and its verdict are recorded as tags on this endpoint.
         (["sagemaker:AddTags", "sagemaker:ListTags"], [endpoint]),
         (["cloudwatch:DescribeAlarms"], ["*"]),
@@ -252,7 +242,7 @@ def deployer_role(
             },
         )
     )
-    grant_endpoint_volume_key(role, key)  # endpoint configs carry KmsKeyId: SageMaker checks the caller
+    grant_volume_key(role, key)  # endpoint configs carry KmsKeyId: SageMaker checks the caller
     role.add_to_policy(
         iam.PolicyStatement(
             actions=["iam:PassRole"],

@@ -28,6 +28,7 @@ from settings.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import put_metric_data_statement
+from stacks.factories.storage import grant_volume_key
 from stacks.nag import acknowledge_wildcards, partition_text
 
 #: Weekly safety net; the usual trigger is the curation workflow succeeding (nightly and on upload).
@@ -120,6 +121,8 @@ class MlStack(Stack):
         bucket.grant_put(role, f"{MODEL_METRICS_PREFIX}/*")  # PublishMetrics: one row per evaluated model
         bucket.grant_put(role, f"{BATCH_PREFIX}/*")  # BatchRecommend: the latest lists, fixed file names
         data.key.grant_encrypt_decrypt(role)
+        # Every processing step and TrainModel set VolumeKmsKeyId: SageMaker creates the volume's grant as this role.
+        grant_volume_key(role, data.key)
         # PublishMetrics feeds the model-quality and drift alarms; PutMetricData has no resource-level
         # permissions, so the statement is held to the project's namespace instead.
         role.add_to_policy(put_metric_data_statement())

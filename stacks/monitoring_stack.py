@@ -50,7 +50,18 @@ def alarm_metric(spec: AlarmSpec) -> cw.IMetric:
 
 
 def alarm_topic(scope: Construct, cfg: Config) -> sns.Topic:
-    """SSE-KMS topic; the key lets CloudWatch and EventBridge (the publishers) use it."""
+    """SSE-KMS topic, TLS only. Its publishers are services: CloudWatch (the alarms) and EventBridge (the rules).
+
+    A TopicPolicy replaces SNS's default policy, so CloudWatch needs its own Allow (held to this account's
+    ``<prefix>-*`` alarms by ``aws:SourceArn``/``aws:SourceAccount``); both need the topic key's
+    ``kms:GenerateDataKey*``/``kms:Decrypt`` (SECURITY.md). EventBridge's key statement carries no source
+    conditions: AWS documents that its KMS requests do not carry them, so they would drop every event."""
+    stack = Stack.of(scope)
+    account, partition, region = stack.account, stack.partition, stack.region
+    source = {
+        "ArnLike": {"aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{cfg.prefix}-*"},
+        "StringEquals": {"aws:SourceAccount": account},
+    }
     key = kms.Key(
         scope,
         "AlarmTopicKey",
@@ -58,8 +69,16 @@ def alarm_topic(scope: Construct, cfg: Config) -> sns.Topic:
         enable_key_rotation=True,
         removal_policy=removal_policy(cfg),
     )
-    for service in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
-        key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
+    key_actions = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=key_actions,
+            resources=["*"],  # in a key policy, "*" is this key
+            conditions=source,
+        )
+    )
+    key.grant(iam.ServicePrincipal("events.amazonaws.com"), *key_actions)
     topic = sns.Topic(
         scope,
         "AlarmTopic",
@@ -67,6 +86,14 @@ def alarm_topic(scope: Construct, cfg: Config) -> sns.Topic:
         display_name=f"{cfg.prefix} alarms",
         master_key=key,
         enforce_ssl=True,
+    )
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions=source,
+        )
     )
     if cfg.alarm_email:
         topic.add_subscription(subs.EmailSubscription(cfg.alarm_email))

@@ -71,6 +71,20 @@ def data_key(scope: Construct, cfg: Config) -> kms.Key:
     return key
 
 
+def grant_volume_key(role: iam.IRole, key: kms.IKey) -> None:
+    """What SageMaker needs from the role whose job or endpoint names ``key`` as its volume key
+    (``VolumeKmsKeyId``, an endpoint config's ``KmsKeyId``): look the key up and create the volume's
+    grant (sagemaker-roles.html, SECURITY.md). Grants only for AWS resources, never for a principal."""
+    key.grant(role, "kms:DescribeKey")
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["kms:CreateGrant"],
+            resources=[key.key_arn],
+            conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        )
+    )
+
+
 def lifecycle_rules(spec: BucketSpec) -> list[s3.LifecycleRule]:
     """CDK form of the shared rule specs (stacks/buckets.py), so local and AWS buckets age alike."""
     return [

@@ -33,6 +33,8 @@ from stacks.nag import acknowledge_wildcards, arn_token
 #: Tables whose raw data may be absent: a failed job for them does not stop the workflow (the
 #: clickstream archive is empty until the stream has run; its curated table is declared, so SQL still works).
 OPTIONAL_TABLES = ("users", "products", CLICKSTREAM)
+#: The Glue Data Catalog as Athena names it (each query's QueryExecutionContext.Catalog).
+ATHENA_CATALOG = "AwsDataCatalog"
 
 
 def _jobs_stage(scope: Construct, cfg: Config, jobs: DataBrewJobs) -> sfn.Parallel:
@@ -160,7 +162,7 @@ def _athena_task(scope: Construct, name: str, cfg: Config, sql: str, **fields: o
             "Parameters": {
                 "QueryString": sql,
                 "WorkGroup": cfg.athena_workgroup,
-                "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": cfg.glue_database},
+                "QueryExecutionContext": {"Catalog": ATHENA_CATALOG, "Database": cfg.glue_database},
             },
             **fields,
         },
@@ -287,6 +289,23 @@ def _grant_athena(
                 f"{glue}:database/{cfg.glue_database}",
                 f"{glue}:table/{cfg.glue_database}/*",
             ],
+        )
+    )
+    # Athena's documented must-have with database-level Glue policies: GetDatabase and CreateDatabase on the
+    # catalog and the `default` database (CreateDatabase on the catalog alone creates nothing: a new database
+    # also needs its own ARN, and only `default` is named).
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["glue:GetDatabase", "glue:CreateDatabase"],
+            resources=[f"{glue}:catalog", f"{glue}:database/default"],
+        )
+    )
+    # Queries name the AwsDataCatalog (QueryExecutionContext.Catalog); Step Functions' Athena integration
+    # documents athena:GetDataCatalog for startQueryExecution.
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["athena:GetDataCatalog"],
+            resources=[f"{arn}:athena:{Aws.REGION}:{Aws.ACCOUNT_ID}:datacatalog/{ATHENA_CATALOG}"],
         )
     )
     # Athena re-checks data access through Lake Formation even when it is not in use; no resource form exists.
