@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from recsys_core.artifacts import resolve_model_dir  # noqa: E402
 from recsys_core.bundle import Bundle  # noqa: E402
 from recsys_core.data import load_interactions, run_entry_point  # noqa: E402
-from recsys_core.ensemble import Ensemble  # noqa: E402
+from recsys_core.ensemble import Ensemble, sequences_for  # noqa: E402
 from recsys_core.evaluation import build_targets, evaluate_scores  # noqa: E402
 from recsys_core.report import grouped_bars, markdown_table  # noqa: E402
 
@@ -44,7 +44,10 @@ def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, An
     """Metrics for the served ensemble and for popularity on the same users."""
     targets = build_targets(test, bundle.users, bundle.items, bundle.hist)
     profiles = bundle.ensemble.profiles(bundle.hist)
-    model, _ = evaluate_scores(lambda u: bundle.ensemble.score(profiles[u], u), bundle.hist, targets, k,
+    def scorer(ens: Ensemble):  # noqa: ANN202 - scores of a batch of user indices
+        return lambda u: ens.score(profiles[u], u, sequences=sequences_for(ens, bundle.hist, u))
+
+    model, _ = evaluate_scores(scorer(bundle.ensemble), bundle.hist, targets, k,
                                popularity=bundle.popularity)
     pop = bundle.popularity
     baseline, _ = evaluate_scores(lambda u: np.broadcast_to(pop, (len(u), len(pop))), bundle.hist, targets, k,
@@ -54,8 +57,7 @@ def evaluate_bundle(bundle: Bundle, test, k: int = 10) -> dict[str, dict[str, An
         for m in bundle.ensemble.models:
             alone = Ensemble([m], [1.0], bundle.ensemble.decay_half_life, 0.0, bundle.ensemble.popularity,
                              recency_boost=bundle.ensemble.recency_boost)
-            results[f"component: {m.name}"], _ = evaluate_scores(
-                lambda u, alone=alone: alone.score(profiles[u], u), bundle.hist, targets, k)
+            results[f"component: {m.name}"], _ = evaluate_scores(scorer(alone), bundle.hist, targets, k)
     return results
 
 

@@ -109,22 +109,25 @@ class Bundle:
         # the recent items (sorted, deduplicated, all ones).
         session = np.unique(recent) if len(recent) else None
         mask = np.zeros(n, dtype=bool)
+        sequence = self._sequence(u, recent[::-1])  # recent_product_ids come newest first (the stream's order)
         if u >= 0:
             lo, hi = self._profiles.indptr[u], self._profiles.indptr[u + 1]
             p_idx, p_val = self._profiles.indices[lo:hi], self._profiles.data[lo:hi]
             if session is not None:
                 peak = float(p_val.max(initial=0.0)) or 1.0
                 steered = self._profiles[u] + self._session_row(session) * peak  # rare: keep scipy's exact sum
-                scores = self.ensemble.score_row(steered.indices, steered.data, -1, n)  # steered: fold the session in
+                scores = self.ensemble.score_row(steered.indices, steered.data, -1, n,  # steered: fold the session in
+                                                  sequence=sequence)
                 strategy = "personalized+session"
             else:
-                scores = self.ensemble.score_row(p_idx, p_val, u, n)
+                scores = self.ensemble.score_row(p_idx, p_val, u, n, sequence=sequence)
                 strategy = "personalized"
             if exclude != "none":
                 owned = self._strong if exclude == "purchased" else self._any
                 mask[owned.indices[owned.indptr[u] : owned.indptr[u + 1]]] = True
         elif session is not None:
-            scores = self.ensemble.score_row(session.astype(np.int32), np.ones(len(session), np.float32), -1, n)
+            scores = self.ensemble.score_row(session.astype(np.int32), np.ones(len(session), np.float32), -1, n,
+                                             sequence=sequence)
             strategy = "session"
         else:
             scores, strategy = self._cold_scores(user_id)
@@ -171,7 +174,9 @@ class Bundle:
         elif content is not None:  # in the catalogue, never interacted with: its category, nearest in price
             scores, strategy = content, "similar_content"
         elif len(known):
-            scores = self.ensemble.score_row(known.astype(np.int32), np.ones(len(known), np.float32), -1, n)
+            u = self.users.index_one(user_id) if user_id is not None else -1
+            scores = self.ensemble.score_row(known.astype(np.int32), np.ones(len(known), np.float32), -1, n,
+                                             sequence=self._sequence(u, idx[idx >= 0]))
             strategy = "similar" if product_id is not None else "cart"
         else:  # a product the catalogue does not know: the popular list
             scores, strategy = self.popularity.astype(np.float64).copy(), "popular"
@@ -212,6 +217,16 @@ class Bundle:
         if promotion is not None:
             out["promotion"] = promotion[2]
         return out
+
+    def _sequence(self, u: int, tail: np.ndarray) -> np.ndarray | None:
+        """What sequential members read: the shopper's known items oldest -> newest (by recency), then
+        ``tail`` (the request's session or cart items, oldest -> newest), the newest ones the ensemble
+        reads; None when no member reads sequences."""
+        n = self.ensemble.sequence_length
+        if n <= 0:
+            return None
+        known = self.hist.sequence(u, n) if u >= 0 else np.zeros(0, dtype=np.int64)
+        return np.concatenate([known, np.asarray(tail, dtype=np.int64)])[-n:]
 
     def _exclude(self, mask: np.ndarray, exclude_ids: list[str] | None, category: str | None) -> None:
         """Mark (in place) the request's excluded products and, with a category, every product outside it."""

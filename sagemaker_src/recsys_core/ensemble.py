@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .features import History
-from .models.base import Model
+from .models.base import Model, Sequences, sorted_lookup
 from .rules import sampled_top
 
 
@@ -24,6 +24,13 @@ def row_max_normalize(scores: np.ndarray) -> np.ndarray:
     peak = np.maximum(scores.max(axis=1, keepdims=True), -scores.min(axis=1, keepdims=True))  # |.|max, no copy
     peak[peak == 0] = 1.0
     return scores / peak
+
+
+def sequences_for(reader: Model | Ensemble, hist: History, users: np.ndarray) -> Sequences | None:
+    """The users' item sequences (oldest -> newest) as ``reader`` (a model or an ensemble) reads them;
+    None when it reads none, so batch scoring builds them only for sequential models."""
+    n = reader.sequence_length
+    return hist.sequences(users, n) if n > 0 else None
 
 
 @dataclass
@@ -52,37 +59,70 @@ class Ensemble:
         """Every user's profile as this ensemble scores it (recency weighting applied)."""
         return hist.profile(self.decay_half_life, self.recency_boost)
 
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        """Dense scores for profile rows (from ``profiles``) of users (-1 = unknown)."""
+    @property
+    def sequence_length(self) -> int:
+        """The longest item sequence any member reads (0: none reads sequences, callers skip them)."""
+        return max((m.sequence_length for m in self.models), default=0)
+
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
+        """Dense scores for profile rows (from ``profiles``) of users (-1 = unknown); ``sequences`` as
+        in ``Model.score``, passed to every member."""
         total = np.zeros(profiles.shape, dtype=np.float32)
         for model, weight in zip(self.models, self.weights, strict=True):
-            total += weight * row_max_normalize(model.score(profiles, users))
+            total += weight * row_max_normalize(model.score(profiles, users, sequences=sequences))
         if self.repeat_weight:
             total += self.repeat_weight * row_max_normalize(profiles.toarray().astype(np.float32))
         if self.popularity is not None:
             total += 1e-4 * self.popularity[None, :]
         return total
 
-    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                  sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
         """``score`` for one profile row given as its stored CSR entries (duplicates and order kept):
-        the serving path, with no scipy matrix built. Identical results, operation for operation."""
+        the serving path, with no scipy matrix built. Identical results, operation for operation.
+
+        With ``candidates`` (item indices) only those items are scored, and each member's scores are
+        scaled by their largest magnitude *among the candidates*: equal to the full row when the
+        candidates hold each member's largest-magnitude item (retrieval takes every member's best
+        items), an approximation otherwise. ``sequence`` goes to every member.
+        """
+        width = n_items if candidates is None else len(candidates)
         total = None  # the first term as is: 0 + x is x, one pass over the catalogue fewer
         for model, weight in zip(self.models, self.weights, strict=True):
-            term = row_max_normalize(model.score_row(indices, data, user, n_items)[None, :])
+            raw = model.score_row(indices, data, user, n_items, sequence=sequence, candidates=candidates)
+            term = row_max_normalize(raw[None, :])
             term *= np.float32(weight) if term.dtype == np.float32 else weight
             if total is None:
                 total = term.astype(np.float32, copy=False)
             else:
                 total += term
         if total is None:
-            total = np.zeros((1, n_items), dtype=np.float32)
+            total = np.zeros((1, width), dtype=np.float32)
         if self.repeat_weight:
-            dense = np.zeros((1, n_items), dtype=data.dtype)
-            np.add.at(dense[0], indices, data)  # toarray() adds duplicates in stored order too
-            total += self.repeat_weight * row_max_normalize(dense.astype(np.float32))
+            total += self.repeat_weight * _repeat_row(indices, data, n_items, candidates)
         if self.popularity is not None:
-            total += 1e-4 * self.popularity[None, :]
+            total += 1e-4 * (self.popularity[None, :] if candidates is None else self.popularity[None, candidates])
         return total[0]
+
+
+def _repeat_row(indices: np.ndarray, data: np.ndarray, n_items: int, candidates: np.ndarray | None) -> np.ndarray:
+    """The profile row itself, max-normalised, as (1, n_items) or (1, len(candidates)); duplicates
+    summed in stored order as ``toarray()`` does, without a catalogue-sized row when candidates are given."""
+    if candidates is None:
+        dense = np.zeros((1, n_items), dtype=data.dtype)
+        np.add.at(dense[0], indices, data)
+        return row_max_normalize(dense.astype(np.float32))
+    cols, where = np.unique(indices, return_inverse=True)
+    sums = np.zeros(len(cols), dtype=data.dtype)
+    np.add.at(sums, where, data)
+    sums = sums.astype(np.float32)
+    # the full row's empty entries take part in its max and min
+    seen = np.append(sums, np.float32(0.0)) if len(cols) < n_items else sums
+    peak = max(float(seen.max()), -float(seen.min())) if len(seen) else 0.0
+    at, hit = sorted_lookup(cols, np.asarray(candidates))
+    out = np.zeros((1, len(candidates)), dtype=np.float32)
+    out[0, hit] = sums[at[hit]]
+    return out / np.float32(peak or 1.0)
 
 
 def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> list[np.ndarray]:

@@ -18,6 +18,13 @@ import scipy.sparse as sp
 from .data import EVENT_TYPES, STRONG_EVENTS, IdMap
 
 
+def range_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lens)])`` without a Python loop: the
+    stored positions of several CSR rows, in order."""
+    lens = np.asarray(lens, dtype=np.int64)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+
+
 @dataclass(frozen=True)
 class EventWeights:
     """Weight per event; a rating r weighs ``rating_base + rating_step * r`` (1 -> 0.4, 5 -> 1.2)."""
@@ -63,6 +70,30 @@ class History:
     def matrix(self, data: np.ndarray | None = None) -> sp.csr_matrix:
         data = self.value if data is None else data
         return sp.csr_matrix((data, self.indices, self.indptr), shape=(self.n_users, self.n_items))
+
+    def sequence(self, u: int, max_len: int = 0) -> np.ndarray:
+        """User ``u``'s items oldest -> newest (by ``recency``); ``max_len`` > 0 keeps the newest ``max_len``."""
+        lo, hi = self.indptr[u], self.indptr[u + 1]
+        rec = self.recency[lo:hi]
+        keep = np.flatnonzero(rec < max_len) if max_len > 0 else np.arange(hi - lo)
+        return self.indices[lo:hi][keep[np.argsort(-rec[keep], kind="stable")]].astype(np.int64)
+
+    def sequences(self, users: np.ndarray, max_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``sequence`` of many users at once, as ``(indptr, items)`` (``models.base.Sequences``): row r
+        holds ``users[r]``'s items oldest -> newest; an unknown user (-1) gets an empty row."""
+        users = np.asarray(users, dtype=np.int64)
+        known = users >= 0
+        lo = np.where(known, self.indptr[np.maximum(users, 0)], 0)
+        lens = np.where(known, self.indptr[np.maximum(users, 0) + 1] - lo, 0)
+        rows = np.repeat(np.arange(len(users)), lens)
+        pos = range_positions(lo, lens)
+        rec = self.recency[pos]
+        if max_len > 0:
+            rows, pos, rec = rows[rec < max_len], pos[rec < max_len], rec[rec < max_len]
+        order = np.lexsort((-rec, rows))
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(users)), out=indptr[1:])
+        return indptr, self.indices[pos[order]].astype(np.int64)
 
     def profile(self, decay_half_life: float = 0.0, recency_boost: float = 0.0) -> sp.csr_matrix:
         """User profiles weighted by how many newer items the user has (``recency``).

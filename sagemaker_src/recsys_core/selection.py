@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ensemble import Ensemble, row_max_normalize, top_k
+from .ensemble import Ensemble, row_max_normalize, sequences_for, top_k
 from .evaluation import Targets, build_targets
 from .metrics import hit_matrix, ndcg_per_user
 from .models import FAMILIES, Model
@@ -210,7 +210,8 @@ class _Fold:
         out = np.empty((len(self.users), n_items), dtype=np.float32)
         for lo in range(0, len(self.users), batch):
             sl = slice(lo, lo + batch)
-            out[sl] = row_max_normalize(model.score(profiles[sl], self.users[sl]))
+            seqs = sequences_for(model, self.prep.hist, self.users[sl])
+            out[sl] = row_max_normalize(model.score(profiles[sl], self.users[sl], sequences=seqs))
         return out
 
     def repeat(self, half_life: float, boost: float) -> np.ndarray:

@@ -15,6 +15,19 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from ..features import range_positions
+
+#: Item sequences of many profile rows, CSR-style: row r's items (oldest -> newest) are
+#: ``items[indptr[r]:indptr[r + 1]]``.
+Sequences = tuple[np.ndarray, np.ndarray]
+
+
+def one_sequence(sequence: np.ndarray | None) -> Sequences | None:
+    """``Sequences`` holding one row (None stays None)."""
+    if sequence is None:
+        return None
+    return np.array([0, len(sequence)], dtype=np.int64), np.asarray(sequence, dtype=np.int64)
+
 
 @dataclass(frozen=True)
 class DataShape:
@@ -76,18 +89,33 @@ class Model(ABC):
     @abstractmethod
     def fit(self, X: sp.csr_matrix, ctx: FitContext) -> Model: ...
 
+    @property
+    def sequence_length(self) -> int:
+        """How many of a shopper's newest items this model reads from ``sequence(s)``; 0 = it does not
+        read them (callers then skip building sequences)."""
+        return 0
+
     @abstractmethod
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        """Dense float32 scores (len(profiles) x n_items); ``users`` holds indices or -1 (unknown)."""
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
+        """Dense float32 scores (len(profiles) x n_items); ``users`` holds indices or -1 (unknown).
 
-    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
-        """Scores (n_items,) of one profile row given as its stored CSR entries, for serving one request.
+        ``sequences`` (``(indptr, items)``, one oldest -> newest item sequence per profile row) is read by
+        sequential models and ignored by the others.
+        """
 
-        Must equal ``score(row, [user])[0]`` bit for bit. This default builds the row; models on the
-        request path override it to skip scipy's per-call overhead, which dominates one-row requests.
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                  sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
+        """Scores of one profile row given as its stored CSR entries, for serving one request.
+
+        Without ``candidates``: shape (n_items,), equal to ``score(row, [user])[0]`` bit for bit. With
+        ``candidates`` (item indices): shape (len(candidates),), the full row's values at those positions,
+        so a retrieval step can rank a few thousand items of a catalogue of millions. ``sequence`` is the
+        shopper's items oldest -> newest (sequential models read it). This default builds the row; models
+        on the request path override it to skip scipy's per-call overhead, which dominates one-row requests.
         """
         row = sp.csr_matrix((data, indices, np.array([0, len(indices)])), shape=(1, n_items))
-        return self.score(row, np.array([user]))[0]
+        out = self.score(row, np.array([user]), sequences=one_sequence(sequence))[0]
+        return out if candidates is None else out[candidates]
 
     @abstractmethod
     def state(self) -> dict[str, np.ndarray]: ...
@@ -120,11 +148,15 @@ class ItemItemModel(Model):
 
     W: sp.csr_matrix
 
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
         return np.asarray((profiles @ self.W).toarray(), dtype=np.float32)
 
-    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
-        out = np.zeros(self.W.shape[1], dtype=np.result_type(data, self.W.data))
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                  sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
+        dtype = np.result_type(data, self.W.data)
+        if candidates is not None:
+            return accumulate_rows_at(self.W, indices, data, candidates, dtype).astype(np.float32, copy=False)
+        out = np.zeros(self.W.shape[1], dtype=dtype)
         accumulate_rows(out, self.W, indices, data)
         return out.astype(np.float32, copy=False)
 
@@ -156,21 +188,47 @@ def drop_diagonal(m: sp.csr_matrix) -> sp.csr_matrix:
 # exact float operations (and their order) of scipy's CSR kernels on one row, in plain numpy.
 
 
+def row_entries(M: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, weighted values) of ``weights[j] * M[rows[j]]`` for every j, in stored order."""
+    rows = np.asarray(rows)
+    if not len(rows):
+        return np.zeros(0, dtype=M.indices.dtype), np.zeros(0, dtype=np.result_type(weights, M.data))
+    starts = M.indptr[rows]
+    lens = M.indptr[rows + 1] - starts
+    pos = range_positions(starts, lens)
+    return M.indices[pos], np.repeat(weights, lens) * M.data[pos]
+
+
 def accumulate_rows(out: np.ndarray, M: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> None:
     """``out += sum_j weights[j] * M[rows[j]]`` in place, as scipy's ``row @ M`` (csr_matmat) computes it.
 
     csr_matmat adds ``w * m`` into each output column in the order of the row's stored entries, then
     of M's stored entries; ``np.add.at`` is unbuffered and sequential, so it repeats that order.
     """
-    if not len(rows):
-        return
-    starts = M.indptr[rows]
-    lens = M.indptr[np.asarray(rows) + 1] - starts
-    total = int(lens.sum())
-    if not total:
-        return
-    pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
-    np.add.at(out, M.indices[pos], np.repeat(weights, lens) * M.data[pos])
+    cols, vals = row_entries(M, rows, weights)
+    if len(cols):
+        np.add.at(out, cols, vals)
+
+
+def sorted_lookup(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, found): where each query sits in the sorted, distinct ``keys``, and whether it is there."""
+    if not len(keys):
+        return np.zeros(len(queries), dtype=np.intp), np.zeros(len(queries), dtype=bool)
+    at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    return at, keys[at] == queries
+
+
+def accumulate_rows_at(M: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray, columns: np.ndarray,
+                       dtype: np.dtype) -> np.ndarray:
+    """``accumulate_rows`` into a zero row, read at ``columns`` only: the same additions in the same
+    order per column (so the same values), touching the rows' stored entries and no catalogue-sized array."""
+    cols, where = np.unique(np.asarray(columns, dtype=np.int64), return_inverse=True)
+    out = np.zeros(len(cols), dtype=dtype)
+    entry_cols, vals = row_entries(M, rows, weights)
+    at, hit = sorted_lookup(cols, entry_cols)
+    if hit.any():
+        np.add.at(out, at[hit], vals[hit])
+    return out[where]
 
 
 def _first_seen_reversed(indices: np.ndarray) -> np.ndarray:

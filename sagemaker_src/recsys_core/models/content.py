@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .base import FitContext, Model, sparse_from_state, sparse_state
+from .base import FitContext, Model, Sequences, sorted_lookup, sparse_from_state, sparse_state
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Content(Model):
         self.pop = pop / max(pop.max(initial=0.0), 1.0)
         return self
 
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
         sums = np.asarray(profiles.sum(axis=1)).ravel()
         sums[sums == 0] = 1.0
         affinity = sp.diags(1.0 / sums) @ profiles @ self.A
@@ -100,11 +100,12 @@ class SegmentPop(Model):
         peak = np.asarray(top.max(axis=1).toarray()).ravel()
         peak[peak == 0] = 1.0
         self.top = (sp.diags(1.0 / peak) @ top).tocsr().astype(np.float32)
+        self.top.sort_indices()  # score_row looks items up in a segment's row
         pop = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float32)
         self.pop = pop / max(pop.max(initial=0.0), 1.0)
         return self
 
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
         users = np.asarray(users)
         seg = np.where(users >= 0, self.segment_of[np.maximum(users, 0)], -1)
         out = np.broadcast_to(0.01 * self.pop, (len(users), len(self.pop))).copy()
@@ -114,15 +115,22 @@ class SegmentPop(Model):
         out[seg < 0] = self.pop
         return out
 
-    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                  sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
         """``score`` for one user: the segment's stored entries added to the popularity floor, no dense
         segment row built (a million-product catalogue makes that the cost of a request)."""
         seg = int(self.segment_of[user]) if user >= 0 else -1
         if seg < 0:
-            return self.pop.copy()
-        out = 0.01 * self.pop
+            return self.pop.copy() if candidates is None else self.pop[candidates]
         lo, hi = self.top.indptr[seg], self.top.indptr[seg + 1]
-        out[self.top.indices[lo:hi]] += self.top.data[lo:hi]  # canonical CSR: each item once
+        cols, vals = self.top.indices[lo:hi], self.top.data[lo:hi]  # each item once, sorted
+        if candidates is None:
+            out = 0.01 * self.pop
+            out[cols] += vals
+            return out
+        out = 0.01 * self.pop[candidates]
+        at, hit = sorted_lookup(cols, np.asarray(candidates))
+        out[hit] += vals[at[hit]]
         return out
 
     def state(self) -> dict[str, np.ndarray]:
@@ -132,6 +140,7 @@ class SegmentPop(Model):
     def from_state(cls, config: SegmentPopConfig, state: dict[str, np.ndarray]) -> SegmentPop:
         m = cls(config)
         m.top, m.pop, m.segment_of = sparse_from_state("top", state), state["pop"], state["segment_of"]
+        m.top.sort_indices()  # models saved before the candidates keyword kept the matmul's order
         return m
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .base import DataShape, FitContext, Model
+from .base import DataShape, FitContext, Model, Sequences
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class MatrixFactorization(Model):
         vec[-1] = 1.0  # implicit's BPR keeps an item-bias column matched by a constant user 1
         return vec
 
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
         users = np.asarray(users)
         U = np.empty((len(users), self.item_factors.shape[1]), dtype=np.float32)
         known = users >= 0
@@ -116,14 +116,30 @@ class MatrixFactorization(Model):
             U[~known] = self.fold_in(profiles[np.nonzero(~known)[0]])
         return U @ self.item_factors.T
 
-    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
-        """``score`` for one row, skipping the sparse row slice; same (1 x f) @ (f x n) product."""
-        U = np.zeros((1, self.item_factors.shape[1]), dtype=np.float32)
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                  sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
+        """``score`` for one row, skipping the sparse row slice; same (1 x f) @ (f x n) product. With
+        ``candidates`` the product over those items' factors only: equal to the full row up to float32
+        rounding (BLAS sums in an order that depends on the matrix size), not bit for bit."""
+        q = self.query_vector(indices, data, user)[None, :]
+        Y = self.item_factors if candidates is None else self.item_factors[candidates]
+        return (q @ Y.T)[0]
+
+    # ---------------------------------------------------------------- embedding model (retrieval)
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, d) float32: scores are ``item_vectors() @ query_vector(...)`` (BPR's item bias is
+        its last column, matched by a constant 1 in every user vector)."""
+        return self.item_factors
+
+    def query_vector(self, indices: np.ndarray, data: np.ndarray, user: int,
+                     sequence: np.ndarray | None = None) -> np.ndarray:
+        """(d,) float32: the stored user factor, or the profile folded in for a user without one."""
+        q = np.zeros(self.item_factors.shape[1], dtype=np.float32)
         if user >= 0:
-            U[0] = self.user_factors[user]
+            q[:] = self.user_factors[user]
         elif len(indices):
-            U[0] = self._fold_in_row(indices, data)
-        return (U @ self.item_factors.T)[0]
+            q[:] = self._fold_in_row(indices, data)
+        return q
 
     def state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .base import FitContext, Model
+from .base import FitContext, Model, Sequences
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,12 @@ class Popularity(Model):
         self.pop = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
         return self
 
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
         return np.broadcast_to(self.pop, (profiles.shape[0], len(self.pop))).copy()
+
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                  sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
+        return self.pop.copy() if candidates is None else self.pop[candidates]
 
     def state(self) -> dict[str, np.ndarray]:
         return {"pop": self.pop}

@@ -15,7 +15,9 @@ from .base import (
     DataShape,
     FitContext,
     Model,
+    Sequences,
     accumulate_rows,
+    accumulate_rows_at,
     row_normalize_entries,
     sparse_from_state,
     sparse_state,
@@ -63,7 +65,7 @@ class UserKNN(Model):
         self.Xn_T = _row_normalize(self.X).T.tocsr()  # items x users, for profile -> user similarity
         return self
 
-    def score(self, profiles: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
         users = np.asarray(users)
         out = np.empty((profiles.shape[0], self.X.shape[1]), dtype=np.float32)
         batch = max(1, 10_000_000 // max(self.X.shape[0], 1))  # bounds the dense users x users block
@@ -85,7 +87,8 @@ class UserKNN(Model):
             neighbours = sp.csr_matrix(sims)
         return np.asarray((neighbours @ self.X).toarray(), dtype=np.float32)
 
-    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int) -> np.ndarray:
+    def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                  sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
         """``_score`` for one row without building scipy matrices: ~16 per call made scipy's overhead
         most of a request's cost. Same float operations in the same order, so identical results."""
         n_users = self.X.shape[0]
@@ -98,7 +101,10 @@ class UserKNN(Model):
         k = min(self.config.k, n_users)
         # k nearest as _score picks them (same call, same order); else what csr_matrix(sims) keeps
         cut = np.argpartition(-sims[None, :], k - 1, axis=1)[0, :k] if k < n_users else np.flatnonzero(sims)
-        out = np.zeros(self.X.shape[1], dtype=np.result_type(sims, self.X.data))
+        dtype = np.result_type(sims, self.X.data)
+        if candidates is not None:
+            return accumulate_rows_at(self.X, cut, sims[cut], candidates, dtype).astype(np.float32, copy=False)
+        out = np.zeros(self.X.shape[1], dtype=dtype)
         accumulate_rows(out, self.X, cut, sims[cut])
         return out.astype(np.float32, copy=False)
 
