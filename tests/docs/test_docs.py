@@ -135,6 +135,10 @@ EXERCISED_BY: dict[str, tuple[str, str]] = {
         "tests/recsys/test_main_job.py::test_main_job_runs_end_to_end_and_reconciles_rows",
         "what make run calls (see make run)",
     ),
+    "recsys generate": (
+        "tests/recsys/test_generator.py::test_the_generate_command_writes_the_three_tables_with_the_counts_it_prints",
+        "the docs show a 5M-interaction shop (a minute); the test runs the same command small",
+    ),
     "recsys serve": (
         "tests/recsys/local/test_endpoint_reload.py::test_sighup_reloads_the_served_model_dir_and_a_broken_one_is_refused",
         "serves until stopped; the test starts `python -m recsys serve`, sends SIGHUP and stops it",

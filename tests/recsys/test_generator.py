@@ -359,3 +359,18 @@ def test_csv_quotes_only_chunks_whose_values_need_it(tmp_path: Path) -> None:
     writer.write(pa.table({"a": ["x,y"], "b": ["2"]}))
     writer.close()
     assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "x y,1", "z,", '"x,y","2"']
+
+
+def test_the_generate_command_writes_the_three_tables_with_the_counts_it_prints(tmp_path: Path, capsys) -> None:
+    """`python -m recsys generate` (docs/generator.md): the options reach the generator, the files are there."""
+    from recsys.cli import main
+
+    out = tmp_path / "raw"
+    args = ["generate", "--out", str(out), "--users", "60", "--products", "30", "--interactions", "900", "--seed", "3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    for table in ("users", "products", "interactions"):
+        reported = re.search(rf"^\s+{table}\s+([\d,]+) rows\s+\(", printed, re.M)
+        assert reported, printed
+        assert int(reported.group(1).replace(",", "")) == len(read_csv(out / f"{table}.csv"))
+    assert len(read_csv(out / "users.csv")) == 60
