@@ -647,6 +647,38 @@ def test_relative_links_point_to_files_and_headings_that_exist(where: str, targe
         assert anchor in _anchors(file), f"{where}: {target}: {file.relative_to(ROOT)} has no heading #{anchor}"
 
 
+# --- the run's output as the docs show it ------------------------------------------------------------------------
+
+
+def _shown_stages(path: Path) -> list[tuple[int, str]]:
+    """(number, title) of each `[n] Title: ...` line in the plain fenced blocks of a page (make run's output)."""
+    stages, open_fence, plain = [], "", False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fence = FENCE.match(line)
+        if fence and not open_fence:
+            open_fence, plain = fence.group(1), not fence.group(2)
+            continue
+        if open_fence and line.strip().startswith(open_fence):
+            open_fence = ""
+            continue
+        stage = re.match(r"^\[(\d+)\]\s+(.+)$", line) if open_fence and plain else None
+        if stage:
+            stages.append((int(stage.group(1)), re.split(r"[:(]", stage.group(2))[0].strip()))
+    return stages
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/rehearsal.md"])
+def test_make_run_output_shown_names_stages_the_run_prints(page: str) -> None:
+    """The excerpt of make run's output: each stage title is one the local run still prints, in order."""
+    stages = _shown_stages(ROOT / page)
+    assert stages, f"{page} shows no make run output"
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "recsys").rglob("*.py"))
+    numbers = [n for n, _ in stages]
+    assert numbers == sorted(set(numbers)), f"{page}: stage numbers out of order: {numbers}"
+    gone = [f"[{n}] {title}" for n, title in stages if title not in source]
+    assert not gone, f"{page} shows stage(s) the local run no longer prints (recsys/): {gone}; copy a fresh run"
+
+
 def test_the_check_finds_commands_and_links_in_the_docs() -> None:
     """Guard against an extractor that silently finds nothing (every test above would then pass)."""
     heads = {c.head for c in COMMANDS}
