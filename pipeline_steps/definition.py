@@ -15,7 +15,7 @@ Graph::
       -> PublishMetrics (processing, publish_metrics.py)  evaluation, input -> CloudWatch model quality
            and drift, a model_metrics row (runs whether or not the gate passes: the alarms need both)
       -> CheckQuality (condition: ndcg_at_10 >= QualityThreshold AND ndcg_at_10 > popularity's)
-           true  -> PackageModel (processing, package_model.py)  model -> model (model + code/)
+           true  -> PackageModel (processing, package_model.py)  model -> packaged (model + code/)
                  -> RegisterModel (model package group, metrics, ModelApprovalStatus)
                  -> BatchRecommend (processing, batch_recommend.py)  model -> batch/ (top-k per user,
                     similar products per product; Glue tables batch_user_recommendations, batch_similar_products)
@@ -55,6 +55,8 @@ FRAMEWORK, FRAMEWORK_VERSION, PY_VERSION = "pytorch", "2.6.0", "py312"
 PROCESSING_ROOT = "/opt/ml/processing"
 #: Where processing jobs find and unpack the source archive (outside every data channel).
 CODE_CHANNEL, CODE_DIR = "code", f"{PROCESSING_ROOT}/source"
+#: The processing steps' bootstrap in the source archive (``sagemaker_src/run.sh``; its header says what it does).
+BOOTSTRAP = "run.sh"
 
 #: Project modules packed into the source archive beside the scripts (same relative paths), so the
 #: PublishMetrics step names metrics exactly as the alarms that watch them (monitoring/metrics.py).
@@ -223,20 +225,21 @@ STEPS: tuple[StepSpec, ...] = (
         "Put the serving code under code/ in the model archive (what PyTorch serving containers load)",
         script="package_model.py",
         inputs=(Channel("model", source=f"{TRAIN}.model", flag="--model-dir"),),
-        outputs=(Channel("model", flag="--output-dir"),),
+        # Not "model" again: SageMaker rejects a processing job whose input and output share a local path.
+        outputs=(Channel("packaged", flag="--output-dir"),),
     ),
     StepSpec(
         REGISTER,
         "register",
         "Register the model package with its metrics",
-        inputs=(Channel("model", source=f"{PACKAGE}.model"), Channel("evaluation", source=f"{EVALUATE}.evaluation")),
+        inputs=(Channel("model", source=f"{PACKAGE}.packaged"), Channel("evaluation", source=f"{EVALUATE}.evaluation")),
     ),
     StepSpec(
         BATCH,
         "processing",
         "Top-k for every known user and similar products for every product, as predict_fn answers (Parquet)",
         script="batch_recommend.py",
-        inputs=(Channel("model", source=f"{PACKAGE}.model", flag="--model-dir"),),
+        inputs=(Channel("model", source=f"{PACKAGE}.packaged", flag="--model-dir"),),
         outputs=(Channel("batch", flag="--output-dir", destination=BATCH_PREFIX),),
     ),
     StepSpec(FAIL, "fail", "Stop: the model did not pass the quality gate"),
@@ -403,18 +406,20 @@ def pack_source(dest_dir: Path, src: Path = SOURCE_DIR) -> Path:
 # ---- the SageMaker SDK pipeline ---------------------------------------------------------------
 
 
-def _processing_entrypoint(script: str) -> list[str]:
-    """Unpack the source archive, install its pinned requirements, run ``script`` with the job's arguments.
+def processing_entrypoint(script: str) -> list[str]:
+    """``bash -c`` that unpacks the source archive and hands over to its :data:`BOOTSTRAP` with ``script``.
 
-    What the SDK's FrameworkProcessor does with a generated runproc.sh, inline, so that nothing is
-    uploaded when the definition is produced. No ``${...}`` here: the stack substitutes those.
+    Only the unpacking is inline (the archive arrives as one file, so nothing in it can run before it is
+    unpacked); installing the requirements and running the script is :data:`BOOTSTRAP`'s job. The line
+    stays well under the API's 256 characters per ``ContainerEntrypoint`` item (``tests/stacks/
+    test_api_limits.py`` checks the synthesized request). ``script`` is ``$0`` and stays the last item,
+    where the local runner reads it. No ``${...}`` here: the stack substitutes those.
     """
     # The archive keeps its S3 object's name (a CDK asset is "<hash>.gz"), so take whatever arrived.
     command = (
         f"set -eu; mkdir -p {CODE_DIR}; "
-        f'for archive in {PROCESSING_ROOT}/{CODE_CHANNEL}/*; do tar -xzf "$archive" -C {CODE_DIR}; done; '
-        f"python -m pip install --quiet --no-cache-dir -r {CODE_DIR}/requirements.txt; "
-        f'exec python {CODE_DIR}/{script} "$@"'
+        f'for a in {PROCESSING_ROOT}/{CODE_CHANNEL}/*; do tar -xzf "$a" -C {CODE_DIR}; done; '
+        f'exec bash {CODE_DIR}/{BOOTSTRAP} "$0" "$@"'
     )
     return ["/bin/bash", "-c", command, script]
 
@@ -480,7 +485,7 @@ def build_pipeline(
                 image_uri=processing_image,
                 instance_count=1,
                 instance_type=params[PROCESSING_TYPE_PARAM],
-                entrypoint=_processing_entrypoint(spec.script),
+                entrypoint=processing_entrypoint(spec.script),
                 base_job_name=f"{cfg.prefix}-{spec.name.lower()}",
                 sagemaker_session=session,
                 output_kms_key=kms_key_arn,
@@ -557,7 +562,7 @@ def build_pipeline(
                 content_types=list(CONTENT_TYPES),
                 response_types=list(CONTENT_TYPES),
                 inference_instances=[cfg.endpoint_instance_type],
-                transform_instances=[cfg.endpoint_instance_type],
+                transform_instances=[cfg.transform_instance_type],
                 model_package_group_name=cfg.model_package_group,
                 approval_status=params[APPROVAL_PARAM],
                 model_metrics=ModelMetrics(

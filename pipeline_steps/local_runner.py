@@ -399,7 +399,7 @@ def register_model(
             "SupportedContentTypes": list(CONTENT_TYPES),
             "SupportedResponseMIMETypes": list(CONTENT_TYPES),
             "SupportedRealtimeInferenceInstanceTypes": [cfg.endpoint_instance_type],
-            "SupportedTransformInstanceTypes": [cfg.endpoint_instance_type],
+            "SupportedTransformInstanceTypes": [cfg.transform_instance_type],
         },
         ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": evaluation_uri}}},
         ModelApprovalStatus=approval,

@@ -14,6 +14,8 @@ A missing or invalid value raises :class:`ConfigError` naming the key, which fai
 
 from __future__ import annotations
 
+import difflib
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -64,9 +66,26 @@ LOG_RETENTION_DAYS = (
 EXPERIMENT_MODES = ("off", "ab", "shadow")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_INSTANCE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _SCHEDULE_RE = re.compile(r"^(cron|rate)\(.+\)$")
 _ARN_RE = re.compile(r"^arn:aws[a-z-]*:quicksight:[a-z0-9-]+:\d{12}:(user|group)/.+$")
+
+
+#: Each instance-type key and the SageMaker API enum its value must be in (:func:`sagemaker_enum`): a training type
+#: is not always a processing or transform type (``ml.c5.large`` serves endpoints but runs no transform job).
+INSTANCE_TYPE_ENUMS = {
+    "processing_instance_type": "ProcessingInstanceType",
+    "training_instance_type": "TrainingInstanceType",
+    "endpoint_instance_type": "ProductionVariantInstanceType",
+    "transform_instance_type": "TransformInstanceType",
+}
+
+
+@functools.cache
+def sagemaker_enum(shape: str) -> tuple[str, ...]:
+    """The values SageMaker's API model (botocore's, pinned in constraints.txt) allows for ``shape``."""
+    import botocore.session  # loads the service model (~0.5 s), so only when a config is parsed
+
+    return tuple(botocore.session.get_session().get_service_model("sagemaker").shape_for(shape).enum)
 
 
 class ConfigError(ValueError):
@@ -89,6 +108,8 @@ class Config:
     processing_instance_type: str
     training_instance_type: str
     endpoint_instance_type: str
+    #: The Batch Transform instance type the registered model package declares (SupportedTransformInstanceTypes).
+    transform_instance_type: str
     quality_threshold_ndcg_at_10: float
     model_approval: str  # "auto" or "manual"
     alarm_email: str  # "" = no subscription
@@ -233,12 +254,14 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
         "a 'cron(...)' expression",
         raw["crawler_schedule"],
     )
-    for key in ("processing_instance_type", "training_instance_type", "endpoint_instance_type"):
+    for key, shape in INSTANCE_TYPE_ENUMS.items():
+        allowed = sagemaker_enum(shape)
+        close = difflib.get_close_matches(str(raw[key]), allowed, n=3, cutoff=0.8) or ["ml.m5.large"]
         _check(
-            isinstance(raw[key], str) and bool(_INSTANCE_RE.match(raw[key])),
+            isinstance(raw[key], str) and raw[key] in allowed,
             where,
             key,
-            "a SageMaker instance type such as 'ml.m5.large'",
+            f"one of the SageMaker API's {shape} values, such as {' or '.join(repr(c) for c in close)}",
             raw[key],
         )
     q = raw["quality_threshold_ndcg_at_10"]

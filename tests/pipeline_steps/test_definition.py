@@ -23,6 +23,7 @@ from pipeline_steps.definition import (
     json_path_get,
     pack_source,
     parameter_specs,
+    processing_entrypoint,
 )
 from settings.config import PROJECT_ROOT, load_project_config
 
@@ -120,9 +121,9 @@ def test_steps_read_the_outputs_of_the_steps_they_depend_on(definition):
     assert "Steps.PrepareData.ProcessingOutputConfig.Outputs['test']" in text["EvaluateModel"]
     assert "Steps.TrainModel.ModelArtifacts.S3ModelArtifacts" in text["PackageModel"]
     register = text[_sdk_name(definition, "RegisterModel")]
-    assert "Steps.PackageModel.ProcessingOutputConfig.Outputs['model']" in register
+    assert "Steps.PackageModel.ProcessingOutputConfig.Outputs['packaged']" in register
     assert "Steps.EvaluateModel.ProcessingOutputConfig.Outputs['evaluation']" in register
-    assert "Steps.PackageModel.ProcessingOutputConfig.Outputs['model']" in text["BatchRecommend"]
+    assert "Steps.PackageModel.ProcessingOutputConfig.Outputs['packaged']" in text["BatchRecommend"]
 
 
 def test_batch_output_goes_to_the_stable_prefix_its_glue_tables_read(definition):
@@ -187,7 +188,7 @@ def test_processing_steps_run_existing_scripts_from_the_code_archive(definition)
             assert (SOURCE_DIR / spec.script).is_file()
         if spec.kind == "processing":
             args = steps[spec.name]["Arguments"]
-            assert f"/opt/ml/processing/source/{spec.script}" in args["AppSpecification"]["ContainerEntrypoint"][2]
+            assert args["AppSpecification"]["ContainerEntrypoint"] == processing_entrypoint(spec.script)
             assert {"InputName": "code", "S3Uri": CODE} in [
                 {"InputName": i["InputName"], "S3Uri": i["S3Input"]["S3Uri"]} for i in args["ProcessingInputs"]
             ]
@@ -201,6 +202,30 @@ def test_processing_steps_run_existing_scripts_from_the_code_archive(definition)
     hyper = steps["TrainModel"]["Arguments"]["HyperParameters"]
     assert json.loads(hyper["sagemaker_program"]) == "train.py"
     assert json.loads(hyper["sagemaker_submit_directory"]) == CODE
+
+
+def _run_entrypoint(tmp_path: Path, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """A processing step's ContainerEntrypoint as written, with /opt/ml/processing under ``tmp_path``: the archive
+    in the code channel, the job's arguments after it, ``python`` the one running the tests."""
+    src = tmp_path / "src"
+    src.mkdir(parents=True)
+    for name in ("run.sh", "requirements.txt"):
+        (src / name).write_bytes((SOURCE_DIR / name).read_bytes())
+    (src / "echo_args.py").write_text("import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[-1]))\n")
+    root = tmp_path / "opt_ml_processing"
+    pack_source(root / "code", src=src).rename(root / "code" / "0a1b2c.gz")  # a CDK asset keeps its hashed name
+    entrypoint = [part.replace("/opt/ml/processing", str(root)) for part in processing_entrypoint(script)]
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.run([*entrypoint, *args], capture_output=True, text=True, env={**os.environ, "PATH": path, **env})
+
+
+def test_the_processing_entrypoint_unpacks_the_archive_and_runs_the_script_through_the_bootstrap(tmp_path):
+    ok = _run_entrypoint(tmp_path / "ok", "echo_args.py", "--flag", "a b", "0", RECSYS_SKIP_INSTALL="1")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "['--flag', 'a b', '0']"
+    failed = _run_entrypoint(tmp_path / "failed", "echo_args.py", "3", RECSYS_SKIP_INSTALL="1")
+    assert failed.returncode == 3  # the script's exit code is the job's
+    assert max(len(item) for item in processing_entrypoint("batch_recommend.py")) <= 256
 
 
 def test_images_and_encryption(definition):

@@ -45,6 +45,9 @@ def test_missing_key_is_named():
         ("log_retention_days", 31),
         ("removal_policy", "keep"),
         ("training_instance_type", "m5.large"),
+        ("transform_instance_type", "ml.c5.large"),  # serves endpoints, runs no Batch Transform
+        ("processing_instance_type", "ml.c5.large"),
+        ("endpoint_instance_type", 5),
         ("alarm_email", "not-an-email"),
         ("enable_analytics", "yes"),
         ("athena_bytes_scanned_cutoff_mb", 1),
@@ -65,6 +68,11 @@ def test_missing_key_is_named():
 def test_invalid_value_is_rejected_with_key_name(key, value):
     with pytest.raises(ConfigError, match=rf"environments\.dev\.{key}"):
         load_config(_with("dev", **{key: value}))
+
+
+def test_an_instance_type_outside_the_apis_enum_is_refused_with_close_valid_ones():
+    with pytest.raises(ConfigError, match=r"TransformInstanceType values, such as 'ml.c5.xlarge'.*got 'ml.c5.larg'"):
+        load_config(_with("dev", transform_instance_type="ml.c5.larg"))
 
 
 def test_analytics_needs_a_quicksight_principal():
