@@ -36,6 +36,7 @@ from .models.item_knn import ItemKNNConfig
 from .models.mf import MFConfig
 from .models.popularity import PopularityConfig
 from .models.rp3beta import RP3betaConfig
+from .models.sasrec import SASRecConfig
 from .models.sequence import SequenceConfig
 from .models.user_knn import UserKNNConfig
 from .prepare import Prepared, prepare
@@ -68,6 +69,7 @@ def default_candidates() -> list[Candidate]:
         Candidate("content", ContentConfig()),
         Candidate("ease", EASEConfig()),
         Candidate("mf", MFConfig("als")),
+        Candidate("sasrec", SASRecConfig()),
     ]
 
 
@@ -88,6 +90,9 @@ class SelectionConfig:
     budget_base: float = 20.0
     budget_per_million: float = 40.0
     ease_fits: int = 4
+    #: ... and for this many fits of the sequential family (SASRec), which trains for minutes where the
+    #: others take seconds; 0 = it competes for the shared budget only (and is skipped, said so, at scale).
+    sasrec_fits: int = 2
     #: Validation users x items scored per candidate, bounding the memory of cached score matrices.
     eval_cells: int = 40_000_000
     min_eval_users: int = 300
@@ -128,6 +133,9 @@ class SelectionConfig:
         ease = FAMILIES["ease"]
         if ease.fits(EASEConfig(), shape) is None:
             extra = self.ease_fits * ease.cost(EASEConfig(), shape)
+        sasrec = FAMILIES["sasrec"]
+        if self.sasrec_fits and sasrec.fits(SASRecConfig(), shape) is None:
+            extra += self.sasrec_fits * sasrec.cost(SASRecConfig(), shape)
         return self.budget_base + self.budget_per_million * shape.nnz / 1e6 + extra
 
 
@@ -187,6 +195,8 @@ class _Fold:
                                   for u in self.users.tolist()])
             self.n_relevant.append(np.array([t.n_relevant[where[u]] if u in where else 0
                                              for u in self.users.tolist()], dtype=np.int64))
+        # What iterative models stop early on: the first part's targets ("what next", or after the cut).
+        self.ctx = replace(prep.ctx, validation=(self.users, self.relevant[0])) if parts else prep.ctx
         strong = prep.hist.matrix(prep.hist.strong.astype(np.float32)).copy()  # own arrays: see Bundle
         strong.eliminate_zeros()
         self.exclude = strong[self.users]
@@ -292,6 +302,12 @@ class _Fitted:
     def score(self) -> float:
         return self.result.value
 
+    @property
+    def refit(self) -> Candidate:
+        """What the recipe refits on all rows: the candidate, with what its fit learned about itself
+        (SASRec: the epoch count its early stopping chose)."""
+        return Candidate(self.cand.family, self.models[0].refit_config())
+
 
 class _Search:
     """Bookkeeping shared by the stages: budget, score cache, result table and log."""
@@ -345,7 +361,7 @@ class _Search:
         self.spent += cost
         t = time.perf_counter()
         try:
-            models = [cand.build().fit(f.prep.hist.matrix(), f.prep.ctx) for f in self.val.folds]
+            models = [cand.build().fit(f.prep.hist.matrix(), f.ctx) for f in self.val.folds]
         except Exception as exc:  # one failing candidate must not sink training
             self.log(f"[select] {name} failed: {exc!r}")
             self.row(name, None, step, skipped=f"failed: {exc!r}", cost=cost)
@@ -503,7 +519,7 @@ def select(
     lead = _lead(ranked, config, log)
     ranked = [lead, *(f for f in ranked if f is not lead)]
     best = lead.result
-    recipe = Recipe([lead.cand], [1.0])
+    recipe = Recipe([lead.refit], [1.0])
     members = [lead]
     current = search.scores_of(lead)
     partners = [f for f in ranked[1:] if f.score >= config.partner_min_ratio * lead.score]
@@ -525,7 +541,7 @@ def select(
             break
         best, other, w, weights_ = gain
         current = _mix(current, 1 - w, search.scores_of(other), w)
-        recipe = Recipe([*recipe.candidates, other.cand], weights_)
+        recipe = Recipe([*recipe.candidates, other.refit], weights_)
         members.append(other)
         partners.remove(other)
 

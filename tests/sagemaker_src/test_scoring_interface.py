@@ -272,3 +272,24 @@ def test_bundle_sends_history_then_session_oldest_to_newest(prep):
     assert spy.seen[-1] == (hist_seq + [3])[-6:]
     b.recommend(None, cart_product_ids=[str(ids[2]), str(ids[5])])
     assert spy.seen[-1] == [2, 5]
+
+
+class TestSASRec(ScoringInterfaceMixin):
+    family = "sasrec"
+    candidate_tolerance = 1e-6
+
+    @classmethod
+    def setup_class(cls) -> None:
+        from recsys_core.models.sasrec import SASRecConfig
+
+        cls.config = SASRecConfig(dim=8, blocks=1, max_len=6, epochs=1, min_nnz=0)
+
+    def test_scores_are_item_vectors_times_the_query_vector(self, model, prep):
+        n = prep.hist.n_items
+        Y = model.item_vectors()
+        assert Y.dtype == np.float32 and Y.shape[0] == n
+        for indices, data, user in _rows(prep):
+            for seq in (None, prep.hist.sequence(max(user, 0), 6)):
+                q = model.query_vector(indices, data, user, seq)
+                np.testing.assert_allclose(Y @ q, model.score_row(indices, data, user, n, sequence=seq),
+                                           rtol=1e-5, atol=1e-6)

@@ -57,6 +57,9 @@ class FitContext:
     user_segment: np.ndarray | None = None  # demographic segment per user index, -1 unknown
     num_threads: int = 0
     seed: int = 42
+    #: (user indices, next items per user) of the selection's validation split: models that train
+    #: iteratively (SASRec) stop early on it. None outside selection.
+    validation: tuple[np.ndarray, list[np.ndarray]] | None = None
 
 
 class Model(ABC):
@@ -126,6 +129,11 @@ class Model(ABC):
 
     def params(self) -> dict[str, Any]:
         return asdict(self.config)
+
+    def refit_config(self) -> Any:
+        """The config that repeats this fit on all training rows (models that learn, e.g., an epoch
+        count from early stopping return it fixed); most models: their config as is."""
+        return self.config
 
 
 def sparse_state(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:

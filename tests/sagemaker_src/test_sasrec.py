@@ -1,0 +1,142 @@
+"""SASRec on logs whose answer depends on order, which no set-based family can see.
+
+Small nets (dim 16, one block) and few epochs: each test trains in seconds, most of it JAX compiling
+the training step once per sequence-length bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from recsys_core.models import FAMILIES, DataShape, FitContext
+from recsys_core.models.sasrec import SASRec, SASRecConfig, forward, init_params, user_sequences
+from recsys_core.prepare import prepare
+
+from .conftest import make_log
+
+N_CYCLE = 12
+SMALL = SASRecConfig(dim=16, blocks=1, max_len=8, dropout=0.1, learning_rate=5e-3, epochs=40, min_nnz=0,
+                     batch_tokens=256)
+
+
+@pytest.fixture(scope="module")
+def chains():
+    """Every user walks a cycle of 12 items from a random start, 5-7 steps, one item per step: the next
+    item is always the successor of the last one. Every item is as popular and co-occurs with its
+    neighbours on both sides, so a set-based model cannot tell the successor from the predecessor."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(150):
+        start, steps = int(rng.integers(N_CYCLE)), int(rng.integers(5, 8))
+        rows += [(f"u{u}", f"i{(start + s) % N_CYCLE}", "purchase", None, s) for s in range(steps)]
+    return prepare(make_log(rows), num_threads=1)
+
+
+def successor(prep, item: int) -> int:
+    """Index of the item after ``item`` on the cycle."""
+    return prep.items.index_one(f"i{(int(str(prep.items.ids[item])[1:]) + 1) % N_CYCLE}")
+
+
+@pytest.fixture(scope="module")
+def chain_model(chains):
+    return SASRec(SMALL).fit(chains.hist.matrix(), chains.ctx)
+
+
+def test_next_item_is_the_successor_of_the_last(chains, chain_model):
+    n = chains.hist.n_items
+    hits = 0
+    for u in range(40):
+        seq = chains.hist.sequence(u)
+        row = chains.hist.matrix()[u]
+        scores = chain_model.score_row(row.indices, row.data, u, n, sequence=seq)
+        scores[seq] = -np.inf  # the user's own items are excluded when serving
+        hits += int(np.argmax(scores) == successor(chains, int(seq[-1])))
+    assert hits >= 36, f"successor ranked first for {hits} of 40 users"
+
+
+def test_same_items_in_another_order_get_another_answer(chains, chain_model):
+    """Order is the signal: the same two items answer with the successor of whichever came last."""
+    n = chains.hist.n_items
+    items = chains.items.index(["i7", "i3"])
+    for seq, want in ((items, "i4"), (items[::-1], "i8")):
+        scores = chain_model.score_row(np.sort(items), np.ones(2, np.float32), -1, n, sequence=seq)
+        scores[items] = -np.inf
+        assert chains.items.ids[int(np.argmax(scores))] == want
+
+
+def test_numpy_forward_equals_the_jax_training_graph():
+    """Serving runs ``forward`` on numpy, training differentiates the same function on jax.numpy."""
+    jnp = pytest.importorskip("jax.numpy")
+    cfg = SASRecConfig(dim=8, heads=2, blocks=2, max_len=6)
+    params = init_params(20, cfg, seed=3)
+    seqs = np.array([[0, 0, 3, 7, 1, 20], [0, 0, 0, 0, 0, 5], [4, 4, 9, 2, 11, 13]], dtype=np.int32)
+    with_np = forward(params, seqs)
+    with_jax = np.asarray(forward({k: jnp.asarray(v) for k, v in params.items()}, jnp.asarray(seqs), jnp))
+    np.testing.assert_allclose(with_np, with_jax, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(forward(params, seqs, last_only=True), with_np[:, -1], rtol=1e-5, atol=1e-6)
+
+
+def test_left_padding_changes_nothing():
+    """A sequence padded to any length reads as itself: padding is masked in attention and zeroed."""
+    cfg = SASRecConfig(dim=8, heads=2, blocks=2, max_len=10)
+    params = init_params(30, cfg, seed=1)
+    short = np.array([[5, 9, 2]], dtype=np.int32)
+    padded = np.array([[0, 0, 0, 0, 0, 5, 9, 2]], dtype=np.int32)
+    # positions are right-aligned: the newest item always has the last position embedding
+    np.testing.assert_allclose(forward(params, short, last_only=True), forward(params, padded, last_only=True),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_on_the_validation_split_fixes_the_refit_epochs(chains):
+    """With the selection's validation (users and their next items) the fit keeps its best epoch, and the
+    refit repeats that many epochs on all rows."""
+    users = np.arange(30)
+    nxt = [np.array([successor(chains, int(chains.hist.sequence(u)[-1]))]) for u in users]
+    ctx = replace(chains.ctx, validation=(users, nxt))
+    cfg = replace(SMALL, epochs=0, max_epochs=30, eval_every=2, patience=3)
+    model = SASRec(cfg).fit(chains.hist.matrix(), ctx)
+    log = model.fit_log
+    assert 0 < log["best_epoch"] <= log["epochs_run"] <= 30
+    assert log["validation_ndcg"] > 0.5
+    assert model.refit_config().epochs == log["best_epoch"]
+    assert SASRec(SMALL).refit_config() == SMALL  # a fixed epoch count stays as configured
+
+
+def test_saved_state_reproduces_scores(chains, chain_model):
+    clone = SASRec.from_state(SMALL, chain_model.state())
+    users = np.arange(5)
+    seqs = chains.hist.sequences(users, SMALL.max_len)
+    rows = chains.hist.matrix()[users]
+    np.testing.assert_array_equal(clone.score(rows, users, sequences=seqs),
+                                  chain_model.score(rows, users, sequences=seqs))
+
+
+def test_user_sequences_keep_the_newest_items_oldest_first(chains):
+    indptr, items = user_sequences(chains.hist.matrix(), chains.hist.recency, 4)
+    for u in range(10):
+        np.testing.assert_array_equal(items[indptr[u]:indptr[u + 1]], chains.hist.sequence(u, 4))
+
+
+def test_declines_logs_too_small_or_too_big_with_a_reason():
+    cfg = SASRecConfig()
+    assert "min_nnz" in SASRec.fits(cfg, DataShape(100, 50, 500))
+    assert "max_items" in SASRec.fits(cfg, DataShape(10**6, 10**7, 10**8))
+    assert SASRec.fits(cfg, DataShape(20_000, 12_000, 130_000)) is None
+    # full softmax costs ~ items, sampled ~ negatives: a big catalogue switches to sampled
+    big = DataShape(10**6, 10**6, 10**7)
+    assert SASRec.cost(cfg, big) < SASRec.cost(replace(cfg, loss="full"), big) / 10
+    assert FAMILIES["sasrec"] is SASRec
+
+
+def test_without_a_validation_split_it_holds_out_each_users_last_item(chains):
+    model = SASRec(replace(SMALL, epochs=0, max_epochs=4, eval_every=2)).fit(chains.hist.matrix(), chains.ctx)
+    assert model.fit_log["best_epoch"] in (2, 4)
+
+
+def test_needs_each_users_order():
+    X = sp.csr_matrix(np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match="order"):
+        SASRec(SMALL).fit(X, FitContext())
