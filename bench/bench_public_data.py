@@ -9,7 +9,7 @@ For each data set in ``../shared/data`` and each protocol that applies (``bench/
 the project is run exactly as SageMaker runs it: ``sagemaker_src/train.py`` as a subprocess with
 only the ``SM_*`` variables and no flags, then ``inference.model_fn`` / ``predict_fn`` for every
 evaluated user. In the same run every baseline configuration (MostPop, item-kNN, RP3beta, EASE,
-implicit ALS; grids in ``public_data.baseline_grid``) is fitted on the same training rows. The
+implicit ALS, SASRec; grids in ``public_data.baseline_grid``) is fitted on the same training rows. The
 ratio compares the project with the best baseline configuration *on that test set* (an
 oracle-tuned bar: the baselines' settings are picked on the test set, the project's never are).
 Tables go to stdout, ``out/bench/public_data.md`` and ``public_data.json``.
@@ -162,7 +162,7 @@ def main() -> int:
                 baselines = []
             else:
                 log("  baselines:")
-                baselines = pdata.run_baselines(ev, args.quick, log, families)
+                baselines = pdata.run_baselines(ev, args.quick, log, families, train)
             rows += baselines
             proj = next((r for r in rows if r["family"] == "project"), None)
             results[key] = {"split": digest, "users": len(ev.users), "items": len(ev.items), "project": proj,

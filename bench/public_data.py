@@ -293,8 +293,147 @@ def als(X: sp.csr_matrix, factors: int, reg: float, alpha: float, seed: int = 0)
     return lambda rows: U[rows] @ V.T
 
 
+def train_sequences(ev: Eval, train: pd.DataFrame) -> list[np.ndarray]:
+    """Per row of ``ev.X`` (evaluated users first, then the other training users), the user's training
+    items as ``ev`` columns, oldest first (timestamp, ties in file order), a repeat kept at its last time."""
+    df = train.reset_index(drop=True)
+    order = np.lexsort((np.arange(len(df)), df["timestamp"].to_numpy()))
+    df = df.iloc[order].drop_duplicates(["user_id", "product_id"], keep="last")
+    cols = np.searchsorted(ev.items, df["product_id"].astype(str).to_numpy())
+    rows = pd.Index(ev.train_users).get_indexer(df["user_id"].astype(str).to_numpy())
+    keep = rows >= 0
+    rows, cols = rows[keep], cols[keep]
+    grouped = np.argsort(rows, kind="stable")  # stable: each user's items stay oldest first
+    bounds = np.searchsorted(rows[grouped], np.arange(len(ev.train_users) + 1))
+    return [cols[grouped[a:b]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def sasrec(seqs: list[np.ndarray], n_items: int, dim: int = 64, blocks: int = 2, dropout: float = 0.5,
+           max_len: int = 50, lr: float = 1e-3, max_epochs: int = 200, patience: int = 3,
+           log: Callable[[str], None] = print, seed: int = 0) -> tuple[Scorer, dict]:
+    """SASRec (Kang & McAuley 2018) with the full-softmax cross-entropy loss, as commonly run on these logs:
+    item + learned position embeddings, ``blocks`` pre-norm causal self-attention blocks (one head) with
+    point-wise feed-forward layers, shared input/output item embeddings, Adam. Early stopping on each
+    user's last training item (NDCG@10, checked every 2 epochs), then a retrain on the full sequences for
+    the best epoch count. Written from the paper in JAX, independently of the project's implementation.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(dim)
+    names = [f"{b}{w}" for b in range(blocks) for w in ("q", "k", "v", "f1", "f2")]
+
+    def init() -> dict:
+        p = {"E": rng.normal(0, scale, (n_items + 1, dim)), "P": rng.normal(0, scale, (max_len, dim))}
+        p |= {n: rng.normal(0, scale, (dim, dim)) for n in names}
+        p |= {f"{n}_b": np.zeros(dim) for n in names}
+        p |= {f"{b}{ln}{s}": (np.ones(dim) if s == "g" else np.zeros(dim))
+              for b in [*range(blocks), "out"] for ln in ("a", "f") for s in ("g", "b")}
+        return {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+
+    def norm(x, g, b):  # noqa: ANN001, ANN202
+        mu = x.mean(-1, keepdims=True)
+        return (x - mu) / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-8) * g + b
+
+    def encode(p, seq, key=None):  # noqa: ANN001, ANN202 - seq (B, L) left-padded, items 1-based
+        def drop(x, k):  # noqa: ANN001, ANN202
+            if key is None or dropout == 0:
+                return x
+            keep = jax.random.bernoulli(jax.random.fold_in(key, k), 1 - dropout, x.shape)
+            return jnp.where(keep, x / (1 - dropout), 0)
+
+        L = seq.shape[1]
+        pad = (seq > 0)[..., None]
+        h = drop((p["E"][seq] * np.sqrt(dim) + p["P"][-L:]) * pad, 0)
+        causal = jnp.tril(jnp.ones((L, L), bool))[None] & (seq > 0)[:, None, :] | jnp.eye(L, dtype=bool)[None]
+        for b in range(blocks):
+            x = norm(h, p[f"{b}ag"], p[f"{b}ab"])
+            q, k, v = (x @ p[f"{b}{w}"] + p[f"{b}{w}_b"] for w in "qkv")
+            att = jnp.where(causal, q @ k.transpose(0, 2, 1) / np.sqrt(dim), -jnp.inf)
+            h = h + drop(drop(jax.nn.softmax(att, -1), 10 * b + 1) @ v, 10 * b + 2)
+            x = norm(h, p[f"{b}fg"], p[f"{b}fb"])
+            f = drop(jax.nn.relu(x @ p[f"{b}f1"] + p[f"{b}f1_b"]), 10 * b + 3) @ p[f"{b}f2"] + p[f"{b}f2_b"]
+            h = (h + drop(f, 10 * b + 4)) * pad
+        return norm(h, p["outag"], p["outab"])
+
+    def loss(p, seq, tgt, key):  # noqa: ANN001, ANN202
+        logits = encode(p, seq, key) @ p["E"][1:].T
+        ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, jnp.maximum(tgt - 1, 0)[..., None], -1)[..., 0]
+        w = (tgt > 0).astype(jnp.float32)
+        return (ce * w).sum() / jnp.maximum(w.sum(), 1)
+
+    @jax.jit
+    def update(p, m, v, t, seq, tgt, key):  # noqa: ANN001, ANN202 - Adam (0.9, 0.98)
+        g = jax.grad(loss)(p, seq, tgt, key)
+        m = {k: 0.9 * m[k] + 0.1 * g[k] for k in p}
+        v = {k: 0.98 * v[k] + 0.02 * g[k] ** 2 for k in p}
+        step = lr * jnp.sqrt(1 - 0.98**t) / (1 - 0.9**t)
+        return {k: p[k] - step * m[k] / (jnp.sqrt(v[k]) + 1e-9) for k in p}, m, v
+
+    query = jax.jit(lambda p, seq: encode(p, seq)[:, -1])
+
+    def left_pad(rows: list[np.ndarray], L: int) -> np.ndarray:
+        out = np.zeros((len(rows), L), np.int32)
+        for i, r in enumerate(rows):
+            r = r[-L:]
+            out[i, L - len(r):] = r + 1
+        return out
+
+    def queries(p: dict, inputs: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(inputs), dim), np.float32)
+        for lo in range(0, len(inputs), 256):
+            part = inputs[lo:lo + 256]
+            L = min(max_len, max(8, -(-max(len(s) for s in part) // 8) * 8))
+            out[lo:lo + len(part)] = np.asarray(query(p, left_pad(part, L)))
+        return out
+
+    def run(train_seqs: list[np.ndarray], epochs: int, val: tuple | None) -> tuple[dict, int, float]:
+        p = init()
+        m, v = {k: jnp.zeros_like(x) for k, x in p.items()}, {k: jnp.zeros_like(x) for k, x in p.items()}
+        usable = [s[-(max_len + 1):] for s in train_seqs if len(s) >= 2]
+        by_len = sorted(range(len(usable)), key=lambda i: len(usable[i]))
+        batches = [by_len[i:i + 128] for i in range(0, len(by_len), 128)]
+        key, t, best, best_epoch, best_p, waited = jax.random.PRNGKey(seed), 0, -1.0, 0, p, 0
+        for epoch in range(1, epochs + 1):
+            for bi in rng.permutation(len(batches)):
+                rows = [usable[i] for i in batches[bi]]
+                L = min(max_len, -(-max(len(r) - 1 for r in rows) // 8) * 8)
+                full = left_pad(rows, L + 1)
+                t += 1
+                p, m, v = update(p, m, v, t, full[:, :-1], np.where(full[:, :-1] > 0, full[:, 1:], 0),
+                                 jax.random.fold_in(key, t))
+            if val is not None and epoch % 2 == 0:
+                inputs, targets, seen = val
+                s = queries(p, inputs) @ np.asarray(p["E"][1:]).T
+                s[seen.nonzero()] = -np.inf
+                top = np.argsort(-s, axis=1)[:, :K]
+                score = float(np.mean([1 / np.log2(2 + list(r).index(tg)) if tg in r else 0.0
+                                       for r, tg in zip(top, targets, strict=True)]))
+                if score > best:
+                    best, best_epoch, best_p, waited = score, epoch, p, 0
+                else:
+                    waited += 1
+                    if waited >= patience:
+                        break
+        return (best_p, best_epoch, best) if val is not None else (p, epochs, float("nan"))
+
+    held = [i for i, s in enumerate(seqs) if len(s) >= 3]
+    train_part = [s[:-1] if len(s) >= 3 else s for s in seqs]
+    inputs = [seqs[i][:-1] for i in held]
+    seen = sp.lil_matrix((len(held), n_items), dtype=bool)
+    for r, i in enumerate(held):
+        seen[r, seqs[i][:-1]] = True
+    _, best_epoch, val_ndcg = run(train_part, max_epochs, (inputs, [seqs[i][-1] for i in held], seen.tocsr()))
+    log(f"      early stopping: best epoch {best_epoch} (validation ndcg@{K} {val_ndcg:.4f}); retraining on all")
+    p, _, _ = run(seqs, max(best_epoch, 1), None)
+    U = queries(p, [s if len(s) else np.zeros(0, np.int64) for s in seqs])
+    V = np.asarray(p["E"][1:])
+    return (lambda rows: U[rows] @ V.T), {"best_epoch": best_epoch}
+
+
 #: The baseline families, in the order they run.
-FAMILIES = ("MostPop", "ItemKNN", "RP3beta", "EASE", "ALS")
+FAMILIES = ("MostPop", "ItemKNN", "RP3beta", "EASE", "ALS", "SASRec")
 
 
 def baseline_grid(quick: bool = False) -> list[tuple[str, dict]]:
@@ -307,16 +446,27 @@ def baseline_grid(quick: bool = False) -> list[tuple[str, dict]]:
     grid += [("EASE", {"lambdas": [30.0, 300.0] if quick else [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]})]
     grid += [("ALS", {"factors": f, "reg": r, "alpha": a}) for f in ((128,) if quick else (64, 128, 256))
              for r in ((0.1,) if quick else (0.01, 0.1, 1.0)) for a in (1.0, 10.0, 40.0)]
+    # The paper's dropout for sparse logs (0.5) and for dense ones (0.2); 2 blocks, d = 64, the last 50 items.
+    grid += [("SASRec", {"dropout": d}) for d in ((0.5,) if quick else (0.2, 0.5))]
     return grid
 
 
 def run_baselines(ev: Eval, quick: bool = False, log: Callable[[str], None] = print,
-                  families: tuple[str, ...] = FAMILIES) -> list[dict]:
-    """Every baseline configuration of ``families`` fitted on the training matrix and scored on ``ev``."""
+                  families: tuple[str, ...] = FAMILIES, train: pd.DataFrame | None = None) -> list[dict]:
+    """Every baseline configuration of ``families`` fitted on the training matrix and scored on ``ev``
+    (SASRec reads each user's order from ``train``, and is skipped without it)."""
     rows = []
     X = ev.X
+    seqs = None
     for family, params in baseline_grid(quick):
-        if family not in families:
+        if family not in families or (family == "SASRec" and train is None):
+            continue
+        if family == "SASRec":
+            seqs = seqs if seqs is not None else train_sequences(ev, train)
+            t = time.perf_counter()
+            scorer, info = sasrec(seqs, len(ev.items), log=log, **params)
+            name = f"SASRec(d=64,b=2,drop={params['dropout']:g},e={info['best_epoch']})"
+            rows.append(_row(ev, name, family, scorer, time.perf_counter() - t, log))
             continue
         t = time.perf_counter()
         if family == "EASE":
