@@ -347,8 +347,8 @@ def gate_passes(evaluation: Mapping[str, Any], threshold: float) -> tuple[bool, 
     )
 
 
-def framework_image(region: str, scope: Literal["training", "inference"]) -> str:
-    """The CPU framework image, read from the SDK's own image table (importing the SDK takes seconds)."""
+def framework_image(region: str, scope: Literal["training", "inference"], gpu: bool = False) -> str:
+    """The CPU (or ``gpu``) framework image, read from the SDK's own image table (importing the SDK takes seconds)."""
     import importlib.util
 
     spec = importlib.util.find_spec("sagemaker")
@@ -357,7 +357,8 @@ def framework_image(region: str, scope: Literal["training", "inference"]) -> str
     version = json.loads(table.read_text())[scope]["versions"][FRAMEWORK_VERSION]
     registry = version["registries"][region]
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{registry}.dkr.ecr.{region}.{domain}/{version['repository']}:{FRAMEWORK_VERSION}-cpu-{PY_VERSION}"
+    processor = "gpu" if gpu else "cpu"
+    return f"{registry}.dkr.ecr.{region}.{domain}/{version['repository']}:{FRAMEWORK_VERSION}-{processor}-{PY_VERSION}"
 
 
 def serving_environment(region: str) -> dict[str, str]:
@@ -526,6 +527,9 @@ def build_pipeline(
 
             assert spec.script is not None
             estimator = PyTorch(
+                # The settings choose the processor: a GPU instance type gets the image's GPU build (the SDK
+                # would derive it from the parameter's default too; explicit, so the definition says so).
+                image_uri=framework_image(region, "training", gpu=cfg.training_on_gpu),
                 entry_point=spec.script,
                 source_dir=code_uri,
                 framework_version=FRAMEWORK_VERSION,

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10, help="list length optimised on validation")
     p.add_argument("--models", default="auto",
                    help="'auto' (all candidates) or comma list of families to consider: "
-                        "popularity,item_knn,rp3beta,ease,user_knn,mf,content,segment_pop")
+                        "popularity,item_knn,rp3beta,ease,user_knn,mf,content,segment_pop,sequence,sasrec")
     p.add_argument("--val-max-users", type=int, default=HoldoutConfig.max_users,
                    help="validation users scored per candidate (a per-user holdout draws this many)")
     p.add_argument("--work-budget", type=float, default=0.0,
@@ -70,9 +70,32 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+GPU_REQUIREMENTS = Path(__file__).resolve().parent / "requirements-gpu.txt"
+
+
+def prepare_accelerator(env: dict[str, str] | None = None) -> int:
+    """On a SageMaker GPU instance (``SM_NUM_GPUS`` > 0) install the pinned JAX CUDA plugin, so SASRec
+    trains on the GPU with the same code; anywhere else (CPU instances, the local run, tests) nothing
+    happens and JAX runs on the CPU. Returns the GPU count.
+
+    SageMaker's training toolkit installs ``requirements.txt`` only, and one source archive serves CPU
+    and GPU jobs, so the GPU-only packages are installed here, before anything imports JAX.
+    """
+    env = os.environ if env is None else env
+    gpus = int(env.get("SM_NUM_GPUS", "0") or 0)
+    if gpus > 0:
+        import subprocess
+
+        log(f"[train] {gpus} GPU(s): installing {GPU_REQUIREMENTS.name}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "-r",
+                        str(GPU_REQUIREMENTS)], check=True)
+    return gpus
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
+    prepare_accelerator()
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = EventWeights(view=args.weight_view, add_to_cart=args.weight_cart, purchase=args.weight_purchase)

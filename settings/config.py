@@ -66,6 +66,11 @@ LOG_RETENTION_DAYS = (
 EXPERIMENT_MODES = ("off", "ab", "shadow")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: Instance families with NVIDIA GPUs that the PyTorch 2.6 GPU training image (CUDA 12) serves. A
+#: ``training_instance_type`` among them trains on the GPU: the pipeline's training step takes that image and
+#: train.py installs the pinned JAX CUDA plugin (sagemaker_src/requirements-gpu.txt) before SASRec trains; any
+#: other type trains on CPU with the same code.
+GPU_TRAINING_FAMILIES = ("ml.g4dn", "ml.g5", "ml.g6", "ml.g6e", "ml.p3", "ml.p4d", "ml.p4de", "ml.p5")
 _SCHEDULE_RE = re.compile(r"^(cron|rate)\(.+\)$")
 _ARN_RE = re.compile(r"^arn:aws[a-z-]*:quicksight:[a-z0-9-]+:\d{12}:(user|group)/.+$")
 
@@ -178,6 +183,11 @@ class Config:
     def retain(self) -> bool:
         return self.removal_policy == "retain"
 
+    @property
+    def training_on_gpu(self) -> bool:
+        """Whether the training step runs on a GPU instance (see ``GPU_TRAINING_FAMILIES``)."""
+        return self.training_instance_type.rsplit(".", 1)[0] in GPU_TRAINING_FAMILIES
+
 
 # Object-key layout shared by DataBrew jobs, the crawler, Athena and the local run.
 RAW_PREFIX = "raw"  # source bucket: raw/<table>/<file>
@@ -264,6 +274,15 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
             f"one of the SageMaker API's {shape} values, such as {' or '.join(repr(c) for c in close)}",
             raw[key],
         )
+    family = str(raw["training_instance_type"]).rsplit(".", 1)[0]
+    _check(
+        not family.startswith(("ml.g", "ml.p")) or family in GPU_TRAINING_FAMILIES,
+        where,
+        "training_instance_type",
+        "a CPU type, or a GPU type of a family the CUDA 12 training image serves (" + ", ".join(GPU_TRAINING_FAMILIES)
+        + ")",
+        raw["training_instance_type"],
+    )
     q = raw["quality_threshold_ndcg_at_10"]
     _check(
         isinstance(q, (int, float)) and not isinstance(q, bool) and 0.0 <= q <= 1.0,

@@ -35,9 +35,13 @@ KEY = "arn:aws:kms:ap-south-1:123456789012:key/k"
 
 _GENERATE = f"""
 import sys
+from dataclasses import replace
 from pipeline_steps.definition import definition_json
 from settings.config import load_project_config
-open(sys.argv[1], "w").write(definition_json(load_project_config("dev"), role_arn={ROLE!r}, bucket={BUCKET!r},
+cfg = load_project_config("dev")
+if len(sys.argv) > 2:
+    cfg = replace(cfg, training_instance_type=sys.argv[2])
+open(sys.argv[1], "w").write(definition_json(cfg, role_arn={ROLE!r}, bucket={BUCKET!r},
                                  code_uri={CODE!r}, region="ap-south-1", kms_key_arn={KEY!r}))
 """
 
@@ -45,6 +49,10 @@ open(sys.argv[1], "w").write(definition_json(load_project_config("dev"), role_ar
 @pytest.fixture(scope="module")
 def definition(tmp_path_factory) -> dict:
     """Generated in a process with no AWS credentials or config, and every proxy pointing nowhere."""
+    return _generate(tmp_path_factory)
+
+
+def _generate(tmp_path_factory, *extra: str) -> dict:
     home = tmp_path_factory.mktemp("home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
@@ -58,7 +66,7 @@ def definition(tmp_path_factory) -> dict:
     )
     out = home / "definition.json"
     run = subprocess.run(
-        [sys.executable, "-c", _GENERATE, str(out)],
+        [sys.executable, "-c", _GENERATE, str(out), *extra],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -226,6 +234,17 @@ def test_the_processing_entrypoint_unpacks_the_archive_and_runs_the_script_throu
     failed = _run_entrypoint(tmp_path / "failed", "echo_args.py", "3", RECSYS_SKIP_INSTALL="1")
     assert failed.returncode == 3  # the script's exit code is the job's
     assert max(len(item) for item in processing_entrypoint("batch_recommend.py")) <= 256
+
+
+def test_a_gpu_training_instance_type_gets_the_gpu_training_image(tmp_path_factory):
+    """cdk.json's training_instance_type chooses the processor: ml.g5 -> the PyTorch image's GPU build for
+    training only (processing and serving stay on CPU); train.py then adds the JAX CUDA plugin."""
+    gpu = _steps(_generate(tmp_path_factory, "ml.g5.2xlarge"))
+    training = gpu["TrainModel"]["Arguments"]
+    assert training["AlgorithmSpecification"]["TrainingImage"] == framework_image("ap-south-1", "training", gpu=True)
+    assert training["AlgorithmSpecification"]["TrainingImage"].endswith("-gpu-py312")
+    assert gpu["PrepareData"]["Arguments"]["AppSpecification"]["ImageUri"].endswith("-cpu-py312")
+    assert json.loads(training["HyperParameters"]["sagemaker_program"]) == "train.py"  # the same code as on CPU
 
 
 def test_images_and_encryption(definition):

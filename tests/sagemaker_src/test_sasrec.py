@@ -125,6 +125,7 @@ def test_declines_logs_too_small_or_too_big_with_a_reason():
     assert "min_nnz" in SASRec.fits(cfg, DataShape(100, 50, 500))
     assert "max_items" in SASRec.fits(cfg, DataShape(10**6, 10**7, 10**8))
     assert SASRec.fits(cfg, DataShape(20_000, 12_000, 130_000)) is None
+    assert "min_nnz" in SASRec.fits(cfg, DataShape(2_000, 500, 40_000))  # make run's generated log
     # full softmax costs ~ items, sampled ~ negatives: a big catalogue switches to sampled
     big = DataShape(10**6, 10**6, 10**7)
     assert SASRec.cost(cfg, big) < SASRec.cost(replace(cfg, loss="full"), big) / 10

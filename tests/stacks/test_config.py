@@ -48,6 +48,7 @@ def test_missing_key_is_named():
         ("transform_instance_type", "ml.c5.large"),  # serves endpoints, runs no Batch Transform
         ("processing_instance_type", "ml.c5.large"),
         ("endpoint_instance_type", 5),
+        ("training_instance_type", "ml.p2.xlarge"),  # a GPU too old for the CUDA 12 training image
         ("alarm_email", "not-an-email"),
         ("enable_analytics", "yes"),
         ("athena_bytes_scanned_cutoff_mb", 1),
@@ -73,6 +74,12 @@ def test_invalid_value_is_rejected_with_key_name(key, value):
 def test_an_instance_type_outside_the_apis_enum_is_refused_with_close_valid_ones():
     with pytest.raises(ConfigError, match=r"TransformInstanceType values, such as 'ml.c5.xlarge'.*got 'ml.c5.larg'"):
         load_config(_with("dev", transform_instance_type="ml.c5.larg"))
+
+
+def test_a_gpu_training_instance_type_trains_on_the_gpu():
+    assert load_config(_with("dev", training_instance_type="ml.g5.2xlarge")).training_on_gpu is True
+    assert load_config(_with("dev", training_instance_type="ml.g6.xlarge")).training_on_gpu is True
+    assert load_config(CONTEXT, "dev").training_on_gpu is False  # the shipped settings train on CPU
 
 
 def test_analytics_needs_a_quicksight_principal():

@@ -72,8 +72,9 @@ class SASRecConfig:
     #: seconds, this bounds the real time on a slow or shared machine; the best weights so far are kept.
     max_fit_seconds: float = 0.0
     #: Below this many user-item pairs the family declares itself unfit: too few transitions to learn an
-    #: order from, and the item-item families answer as well in a fraction of the time.
-    min_nnz: int = 20_000
+    #: order from, and minutes of training where the item-item families take seconds (make run's generated
+    #: log has ~40k; the Amazon 5-core logs 125k-240k; MovieLens-small 75k).
+    min_nnz: int = 100_000
     #: The embedding table, Adam's two moments and the gradient are four items x dim float32 tables;
     #: beyond this many items the family declares itself unfit (the retrieval index and sampled loss
     #: would carry it further, but training time grows with the catalogue under either loss).
@@ -223,15 +224,16 @@ class SASRec(Model):
     def cost(cls, config: SASRecConfig, shape: DataShape) -> float:
         """Reference seconds: epochs x training positions x (transformer + softmax) work per position.
 
-        The constants are this machine's measured throughput (2 cores, bench in docs/recommender.md):
-        about 4.5e-11 s per multiply-add of the softmax and 2.5e-10 s per multiply-add of the blocks.
+        The constants come from the measured training step (docs/recommender.md): 4,800 positions per
+        CPU-second with the full softmax over 12k items, 22,500 with 1,024 sampled negatives, i.e. on the
+        2-core reference machine ~4.5e-11 s per multiply-add of the softmax and ~7e-11 s of the blocks.
         """
         epochs = config.epochs or 40  # early stopping on the logs tried stops after 20-60 epochs
         positions = float(min(shape.nnz, shape.n_users * config.max_len))
         d = config.dim
         classes = shape.n_items if cls._loss_kind(config, shape.n_items) == "full" else config.negatives
         softmax = 3.0 * d * classes * 4.5e-11
-        blocks = 3.0 * config.blocks * (6 * d * d + 2 * config.max_len * d) * 2.5e-10
+        blocks = 3.0 * config.blocks * (6 * d * d + 2 * config.max_len * d) * 7e-11
         return epochs * positions * (softmax + blocks) + 1e-6 * shape.n_users * config.max_len * d
 
     # ------------------------------------------------------------------------- training
