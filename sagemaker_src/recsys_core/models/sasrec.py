@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from ..metrics import hit_matrix, ndcg_per_user
 from .base import DataShape, FitContext, Model, Sequences
 
 #: Sequence lengths are padded up to one of these (then capped at ``max_len``): few distinct batch
@@ -363,20 +364,18 @@ def _batches(seqs: list[np.ndarray], config: SASRecConfig, rng: np.random.Genera
 
 
 def _ndcg_at_10(scores: np.ndarray, targets: list[np.ndarray], exclude: sp.csr_matrix | None) -> float:
+    """Mean NDCG@10 of the rows' top 10 (``exclude``'s items never shown) over rows with a target."""
     if exclude is not None and exclude.nnz:
         coo = exclude.tocoo()
         scores[coo.row, coo.col] = -np.inf
     k = min(10, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    total = 0.0
-    for row, rel in zip(top, targets, strict=True):
-        if len(rel):
-            hits = np.isin(row, rel)
-            total += float((hits * disc).sum() / disc[: min(len(rel), k)].sum())
-    n = sum(1 for rel in targets if len(rel))
-    return total / max(n, 1)
+    has = [i for i, rel in enumerate(targets) if len(rel)]
+    if not has:
+        return 0.0
+    hits = hit_matrix(top[has], [targets[i] for i in has], k)
+    return float(ndcg_per_user(hits, np.array([len(targets[i]) for i in has])).mean())
 
 
 @functools.lru_cache(maxsize=8)
