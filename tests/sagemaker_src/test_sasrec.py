@@ -137,6 +137,24 @@ def test_without_a_validation_split_it_holds_out_each_users_last_item(chains):
     assert model.fit_log["best_epoch"] in (2, 4)
 
 
+def test_a_fixed_epoch_count_trains_on_every_item(chains, monkeypatch):
+    """The refit after selection holds nothing out: each user's newest item is the most telling one."""
+    from recsys_core.models import sasrec
+
+    seen = {}
+
+    def spy(seqs, n_items, config, seed, popularity, validation):  # noqa: ANN001, ANN202
+        seen["positions"], seen["validation"] = sum(len(s) - 1 for s in seqs), validation
+        return sasrec.init_params(n_items, config, seed), {}
+
+    monkeypatch.setattr(sasrec, "_train", spy)
+    SASRec(replace(SMALL, epochs=3)).fit(chains.hist.matrix(), chains.ctx)
+    assert seen["positions"] == chains.hist.nnz - chains.hist.n_users  # every item but each user's first
+    assert seen["validation"][0] == []
+    SASRec(replace(SMALL, epochs=0)).fit(chains.hist.matrix(), chains.ctx)  # early stopping: last items held out
+    assert seen["positions"] == chains.hist.nnz - 2 * chains.hist.n_users
+
+
 def test_needs_each_users_order():
     X = sp.csr_matrix(np.ones((3, 4), np.float32))
     with pytest.raises(ValueError, match="order"):

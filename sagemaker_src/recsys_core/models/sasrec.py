@@ -204,7 +204,9 @@ class SASRec(Model):
         c = self.config
         return f"sasrec(d={c.dim},b={c.blocks},drop={c.dropout:g}" + (f",e={c.epochs})" if c.epochs else ")")
 
-    search_axes = (("dropout", (0.2, 0.5)),)
+    #: Not tuned by selection: every trial is a full training (minutes where the other families take
+    #: seconds), and its early stopping already adapts the epoch count; dropout 0.5 suits sparse shop logs.
+    search_axes = ()
 
     @classmethod
     def _loss_kind(cls, config: SASRecConfig, n_items: int) -> str:
@@ -248,7 +250,9 @@ class SASRec(Model):
         # One more item than the model reads: the oldest is only ever a target's input, never a target.
         indptr, items = user_sequences(X, ctx.entry_recency, c.max_len + 1)
         seqs = [items[indptr[u]:indptr[u + 1]] for u in range(X.shape[0])]
-        if ctx.validation is not None:
+        if c.epochs:  # a fixed epoch count (the refit after selection): every item trains, nothing is held out
+            val_users, val_targets, train_seqs, val_inputs = np.zeros(0, np.int64), [], seqs, []
+        elif ctx.validation is not None:
             val_users, val_targets = ctx.validation
             train_seqs = seqs
             val_inputs = [seqs[u][-c.max_len:] for u in val_users]
