@@ -36,7 +36,9 @@ from settings.config import ATHENA_RESULTS_PREFIX, Config
 from sql.library import deployed_query
 from stacks.buckets import ATHENA_RESULTS, CURATED
 from stacks.data_stack import DataStack
+from stacks.factories.athena import athena_caller_statements
 from stacks.factories.catalog import json_lines_table
+from stacks.factories.storage import grant_data_key
 from stacks.nag import acknowledge_wildcards
 
 DATA_SOURCE_ACTIONS = [
@@ -395,7 +397,9 @@ class AnalyticsStack(Stack):
                 resources=[f"{results}/{ATHENA_RESULTS_PREFIX}/*"],
             )
         )
-        data.key.grant_encrypt_decrypt(role)
+        grant_data_key(role, data.key)
+        for statement in athena_caller_statements():  # QuickSight runs the queries as this role (SECURITY.md)
+            role.add_to_policy(statement)
         results_name = cfg.bucket_name(ATHENA_RESULTS, "<AWS::AccountId>")  # as cdk-nag prints it
         acknowledge_wildcards(
             role,
@@ -409,6 +413,7 @@ class AnalyticsStack(Stack):
                 f"arn:{partition}:s3:::{results_name}/{ATHENA_RESULTS_PREFIX}/*": (
                     "Athena writes and QuickSight reads query results under the workgroup's result prefix."
                 ),
+                "*": "lakeformation:GetDataAccess, which Athena checks on every query, has no resource-level form.",
             },
         )
         return role

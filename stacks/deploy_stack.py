@@ -31,7 +31,7 @@ from settings.erasure import CAPTURE_PREFIX
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import cw_metric
-from stacks.factories.storage import deploy_dlq_name, grant_volume_key, log_retention, removal_policy
+from stacks.factories.storage import deploy_dlq_name, grant_data_key, grant_volume_key, log_retention, removal_policy
 from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards, partition_text
 
 LAMBDA_DIR: Path = PROJECT_ROOT / "lambdas" / "deploy_endpoint"
@@ -145,7 +145,7 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
     artefacts.grant_read(role, f"{PIPELINE_PREFIX}/*")
     # Data capture (instance endpoints): SageMaker writes the captured requests as this role, with the data key.
     artefacts.grant_put(role, f"{CAPTURE_PREFIX}/*")
-    data.key.grant_encrypt_decrypt(role)
+    grant_data_key(role, data.key)
     grant_volume_key(role, data.key)  # the endpoint config's KmsKeyId: the instance volume
     role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
     role.add_to_policy(
@@ -213,7 +213,7 @@ def deployer_role(
         # The deployment in flight and its verdict are recorded as tags on this endpoint.
         (["sagemaker:AddTags", "sagemaker:ListTags"], [endpoint]),
         (["cloudwatch:DescribeAlarms"], ["*"]),
-        (["application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"], ["*"]),
+        (["application-autoscaling:DescribeScalableTargets"], ["*"]),
         # Target tracking creates and replaces its own alarms, named after the scaled resource.
         (
             ["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
@@ -342,7 +342,7 @@ class DeployStack(Stack):
         acknowledge_wildcards(
             role,
             {
-                "*": "cloudwatch:DescribeAlarms and the application-autoscaling Describe calls are reads without "
+                "*": "cloudwatch:DescribeAlarms and application-autoscaling:DescribeScalableTargets are reads without "
                 "resource-level permissions.",
                 f"{_nag_arn('application-autoscaling')}:scalable-target/*": (
                     "A scalable target's ARN is a generated id known only after registration; the writes are held to "

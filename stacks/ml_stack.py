@@ -28,7 +28,7 @@ from settings.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import put_metric_data_statement
-from stacks.factories.storage import grant_volume_key
+from stacks.factories.storage import grant_data_key, grant_volume_key
 from stacks.nag import acknowledge_wildcards, partition_text
 
 #: Weekly safety net; the usual trigger is the curation workflow succeeding (nightly and on upload).
@@ -117,10 +117,11 @@ class MlStack(Stack):
         # "recsys-dev-curated-<account>-<region>/training/*" instead of a cross-stack export token.
         bucket = s3.Bucket.from_bucket_name(self, "DataBucket", cfg.bucket_name(CURATED, Aws.ACCOUNT_ID, region))
         bucket.grant_read(role, f"{TRAINING_PREFIX}/*")
-        bucket.grant_read_write(role, f"{PIPELINE_PREFIX}/*")
+        bucket.grant_read(role, f"{PIPELINE_PREFIX}/*")
+        bucket.grant_put(role, f"{PIPELINE_PREFIX}/*")  # SageMaker writes job outputs; nothing deletes them
         bucket.grant_put(role, f"{MODEL_METRICS_PREFIX}/*")  # PublishMetrics: one row per evaluated model
         bucket.grant_put(role, f"{BATCH_PREFIX}/*")  # BatchRecommend: the latest lists, fixed file names
-        data.key.grant_encrypt_decrypt(role)
+        grant_data_key(role, data.key)
         # Every processing step and TrainModel set VolumeKmsKeyId: SageMaker creates the volume's grant as this role.
         grant_volume_key(role, data.key)
         # PublishMetrics feeds the model-quality and drift alarms; PutMetricData has no resource-level

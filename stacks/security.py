@@ -37,7 +37,6 @@ RESOURCE_STAR_OK: dict[str, str] = {
     "lakeformation:GetDataAccess": "Athena checks it on every query; Lake Formation defines no resource for it.",
     "ecr:GetAuthorizationToken": "Returns a registry login token account-wide; the image pulls are scoped to repos.",
     "application-autoscaling:DescribeScalableTargets": "Describe calls of Application Auto Scaling take no resource.",
-    "application-autoscaling:DescribeScalingPolicies": "Describe calls of Application Auto Scaling take no resource.",
     "cloudwatch:DescribeAlarms": "Read-only; the deploy Lambda reads its rollback alarms' state by name.",
     "cloudwatch:PutMetricData": "No resource-level form; held to the project namespace by a namespace condition.",
 }

@@ -142,7 +142,7 @@ class StreamingStack(Stack):
         role, log_group = self._function_role("Consumer", self.names.consumer_function, cfg)
         self.table.grant(role, "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem")
         # The table, the queues, the stream and the function's environment variables share the data key.
-        data.key.grant_encrypt_decrypt(role)
+        storage.grant_data_key(role, data.key)
         self.dlq.grant_send_messages(role)
         fn = lambda_.Function(
             self,
@@ -337,7 +337,7 @@ class StreamingStack(Stack):
                 resources=[bucket_arn],
             )
         )
-        data.key.grant_encrypt_decrypt(role)
+        storage.grant_data_key(role, data.key)
         log_group.grant(role, "logs:PutLogEvents")
         nag_arn = f"arn:<AWS::Partition>:s3:::{cfg.bucket_name(SOURCE, '<AWS::AccountId>')}"
         acknowledge_wildcards(

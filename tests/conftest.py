@@ -8,6 +8,7 @@ process environment pointed at it (boto3, awswrangler and subprocesses then reac
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,25 @@ def data_template_path(tmp_path_factory: pytest.TempPathFactory):
     app, cfg = build_app(new_app(str(out)), "dev", nag=False)
     app.synth()
     return out / f"{cfg.prefix}-data.template.json"
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """Each environment synthesised once per session (~10 s each), with its templates: ``synth(env) -> (outdir,
+    {stack: Template})``. Tests that use it share one worker (``xdist_group("synth")``)."""
+    from aws_cdk.assertions import Template
+
+    from stacks.app_builder import build_app, new_app
+
+    cache: dict[str, tuple[Path, dict[str, Template]]] = {}
+
+    def _synth(env_name: str = "dev") -> tuple[Path, dict[str, Template]]:
+        if env_name not in cache:
+            outdir = tmp_path_factory.mktemp(f"cdk-{env_name}")
+            app, _ = build_app(new_app(str(outdir)), env_name, placeholders_ok=True)  # prod ships one
+            assembly = app.synth()
+            templates = {s.stack_name: Template.from_json(s.template) for s in assembly.stacks}
+            cache[env_name] = (outdir, templates)
+        return cache[env_name]
+
+    return _synth

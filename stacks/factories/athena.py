@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from aws_cdk import Aws
 from aws_cdk import aws_athena as athena
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -48,3 +50,19 @@ def named_queries(scope: Construct, cfg: Config, wg: athena.CfnWorkGroup) -> dic
             q.node.add_dependency(wg)
             queries[query_name] = q
     return queries
+
+
+def athena_caller_statements() -> list[iam.PolicyStatement]:
+    """What every principal that runs Athena queries needs besides its own database and data (SECURITY.md):
+    GetDatabase/CreateDatabase on the catalog and the ``default`` database, which Athena documents as mandatory
+    with database-level Glue policies (CreateDatabase on the catalog alone creates nothing: a new database also
+    needs its own ARN), and Lake Formation's GetDataAccess, which Athena checks on every query and which has no
+    resource form."""
+    glue = f"arn:{Aws.PARTITION}:glue:{Aws.REGION}:{Aws.ACCOUNT_ID}"
+    return [
+        iam.PolicyStatement(
+            actions=["glue:GetDatabase", "glue:CreateDatabase"],
+            resources=[f"{glue}:catalog", f"{glue}:database/default"],
+        ),
+        iam.PolicyStatement(actions=["lakeformation:GetDataAccess"], resources=["*"]),
+    ]

@@ -32,7 +32,7 @@ from settings.config import (
     TABLES,
     Config,
 )
-from stacks.factories.storage import log_retention, removal_policy
+from stacks.factories.storage import grant_data_key, log_retention, removal_policy
 from stacks.nag import acknowledge_wildcards, arn_token
 
 OUTPUTS = {"curated": CURATED_PREFIX, "quarantine": QUARANTINE_PREFIX}
@@ -69,7 +69,7 @@ def databrew_role(scope: Construct, source: s3.IBucket, destination: s3.IBucket,
     source.grant_read(role, f"{RAW_PREFIX}/*")
     for prefix in OUTPUTS.values():
         destination.grant_read_write(role, f"{prefix}/*")
-    key.grant_encrypt_decrypt(role)
+    grant_data_key(role, key)
     role.add_to_policy(
         iam.PolicyStatement(
             actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],

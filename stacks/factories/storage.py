@@ -71,6 +71,13 @@ def data_key(scope: Construct, cfg: Config) -> kms.Key:
     return key
 
 
+def grant_data_key(grantee: iam.IGrantable, key: kms.IKey) -> None:
+    """Use ``key`` the way S3, SQS, Kinesis, Athena and SageMaker do for a caller: decrypt what it reads and generate
+    data keys for what it writes. Not ``grant_encrypt_decrypt``: no role encrypts or re-encrypts with the key itself
+    (``kms:Encrypt``/``kms:ReEncrypt*`` were granted and never used, tests/permissions)."""
+    key.grant(grantee, "kms:Decrypt", "kms:GenerateDataKey*")
+
+
 def grant_volume_key(role: iam.IRole, key: kms.IKey) -> None:
     """What SageMaker needs from the role whose job or endpoint names ``key`` as its volume key
     (``VolumeKmsKeyId``, an endpoint config's ``KmsKeyId``): look the key up and create the volume's

@@ -25,9 +25,10 @@ from monitoring import metrics as m
 from settings.config import CLICKSTREAM, CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
 from settings.erasure import CAPTURE_PREFIX
 from sql.library import attribution_query, ctas_statement, feature_queries
+from stacks.factories.athena import athena_caller_statements
 from stacks.factories.cloudwatch import put_metric_data_statement
 from stacks.factories.databrew import DataBrewJobs
-from stacks.factories.storage import log_retention, removal_policy
+from stacks.factories.storage import grant_data_key, log_retention, removal_policy
 from stacks.nag import acknowledge_wildcards, arn_token
 
 #: Tables whose raw data may be absent: a failed job for them does not stop the workflow (the
@@ -291,15 +292,8 @@ def _grant_athena(
             ],
         )
     )
-    # Athena's documented must-have with database-level Glue policies: GetDatabase and CreateDatabase on the
-    # catalog and the `default` database (CreateDatabase on the catalog alone creates nothing: a new database
-    # also needs its own ARN, and only `default` is named).
-    machine.add_to_role_policy(
-        iam.PolicyStatement(
-            actions=["glue:GetDatabase", "glue:CreateDatabase"],
-            resources=[f"{glue}:catalog", f"{glue}:database/default"],
-        )
-    )
+    for statement in athena_caller_statements():  # the `default` database, Lake Formation's GetDataAccess
+        machine.add_to_role_policy(statement)
     # Queries name the AwsDataCatalog (QueryExecutionContext.Catalog); Step Functions' Athena integration
     # documents athena:GetDataCatalog for startQueryExecution.
     machine.add_to_role_policy(
@@ -308,11 +302,10 @@ def _grant_athena(
             resources=[f"{arn}:athena:{Aws.REGION}:{Aws.ACCOUNT_ID}:datacatalog/{ATHENA_CATALOG}"],
         )
     )
-    # Athena re-checks data access through Lake Formation even when it is not in use; no resource form exists.
-    machine.add_to_role_policy(iam.PolicyStatement(actions=["lakeformation:GetDataAccess"], resources=["*"]))
     destination.grant_read(machine, f"{CURATED_PREFIX}/*")
-    results.grant_read_write(machine)
-    key.grant_encrypt_decrypt(machine)
+    results.grant_read(machine)
+    results.grant_put(machine)  # Athena writes results and CTAS output; it never deletes them
+    grant_data_key(machine, key)
 
 
 def curation_workflow(

@@ -87,3 +87,7 @@ def shop(aws_env: LocalAws, tmp_path: Path) -> Shop:
         (workdir / sub).mkdir(parents=True)
         frame.to_parquet(workdir / sub / "part-00000.parquet", index=False)
     return Shop(cfg, aws_env, res, workdir)
+
+
+# The erasure Lambda's tests record the AWS calls its code makes (tests/permissions/recorder.py).
+from tests.permissions.recorder import record_lambda_calls  # noqa: E402, F401

@@ -14,3 +14,7 @@ def aws(aws_env):
     for env in ("dev", "prod"):
         sm.create_model_package_group(ModelPackageGroupName=load_project_config(env).model_package_group)
     return aws_env, sm, aas
+
+
+# Every Lambda test records the AWS calls its function's code makes (tests/permissions/recorder.py).
+from tests.permissions.recorder import record_lambda_calls  # noqa: E402, F401

@@ -14,6 +14,7 @@ import pytest
 from lambdas.deploy_endpoint import handler as h
 from settings.config import load_project_config
 from stacks.deploy_stack import function_environment
+from tests.permissions.recorder import answering
 
 DEV, PROD = load_project_config("dev"), load_project_config("prod")
 ROLE_ARN = "arn:aws:iam::123456789012:role/model-execution"
@@ -37,7 +38,9 @@ class Recorder:
         if self.on_call:
             self.on_call()
         self.calls.append(request)
-        return {"EndpointArn": f"arn:aws:sagemaker:ap-south-1:123456789012:endpoint/{request['EndpointName']}"}
+        answer = {"EndpointArn": f"arn:aws:sagemaker:ap-south-1:123456789012:endpoint/{request['EndpointName']}"}
+        # Through a botocore client answering offline: the request is validated and recorded like a real one.
+        return answering("sagemaker", "update_endpoint", answer)(**request)
 
 
 def clients(aws, recorder: Recorder | None = None) -> h.Clients:

@@ -8,11 +8,13 @@ import json
 from typing import Any
 
 import pytest
+from botocore.response import StreamingBody
 
 from lambdas.recommend_api import handler as api
 from lambdas.stream_consumer import handler as consumer
 from recsys.local.streaming import provision_streaming
 from settings.config import load_project_config
+from tests.permissions.recorder import answering
 
 
 def event(user_id: str | None = "u1", k: str | None = None, method: str = "GET") -> dict[str, Any]:
@@ -111,15 +113,20 @@ def test_module_hook_replaces_sagemaker(monkeypatch):
 
 
 def test_sagemaker_invoke_sends_json_to_the_named_endpoint():
+    """Through a botocore client (answering offline: moto has no InvokeEndpoint), so the call is also recorded."""
+    endpoint = load_project_config().endpoint_name
+    body = b'{"user_id": "u1", "recommendations": []}'
+    invoke = answering("sagemaker-runtime", "invoke_endpoint", {"Body": StreamingBody(io.BytesIO(body), len(body))})
+    sent: list[dict[str, Any]] = []
+
     class Runtime:
         def invoke_endpoint(self, **kw: Any) -> dict:
-            self.kw = kw
-            return {"Body": io.BytesIO(b'{"user_id": "u1", "recommendations": []}')}
+            sent.append(kw)
+            return invoke(**kw)
 
-    runtime = Runtime()
-    answer = api.sagemaker_invoke({"user_id": "u1", "k": 3}, endpoint_name="ep", client=runtime)
+    answer = api.sagemaker_invoke({"user_id": "u1", "k": 3}, endpoint_name=endpoint, client=Runtime())
     assert answer["user_id"] == "u1"
-    assert runtime.kw["EndpointName"] == "ep" and json.loads(runtime.kw["Body"]) == {"user_id": "u1", "k": 3}
+    assert sent[0]["EndpointName"] == endpoint and json.loads(sent[0]["Body"]) == {"user_id": "u1", "k": 3}
 
 
 def test_reads_what_the_consumer_writes(aws_env):

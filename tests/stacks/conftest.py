@@ -1,30 +1,11 @@
-"""Synthesise each environment once per test session (synth takes ~10 s); tests read the templates."""
+"""Templates of the synthesised environments (the ``synth`` fixture is in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
-
-from stacks.app_builder import build_app, new_app
-
-
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory):
-    cache: dict[str, tuple[Path, dict[str, Template]]] = {}
-
-    def _synth(env_name: str = "dev") -> tuple[Path, dict[str, Template]]:
-        if env_name not in cache:
-            outdir = tmp_path_factory.mktemp(f"cdk-{env_name}")
-            app, _ = build_app(new_app(str(outdir)), env_name, placeholders_ok=True)  # prod ships one
-            assembly = app.synth()
-            templates = {s.stack_name: Template.from_json(s.template) for s in assembly.stacks}
-            cache[env_name] = (outdir, templates)
-        return cache[env_name]
-
-    return _synth
 
 
 @pytest.fixture(scope="session")
