@@ -78,6 +78,10 @@ RUN_HERE = {
 
 #: head -> (test that exercises what the command does, why the command itself is not run here).
 EXERCISED_BY: dict[str, tuple[str, str]] = {
+    "-m tests.permissions.recorder": (
+        "tests/permissions/test_lambda_record.py::test_the_committed_record_is_exactly_what_the_lambda_tests_call",
+        "it re-runs the Lambda tests (minutes) to rewrite the record; the test runs the same recorder and compares",
+    ),
     "make run": (
         "tests/recsys/test_main_job.py::test_main_job_runs_end_to_end_and_reconciles_rows",
         "the whole local flow (about a minute, a moto server, two pipeline runs); the test runs the same "

@@ -167,6 +167,12 @@ class CallModel:
             self.add(who, f"glue:{operation}", self.arn("glue", f"crawler/{params['Name']}"), why, "code")
         elif (api, operation) == ("cloudwatch", "PutMetricData"):
             self.add(who, "cloudwatch:PutMetricData", "*", why, "code", **{"cloudwatch:namespace": params["Namespace"]})
+        elif (api, operation) == ("athena", "StartQueryExecution"):
+            self._athena_query(who, why, params["QueryString"], params["WorkGroup"],
+                               params.get("QueryExecutionContext", {}), sync=False)  # fmt: skip
+        elif (api, operation) == ("athena", "GetQueryExecution"):
+            self.add(who, "athena:GetQueryExecution", self.arn("athena", f"workgroup/{self._workgroup()['Name']}"),
+                     why, "code")  # fmt: skip
         elif (api, operation) == ("athena", "GetQueryResults"):
             workgroup = self._workgroup()
             self.add(who, "athena:GetQueryResults", self.arn("athena", f"workgroup/{workgroup['Name']}"), why, "code")
