@@ -159,3 +159,18 @@ def test_needs_each_users_order():
     X = sp.csr_matrix(np.ones((3, 4), np.float32))
     with pytest.raises(ValueError, match="order"):
         SASRec(SMALL).fit(X, FitContext())
+
+
+def test_early_stopping_ndcg_is_computed_in_row_batches_with_the_same_result():
+    """Validation scoring never holds a users x catalogue matrix (4,000 users x 1M items = 16 GB)."""
+    from recsys_core.models.sasrec import _ndcg_at_10
+
+    rng = np.random.default_rng(0)
+    q, items = rng.standard_normal((50, 4)).astype(np.float32), rng.standard_normal((30, 4)).astype(np.float32)
+    targets = [rng.choice(30, int(rng.integers(0, 3)), replace=False) for _ in range(50)]
+    exclude = sp.random(50, 30, density=0.1, format="csr", random_state=1)
+    whole = _ndcg_at_10(q, items, targets, exclude)
+    assert _ndcg_at_10(q, items, targets, exclude, batch_cells=30 * 7) == pytest.approx(whole, abs=1e-12)
+    # one user, target ranked first: NDCG 1
+    best = int(np.argmax(items @ q[0]))
+    assert _ndcg_at_10(q[:1], items, [np.array([best])], None) == pytest.approx(1.0)

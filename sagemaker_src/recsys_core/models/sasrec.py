@@ -367,19 +367,27 @@ def _batches(seqs: list[np.ndarray], config: SASRecConfig, rng: np.random.Genera
     return [out[i] for i in rng.permutation(len(out))]
 
 
-def _ndcg_at_10(scores: np.ndarray, targets: list[np.ndarray], exclude: sp.csr_matrix | None) -> float:
-    """Mean NDCG@10 of the rows' top 10 (``exclude``'s items never shown) over rows with a target."""
-    if exclude is not None and exclude.nnz:
-        coo = exclude.tocoo()
-        scores[coo.row, coo.col] = -np.inf
-    k = min(10, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-    has = [i for i, rel in enumerate(targets) if len(rel)]
-    if not has:
+def _ndcg_at_10(queries: np.ndarray, items: np.ndarray, targets: list[np.ndarray],
+                exclude: sp.csr_matrix | None, batch_cells: int = 20_000_000) -> float:
+    """Mean NDCG@10 of ``queries @ items.T``'s top 10 (``exclude``'s items never shown) over rows with a
+    target, in row batches: a full users x catalogue matrix and its sort indices would take gigabytes."""
+    has = np.array([i for i, rel in enumerate(targets) if len(rel)], dtype=np.int64)
+    if not len(has):
         return 0.0
-    hits = hit_matrix(top[has], [targets[i] for i in has], k)
-    return float(ndcg_per_user(hits, np.array([len(targets[i]) for i in has])).mean())
+    k = min(10, items.shape[0])
+    step = max(1, batch_cells // max(items.shape[0], 1))
+    total = 0.0
+    for lo in range(0, len(has), step):
+        rows = has[lo:lo + step]
+        scores = queries[rows] @ items.T
+        if exclude is not None and exclude.nnz:
+            coo = exclude[rows].tocoo()
+            scores[coo.row, coo.col] = -np.inf
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        hits = hit_matrix(top, [targets[i] for i in rows], k)
+        total += float(ndcg_per_user(hits, np.array([len(targets[i]) for i in rows])).sum())
+    return total / len(has)
 
 
 @functools.lru_cache(maxsize=8)
@@ -465,7 +473,7 @@ def _train(seqs: list[np.ndarray], n_items: int, config: SASRecConfig, seed: int
     def evaluate(current: dict) -> float:
         scorer.params = {**{k: np.asarray(x) for k, x in current.items()}, **structural}
         scorer._prepare()
-        return _ndcg_at_10(scorer.query_vectors(val_inputs) @ scorer._items.T, val_targets, val_exclude)
+        return _ndcg_at_10(scorer.query_vectors(val_inputs), scorer._items, val_targets, val_exclude)
 
     epochs = config.epochs or config.max_epochs
     early = not config.epochs and len(val_inputs) > 0
