@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources, provision
 from recsys.local.s3io import write_parquet
 from settings.config import Config, load_project_config
+from tests.aws_api_model import requests_within_api_limits
 
 TARGET = "u17"
 OTHERS = ("u1", "u170", "u7")  # u170: the target id as a prefix must not match
@@ -91,3 +93,9 @@ def shop(aws_env: LocalAws, tmp_path: Path) -> Shop:
 
 # The erasure Lambda's tests record the AWS calls its code makes (tests/permissions/recorder.py).
 from tests.permissions.recorder import record_lambda_calls  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+def _requests_within_api_limits() -> Iterator[None]:
+    """Every boto3 request these tests make is checked against the AWS API model (tests/aws_api_model.py)."""
+    yield from requests_within_api_limits()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from settings.config import load_project_config
+from tests.aws_api_model import requests_within_api_limits
 
 
 @pytest.fixture
@@ -18,3 +21,9 @@ def aws(aws_env):
 
 # Every Lambda test records the AWS calls its function's code makes (tests/permissions/recorder.py).
 from tests.permissions.recorder import record_lambda_calls  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+def _requests_within_api_limits() -> Iterator[None]:
+    """Every boto3 request these tests make is checked against the AWS API model (tests/aws_api_model.py)."""
+    yield from requests_within_api_limits()
