@@ -23,7 +23,7 @@ from sqlglot import exp
 from monitoring.metrics import NAMESPACE
 from settings.config import PROJECT_ROOT
 from tests.permissions.evaluator import Principal
-from tests.permissions.recorder import Entry
+from tests.permissions.recorder import Entry, iam_calls
 from tests.permissions.requirements import REQUIREMENTS
 from tests.permissions.templates import ACCOUNT, PARTITION, Json, Templates
 
@@ -89,11 +89,14 @@ class CallModel:
             return rule["ServerSideEncryptionByDefault"].get("KMSMasterKeyID")
         return None
 
-    def s3_object(self, who: Principal, uri: str, mode: str, why: str, rule: str) -> None:
-        """Read (``r``), write (``w``) or list (``l``) ``s3://bucket/key``; with the bucket key's KMS call."""
+    def s3_object(self, who: Principal, uri: str, mode: str, why: str, rule: str, listed: str | None = None) -> None:
+        """Read (``r``), write (``w``) or list (``l``) ``s3://bucket/key``; with the bucket key's KMS call. A listing
+        names the prefix ``listed`` (an ``s3://`` URI; default: the object's folder)."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         if "l" in mode:
-            self.add(who, "s3:ListBucket", f"arn:{P}:s3:::{bucket}", why, rule, **{"s3:prefix": key})
+            folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+            prefix = listed.removeprefix(f"s3://{bucket}/") if listed else folder
+            self.add(who, "s3:ListBucket", f"arn:{P}:s3:::{bucket}", why, rule, **{"s3:prefix": prefix})
         actions = {"r": ("s3:GetObject", "kms:Decrypt"), "w": ("s3:PutObject", "kms:GenerateDataKey")}
         for m in mode:
             if m not in actions:
@@ -132,6 +135,7 @@ class CallModel:
             who = self.role(props["RoleArn"])
             name = self.t.physical_name(stack, lid).rsplit(":", 1)[-1]
             definition = json.loads(props["DefinitionString"])
+            self._listing_prefix = _map_item_prefixes(definition)
             for state_name, state in _task_states(definition):
                 self._task(who, f"state machine {name}, state {state_name!r}", state)
             if props.get("LoggingConfiguration"):
@@ -178,8 +182,20 @@ class CallModel:
             self.add(who, "athena:GetQueryResults", self.arn("athena", f"workgroup/{workgroup['Name']}"), why, "code")
             self.s3_object(who, f"{_output_location(workgroup)}<query-id>.csv", "r", f"{why}: the results file",
                            "athena-s3")  # fmt: skip
+        elif api == "s3":
+            params = {k.removesuffix(".$"): self._state_value(v) if k.endswith(".$") else v for k, v in params.items()}
+            for action, resource, context in iam_calls(api, operation, params, self.region, ACCOUNT):
+                self.add(who, action, resource, why, "code", **context)
         else:
             raise NotImplementedError(f"{why}: no call model for aws-sdk:{api}:{operation}")
+
+    def _state_value(self, path: str) -> str:
+        """A task parameter taken from the state (``Key.$``): the keys a Map iterates come from the listing whose
+        result it maps over, so they lie under that listing's Prefix (``_task_states`` notes it)."""
+        prefix = self._listing_prefix.get(path)
+        if prefix is None:
+            raise NotImplementedError(f"no call model for the state value {path}")
+        return prefix + "<object>"
 
     def _workgroup(self, name: str | None = None) -> Json:
         groups = [r["Properties"] for _, _, r in self.t.of_type("AWS::Athena::WorkGroup")]
@@ -220,7 +236,8 @@ class CallModel:
             for resource in (glue("catalog"), glue("database/default")):
                 self.add(who, action, resource, why, "athena-default-db")
         database = context["Database"]
-        statement = _parse(sql)
+        unload = re.fullmatch(r"\s*UNLOAD\s*\((.*)\)\s*TO\s+'(s3://[^']+)'.*", sql, re.S | re.I)
+        statement = _parse(unload[1] if unload else sql)
         target, reads = _tables_of(statement)
         known = self.tables(database)
         for resource in (glue("catalog"), glue(f"database/{database}")):
@@ -230,7 +247,8 @@ class CallModel:
                 self.add(who, "glue:GetTable", resource, f"{why}: reads {table}", "athena-glue")
             if table not in known:
                 raise KeyError(f"{why}: reads table {table!r}, which no template declares or crawls")
-            self.s3_object(who, known[table] + "<object>", "lr", f"{why}: reads {table}", "athena-s3")
+            self.s3_object(who, known[table] + "<object>", "lr", f"{why}: reads {table}", "athena-s3",
+                           listed=known[table])  # fmt: skip
         output = _output_location(workgroup)
         if target is not None:
             kind, table = target
@@ -241,9 +259,8 @@ class CallModel:
             if kind == "create":
                 location = _external_location(statement) or f"{output}tables/<query-id>/"
                 self.s3_object(who, location + "<object>", "lw", f"{why}: CTAS writes {table}", "athena-s3")
-        unload = _unload_location(statement)
-        if unload:
-            self.s3_object(who, unload + "<object>", "lw", f"{why}: UNLOAD writes", "athena-s3")
+        if unload:  # Athena lists the location (it must be empty) and writes the files
+            self.s3_object(who, unload[2].rstrip("/") + "/<object>", "lw", f"{why}: UNLOAD writes", "athena-s3")
         bucket = output.removeprefix("s3://").split("/", 1)[0]
         self.add(who, "s3:GetBucketLocation", f"arn:{P}:s3:::{bucket}", f"{why}: the result location", "athena-s3")
         self.s3_object(who, f"{output}<query-id>.csv", "w", f"{why}: writes the results", "athena-s3")
@@ -705,7 +722,8 @@ class PipelineCalls:
         job_role = self._start("processing", name, args, why)
         for channel in args.get("ProcessingInputs", []):
             uri = str(self.value(channel["S3Input"]["S3Uri"]))
-            self.m.s3_object(job_role, _object_under(uri), "lr", f"{why}: input {channel['InputName']}", "sm-job-role")
+            self.m.s3_object(job_role, _object_under(uri), "lr", f"{why}: input {channel['InputName']}", "sm-job-role",
+                             listed=uri)  # fmt: skip
         config = args.get("ProcessingOutputConfig", {})
         for output in config.get("Outputs", []):
             uri = str(self.value(output["S3Output"]["S3Uri"]))
@@ -720,7 +738,7 @@ class PipelineCalls:
         for channel in args.get("InputDataConfig", []):
             uri = str(self.value(channel["DataSource"]["S3DataSource"]["S3Uri"]))
             self.m.s3_object(job_role, _object_under(uri), "lr", f"{why}: channel {channel['ChannelName']}",
-                             "sm-job-role")  # fmt: skip
+                             "sm-job-role", listed=uri)  # fmt: skip
         code = json.loads(args.get("HyperParameters", {}).get("sagemaker_submit_directory", "null"))
         if code:
             self.m.s3_object(job_role, code, "r", f"{why}: the code archive", "sm-job-role")
@@ -792,11 +810,6 @@ def _external_location(statement: exp.Expression) -> str | None:
     return None
 
 
-def _unload_location(statement: exp.Expression) -> str | None:
-    match = re.search(r"\bUNLOAD\b.*\bTO\s+'(s3://[^']+)'", statement.sql(dialect="athena"), re.S | re.I)
-    return match[1].rstrip("/") + "/" if match else None
-
-
 def _database_of(sql: str) -> str | None:
     tables = list(_parse(sql).find_all(exp.Table))
     return next((t.db for t in tables if t.db), None)
@@ -815,6 +828,35 @@ def _output_location(workgroup: Json) -> str:
 def _object_under(uri: str) -> str:
     """An object below an S3 prefix (a channel URI names a prefix, or one object)."""
     return uri if uri.endswith((".gz", ".json", ".csv", ".parquet")) else uri.rstrip("/") + "/part-0"
+
+
+def _map_item_prefixes(definition: Json) -> dict[str, str]:
+    """``$.Key`` of a Map's item processor -> the S3 Prefix of the listing (``aws-sdk:s3:listObjectsV2``) whose
+    ``Contents`` the Map iterates, for each Map whose items select ``$$.Map.Item.Value.Key``."""
+    states = dict(_all_states(definition))
+    listings = {
+        state.get("ResultPath"): state["Parameters"].get("Prefix", "")
+        for state in states.values()
+        if state.get("Resource", "").endswith(":s3:listObjectsV2")
+    }
+    out: dict[str, str] = {}
+    for state in states.values():
+        if state["Type"] != "Map":
+            continue
+        source = state.get("ItemsPath", "").removesuffix(".Contents")
+        for key, value in state.get("ItemSelector", state.get("Parameters", {})).items():
+            if value == "$$.Map.Item.Value.Key" and source in listings:
+                out[f"$.{key.removesuffix('.$')}"] = listings[source]
+    return out
+
+
+def _all_states(definition: Json) -> Iterator[tuple[str, Json]]:
+    for name, state in definition["States"].items():
+        yield name, state
+        for branch in state.get("Branches", []):
+            yield from _all_states(branch)
+        if "Iterator" in state or "ItemProcessor" in state:
+            yield from _all_states(state.get("ItemProcessor") or state["Iterator"])
 
 
 def _all_steps(steps: list[Json]) -> list[Json]:

@@ -99,6 +99,8 @@ def _iam_calls(service: str, operation: str, params: dict[str, Any], region: str
         action = by_operation.get(operation, f"s3:{operation}")
         if not bucket:
             return [(action, "*")]
+        if operation.startswith("List") and "Prefix" in params:  # the s3:prefix condition key
+            return [(action, f"arn:aws:s3:::{bucket}", {"s3:prefix": params["Prefix"]})]
         return [(action, f"arn:aws:s3:::{bucket}/{key}" if key is not None else f"arn:aws:s3:::{bucket}")]
     if service == "dynamodb":
         tables = [params["TableName"]] if "TableName" in params else list(params.get("RequestItems", {}))
@@ -176,6 +178,7 @@ class Recording:
         service = model.service_model.service_name
         account = "123456789012"  # moto's default account (tests/permissions/templates.py: ACCOUNT)
         for action, resource, context in iam_calls(service, model.name, params, region, account):
+            context = {key: _generalise(value) for key, value in context.items()}
             self.entries.add((function, action, _generalise(resource), json.dumps(context, sort_keys=True)))
 
 

@@ -40,7 +40,7 @@ def test_a_call_is_the_functions_only_under_its_handler_module():
         ("s3", "GetObject", {"Bucket": "b", "Key": "k", "VersionId": "v"},
          [("s3:GetObjectVersion", "arn:aws:s3:::b/k", {})]),
         ("s3", "ListObjectVersions", {"Bucket": "b", "Prefix": "raw/"},
-         [("s3:ListBucketVersions", "arn:aws:s3:::b", {})]),
+         [("s3:ListBucketVersions", "arn:aws:s3:::b", {"s3:prefix": "raw/"})]),
         ("s3", "ListBuckets", {}, [("s3:ListAllMyBuckets", "*", {})]),
         ("sagemaker", "CreateModel", {"ModelName": "M-1", "ExecutionRoleArn": "arn:aws:iam::1:role/r"},
          [("sagemaker:CreateModel", "arn:aws:sagemaker:ap-south-1:123456789012:model/m-1", {}),
