@@ -32,6 +32,7 @@ from .rules import (
     ranked,
     ranked_among,
 )
+from .serving import ServingConfig
 
 FORMAT_VERSION = 1
 EXCLUDE_MODES = ("purchased", "interacted", "none")
@@ -62,6 +63,7 @@ class Bundle:
     catalogue: Catalogue | None = None  # prices, availability, exploration candidates (issue 13)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     cold_start: str = "popular"  # what a shopper the model never saw gets (recsys_core/cold_start.py)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self) -> None:
         self._profiles = self.ensemble.profiles(self.hist)
@@ -115,9 +117,9 @@ class Bundle:
             p_idx, p_val = self._profiles.indices[lo:hi], self._profiles.data[lo:hi]
             if session is not None:
                 peak = float(p_val.max(initial=0.0)) or 1.0
-                steered = self._profiles[u] + self._session_row(session) * peak  # rare: keep scipy's exact sum
-                scores = self.ensemble.score_row(steered.indices, steered.data, -1, n,  # steered: fold the session in
-                                                  sequence=sequence)
+                steered = self._profiles[u] + self._session_row(session) * peak  # scipy's exact sum
+                scores = self.ensemble.score_steered(u, session, peak, steered.indices, steered.data, n,
+                                                     sequence=sequence)  # steered: fold the session in
                 strategy = "personalized+session"
             else:
                 scores = self.ensemble.score_row(p_idx, p_val, u, n, sequence=sequence)
@@ -298,6 +300,7 @@ class Bundle:
             "components": self.recipe,
             "exploration": asdict(self.exploration),
             "cold_start": self.cold_start,
+            "serving": asdict(self.serving),
             "n_users": len(self.users), "n_items": len(self.items), "nnz": self.hist.nnz,
             "meta": self.meta,
         }
@@ -332,10 +335,18 @@ class Bundle:
         if "cat_price" in a:
             catalogue = Catalogue(a["cat_price"], a["cat_available"], a["item_category"], a["category_names"],
                                   a["cat_explorable"])
-        return cls(doc["model_version"], IdMap(a["user_ids"]), items, hist, ensemble, doc["components"],
+        bundle = cls(doc["model_version"], IdMap(a["user_ids"]), items, hist, ensemble, doc["components"],
                    a["popularity"], a["item_category"], a["category_names"], segments, seg_users, seg_of,
                    doc.get("meta", {}), a.get("trending"), catalogue,
-                   ExplorationConfig(**doc.get("exploration", {})), doc.get("cold_start", "popular"))
+                   ExplorationConfig(**doc.get("exploration", {})), doc.get("cold_start", "popular"),
+                   ServingConfig(**doc.get("serving", {})))
+        bundle.prepare_serving()
+        return bundle
+
+    def prepare_serving(self) -> None:
+        """Precompute what the costliest shoppers' requests need (``Ensemble.prepare_serving``); ``load``
+        does it once, before a server forks its workers, so they share it."""
+        self.ensemble.prepare_serving(self._profiles, self.serving)
 
 
 def _finite(value: Any) -> float:

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from .features import History
 from .models.base import Model, Sequences, sorted_lookup
 from .rules import sampled_top
+from .serving import HeavyShoppers, ServingConfig
 
 
 def row_max_normalize(scores: np.ndarray) -> np.ndarray:
@@ -42,6 +43,8 @@ class Ensemble:
     popularity: np.ndarray | None = None  # tie-break and back-fill when models have no opinion
     names: list[str] = field(default_factory=list)
     recency_boost: float = 0.0
+    #: Precomputed state of the costliest shoppers (``prepare_serving``; serving only, never saved).
+    heavy: HeavyShoppers | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -79,17 +82,47 @@ class Ensemble:
     def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
                   sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
         """``score`` for one profile row given as its stored CSR entries (duplicates and order kept):
-        the serving path, with no scipy matrix built. Identical results, operation for operation.
+        the serving path, with no scipy matrix built. Identical results, operation for operation (a
+        member's precomputed row for a heavy shopper, ``prepare_serving``, is that row).
 
         With ``candidates`` (item indices) only those items are scored, and each member's scores are
         scaled by their largest magnitude *among the candidates*: equal to the full row when the
         candidates hold each member's largest-magnitude item (retrieval takes every member's best
         items), an approximation otherwise. ``sequence`` goes to every member.
         """
+        raws = []
+        for j, model in enumerate(self.models):
+            got = self.heavy.get(j, user) if self.heavy is not None else None
+            raw = got[0].row(got[1], candidates) if got is not None else None
+            if raw is None:
+                raw = model.score_row(indices, data, user, n_items, sequence=sequence, candidates=candidates)
+            raws.append(raw)
+        return self._blend(raws, indices, data, n_items, candidates)
+
+    def score_steered(self, user: int, session: np.ndarray, peak: float, indices: np.ndarray, data: np.ndarray,
+                      n_items: int, *, sequence: np.ndarray | None = None,
+                      candidates: np.ndarray | None = None) -> np.ndarray:
+        """``score_row(indices, data, -1, ...)`` of a known shopper's profile plus ``peak`` on each session
+        item (the summed row is ``indices``/``data``): members holding the shopper's state (``prepare_serving``)
+        add the session to it, equal to scoring the summed row up to float rounding; the others score it."""
+        raws = []
+        for j, model in enumerate(self.models):
+            got = self.heavy.get(j, user) if self.heavy is not None else None
+            raw = got[0].steered(got[1], session, peak, n_items, candidates) if got is not None else None
+            if raw is None:
+                raw = model.score_row(indices, data, -1, n_items, sequence=sequence, candidates=candidates)
+            raws.append(raw)
+        return self._blend(raws, indices, data, n_items, candidates)
+
+    def prepare_serving(self, profiles: sp.csr_matrix, config: ServingConfig) -> None:
+        """Precompute what the costliest shoppers' requests need (``serving.HeavyShoppers``)."""
+        self.heavy = HeavyShoppers.build(self.models, profiles, config)
+
+    def _blend(self, raws: list[np.ndarray], indices: np.ndarray, data: np.ndarray, n_items: int,
+               candidates: np.ndarray | None) -> np.ndarray:
         width = n_items if candidates is None else len(candidates)
         total = None  # the first term as is: 0 + x is x, one pass over the catalogue fewer
-        for model, weight in zip(self.models, self.weights, strict=True):
-            raw = model.score_row(indices, data, user, n_items, sequence=sequence, candidates=candidates)
+        for raw, weight in zip(raws, self.weights, strict=True):
             term = row_max_normalize(raw[None, :])
             term *= np.float32(weight) if term.dtype == np.float32 else weight
             if total is None:

@@ -177,3 +177,46 @@ def test_one_row_top_k_matches_the_general_one():
         scores[rng.integers(0, n, n // 3)] = -np.inf
         for k in (1, 3, 10, n // 2, n, n + 4):
             assert list(top_k(scores[None, :], k)[0]) == list(top_k(np.vstack([scores, scores]), k)[0])
+
+
+# ------------------------------------------------------------------ shoppers with precomputed state
+@pytest.fixture(scope="module")
+def held(bundle):
+    """The same model with every shopper's state precomputed (as load does for the costliest ones)."""
+    import copy
+
+    from recsys_core.serving import ServingConfig
+
+    b = copy.copy(bundle)
+    b.ensemble = copy.copy(bundle.ensemble)
+    b.serving = ServingConfig(heavy_ms=1e-9, heavy_memory_mb=1e4)
+    b.prepare_serving()
+    assert b.ensemble.heavy.n_shoppers == N_USERS  # everyone, in every member that holds state
+    return b
+
+
+def test_held_rows_answer_exactly_as_scoring_them(held):
+    """A held shopper's own row is that row: same products, same scores, bit for bit."""
+    for req in requests(held):
+        if "recent_product_ids" in req:
+            continue
+        got = held.recommend(**req)
+        ranked, scores, _ = reference_recommend(held, **req)
+        assert [r["product_id"] for r in got["recommendations"]] == [str(held.items.ids[i]) for i in ranked], req
+        assert [r["score"] for r in got["recommendations"]] == [round(float(scores[i]), 6) for i in ranked], req
+
+
+def test_held_state_steered_by_a_session_ranks_as_scoring_the_summed_profile(held, bundle):
+    """A session added to held state (item-item rows plus the session's row; ALS fold-in terms plus the
+    session's) sums in another order than scoring the summed profile: same ranking, scores to float rounding."""
+    n_steered = 0
+    for req in requests(held):
+        if "recent_product_ids" not in req or held.users.index_one(req["user_id"]) < 0:
+            continue
+        n_steered += 1
+        got, want = held.recommend(**req), bundle.recommend(**req)
+        assert got["strategy"] == want["strategy"] == "personalized+session"
+        assert [r["product_id"] for r in got["recommendations"]] == [r["product_id"] for r in want["recommendations"]]
+        np.testing.assert_allclose([r["score"] for r in got["recommendations"]],
+                                   [r["score"] for r in want["recommendations"]], rtol=0, atol=2e-6)
+    assert n_steered >= 100

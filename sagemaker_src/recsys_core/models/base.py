@@ -120,6 +120,25 @@ class Model(ABC):
         out = self.score(row, np.array([user]), sequences=one_sequence(sequence))[0]
         return out if candidates is None else out[candidates]
 
+    # ------------------------------------------------------------ serving: shoppers with long histories
+    #: Request-path seconds per unit of ``heavy_cost``'s work (one stored weight read and added).
+    SECONDS_PER_ENTRY: ClassVar[float] = 2e-8
+
+    def heavy_cost(self, profiles: sp.csr_matrix) -> np.ndarray | None:
+        """Estimated seconds ``score_row`` takes on each of these profile rows (its own user's or folded in);
+        None where every row is cheap. The server precomputes what the costliest shoppers need
+        (``serving.HeavyShoppers``), so a wholesale buyer with thousands of items is answered as fast as anyone."""
+        return None
+
+    def hold(self, profiles: sp.csr_matrix, users: np.ndarray) -> Held:
+        """What to keep for these (costly) shoppers: by default their rows, exactly as ``score`` gives them
+        (equal to ``score_row`` bit for bit)."""
+        return HeldRows(np.ascontiguousarray(self.score(profiles, users), dtype=np.float32), None)
+
+    def held_bytes(self, n_items: int) -> int:
+        """Memory ``hold`` takes per shopper."""
+        return 4 * n_items
+
     @abstractmethod
     def state(self) -> dict[str, np.ndarray]: ...
 
@@ -151,10 +170,54 @@ def sparse_from_state(prefix: str, state: dict[str, np.ndarray]) -> sp.csr_matri
     return sp.csr_matrix((state[f"{prefix}_data"], state[f"{prefix}_indices"], state[f"{prefix}_indptr"]), shape=shape)
 
 
+class Held:
+    """A model's precomputed state for a few shoppers (``slot`` = their position in it)."""
+
+    nbytes: int = 0
+
+    def row(self, slot: int, candidates: np.ndarray | None) -> np.ndarray | None:
+        """The shopper's own row (at ``candidates``), or None: score it as usual."""
+        return None
+
+    def steered(self, slot: int, session: np.ndarray, peak: float, n_items: int,
+                candidates: np.ndarray | None) -> np.ndarray | None:
+        """The row of the shopper's profile plus ``peak`` on each session item (scored as a profile without a
+        user, as the server does for a known shopper with a session), or None: score the summed row as usual."""
+        return None
+
+
+class HeldRows(Held):
+    """Raw score rows; with ``linear`` (a model whose scores are linear in the profile) a session adds its
+    own row, so steered requests reuse them too."""
+
+    def __init__(self, rows: np.ndarray, linear: Model | None) -> None:
+        self.rows, self.linear, self.nbytes = rows, linear, rows.nbytes
+
+    def row(self, slot: int, candidates: np.ndarray | None) -> np.ndarray | None:
+        return self.rows[slot] if candidates is None else self.rows[slot, candidates]
+
+    def steered(self, slot: int, session: np.ndarray, peak: float, n_items: int,
+                candidates: np.ndarray | None) -> np.ndarray | None:
+        """(profile + peak x session) @ W = profile @ W + (peak x session) @ W: equal to scoring the summed row
+        up to float rounding (the sums run in another order), not bit for bit."""
+        if self.linear is None:
+            return None
+        extra = self.linear.score_row(session.astype(np.int32), np.full(len(session), peak, np.float32), -1, n_items,
+                                      candidates=candidates)
+        return self.row(slot, candidates) + extra
+
+
 class ItemItemModel(Model):
     """Models whose whole state is a sparse item x item matrix W: score = profile @ W."""
 
     W: sp.csr_matrix
+
+    def heavy_cost(self, profiles: sp.csr_matrix) -> np.ndarray | None:
+        """Stored weights a row reads: the W row lengths of its items."""
+        return self.SECONDS_PER_ENTRY * entries_read(profiles, self.W)
+
+    def hold(self, profiles: sp.csr_matrix, users: np.ndarray) -> Held:
+        return HeldRows(np.ascontiguousarray(self.score(profiles, users), dtype=np.float32), self)
 
     def score(self, profiles: sp.csr_matrix, users: np.ndarray, *, sequences: Sequences | None = None) -> np.ndarray:
         return np.asarray((profiles @ self.W).toarray(), dtype=np.float32)
@@ -176,6 +239,13 @@ class ItemItemModel(Model):
         m = cls(config)
         m.W = sparse_from_state("W", state)
         return m
+
+
+def entries_read(profiles: sp.csr_matrix, M: sp.csr_matrix) -> np.ndarray:
+    """Per profile row, the stored entries of M's rows at its items (what ``accumulate_rows`` reads)."""
+    per_entry = np.diff(M.indptr)[profiles.indices].astype(np.float64)
+    rows = np.repeat(np.arange(profiles.shape[0]), np.diff(profiles.indptr))
+    return np.bincount(rows, weights=per_entry, minlength=profiles.shape[0])
 
 
 def item_item_cost(k: int, shape: DataShape) -> float:

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .base import DataShape, FitContext, Model, Sequences
+from .base import DataShape, FitContext, Held, Model, Sequences, sorted_lookup
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,10 @@ class MatrixFactorization(Model):
         return out
 
     def _fold_in_row(self, items: np.ndarray, data: np.ndarray) -> np.ndarray:
-        c = self.config
-        Y = self.item_factors
+        if self.config.method == "als":
+            return self.solve_fold_in(*self.fold_in_parts(items, data))
         vals = data.astype(np.float64)
-        Yi = Y[items].astype(np.float64)
-        if c.method == "als":
-            conf = c.alpha * vals
-            A = self.YtY + c.regularization * np.eye(Y.shape[1]) + (Yi.T * (conf - 1.0)) @ Yi
-            return np.linalg.solve(A, Yi.T @ conf)
+        Yi = self.item_factors[items].astype(np.float64)
         vec = (vals[:, None] * Yi).sum(axis=0) / max(vals.sum(), 1e-9)
         vec[-1] = 1.0  # implicit's BPR keeps an item-bias column matched by a constant user 1
         return vec
@@ -124,6 +120,32 @@ class MatrixFactorization(Model):
         q = self.query_vector(indices, data, user)[None, :]
         Y = self.item_factors if candidates is None else self.item_factors[candidates]
         return (q @ Y.T)[0]
+
+    # ---------------------------------------------------------------- serving shoppers with long histories
+    def heavy_cost(self, profiles: sp.csr_matrix) -> np.ndarray | None:
+        """ALS folds a session-steered profile in with an f x f system built from every profile item
+        (h f^2 work); a shopper's own row is their stored factor, and BPR's fold-in is a mean (cheap)."""
+        if self.config.method != "als":
+            return None
+        f = self.item_factors.shape[1]
+        return 1e-10 * np.diff(profiles.indptr).astype(np.float64) * f * f  # ~0.1 ns per multiply-add
+
+    def held_bytes(self, n_items: int) -> int:
+        f = self.item_factors.shape[1]
+        return 8 * (f * f + f)
+
+    def hold(self, profiles: sp.csr_matrix, users: np.ndarray) -> Held:
+        return HeldFoldIn(self, profiles.tocsr())
+
+    def fold_in_parts(self, items: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ALS fold-in's profile terms: sum_i (c_i - 1) y_i y_i^T and sum_i c_i y_i, c = alpha x value."""
+        Yi = self.item_factors[items].astype(np.float64)
+        conf = self.config.alpha * data.astype(np.float64)
+        return (Yi.T * (conf - 1.0)) @ Yi, Yi.T @ conf
+
+    def solve_fold_in(self, gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        f = self.item_factors.shape[1]
+        return np.linalg.solve(self.YtY + self.config.regularization * np.eye(f) + gram, rhs)
 
     # ---------------------------------------------------------------- embedding model (retrieval)
     def item_vectors(self) -> np.ndarray:
@@ -150,3 +172,34 @@ class MatrixFactorization(Model):
         m.user_factors, m.item_factors = state["user_factors"], state["item_factors"]
         m._prepare()
         return m
+
+
+class HeldFoldIn(Held):
+    """ALS fold-in terms of a few shoppers' profiles, so a session steers them with |session| f^2 work
+    instead of |profile| f^2: a session item adds alpha x peak to its value (its term appears when it is new)."""
+
+    def __init__(self, model: MatrixFactorization, profiles: sp.csr_matrix) -> None:
+        self.model, self.profiles = model, profiles
+        parts = [model.fold_in_parts(*_row(profiles, r)) for r in range(profiles.shape[0])]
+        f = model.item_factors.shape[1]
+        self.gram = np.array([g for g, _ in parts]).reshape(-1, f, f)
+        self.rhs = np.array([b for _, b in parts]).reshape(-1, f)
+        self.nbytes = self.gram.nbytes + self.rhs.nbytes
+
+    def steered(self, slot: int, session: np.ndarray, peak: float, n_items: int,
+                candidates: np.ndarray | None) -> np.ndarray | None:
+        """Equal to folding in the summed profile up to float rounding (the sums run in another order)."""
+        m = self.model
+        items, _ = _row(self.profiles, slot)
+        _, present = sorted_lookup(items, session)
+        Ys = m.item_factors[session].astype(np.float64)
+        step = m.config.alpha * np.float64(np.float32(peak))
+        gram = self.gram[slot] + (Ys.T * (step - (~present))) @ Ys
+        q = m.solve_fold_in(gram, self.rhs[slot] + step * Ys.sum(axis=0)).astype(np.float32)
+        Y = m.item_factors if candidates is None else m.item_factors[candidates]
+        return (q[None, :] @ Y.T)[0]
+
+
+def _row(m: sp.csr_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = m.indptr[r], m.indptr[r + 1]
+    return m.indices[lo:hi], m.data[lo:hi]

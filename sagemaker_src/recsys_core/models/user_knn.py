@@ -18,6 +18,7 @@ from .base import (
     Sequences,
     accumulate_rows,
     accumulate_rows_at,
+    entries_read,
     row_normalize_entries,
     sparse_from_state,
     sparse_state,
@@ -107,6 +108,10 @@ class UserKNN(Model):
         out = np.zeros(self.X.shape[1], dtype=dtype)
         accumulate_rows(out, self.X, cut, sims[cut])
         return out.astype(np.float32, copy=False)
+
+    def heavy_cost(self, profiles: sp.csr_matrix) -> np.ndarray | None:
+        """Similarities read every user of every profile item (then k neighbours' items)."""
+        return self.SECONDS_PER_ENTRY * entries_read(profiles, self.Xn_T)
 
     def state(self) -> dict[str, np.ndarray]:
         return sparse_state("X", self.X)
