@@ -25,11 +25,20 @@ from recsys_core.bundle import Bundle, recipe_doc  # noqa: E402
 from recsys_core.cold_start import choose_cold_start  # noqa: E402
 from recsys_core.data import load_interactions, load_optional, run_entry_point  # noqa: E402
 from recsys_core.features import EventWeights, item_popularity  # noqa: E402
+from recsys_core.models import Model  # noqa: E402
 from recsys_core.models.content import SegmentPopularity  # noqa: E402
 from recsys_core.prepare import prepare, user_segments  # noqa: E402
 from recsys_core.report import bar_chart, markdown_table  # noqa: E402
 from recsys_core.rules import ExplorationConfig, build_catalogue  # noqa: E402
-from recsys_core.selection import SelectionConfig, default_candidates, fit_recipe, select  # noqa: E402
+from recsys_core.selection import (  # noqa: E402
+    Recipe,
+    SelectionConfig,
+    SelectionResult,
+    default_candidates,
+    fit_recipe,
+    select,
+)
+from recsys_core.serving import ServingConfig  # noqa: E402
 from recsys_core.split import HoldoutConfig  # noqa: E402
 
 
@@ -46,6 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "0 = from the data's size")
     p.add_argument("--no-tune", action="store_true", help="each family at its default settings only")
     p.add_argument("--no-blend", action="store_true", help="select a single model only")
+    p.add_argument("--recipe", type=_recipe, default=None,
+                   help="skip selection and fit this blend of families at their defaults, e.g. '0.8*ease,0.2*mf'")
+    p.add_argument("--heavy-ms", type=float, default=ServingConfig.heavy_ms,
+                   help="serving: precompute, at load, the state of shoppers whose rows take this long to score")
+    p.add_argument("--heavy-memory-mb", type=float, default=ServingConfig.heavy_memory_mb,
+                   help="serving: memory per worker for that state")
+    p.add_argument("--retrieval-min-items", type=int, default=ServingConfig.retrieval_min_items,
+                   help="serving: from this many products on, requests score retrieved candidates, and an index "
+                        "is built over each embedding model's item vectors")
+    p.add_argument("--retrieval-candidates", type=int, default=ServingConfig.retrieval_candidates,
+                   help="serving: items an index returns per request")
+    p.add_argument("--index-recall", type=float, default=ServingConfig.index_recall,
+                   help="serving: tune each index to find this share of a shopper's exact top 100")
     p.add_argument("--weight-view", type=float, default=EventWeights.view)
     p.add_argument("--weight-cart", type=float, default=EventWeights.add_to_cart)
     p.add_argument("--weight-purchase", type=float, default=EventWeights.purchase)
@@ -64,6 +86,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         print(f"[train] ignoring unknown arguments: {unknown}", flush=True)
     return args
+
+
+def _recipe(text: str) -> Recipe:
+    """``'0.8*ease,0.2*mf'``: each family at its default configuration (``default_candidates``), weighted."""
+    defaults = {}
+    for cand in default_candidates():
+        defaults.setdefault(cand.family, cand)
+    candidates, weights = [], []
+    for part in text.split(","):
+        weight, _, family = part.strip().rpartition("*")
+        family = family.strip()
+        if family not in defaults:
+            raise argparse.ArgumentTypeError(f"unknown family {family!r} in {text!r}; known: {sorted(defaults)}")
+        try:
+            w = float(weight) if weight.strip() else 1.0
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"bad weight {weight!r} in {text!r}") from exc
+        candidates.append(defaults[family])
+        weights.append(w)
+    return Recipe(candidates, weights)
+
+
+def _recipe_name(recipe: Recipe) -> str:
+    return " + ".join(f"{w:g}*{c.family}" for c, w in zip(recipe.candidates, recipe.weights, strict=True))
 
 
 def log(msg: str) -> None:
@@ -121,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.no_blend:
         sel_config = replace(sel_config, max_components=1)
-    result = select(clean, products, users, sel_config, weights, args.num_threads, log)
+    if args.recipe is not None:
+        result = SelectionResult(args.recipe, [], 0.0, 0.0, [f"recipe pinned by --recipe, not selected: "
+                                                             f"{_recipe_name(args.recipe)}"])
+    else:
+        result = select(clean, products, users, sel_config, weights, args.num_threads, log)
     log(f"[train] selection done ({time.perf_counter() - t0:.1f}s): {_describe(result)}")
 
     prep = prepare(clean, products, users, weights, args.num_threads, args.seed)
@@ -155,12 +205,36 @@ def main(argv: list[str] | None = None) -> int:
             "cold_start": {"strategy": cold.strategy, "reason": cold.reason},
         },
         trending=trending, catalogue=catalogue, cold_start=cold.strategy, exploration=exploration,
+        serving=ServingConfig(heavy_ms=args.heavy_ms, heavy_memory_mb=args.heavy_memory_mb,
+                              retrieval_min_items=args.retrieval_min_items,
+                              retrieval_candidates=args.retrieval_candidates, index_recall=args.index_recall),
     )
+    _build_retrieval(bundle, args.num_threads)
     bundle.save(args.model_dir)
     log(f"[train] saved model {version} to {args.model_dir} ({time.perf_counter() - t0:.1f}s)")
     _write_selection_report(out_dir, result, ensemble.name, args.k)
     log(f"[train] done in {time.perf_counter() - t0:.1f}s")
     return 0
+
+
+def _build_retrieval(bundle: Bundle, threads: int) -> None:
+    """Say which serving path the catalogue's size chose; past ``retrieval_min_items``, build the indexes."""
+    n, limit = bundle.hist.n_items, bundle.serving.retrieval_min_items
+    if not bundle.uses_retrieval:
+        log(f"[train] serving: {n} products < retrieval_min_items {limit}: requests score every product")
+        return
+    log(f"[train] serving: {n} products >= retrieval_min_items {limit}: requests score retrieved candidates "
+        "(item-item neighbours, best sellers, an index per embedding model), not every product")
+    t = time.perf_counter()
+    for j, r in bundle.build_indexes(threads).items():
+        log(f"[train] serving: index over {bundle.ensemble.models[j].name}'s item vectors: {r.kind} on {r.n_items} "
+            f"x {r.dims}, nprobe {r.breadth}, recall@{r.recall_at} {r.recall:.3f} among "
+            f"{bundle.serving.retrieval_candidates} candidates, {r.bytes / 2**20:.0f} MB, {r.build_s:.1f}s")
+    if not bundle.ensemble.can_retrieve:
+        names = [m.name for j, m in enumerate(bundle.ensemble.models)
+                 if j not in bundle.ensemble.indexes and type(m).candidates is Model.candidates]
+        log(f"[train] serving: {', '.join(names)} cannot name candidates: requests score every product")
+    log(f"[train] serving: retrieval ready ({time.perf_counter() - t:.1f}s)")
 
 
 def _describe(result) -> str:  # noqa: ANN001 - a SelectionResult

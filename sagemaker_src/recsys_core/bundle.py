@@ -21,9 +21,12 @@ from .data import IdMap
 from .ensemble import Ensemble, top_k
 from .features import History
 from .models import FAMILIES
+from .models.base import embedding_query, embedding_vectors, is_embedding
 from .models.content import SegmentPopularity
+from .retrieval import IndexReport, ItemIndex
 from .rules import (
     Blocked,
+    CandidateScores,
     Catalogue,
     ExplorationConfig,
     ExplorationIndex,
@@ -64,6 +67,7 @@ class Bundle:
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     cold_start: str = "popular"  # what a shopper the model never saw gets (recsys_core/cold_start.py)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    index_reports: dict[int, IndexReport] = field(default_factory=dict)  # what building each index measured
 
     def __post_init__(self) -> None:
         self._profiles = self.ensemble.profiles(self.hist)
@@ -77,6 +81,8 @@ class Bundle:
             self.catalogue = Catalogue(np.full(n, np.nan, np.float32), np.ones(n, bool), self.item_category,
                                        self.category_names, np.zeros(n, bool))
         self._explore_index = ExplorationIndex.build(self.catalogue, self.popularity)
+        self._retrieval = False  # prepare_serving decides (load calls it)
+        self._popular_head = np.zeros(0, dtype=np.int64)
 
     # ---------------------------------------------------------------- serving
     def recommend(
@@ -118,18 +124,17 @@ class Bundle:
             if session is not None:
                 peak = float(p_val.max(initial=0.0)) or 1.0
                 steered = self._profiles[u] + self._session_row(session) * peak  # scipy's exact sum
-                scores = self.ensemble.score_steered(u, session, peak, steered.indices, steered.data, n,
-                                                     sequence=sequence)  # steered: fold the session in
+                scores = self._score(steered.indices, steered.data, -1, sequence, promotion,  # fold the session in
+                                     steer=(u, session, peak))
                 strategy = "personalized+session"
             else:
-                scores = self.ensemble.score_row(p_idx, p_val, u, n, sequence=sequence)
+                scores = self._score(p_idx, p_val, u, sequence, promotion)
                 strategy = "personalized"
             if exclude != "none":
                 owned = self._strong if exclude == "purchased" else self._any
                 mask[owned.indices[owned.indptr[u] : owned.indptr[u + 1]]] = True
         elif session is not None:
-            scores = self.ensemble.score_row(session.astype(np.int32), np.ones(len(session), np.float32), -1, n,
-                                             sequence=sequence)
+            scores = self._score(session.astype(np.int32), np.ones(len(session), np.float32), -1, sequence, promotion)
             strategy = "session"
         else:
             scores, strategy = self._cold_scores(user_id)
@@ -137,7 +142,7 @@ class Bundle:
             mask[recent] = True
         self._exclude(mask, exclude_product_ids, category)
         k = min(k, n)
-        if filters or promotion or exploration_share > 0:
+        if filters or promotion or exploration_share > 0 or isinstance(scores, CandidateScores):
             user_items = self.hist.indices[self.hist.indptr[u] : self.hist.indptr[u + 1]] if u >= 0 else recent
             return self._with_rules(user_id, strategy, scores, mask, k, filters, promotion, exploration_share,
                                     user_items)
@@ -177,8 +182,8 @@ class Bundle:
             scores, strategy = content, "similar_content"
         elif len(known):
             u = self.users.index_one(user_id) if user_id is not None else -1
-            scores = self.ensemble.score_row(known.astype(np.int32), np.ones(len(known), np.float32), -1, n,
-                                             sequence=self._sequence(u, idx[idx >= 0]))
+            scores = self._score(known.astype(np.int32), np.ones(len(known), np.float32), -1,
+                                 self._sequence(u, idx[idx >= 0]), promotion)
             strategy = "similar" if product_id is not None else "cart"
         else:  # a product the catalogue does not know: the popular list
             scores, strategy = self.popularity.astype(np.float64).copy(), "popular"
@@ -191,7 +196,8 @@ class Bundle:
                     exploration_share: float, user_items: np.ndarray) -> dict[str, Any]:
         """Filters before top-k; then a promotion's slots and exploration's slots, spread through the list."""
         assert self.catalogue is not None
-        scores = np.asarray(scores)
+        if not isinstance(scores, CandidateScores):
+            scores = np.asarray(scores)
         blocked = Blocked(mask, self.catalogue, filters)  # filters checked only on the items a ranking looks at
         special: list[tuple[int, str]] = []
         if promotion is not None:
@@ -219,6 +225,26 @@ class Bundle:
         if promotion is not None:
             out["promotion"] = promotion[2]
         return out
+
+    def _score(self, indices: np.ndarray, data: np.ndarray, user: int, sequence: np.ndarray | None,
+               promotion: tuple[list[str], int, str] | None, steer: tuple[int, np.ndarray, float] | None = None,
+               ) -> np.ndarray | CandidateScores:
+        """A profile row's scores: every item's, or on a catalogue past ``serving.retrieval_min_items`` only
+        the retrieved candidates' (plus best sellers and the promotion's products: ``Ensemble.retrieve``).
+        ``steer`` = (known shopper, session, peak) when the row is that shopper's profile plus a session."""
+        n = self.hist.n_items
+        if self._retrieval:
+            extra = self._popular_head
+            if promotion is not None:
+                promo = self.items.index(promotion[0])
+                extra = np.concatenate([extra, promo[promo >= 0]])
+            got = self.ensemble.retrieve(indices, data, user, n, sequence=sequence, steer=steer, extra=extra,
+                                         limit=self.serving.retrieval_candidates)
+            if got is not None:
+                return CandidateScores(got[0], got[1], self.popularity)
+        if steer is not None:
+            return self.ensemble.score_steered(steer[0], steer[1], steer[2], indices, data, n, sequence=sequence)
+        return self.ensemble.score_row(indices, data, user, n, sequence=sequence)
 
     def _sequence(self, u: int, tail: np.ndarray) -> np.ndarray | None:
         """What sequential members read: the shopper's known items oldest -> newest (by recency), then
@@ -290,6 +316,8 @@ class Bundle:
             arrays.update({"cat_price": self.catalogue.price, "cat_available": self.catalogue.available,
                            "cat_explorable": self.catalogue.explorable})
         np.savez(model_dir / "arrays.npz", **arrays)
+        for j, index in self.ensemble.indexes.items():
+            index.save(model_dir / f"index_m{j}.faiss")
         doc = {
             "format_version": FORMAT_VERSION,
             "model_version": self.model_version,
@@ -301,6 +329,7 @@ class Bundle:
             "exploration": asdict(self.exploration),
             "cold_start": self.cold_start,
             "serving": asdict(self.serving),
+            "indexes": {str(j): asdict(r) for j, r in self.index_reports.items()},
             "n_users": len(self.users), "n_items": len(self.items), "nnz": self.hist.nnz,
             "meta": self.meta,
         }
@@ -340,13 +369,50 @@ class Bundle:
                    doc.get("meta", {}), a.get("trending"), catalogue,
                    ExplorationConfig(**doc.get("exploration", {})), doc.get("cold_start", "popular"),
                    ServingConfig(**doc.get("serving", {})))
+        for j, report in doc.get("indexes", {}).items():
+            ensemble.indexes[int(j)] = ItemIndex.load(model_dir / f"index_m{j}.faiss", report["breadth"])
+            bundle.index_reports[int(j)] = IndexReport(**report)
         bundle.prepare_serving()
         return bundle
 
     def prepare_serving(self) -> None:
-        """Precompute what the costliest shoppers' requests need (``Ensemble.prepare_serving``); ``load``
-        does it once, before a server forks its workers, so they share it."""
+        """Precompute what the costliest shoppers' requests need (``Ensemble.prepare_serving``) and decide
+        whether requests score retrieved candidates; ``load`` does it once, before a server forks its
+        workers, so they share it."""
         self.ensemble.prepare_serving(self._profiles, self.serving)
+        self._retrieval = self.uses_retrieval and self.ensemble.can_retrieve
+        self._popular_head = np.sort(self._popular_order[: self.serving.retrieval_candidates])
+
+    @property
+    def uses_retrieval(self) -> bool:
+        """Whether the catalogue is past ``serving.retrieval_min_items`` (candidates, not every product)."""
+        return self.hist.n_items >= self.serving.retrieval_min_items
+
+    def build_indexes(self, threads: int = 0, sample_users: int = 256, seed: int = 0) -> dict[int, IndexReport]:
+        """At training, on a catalogue past ``serving.retrieval_min_items``: an ``ItemIndex`` over each
+        embedding member's item vectors, tuned on sampled shoppers' query vectors (saved with the model)."""
+        if not self.uses_retrieval:
+            return {}
+        rng = np.random.default_rng(seed)
+        active = np.flatnonzero(np.diff(self._profiles.indptr) > 0)
+        users = rng.choice(active, size=min(sample_users, len(active)), replace=False) if len(active) else active
+        reports = {}
+        for j, model in enumerate(self.ensemble.models):
+            if not is_embedding(model):
+                continue
+            queries = np.array([embedding_query(model, model.query_vector(*self._row(int(u)), int(u),
+                                                                          self._sequence(int(u), np.zeros(0))))
+                                for u in users], dtype=np.float32)
+            index, reports[j] = ItemIndex.build(embedding_vectors(model), queries, recall=self.serving.index_recall,
+                                                candidates=self.serving.retrieval_candidates, threads=threads)
+            self.ensemble.indexes[j] = index
+        self.index_reports = reports
+        self.prepare_serving()
+        return reports
+
+    def _row(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self._profiles.indptr[u], self._profiles.indptr[u + 1]
+        return self._profiles.indices[lo:hi], self._profiles.data[lo:hi]
 
 
 def _finite(value: Any) -> float:

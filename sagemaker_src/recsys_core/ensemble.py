@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .features import History
-from .models.base import Model, Sequences, sorted_lookup
+from .models.base import Model, Sequences, embedding_query, embedding_scores, sorted_lookup
+from .retrieval import ItemIndex
 from .rules import sampled_top
 from .serving import HeavyShoppers, ServingConfig
 
@@ -45,6 +46,8 @@ class Ensemble:
     recency_boost: float = 0.0
     #: Precomputed state of the costliest shoppers (``prepare_serving``; serving only, never saved).
     heavy: HeavyShoppers | None = field(default=None, repr=False, compare=False)
+    #: Retrieval indexes of embedding members, by member position (``retrieve``; built by train.py).
+    indexes: dict[int, ItemIndex] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -113,6 +116,49 @@ class Ensemble:
                 raw = model.score_row(indices, data, -1, n_items, sequence=sequence, candidates=candidates)
             raws.append(raw)
         return self._blend(raws, indices, data, n_items, candidates)
+
+    @property
+    def can_retrieve(self) -> bool:
+        """Whether every member can name its candidates (an embedding member through its index)."""
+        return all(j in self.indexes or type(m).candidates is not Model.candidates for j, m in enumerate(self.models))
+
+    def retrieve(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                 sequence: np.ndarray | None = None, steer: tuple[int, np.ndarray, float] | None = None,
+                 extra: np.ndarray | None = None, limit: int = 1000) -> tuple[np.ndarray, np.ndarray] | None:
+        """(candidates sorted, their scores): each member's candidates (``Model.candidates``; an embedding
+        member's ``limit`` nearest item vectors from its index), the profile's items when repeats count, and
+        ``extra`` (e.g. best sellers to fill a list, a promotion's products), scored as ``score_row`` scores
+        them (``steer`` = (known shopper, session, peak): ``score_steered`` of that shopper). None when a
+        member cannot name candidates: score every item then."""
+        parts, queries = [np.zeros(0, dtype=np.int64)], {}
+        for j, model in enumerate(self.models):
+            if j in self.indexes:
+                queries[j] = model.query_vector(indices, data, user, sequence)
+                found = self.indexes[j].search(embedding_query(model, queries[j])[None, :], limit)[0]
+                parts.append(found[found >= 0])
+            else:
+                got = model.candidates(indices, data, user, n_items, sequence=sequence, limit=limit)
+                if got is None:
+                    return None
+                parts.append(got)
+        if self.repeat_weight:
+            parts.append(indices)
+        if extra is not None:
+            parts.append(extra)
+        cand = np.unique(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]))
+        raws = []
+        for j, model in enumerate(self.models):
+            if j in queries:
+                raws.append(embedding_scores(model, queries[j], cand))
+                continue
+            got = self.heavy.get(j, steer[0] if steer else user) if self.heavy is not None else None
+            raw = None
+            if got is not None:
+                raw = got[0].steered(got[1], steer[1], steer[2], n_items, cand) if steer else got[0].row(got[1], cand)
+            if raw is None:
+                raw = model.score_row(indices, data, user, n_items, sequence=sequence, candidates=cand)
+            raws.append(raw)
+        return cand, self._blend(raws, indices, data, n_items, cand)
 
     def prepare_serving(self, profiles: sp.csr_matrix, config: ServingConfig) -> None:
         """Precompute what the costliest shoppers' requests need (``serving.HeavyShoppers``)."""

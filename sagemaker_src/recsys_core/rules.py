@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .models.base import sorted_lookup
+
 #: How much a request may ask for (bounded so a request cannot make serving slow).
 MAX_LIST = 1000
 FILTER_KEYS = ("price_min", "price_max", "categories", "exclude_categories", "in_stock_only")
@@ -251,12 +253,34 @@ def sampled_top(scores: np.ndarray, n: int,
     return candidates[np.lexsort((candidates, -scores[candidates]))[:n]]
 
 
-def ranked(scores: np.ndarray, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
+class CandidateScores:
+    """A request's scores when only retrieved candidates were scored (huge catalogues): the candidates'
+    scores, every other item reads -inf. :func:`ranked` ranks the candidates, then fills the list from
+    ``backfill`` (popularity), so k products still come back wherever k pass the request's rules."""
+
+    def __init__(self, items: np.ndarray, values: np.ndarray, backfill: np.ndarray) -> None:
+        self.items, self.values, self.backfill = items, values, backfill  # items sorted, distinct
+
+    def __len__(self) -> int:
+        return len(self.backfill)
+
+    def __getitem__(self, idx: Any) -> Any:
+        at, hit = sorted_lookup(self.items, np.asarray(idx))
+        return np.where(hit, self.values[at] if len(self.items) else -np.inf, -np.inf)
+
+
+def ranked(scores: np.ndarray | CandidateScores, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
     """Up to n unblocked items, best score first (ties by index), with a finite score only: by
-    :func:`sampled_top` on a large catalogue, else (or when it cannot decide) by :func:`ranked_full`."""
+    :func:`sampled_top` on a large catalogue, else (or when it cannot decide) by :func:`ranked_full`.
+    ``CandidateScores``: the candidates, then best sellers when fewer than n candidates pass."""
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     blocked = _blocked(blocked)
+    if isinstance(scores, CandidateScores):
+        top = ranked_among(scores.items, scores, blocked, n)
+        if len(top) < n:
+            top = np.concatenate([top, ranked(scores.backfill, blocked.plus(scores.items), n - len(top))])
+        return top
     top = sampled_top(scores, n, blocked.at)
     return top if top is not None else ranked_full(scores, blocked.dense(), n)
 

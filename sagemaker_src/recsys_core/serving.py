@@ -25,6 +25,13 @@ class ServingConfig:
     reads) gets that model's state precomputed when the model loads; 0 turns precomputing off."""
     heavy_memory_mb: float = 128.0
     """Memory per worker for that state, given to the costliest shoppers first."""
+    retrieval_min_items: int = 1_000_000
+    """From this many products on, requests score retrieved candidates instead of the whole catalogue
+    (``recsys_core/retrieval.py``), and training builds an index over each embedding model's item vectors."""
+    retrieval_candidates: int = 1000
+    """Items each embedding model's index returns per request (and best sellers added to fill lists)."""
+    index_recall: float = 0.98
+    """Training tunes each index to find this share of a shopper's exact top 100 among its candidates."""
 
 
 @dataclass

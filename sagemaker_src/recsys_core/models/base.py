@@ -120,6 +120,14 @@ class Model(ABC):
         out = self.score(row, np.array([user]), sequences=one_sequence(sequence))[0]
         return out if candidates is None else out[candidates]
 
+    # ------------------------------------------------------------ serving: retrieval (huge catalogues)
+    def candidates(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                   sequence: np.ndarray | None = None, limit: int = 1000) -> np.ndarray | None:
+        """Items this model scores highest for the row (about ``limit`` of them, or every item it scores
+        above zero), without scoring the catalogue; None if it cannot say (the server then scores every
+        item). Embedding models get theirs from a ``retrieval.ItemIndex`` over ``item_vectors`` instead."""
+        return None
+
     # ------------------------------------------------------------ serving: shoppers with long histories
     #: Request-path seconds per unit of ``heavy_cost``'s work (one stored weight read and added).
     SECONDS_PER_ENTRY: ClassVar[float] = 2e-8
@@ -231,6 +239,11 @@ class ItemItemModel(Model):
         accumulate_rows(out, self.W, indices, data)
         return out.astype(np.float32, copy=False)
 
+    def candidates(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                   sequence: np.ndarray | None = None, limit: int = 1000) -> np.ndarray | None:
+        """The stored neighbours of the row's items: every item this model scores other than zero."""
+        return rows_support(self.W, indices)
+
     def state(self) -> dict[str, np.ndarray]:
         return sparse_state("W", self.W)
 
@@ -239,6 +252,42 @@ class ItemItemModel(Model):
         m = cls(config)
         m.W = sparse_from_state("W", state)
         return m
+
+
+def rows_support(M: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """The distinct columns stored in these rows of M (sorted)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = M.indptr[rows]
+    return np.unique(M.indices[range_positions(starts, M.indptr[rows + 1] - starts)])
+
+
+def is_embedding(model: Model) -> bool:
+    """Whether the model scores ``item_vectors() @ query_vector(...)`` (plus ``item_bias()`` if it has one)."""
+    return callable(getattr(model, "item_vectors", None)) and callable(getattr(model, "query_vector", None))
+
+
+def embedding_vectors(model: Any) -> np.ndarray:
+    """The vectors an index searches: ``item_vectors``, with ``item_bias`` as one more coordinate if any."""
+    Y = model.item_vectors()
+    bias = getattr(model, "item_bias", None)
+    return np.hstack([Y, bias()[:, None]]).astype(np.float32) if callable(bias) else Y
+
+
+def embedding_query(model: Any, query: np.ndarray) -> np.ndarray:
+    """The query vector matching ``embedding_vectors`` (a 1 against the bias coordinate)."""
+    q = np.asarray(query, dtype=np.float32)
+    return np.append(q, np.float32(1.0)) if callable(getattr(model, "item_bias", None)) else q
+
+
+def embedding_scores(model: Any, query: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
+    """An embedding model's scores from its query vector, at ``candidates`` (None: every item)."""
+    Y = model.item_vectors()
+    Y = Y if candidates is None else Y[candidates]
+    out = (np.asarray(query, dtype=np.float32)[None, :] @ Y.T)[0]
+    bias = getattr(model, "item_bias", None)
+    if callable(bias):
+        out = out + (bias() if candidates is None else bias()[candidates])
+    return out
 
 
 def entries_read(profiles: sp.csr_matrix, M: sp.csr_matrix) -> np.ndarray:
@@ -291,7 +340,7 @@ def accumulate_rows(out: np.ndarray, M: sp.csr_matrix, rows: np.ndarray, weights
 def sorted_lookup(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positions, found): where each query sits in the sorted, distinct ``keys``, and whether it is there."""
     if not len(keys):
-        return np.zeros(len(queries), dtype=np.intp), np.zeros(len(queries), dtype=bool)
+        return np.zeros(np.shape(queries), dtype=np.intp), np.zeros(np.shape(queries), dtype=bool)
     at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
     return at, keys[at] == queries
 

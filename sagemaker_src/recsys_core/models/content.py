@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .base import FitContext, Model, Sequences, sorted_lookup, sparse_from_state, sparse_state
+from .popularity import best_of
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,15 @@ class SegmentPop(Model):
         at, hit = sorted_lookup(cols, np.asarray(candidates))
         out[hit] += vals[at[hit]]
         return out
+
+    def candidates(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                   sequence: np.ndarray | None = None, limit: int = 1000) -> np.ndarray | None:
+        """The shopper's segment favourites and the overall best sellers."""
+        seg = int(self.segment_of[user]) if user >= 0 else -1
+        best = best_of(self, self.pop, limit)
+        if seg < 0:
+            return best
+        return np.union1d(self.top.indices[self.top.indptr[seg] : self.top.indptr[seg + 1]], best)
 
     def state(self) -> dict[str, np.ndarray]:
         return sparse_state("top", self.top) | {"pop": self.pop, "segment_of": self.segment_of}

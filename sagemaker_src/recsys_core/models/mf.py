@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .base import DataShape, FitContext, Held, Model, Sequences, sorted_lookup
+from .base import DataShape, FitContext, Held, Model, Sequences, embedding_scores, sorted_lookup
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,7 @@ class MatrixFactorization(Model):
         """``score`` for one row, skipping the sparse row slice; same (1 x f) @ (f x n) product. With
         ``candidates`` the product over those items' factors only: equal to the full row up to float32
         rounding (BLAS sums in an order that depends on the matrix size), not bit for bit."""
-        q = self.query_vector(indices, data, user)[None, :]
-        Y = self.item_factors if candidates is None else self.item_factors[candidates]
-        return (q @ Y.T)[0]
+        return embedding_scores(self, self.query_vector(indices, data, user), candidates)
 
     # ---------------------------------------------------------------- serving shoppers with long histories
     def heavy_cost(self, profiles: sp.csr_matrix) -> np.ndarray | None:

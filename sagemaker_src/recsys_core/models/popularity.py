@@ -17,6 +17,27 @@ class PopularityConfig:
     half_life_fraction: float = 0.0
 
 
+def top_items(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest values, ties by index (sorted by index, not by value)."""
+    n = min(n, len(values))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if n == len(values):
+        return np.arange(n)
+    nth = values[np.argpartition(-values, n - 1)[n - 1]]
+    above, tied = np.flatnonzero(values > nth), np.flatnonzero(values == nth)
+    return np.sort(np.concatenate([above, tied[: n - len(above)]]))
+
+
+def best_of(model: Model, values: np.ndarray, n: int) -> np.ndarray:
+    """``top_items(values, n)``, computed once per model and n (a partition of the catalogue per request
+    would cost more than the rest of the request)."""
+    cache = model.__dict__.setdefault("_best_items", {})
+    if n not in cache:
+        cache[n] = top_items(values, n)
+    return cache[n]
+
+
 class Popularity(Model):
     family = "popularity"
     Config = PopularityConfig
@@ -43,6 +64,11 @@ class Popularity(Model):
     def score_row(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
                   sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
         return self.pop.copy() if candidates is None else self.pop[candidates]
+
+    def candidates(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                   sequence: np.ndarray | None = None, limit: int = 1000) -> np.ndarray | None:
+        """The ``limit`` best sellers (ties by index)."""
+        return best_of(self, self.pop, limit)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"pop": self.pop}

@@ -20,6 +20,7 @@ from .base import (
     accumulate_rows_at,
     entries_read,
     row_normalize_entries,
+    rows_support,
     sparse_from_state,
     sparse_state,
 )
@@ -92,6 +93,22 @@ class UserKNN(Model):
                   sequence: np.ndarray | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
         """``_score`` for one row without building scipy matrices: ~16 per call made scipy's overhead
         most of a request's cost. Same float operations in the same order, so identical results."""
+        cut, weights = self._neighbours(indices, data, user, n_items)
+        dtype = np.result_type(weights, self.X.data)
+        if candidates is not None:
+            return accumulate_rows_at(self.X, cut, weights, candidates, dtype).astype(np.float32, copy=False)
+        out = np.zeros(self.X.shape[1], dtype=dtype)
+        accumulate_rows(out, self.X, cut, weights)
+        return out.astype(np.float32, copy=False)
+
+    def candidates(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
+                   sequence: np.ndarray | None = None, limit: int = 1000) -> np.ndarray | None:
+        """The neighbours' items: every item this model scores other than zero."""
+        return rows_support(self.X, self._neighbours(indices, data, user, n_items)[0])
+
+    def _neighbours(self, indices: np.ndarray, data: np.ndarray, user: int,
+                    n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest users of the row as ``_score`` picks them (same call, same order), and their similarities."""
         n_users = self.X.shape[0]
         cols, vals = row_normalize_entries(indices, data.astype(np.float32, copy=False), n_items)
         sims = np.zeros(n_users, dtype=np.result_type(vals, self.Xn_T.data))
@@ -100,14 +117,9 @@ class UserKNN(Model):
         if user >= 0:
             sims[user] = 0.0  # a user is not their own neighbour
         k = min(self.config.k, n_users)
-        # k nearest as _score picks them (same call, same order); else what csr_matrix(sims) keeps
+        # else every user with a similarity, as csr_matrix(sims) keeps them
         cut = np.argpartition(-sims[None, :], k - 1, axis=1)[0, :k] if k < n_users else np.flatnonzero(sims)
-        dtype = np.result_type(sims, self.X.data)
-        if candidates is not None:
-            return accumulate_rows_at(self.X, cut, sims[cut], candidates, dtype).astype(np.float32, copy=False)
-        out = np.zeros(self.X.shape[1], dtype=dtype)
-        accumulate_rows(out, self.X, cut, sims[cut])
-        return out.astype(np.float32, copy=False)
+        return cut, sims[cut]
 
     def heavy_cost(self, profiles: sp.csr_matrix) -> np.ndarray | None:
         """Similarities read every user of every profile item (then k neighbours' items)."""
