@@ -9,8 +9,10 @@ selection table, quarantine and a report go to ``SM_OUTPUT_DATA_DIR``. No flag i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, replace
@@ -89,22 +91,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _recipe(text: str) -> Recipe:
-    """``'0.8*ease,0.2*mf'``: each family at its default configuration (``default_candidates``), weighted."""
+    """``'0.8*ease,0.2*mf(factors=64)'``: families at their default configuration (``default_candidates``),
+    with the fields in brackets changed, weighted."""
     defaults = {}
     for cand in default_candidates():
         defaults.setdefault(cand.family, cand)
     candidates, weights = [], []
-    for part in text.split(","):
-        weight, _, family = part.strip().rpartition("*")
-        family = family.strip()
-        if family not in defaults:
-            raise argparse.ArgumentTypeError(f"unknown family {family!r} in {text!r}; known: {sorted(defaults)}")
-        try:
-            w = float(weight) if weight.strip() else 1.0
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"bad weight {weight!r} in {text!r}") from exc
-        candidates.append(defaults[family])
-        weights.append(w)
+    for part in re.findall(r"[^,(]+(?:\([^)]*\))?", text):
+        m = re.fullmatch(r"\s*(?:([\d.eE+-]+)\s*\*)?\s*(\w+)\s*(?:\((.*)\))?\s*", part)
+        if m is None or m.group(2) not in defaults:
+            raise argparse.ArgumentTypeError(f"cannot read {part.strip()!r} in {text!r}: want weight*family, "
+                                             f"family one of {sorted(defaults)}")
+        weight, family, fields = m.groups()
+        config = defaults[family].config
+        changes = {}
+        for item in filter(None, (f.strip() for f in (fields or "").split(","))):
+            key, _, value = item.partition("=")
+            key = key.strip()
+            if key not in {f.name for f in dataclasses.fields(config)}:
+                raise argparse.ArgumentTypeError(f"{family} has no setting {key!r}")
+            kind = type(getattr(config, key))
+            changes[key] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value.strip())
+        candidates.append(replace(defaults[family], config=replace(config, **changes)))
+        weights.append(float(weight) if weight else 1.0)
     return Recipe(candidates, weights)
 
 
