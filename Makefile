@@ -60,6 +60,7 @@ bench: setup
 	$(PY) bench/bench_data_plane.py --scales small
 	$(PY) bench/bench_recommender.py --quick
 	$(PY) bench/bench_endpoint.py --workers 2 --threads 2
+	$(PY) bench/bench_serving.py --cases generated,wholesale-ease-als --duration 10
 	$(PY) bench/bench_soak.py --duration 90
 	$(PY) bench/bench_streaming.py
 	$(PY) bench/bench_faults.py

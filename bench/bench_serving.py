@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,8 @@ def _generated(users: int, products: int, interactions: int) -> Callable[[Path],
     def make(out: Path) -> None:
         from recsys.generator import GeneratorConfig, generate_to_dir
 
-        generate_to_dir(out, GeneratorConfig(n_users=users, n_products=products, n_interactions=interactions))
+        generate_to_dir(out, GeneratorConfig(n_users=users, n_products=products, n_interactions=interactions,
+                                             fmt="parquet"))
 
     return make
 
@@ -111,6 +113,9 @@ CASES = [
          _public("Amazon_Sports_and_Outdoors")),
     Case("movielens-small", "MovieLens latest-small (671 raters, 9k movies, up to 2.4k ratings each)",
          _public("ml-latest-small-ratings")),
+    Case("retrieval-2m", "a generated shop of 300,000 shoppers, 2,000,000 products, 5M interactions: past "
+         "retrieval_min_items, so requests score retrieved candidates (an ALS index + item-kNN neighbours)",
+         _generated(300_000, 2_000_000, 5_000_000), ("--recipe", "0.6*item_knn,0.4*mf(factors=64)")),
 ]
 
 
@@ -256,8 +261,8 @@ def run_python_client(url: str, bodies: list[dict], duration: float) -> dict:
 
 
 # ------------------------------------------------------------------------------- handler alone
-def handler_alone(model: Path, bodies: list[dict], seconds: float = 3.0) -> tuple[float, dict[str, float]]:
-    """(model_fn seconds, p99 ms per request kind) in this process."""
+def load_model(model: Path) -> tuple[Any, Any, float]:
+    """(the handler module, the loaded model, seconds ``model_fn`` took) in this process."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_serving_inference", ROOT / "sagemaker_src" / "inference.py")
@@ -265,17 +270,20 @@ def handler_alone(model: Path, bodies: list[dict], seconds: float = 3.0) -> tupl
     spec.loader.exec_module(inference)
     t = time.perf_counter()
     bundle = inference.model_fn(str(model))
-    load_s = time.perf_counter() - t
+    return inference, bundle, time.perf_counter() - t
+
+
+def handler_alone(inference: Any, bundle: Any, bodies: list[dict], seconds: float = 3.0) -> dict[str, float]:
+    """p99 ms of ``predict_fn`` per request kind, in this process."""
     lat: dict[str, list[float]] = {}
     start = time.perf_counter()
     for body in bodies:
         if time.perf_counter() - start > seconds:
             break
-        kind = _kind(body)
         t = time.perf_counter()
         inference.predict_fn(dict(body), bundle)
-        lat.setdefault(kind, []).append((time.perf_counter() - t) * 1000)
-    return load_s, {k: float(np.percentile(v, 99)) for k, v in lat.items()}
+        lat.setdefault(_kind(body), []).append((time.perf_counter() - t) * 1000)
+    return {k: float(np.percentile(v, 99)) for k, v in lat.items()}
 
 
 def _kind(body: dict) -> str:
@@ -283,6 +291,35 @@ def _kind(body: dict) -> str:
         return "product page"
     new = str(body.get("user_id", "")).startswith("new-")
     return ("new" if new else "known") + ("+session" if "recent_product_ids" in body else "")
+
+
+# ------------------------------------------------------------------------------- retrieval
+def retrieval_figures(bundle: Any, model: Path, n_users: int = 200, k: int = 100, seed: int = 0) -> dict:
+    """For a model that serves by retrieval: recall@k of the served lists against scoring every product
+    (the same shoppers, plain requests), ``predict_fn``'s time for them, the index's own recall, size and
+    build time (from training)."""
+    doc = json.loads((model / "model.json").read_text())
+    if not doc.get("indexes") or not bundle._retrieval:
+        return {}
+    rng = np.random.default_rng(seed)
+    users = rng.choice(len(bundle.users), size=min(n_users, len(bundle.users)), replace=False)
+    recall, served_ms = [], []
+    try:
+        for u in users.tolist():
+            user_id = str(bundle.users.ids[u])
+            bundle._retrieval = True
+            t = time.perf_counter()
+            got = bundle.recommend(user_id, k=k)
+            served_ms.append((time.perf_counter() - t) * 1000)
+            bundle._retrieval = False  # the same model scoring every product
+            ids = {r["product_id"] for r in bundle.recommend(user_id, k=k)["recommendations"]}
+            recall.append(len(ids & {r["product_id"] for r in got["recommendations"]}) / max(len(ids), 1))
+    finally:
+        bundle._retrieval = True
+    reports = list(doc["indexes"].values())
+    return {"recall@100 served vs exact": float(np.mean(recall)), "index recall@100": reports[0]["recall"],
+            "index build s": sum(r["build_s"] for r in reports), "index MB": sum(r["bytes"] for r in reports) / 2**20,
+            "k=100 p99 ms": float(np.percentile(served_ms, 99))}
 
 
 # ------------------------------------------------------------------------------- main
@@ -327,9 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         row = {"case": name, **describe(model)}
         if train_s is not None:
             row["train s"] = train_s
-        if args.handler:
-            row["load s"], per_kind = handler_alone(model, bodies)
-            row.update({f"{k} p99 ms": v for k, v in per_kind.items()})
+        if args.handler or "retrieval" in name:
+            inference, bundle, row["load s"] = load_model(model)
+            row.update({f"{k} p99 ms": v for k, v in handler_alone(inference, bundle, bodies).items()})
+            row.update(retrieval_figures(bundle, model))
+            del inference, bundle  # the server loads its own
         proc, url = start_server(model, WORKERS)
         try:
             with tempfile.TemporaryDirectory() as tmp:
@@ -357,7 +396,7 @@ def table(rows: list[dict]) -> str:
     cols = ["case", "products", "shoppers", "max items/shopper", "recipe", "model MB", "req/s", "p50 ms", "p99 ms",
             "errors", "worker RSS MB", "worker PSS MB", "load avg", "target met"]
     cols += sorted({k for r in rows for k in r if k.endswith("p99 ms") and k != "p99 ms"} | {
-        k for r in rows for k in r if k in ("load s", "train s")})
+        k for r in rows for k in r if k in ("load s", "train s") or "recall" in k or k.startswith("index")})
 
     def cell(v: object) -> str:
         if isinstance(v, bool):

@@ -27,7 +27,6 @@ from recsys_core.bundle import Bundle, recipe_doc  # noqa: E402
 from recsys_core.cold_start import choose_cold_start  # noqa: E402
 from recsys_core.data import load_interactions, load_optional, run_entry_point  # noqa: E402
 from recsys_core.features import EventWeights, item_popularity  # noqa: E402
-from recsys_core.models import Model  # noqa: E402
 from recsys_core.models.content import SegmentPopularity  # noqa: E402
 from recsys_core.prepare import prepare, user_segments  # noqa: E402
 from recsys_core.report import bar_chart, markdown_table  # noqa: E402
@@ -239,10 +238,9 @@ def _build_retrieval(bundle: Bundle, threads: int) -> None:
         log(f"[train] serving: index over {bundle.ensemble.models[j].name}'s item vectors: {r.kind} on {r.n_items} "
             f"x {r.dims}, nprobe {r.breadth}, recall@{r.recall_at} {r.recall:.3f} among "
             f"{bundle.serving.retrieval_candidates} candidates, {r.bytes / 2**20:.0f} MB, {r.build_s:.1f}s")
-    if not bundle.ensemble.can_retrieve:
-        names = [m.name for j, m in enumerate(bundle.ensemble.models)
-                 if j not in bundle.ensemble.indexes and type(m).candidates is Model.candidates]
-        log(f"[train] serving: {', '.join(names)} cannot name candidates: requests score every product")
+    if bundle.ensemble.cannot_retrieve:
+        log(f"[train] serving: {', '.join(bundle.ensemble.cannot_retrieve)} cannot name candidates: "
+            "requests score every product")
     log(f"[train] serving: retrieval ready ({time.perf_counter() - t:.1f}s)")
 
 

@@ -380,7 +380,7 @@ class Bundle:
         whether requests score retrieved candidates; ``load`` does it once, before a server forks its
         workers, so they share it."""
         self.ensemble.prepare_serving(self._profiles, self.serving)
-        self._retrieval = self.uses_retrieval and self.ensemble.can_retrieve
+        self._retrieval = self.uses_retrieval and not self.ensemble.cannot_retrieve
         self._popular_head = np.sort(self._popular_order[: self.serving.retrieval_candidates])
 
     @property

@@ -118,9 +118,10 @@ class Ensemble:
         return self._blend(raws, indices, data, n_items, candidates)
 
     @property
-    def can_retrieve(self) -> bool:
-        """Whether every member can name its candidates (an embedding member through its index)."""
-        return all(j in self.indexes or type(m).candidates is not Model.candidates for j, m in enumerate(self.models))
+    def cannot_retrieve(self) -> list[str]:
+        """Members that cannot name their candidates (no ``candidates``, no index): requests score every item."""
+        return [m.name for j, m in enumerate(self.models)
+                if j not in self.indexes and type(m).candidates is Model.candidates]
 
     def retrieve(self, indices: np.ndarray, data: np.ndarray, user: int, n_items: int, *,
                  sequence: np.ndarray | None = None, steer: tuple[int, np.ndarray, float] | None = None,

@@ -180,6 +180,11 @@ EXERCISED_BY: dict[str, tuple[str, str]] = {
         "tests/recsys/local/test_endpoint.py::test_concurrent_requests_all_succeed_with_the_sequential_answers",
         "a load test of 20+ s per level; the test sends concurrent requests to the same endpoint",
     ),
+    "bench/bench_serving.py": (
+        "tests/recsys/local/test_bench_serving.py::test_a_case_is_served_by_the_documented_command_and_loaded",
+        "trains every case (real logs, a 2M-product shop: up to hours) and loads each for 20 s; the test serves a "
+        "small model with the same command, load clients and figures",
+    ),
     "bench/bench_soak.py": (
         "tests/recsys/local/test_soak.py::test_short_soak_of_the_real_handler_has_no_errors_and_a_row_per_window",
         "90 s of load; the test runs the same soak logic for seconds",

@@ -218,3 +218,26 @@ def test_the_index_finds_what_exact_scoring_ranks_first(model_dir, tmp_path):
         from_index += len({served.items.index_one(p) for p in got} - best_sellers)
     assert np.mean(recall) >= 0.95
     assert from_index > 150  # most lists hold products the best sellers did not bring
+
+
+def test_a_member_that_cannot_name_candidates_keeps_full_scoring(model_dir):
+    """Content scores by category affinity over the whole catalogue: with it in the blend, every product is scored."""
+    from recsys_core.bundle import Bundle
+    from recsys_core.ensemble import Ensemble
+    from recsys_core.models.content import Content
+
+    b = Bundle.load(model_dir)
+    content = Content().fit(b.hist.matrix(), _ctx(b))
+    b.ensemble = Ensemble([b.ensemble.models[0], content], [0.8, 0.2])
+    b.serving = replace(b.serving, retrieval_min_items=1)
+    b.prepare_serving()
+    assert b.uses_retrieval and b.ensemble.cannot_retrieve == [content.name] and not b._retrieval
+    answer = b.recommend(str(b.users.ids[0]), k=5)
+    assert len(answer["recommendations"]) == 5
+
+
+def _ctx(b):  # noqa: ANN001, ANN202 - a Bundle in, a FitContext out
+    from recsys_core.models import FitContext
+
+    return FitContext(item_category=b.item_category, item_sub_category=b.item_category,
+                      item_price_band=np.zeros(b.hist.n_items, dtype=np.int8))
