@@ -220,3 +220,21 @@ def test_held_state_steered_by_a_session_ranks_as_scoring_the_summed_profile(hel
         np.testing.assert_allclose([r["score"] for r in got["recommendations"]],
                                    [r["score"] for r in want["recommendations"]], rtol=0, atol=2e-6)
     assert n_steered >= 100
+
+
+def test_heavy_shoppers_are_the_costliest_within_the_budget(bundle):
+    """The memory budget goes to the shoppers whose rows cost most, and no further."""
+    from recsys_core.serving import HeavyShoppers, ServingConfig
+
+    ease = next(m for m in bundle.ensemble.models if m.family == "ease")
+    profiles = bundle._profiles
+    cost = ease.heavy_cost(profiles)
+    row_mb = ease.held_bytes(bundle.hist.n_items) / 2**20
+    held = HeavyShoppers.build([ease], profiles, ServingConfig(heavy_ms=1e-9, heavy_memory_mb=3.5 * row_mb))
+    chosen = np.flatnonzero(held.slots[0] >= 0)
+    assert len(chosen) == 3
+    assert set(chosen.tolist()) == set(np.argsort(-cost, kind="stable")[:3].tolist())
+    assert HeavyShoppers.build([ease], profiles, ServingConfig(heavy_ms=0.0)).n_shoppers == 0  # off
+    threshold = float(np.sort(cost)[-5])
+    above = HeavyShoppers.build([ease], profiles, ServingConfig(heavy_ms=threshold * 1000))
+    assert above.n_shoppers == int((cost >= threshold).sum()) < len(cost)
