@@ -115,7 +115,7 @@ CASES = [
          _public("ml-latest-small-ratings")),
     Case("retrieval-2m", "a generated shop of 300,000 shoppers, 2,000,000 products, 5M interactions: past "
          "retrieval_min_items, so requests score retrieved candidates (an ALS index + item-kNN neighbours)",
-         _generated(300_000, 2_000_000, 5_000_000), ("--recipe", "0.6*item_knn,0.4*mf(factors=64)")),
+         _generated(300_000, 2_000_000, 5_000_000), ("--recipe", "0.6*item_knn(k=50),0.4*mf(factors=64)")),
 ]
 
 

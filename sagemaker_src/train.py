@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="serving: items an index returns per request")
     p.add_argument("--index-recall", type=float, default=ServingConfig.index_recall,
                    help="serving: tune each index to find this share of a shopper's exact top 100")
+    p.add_argument("--index-exact-items", type=int, default=ServingConfig.index_exact_items,
+                   help="serving: the longest item vectors, searched exactly rather than through the index")
     p.add_argument("--weight-view", type=float, default=EventWeights.view)
     p.add_argument("--weight-cart", type=float, default=EventWeights.add_to_cart)
     p.add_argument("--weight-purchase", type=float, default=EventWeights.purchase)
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         trending=trending, catalogue=catalogue, cold_start=cold.strategy, exploration=exploration,
         serving=ServingConfig(heavy_ms=args.heavy_ms, heavy_memory_mb=args.heavy_memory_mb,
                               retrieval_min_items=args.retrieval_min_items,
-                              retrieval_candidates=args.retrieval_candidates, index_recall=args.index_recall),
+                              retrieval_candidates=args.retrieval_candidates, index_recall=args.index_recall,
+                              index_exact_items=args.index_exact_items),
     )
     _build_retrieval(bundle, args.num_threads)
     bundle.save(args.model_dir)

@@ -21,7 +21,7 @@ from .data import IdMap
 from .ensemble import Ensemble, top_k
 from .features import History
 from .models import FAMILIES
-from .models.base import embedding_query, embedding_vectors, is_embedding
+from .models.base import distinct, embedding_query, embedding_vectors, is_embedding, sorted_lookup
 from .models.content import SegmentPopularity
 from .retrieval import IndexReport, ItemIndex
 from .rules import (
@@ -174,9 +174,14 @@ class Bundle:
         mask = np.zeros(n, dtype=bool)
         mask[known] = True  # never the product itself, nor what is already in the cart
         without_history = len(known) == 1 and product_id is not None and self.popularity[known[0]] == 0
-        content = self.catalogue.content_scores(int(known[0]), self.popularity) if without_history else None
+        content = None
+        if without_history and self._retrieval:  # a huge catalogue: its nearest in price, not every product
+            content = self.catalogue.content_candidates(int(known[0]), self.popularity,
+                                                        max(self.serving.retrieval_candidates, 2 * k))
+        elif without_history:
+            content = self.catalogue.content_scores(int(known[0]), self.popularity)
         if trending:
-            scores = (self.trending if self.trending is not None else self.popularity).astype(np.float64)
+            scores = self.trending if self.trending is not None else self.popularity  # read only: no copy
             strategy = "trending" if self.trending is not None else "popular"
         elif content is not None:  # in the catalogue, never interacted with: its category, nearest in price
             scores, strategy = content, "similar_content"
@@ -186,7 +191,7 @@ class Bundle:
                                  self._sequence(u, idx[idx >= 0]), promotion)
             strategy = "similar" if product_id is not None else "cart"
         else:  # a product the catalogue does not know: the popular list
-            scores, strategy = self.popularity.astype(np.float64).copy(), "popular"
+            scores, strategy = self.popularity, "popular"
         self._exclude(mask, exclude_ids, category)
         return self._with_rules(user_id, strategy, scores, mask, min(k, n), filters, promotion, exploration_share,
                                 known)
@@ -215,8 +220,9 @@ class Bundle:
         base = ranked(scores, blocked, k).tolist()
         items = merge(base, special, k) if special else [(i, "") for i in base]
         recs = []
-        for i, flag in items:
-            rec: dict[str, Any] = {"product_id": str(self.items.ids[i]), "score": round(_finite(scores[i]), 6)}
+        values = scores[np.asarray([i for i, _ in items], dtype=np.int64)] if items else []  # one lookup for all
+        for (i, flag), value in zip(items, values, strict=True):
+            rec: dict[str, Any] = {"product_id": str(self.items.ids[i]), "score": round(_finite(value), 6)}
             if flag:
                 rec[flag] = True
             recs.append(rec)
@@ -273,13 +279,28 @@ class Bundle:
         if self.segments is not None and self.segment_users is not None and self.segment_of is not None:
             idx = self.segment_users.index_one(user_id)
             seg = int(self.segment_of[idx]) if idx >= 0 else -1
+            top = self.segments.top
+            if self._retrieval and 0 <= seg < top.shape[0] and top.indptr[seg + 1] > top.indptr[seg]:  # huge: sparse
+                return self._segment_candidates(seg), "popular_segment"
             seg_scores = self.segments.scores(seg)
             if seg_scores is not None:
                 # Segment favourites first, then overall popularity for the rest of the list.
                 return seg_scores / max(seg_scores.max(), 1e-9) + 1e-3 * self.popularity, "popular_segment"
         if self.cold_start == "trending" and self.trending is not None:  # it beat popularity at training time
-            return self.trending.astype(np.float64), "trending"
-        return self.popularity.copy(), "popular"
+            return self.trending, "trending"
+        return self.popularity, "popular"  # read only: no copy
+
+    def _segment_candidates(self, seg: int) -> CandidateScores:
+        """The segment-favourites scores of ``_cold_scores`` at the segment's items and the best sellers; every
+        other product scores 1e-3 x its popularity, below those best sellers, so the fill keeps the order."""
+        top = self.segments.top
+        lo, hi = top.indptr[seg], top.indptr[seg + 1]
+        order = np.argsort(top.indices[lo:hi])
+        favourites, counts = top.indices[lo:hi][order].astype(np.int64), top.data[lo:hi][order]
+        items = distinct(np.concatenate([favourites, self._popular_head]))
+        at, hit = sorted_lookup(favourites, items)
+        values = np.where(hit, counts[at], 0.0) / max(float(counts.max()), 1e-9)
+        return CandidateScores(items, values + 1e-3 * self.popularity[items], self.popularity)
 
     def _category_mask(self, category: str) -> np.ndarray:
         names = self.category_names
@@ -381,7 +402,8 @@ class Bundle:
         workers, so they share it."""
         self.ensemble.prepare_serving(self._profiles, self.serving)
         self._retrieval = self.uses_retrieval and not self.ensemble.cannot_retrieve
-        self._popular_head = np.sort(self._popular_order[: self.serving.retrieval_candidates])
+        # Candidates besides the members' own: enough best sellers for a list (the rules fill longer ones).
+        self._popular_head = np.sort(self._popular_order[: min(self.serving.retrieval_candidates, 256)])
 
     @property
     def uses_retrieval(self) -> bool:
@@ -404,7 +426,8 @@ class Bundle:
                                                                           self._sequence(int(u), np.zeros(0))))
                                 for u in users], dtype=np.float32)
             index, reports[j] = ItemIndex.build(embedding_vectors(model), queries, recall=self.serving.index_recall,
-                                                candidates=self.serving.retrieval_candidates, threads=threads)
+                                                candidates=self.serving.retrieval_candidates,
+                                                head_items=self.serving.index_exact_items, threads=threads)
             self.ensemble.indexes[j] = index
         self.index_reports = reports
         self.prepare_serving()

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .features import History
-from .models.base import Model, Sequences, embedding_query, embedding_scores, sorted_lookup
+from .models.base import Model, Sequences, distinct, embedding_query, embedding_scores, sorted_lookup
 from .retrieval import ItemIndex
 from .rules import sampled_top
 from .serving import HeavyShoppers, ServingConfig
@@ -135,8 +135,7 @@ class Ensemble:
         for j, model in enumerate(self.models):
             if j in self.indexes:
                 queries[j] = model.query_vector(indices, data, user, sequence)
-                found = self.indexes[j].search(embedding_query(model, queries[j])[None, :], limit)[0]
-                parts.append(found[found >= 0])
+                parts.append(self.indexes[j].search(embedding_query(model, queries[j])[None, :], limit)[0])
             else:
                 got = model.candidates(indices, data, user, n_items, sequence=sequence, limit=limit)
                 if got is None:
@@ -146,7 +145,7 @@ class Ensemble:
             parts.append(indices)
         if extra is not None:
             parts.append(extra)
-        cand = np.unique(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]))
+        cand = distinct(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]))
         raws = []
         for j, model in enumerate(self.models):
             if j in queries:

@@ -67,15 +67,47 @@ class Catalogue:
         if category < 0:
             return None
         same = np.flatnonzero(self.category == category)  # scored: its category only (a sliver of the catalogue)
-        closeness = np.ones(len(same))
+        out = np.full(len(self.category), -np.inf)
+        out[same] = self._content_of(same, float(self.price[item]), popularity)
+        return out
+
+    def content_candidates(self, item: int, popularity: np.ndarray, limit: int) -> CandidateScores | None:
+        """``content_scores`` for a huge catalogue: only the ``limit`` products of the category nearest in price
+        on each side (and those without a price when the category is small) are scored; the others read -inf.
+        A product outside that window can outscore one inside only through its popularity (at most x1.1)."""
+        category = self.category[item]
+        if category < 0:
+            return None
+        order, starts, prices = self._by_category_and_price()
+        lo, hi = starts[category], starts[category + 1]
+        members = order[lo:hi]  # by price, unknown prices (inf here) last
         price = float(self.price[item])
+        if len(members) > 4 * limit and np.isfinite(price) and price > 0:
+            priced = int(np.searchsorted(prices[lo:hi], np.inf))
+            at = int(np.searchsorted(prices[lo : lo + priced], price))
+            members = members[max(at - limit, 0) : min(at + limit, priced)]
+        members = np.sort(members)
+        return CandidateScores(members, self._content_of(members, price, popularity), None)
+
+    def _content_of(self, items: np.ndarray, price: float, popularity: np.ndarray) -> np.ndarray:
+        closeness = np.ones(len(items))
         if np.isfinite(price) and price > 0:
             with np.errstate(invalid="ignore", divide="ignore"):
-                gap = np.abs(np.log(self.price[same] / price))
+                gap = np.abs(np.log(self.price[items] / price))
             closeness = 1.0 / (1.0 + np.nan_to_num(gap, nan=2.0, posinf=2.0))
-        out = np.full(len(self.category), -np.inf)
-        out[same] = closeness * (1.0 + 0.1 * popularity[same])
-        return out
+        return closeness * (1.0 + 0.1 * popularity[items])
+
+    def _by_category_and_price(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Items grouped by category (unknown category dropped), each group by price (unknown last, as inf), group
+        starts, and the prices in that order; built once."""
+        cached = self.__dict__.get("_category_price")
+        if cached is None:
+            known = np.flatnonzero(self.category >= 0)
+            price = np.where(np.isfinite(self.price[known]), self.price[known], np.inf)
+            order = np.lexsort((known, price, self.category[known]))
+            counts = np.bincount(self.category[known], minlength=int(self.category.max(initial=-1)) + 1)
+            cached = self.__dict__["_category_price"] = (known[order], np.r_[0, np.cumsum(counts)], price[order])
+        return cached
 
 
 def _number(value: Any, name: str) -> float:
@@ -256,17 +288,24 @@ def sampled_top(scores: np.ndarray, n: int,
 class CandidateScores:
     """A request's scores when only retrieved candidates were scored (huge catalogues): the candidates'
     scores, every other item reads -inf. :func:`ranked` ranks the candidates, then fills the list from
-    ``backfill`` (popularity), so k products still come back wherever k pass the request's rules."""
+    ``backfill`` (popularity; None: no fill), so k products still come back wherever k pass the request's rules."""
 
-    def __init__(self, items: np.ndarray, values: np.ndarray, backfill: np.ndarray) -> None:
+    def __init__(self, items: np.ndarray, values: np.ndarray, backfill: np.ndarray | None) -> None:
         self.items, self.values, self.backfill = items, values, backfill  # items sorted, distinct
-
-    def __len__(self) -> int:
-        return len(self.backfill)
 
     def __getitem__(self, idx: Any) -> Any:
         at, hit = sorted_lookup(self.items, np.asarray(idx))
         return np.where(hit, self.values[at] if len(self.items) else -np.inf, -np.inf)
+
+    def ranked(self, blocked: Blocked, n: int) -> np.ndarray:
+        """Up to n unblocked candidates with a finite score, best first (ties by index): ``ranked_among`` over
+        the candidates, reading their scores directly and sorting only the best of them."""
+        ok = ~blocked.at(self.items) & np.isfinite(self.values)
+        items, values = self.items[ok], self.values[ok]
+        if len(items) > n > 0:  # everything at or above the n-th best value, so ties are kept whole
+            keep = values >= values[np.argpartition(-values, n - 1)[n - 1]]
+            items, values = items[keep], values[keep]
+        return items[np.lexsort((items, -values))][: max(n, 0)]
 
 
 def ranked(scores: np.ndarray | CandidateScores, blocked: np.ndarray | Blocked, n: int) -> np.ndarray:
@@ -277,8 +316,8 @@ def ranked(scores: np.ndarray | CandidateScores, blocked: np.ndarray | Blocked, 
         return np.zeros(0, dtype=np.int64)
     blocked = _blocked(blocked)
     if isinstance(scores, CandidateScores):
-        top = ranked_among(scores.items, scores, blocked, n)
-        if len(top) < n:
+        top = scores.ranked(blocked, n)
+        if len(top) < n and scores.backfill is not None:
             top = np.concatenate([top, ranked(scores.backfill, blocked.plus(scores.items), n - len(top))])
         return top
     top = sampled_top(scores, n, blocked.at)

@@ -32,6 +32,8 @@ class ServingConfig:
     """Items each embedding model's index returns per request (and best sellers added to fill lists)."""
     index_recall: float = 0.98
     """Training tunes each index to find this share of a shopper's exact top 100 among its candidates."""
+    index_exact_items: int = 2048
+    """The longest item vectors, searched exactly rather than through the index (see retrieval.py)."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 N_USERS, N_ITEMS = 300, 240
@@ -25,7 +26,8 @@ def model_dir(tmp_path_factory):
     from recsys_core.models.ease import EASEConfig
     from recsys_core.models.mf import MFConfig
     from recsys_core.models.user_knn import UserKNNConfig
-    from recsys_core.prepare import prepare
+    from recsys_core.models.content import SegmentPopularity
+    from recsys_core.prepare import prepare, user_segments
     from recsys_core.rules import ExplorationConfig
     from recsys_core.selection import Candidate, Recipe, fit_recipe
     from recsys_core.synthetic import SyntheticConfig, synthetic_tables
@@ -33,15 +35,23 @@ def model_dir(tmp_path_factory):
 
     tables = synthetic_tables(SyntheticConfig(n_users=N_USERS, n_items=N_ITEMS, events_per_user=15, seed=5))
     clean, _ = clean_interactions(tables["interactions"])
-    prep = prepare(clean, tables["products"], num_threads=1)
+    # New products nobody interacted with (their pages: similar by content) and shoppers known only by the
+    # users table (a segment, no history)
+    products = pd.concat([tables["products"], tables["products"].head(12).assign(
+        product_id=[f"fresh{i}" for i in range(12)], price=lambda d: d["price"] * 1.01)], ignore_index=True)
+    users = pd.concat([tables["users"], tables["users"].head(10).assign(user_id=[f"signup{i}" for i in range(10)])],
+                      ignore_index=True)
+    prep = prepare(clean, products, users, num_threads=1)
     recipe = Recipe([Candidate("ease", EASEConfig(k=40)), Candidate("mf", MFConfig("als", factors=8, iterations=4)),
                      Candidate("user_knn", UserKNNConfig(k=20)), Candidate("popularity", FAMILIES_CONFIG())],
                     [0.5, 0.3, 0.15, 0.05], 2.0, 0.2, 1.0)
     pop = item_popularity(prep.hist)
-    catalogue, trending = _catalogue_and_trending(prep, tables["products"], ExplorationConfig(share=0.2))
+    catalogue, trending = _catalogue_and_trending(prep, products, ExplorationConfig(share=0.2))
+    segments = SegmentPopularity.fit(prep.hist.matrix(), user_segments(prep))
     bundle = Bundle("retrieval-v1", prep.users, prep.items, prep.hist, fit_recipe(recipe, prep),
                     recipe_doc(recipe.candidates, recipe.weights), pop / pop.max(), prep.item_features.category,
-                    prep.item_features.category_names, trending=trending, catalogue=catalogue,
+                    prep.item_features.category_names, segments, prep.user_features.user_ids,
+                    prep.user_features.segment, trending=trending, catalogue=catalogue,
                     exploration=ExplorationConfig(share=0.2))
     path = tmp_path_factory.mktemp("retrieval")
     bundle.save(path)
@@ -76,12 +86,13 @@ def full(model_dir):
 @pytest.fixture(scope="module")
 def covering(model_dir, tmp_path_factory):
     return _with_serving(model_dir, tmp_path_factory.mktemp("covering"), retrieval_min_items=1,
-                         retrieval_candidates=N_ITEMS)
+                         retrieval_candidates=N_ITEMS + 12, index_exact_items=16)
 
 
 @pytest.fixture(scope="module")
 def narrow(model_dir, tmp_path_factory):
-    return _with_serving(model_dir, tmp_path_factory.mktemp("narrow"), retrieval_min_items=1, retrieval_candidates=8)
+    return _with_serving(model_dir, tmp_path_factory.mktemp("narrow"), retrieval_min_items=1, retrieval_candidates=8,
+                         index_exact_items=16)
 
 
 def requests(b) -> list[dict]:
@@ -103,6 +114,8 @@ def requests(b) -> list[dict]:
             {"user_id": known, "k": 10, "filters": {"price_max": 400.0, "in_stock_only": True}},
             {"user_id": known, "k": 10, "promotion": (recent, 2, "promo")},
             {"user_id": known, "k": 10, "exploration_share": 0.3},
+            {"user_id": None, "k": 10, "product_id": f"fresh{n % 12}"},  # no history: similar by content
+            {"user_id": f"signup{n % 10}", "k": 10},  # a segment, no history
         ]
     return out
 
@@ -115,7 +128,7 @@ def test_index_is_built_saved_and_loaded_for_the_embedding_member(covering, full
     assert set(covering.ensemble.indexes) == {1}  # the ALS member; the others name their own candidates
     assert covering._retrieval and not full._retrieval
     report = covering.index_reports[1]
-    assert report.recall >= 0.98 and report.n_items == N_ITEMS
+    assert report.recall >= 0.98 and report.n_items == N_ITEMS + 12 and "IVF" in report.kind and "16 exact" in report.kind
 
 
 def test_candidates_covering_the_catalogue_answer_as_full_scoring(covering, full):
@@ -194,7 +207,8 @@ def test_training_log_says_which_path(tmp_path):
     assert "retrieval" in logs["50"] and "index over" in logs["50"]
     assert "every product" in logs["1000000"] and "index over" not in logs["1000000"]
     doc = json.loads((tmp_path / "m50" / "model.json").read_text())
-    assert doc["serving"]["retrieval_min_items"] == 50 and (tmp_path / "m50" / "index_m1.faiss").is_file()
+    assert doc["serving"]["retrieval_min_items"] == 50 and doc["indexes"]["1"]["n_items"] == 60
+    assert (tmp_path / "m50" / "index_m1.head.npz").is_file()
 
 
 def test_the_index_finds_what_exact_scoring_ranks_first(model_dir, tmp_path):
@@ -209,7 +223,8 @@ def test_the_index_finds_what_exact_scoring_ranks_first(model_dir, tmp_path):
     b.recipe = [b.recipe[1] | {"weight": 1.0}]
     b.save(tmp_path / "mf")
     exact = inference.model_fn(str(tmp_path / "mf"))
-    served = _with_serving(tmp_path / "mf", tmp_path / "served", retrieval_min_items=1, retrieval_candidates=20)
+    served = _with_serving(tmp_path / "mf", tmp_path / "served", retrieval_min_items=1, retrieval_candidates=20,
+                           index_exact_items=8)
     best_sellers = set(served._popular_head.tolist())
     recall, from_index = [], 0
     for u in [str(x) for x in exact.users.ids[:150]]:

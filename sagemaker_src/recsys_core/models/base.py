@@ -258,7 +258,7 @@ def rows_support(M: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     """The distinct columns stored in these rows of M (sorted)."""
     rows = np.asarray(rows, dtype=np.int64)
     starts = M.indptr[rows]
-    return np.unique(M.indices[range_positions(starts, M.indptr[rows + 1] - starts)])
+    return distinct(M.indices[range_positions(starts, M.indptr[rows + 1] - starts)])
 
 
 def is_embedding(model: Model) -> bool:
@@ -337,6 +337,13 @@ def accumulate_rows(out: np.ndarray, M: sp.csr_matrix, rows: np.ndarray, weights
         np.add.at(out, cols, vals)
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an int array, by sorting: numpy 2's hash-based ``unique`` took 3x as long on the few
+    thousand candidates of a request."""
+    s = np.sort(np.asarray(values, dtype=np.int64), kind="stable")
+    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
+
+
 def sorted_lookup(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(positions, found): where each query sits in the sorted, distinct ``keys``, and whether it is there."""
     if not len(keys):
@@ -349,7 +356,9 @@ def accumulate_rows_at(M: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray, 
                        dtype: np.dtype) -> np.ndarray:
     """``accumulate_rows`` into a zero row, read at ``columns`` only: the same additions in the same
     order per column (so the same values), touching the rows' stored entries and no catalogue-sized array."""
-    cols, where = np.unique(np.asarray(columns, dtype=np.int64), return_inverse=True)
+    columns = np.asarray(columns, dtype=np.int64)
+    cols = distinct(columns)
+    where = np.searchsorted(cols, columns)
     out = np.zeros(len(cols), dtype=dtype)
     entry_cols, vals = row_entries(M, rows, weights)
     at, hit = sorted_lookup(cols, entry_cols)
