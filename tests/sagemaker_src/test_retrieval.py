@@ -23,10 +23,10 @@ def model_dir(tmp_path_factory):
     from recsys_core.bundle import Bundle, recipe_doc
     from recsys_core.data import clean_interactions
     from recsys_core.features import item_popularity
+    from recsys_core.models.content import SegmentPopularity
     from recsys_core.models.ease import EASEConfig
     from recsys_core.models.mf import MFConfig
     from recsys_core.models.user_knn import UserKNNConfig
-    from recsys_core.models.content import SegmentPopularity
     from recsys_core.prepare import prepare, user_segments
     from recsys_core.rules import ExplorationConfig
     from recsys_core.selection import Candidate, Recipe, fit_recipe
@@ -128,7 +128,8 @@ def test_index_is_built_saved_and_loaded_for_the_embedding_member(covering, full
     assert set(covering.ensemble.indexes) == {1}  # the ALS member; the others name their own candidates
     assert covering._retrieval and not full._retrieval
     report = covering.index_reports[1]
-    assert report.recall >= 0.98 and report.n_items == N_ITEMS + 12 and "IVF" in report.kind and "16 exact" in report.kind
+    assert report.recall >= 0.98 and report.n_items == N_ITEMS + 12
+    assert "IVF" in report.kind and "16 exact" in report.kind
 
 
 def test_candidates_covering_the_catalogue_answer_as_full_scoring(covering, full):
