@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handler", action="store_true", help="also time the handler alone, per request kind")
     p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
                    help="load generator: wrk if installed (auto), or the Python clients")
+    p.add_argument("--train-only", action="store_true", help="train the cases' missing models, then stop")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -360,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in wanted:
         case = known[name]
         model, train_s = trained(case, args.workdir, args.retrain)
+        if args.train_only:
+            continue
         bodies = request_bodies(model)
         row = {"case": name, **describe(model)}
         if train_s is not None:
