@@ -3,7 +3,8 @@
 SageMaker's PyTorch serving containers (1.2 and later) load the handler from ``code/`` *inside* the
 model archive; they do not fetch a separate source archive. So the registered model is the
 training output (``model.json``, ``arrays.npz`` at the top) with this folder's code under
-``code/`` (``inference.py``, ``recsys_core/``, ``requirements.txt``, which the container installs).
+``code/`` (``inference.py``, ``recsys_core/``, ``requirements.txt``, which the container installs: the
+processing steps' ``requirements-runtime.txt`` under that name, not the training job's, which adds JAX).
 This is what the SDK's hidden "repack" step would do, as an explicit step that needs no upload
 when the pipeline definition is produced.
 """
@@ -18,6 +19,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SKIP_PARTS = ("__pycache__",)
+#: The serving container installs ``code/requirements.txt``: this folder's runtime pins go there; the
+#: training job's requirements (the runtime plus JAX, ~385 MB) and the GPU plugin stay out of the model.
+RUNTIME_REQUIREMENTS = "requirements-runtime.txt"
+TRAINING_ONLY = ("requirements.txt", "requirements-gpu.txt")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +59,11 @@ def package(model_dir: Path, code_dir: Path, output_dir: Path) -> Path:
         raise FileNotFoundError(f"{model_dir} holds no model.json: not a trained recommender")
     if not (code_dir / "inference.py").is_file():
         raise FileNotFoundError(f"{code_dir} has no inference.py")
-    members += [(f"code/{p.relative_to(code_dir).as_posix()}", p.read_bytes()) for p in _files(code_dir)]
+    if not (code_dir / RUNTIME_REQUIREMENTS).is_file():
+        raise FileNotFoundError(f"{code_dir} has no {RUNTIME_REQUIREMENTS}")
+    code = [(p.relative_to(code_dir).as_posix(), p.read_bytes()) for p in _files(code_dir)]
+    members += [(f"code/{'requirements.txt' if name == RUNTIME_REQUIREMENTS else name}", data)
+                for name, data in code if name not in TRAINING_ONLY]
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / "model.tar.gz"
     with tarfile.open(target, "w:gz") as tar:

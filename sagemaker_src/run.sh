@@ -3,7 +3,8 @@
 #
 #   bash run.sh <script> [arguments...]
 #
-# 1. pip-installs requirements.txt from this folder (pinned; the framework image lacks some of them).
+# 1. pip-installs requirements-runtime.txt from this folder (pinned; the framework image lacks some of them;
+#    not requirements.txt, the training job's, which adds JAX: no processing step imports it).
 #    RECSYS_SKIP_INSTALL=1 skips it, for an interpreter that already has these pins (the project's .venv);
 # 2. runs `python <this folder>/<script> [arguments...]` in place of this shell, so the script's exit
 #    code is the job's.
@@ -21,6 +22,6 @@ fi
 script=$1
 shift
 if [ "${RECSYS_SKIP_INSTALL:-0}" != 1 ]; then
-  python -m pip install --quiet --no-cache-dir -r "$here/requirements.txt"
+  python -m pip install --quiet --no-cache-dir -r "$here/requirements-runtime.txt"
 fi
 exec python "$here/$script" "$@"

@@ -217,7 +217,7 @@ def _run_entrypoint(tmp_path: Path, script: str, *args: str, **env: str) -> subp
     in the code channel, the job's arguments after it, ``python`` the one running the tests."""
     src = tmp_path / "src"
     src.mkdir(parents=True)
-    for name in ("run.sh", "requirements.txt"):
+    for name in ("run.sh", "requirements-runtime.txt"):
         (src / name).write_bytes((SOURCE_DIR / name).read_bytes())
     (src / "echo_args.py").write_text("import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[-1]))\n")
     root = tmp_path / "opt_ml_processing"
@@ -281,6 +281,7 @@ def test_source_archive_is_reproducible_and_complete(tmp_path):
         "inference.py",
         "prepare_data.py",
         "requirements.txt",
+        "requirements-runtime.txt",
         "recsys_core/split.py",
     } <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
