@@ -44,8 +44,9 @@ def log(msg: str) -> None:
 
 
 def run_project(train, ev: pdata.Eval, work: Path,  # noqa: ANN001 - a DataFrame
-                recs_out: dict[str, list[str]] | None = None) -> dict:
-    """train.py as SageMaker runs it, then predict_fn for every evaluated user (their lists into ``recs_out``)."""
+                recs_out: dict[str, list[str]] | None = None, keep_log: Path | None = None) -> dict:
+    """train.py as SageMaker runs it, then predict_fn for every evaluated user (their lists into ``recs_out``;
+    train.py's log copied to ``keep_log``: why selection chose or skipped each family)."""
     data, model, out = work / "train", work / "model", work / "output"
     for d in (data, model, out):
         d.mkdir(parents=True, exist_ok=True)
@@ -58,11 +59,14 @@ def run_project(train, ev: pdata.Eval, work: Path,  # noqa: ANN001 - a DataFrame
         proc = subprocess.Popen([sys.executable, str(SRC / "train.py")], env=env, stdout=logf, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     train_s = time.perf_counter() - t
-    if status != 0:
-        raise RuntimeError(f"train.py failed ({status}); log: {work / 'train.log'}")
     train_log = (work / "train.log").read_text()
+    if keep_log is not None:
+        keep_log.parent.mkdir(parents=True, exist_ok=True)
+        keep_log.write_text(train_log)
+    if status != 0:
+        raise RuntimeError(f"train.py failed ({status}); log: {keep_log or work / 'train.log'}")
     for line in train_log.splitlines():
-        if "[select] validation:" in line or "[select] chosen" in line or "selection done" in line:
+        if any(s in line for s in ("[select] validation:", "[select] chosen", "selection done", "sasrec")):
             log("    " + line.strip())
     inference = _import_inference()
     bundle = inference.model_fn(str(model))
@@ -152,7 +156,7 @@ def main() -> int:
             if not args.baselines_only:
                 with tempfile.TemporaryDirectory() as tmp:
                     log("  project: train.py (SageMaker contract, no flags) + predict_fn per user")
-                    rows.append(run_project(train, ev, Path(tmp)))
+                    rows.append(run_project(train, ev, Path(tmp), keep_log=args.out / f"train_{name}_{protocol}.log"))
                     log(f"    project: ndcg@{pdata.K}={rows[0]['ndcg']:.4f} ({rows[0]['train_s']}s)")
             old = reuse.get("results", {}).get(key, {})
             if old.get("split") == digest and old.get("baselines"):
