@@ -13,7 +13,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export OPENBLAS_NUM_THREADS := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup browser run test synth lint bench clean
+.PHONY: setup run test synth lint bench clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"recsys-mlops needs Python 3.11 or newer; $(PYTHON) is {v.major}.{v.minor}.{v.micro} (choose one with: make PYTHON=python3.11 ...)")'
@@ -31,14 +31,6 @@ $(NODE_STAMP): package.json package-lock.json
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
-# Headless Chromium for the dashboard's browser test (make test only: the main job changes nothing
-# outside the repository); installed only when missing and we are root.
-browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "==> installing chromium (apt-get)"; apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
-	  else echo "warning: /usr/bin/chromium missing; run: sudo apt-get update && sudo apt-get install -y chromium"; fi; \
-	fi
-
 synth: setup
 	@echo "==> npx cdk synth (no AWS account needed)"
 	@mkdir -p out; start=$$(date +%s); \
@@ -48,7 +40,8 @@ synth: setup
 run: synth
 	$(PY) -m recsys run $(ARGS)
 
-test: synth browser  # the local-run tests execute the synthesized templates in cdk.out
+# The local-run tests execute the synthesized templates in cdk.out; the browser test's Chromium comes with npm ci.
+test: synth
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: setup
