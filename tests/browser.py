@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import CHILD_BOUND_S
+
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "browser.mjs"
 PACKAGES = ("@sparticuz/chromium", "puppeteer-core")  # pinned in package.json / package-lock.json
-#: Whole-call bound (unpacking the browser on first use takes ~10 s; a loaded 2-core machine several times that).
-TIMEOUT_S = 120
+#: Whole-call bound: a hang, not slowness (unpacking the browser on first use takes ~10 s, a page a few; a loaded
+#: 2-core machine took over 2 minutes for both).
+TIMEOUT_S = CHILD_BOUND_S
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Rendered:
     errors: list[str]  # page errors and console.error lines the browser saw
 
 
-def render(page: Path, wait_for: str, timeout_s: float = 60.0) -> Rendered:
+def render(page: Path, wait_for: str, timeout_s: float = CHILD_BOUND_S / 2) -> Rendered:
     """``page`` rendered in headless Chromium; fails the test (never skips) when the browser cannot run."""
     node = shutil.which("node")
     if node is None:

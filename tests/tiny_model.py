@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import CHILD_BOUND_S
+
 SRC = Path(__file__).resolve().parents[1] / "sagemaker_src"
 
 
@@ -36,6 +38,6 @@ def train_tiny_model(base: Path) -> Path:
         env=env,
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=CHILD_BOUND_S,
     )
     return base / "model"

@@ -27,6 +27,10 @@ previous model keeps serving (``/ping`` still shows its ``model_version``). Sage
 route, so none is exposed over HTTP: ``serve_forever`` (``python -m recsys serve``) reloads from
 ``--model-dir``'s current contents on SIGHUP, and ``serve_endpoint`` yields a URL string whose
 ``.endpoint`` is the app, for callers (tests) that want to call ``reload`` directly.
+
+Every answer names who gave it: ``X-Recsys-Worker`` (the serving process's pid) and ``X-Recsys-Model-Version``
+(the model that answered, also on errors and ``/ping``), so a client can tell that each pre-forked worker
+reloaded, not just the one it happened to reach. Local only: SageMaker's own containers add no such header.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ _STATUS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found", 405: "40
            424: "424 Failed Dependency",
            500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 _ROUTES = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",)}
+#: Response headers naming the answering process and its model (see the module docstring).
+WORKER_HEADER, VERSION_HEADER = "X-Recsys-Worker", "X-Recsys-Model-Version"
 #: The SageMaker Runtime API's path for InvokeEndpoint.
 _RUNTIME_PREFIX, _RUNTIME_SUFFIX = "/endpoints/", "/invocations"
 
@@ -118,6 +124,7 @@ class _Loaded(NamedTuple):
     model_version: str
     model_dir: Path
     ping_body: bytes
+    version_header: str  # model_version as a header value may carry it: printable ASCII only
 
 
 # An unknown user is answered by every valid model (CONTRACTS §3), so it proves a new model can serve.
@@ -164,7 +171,8 @@ class LocalEndpoint:
         version = str(getattr(model, "model_version", ""))
         ping = json.dumps({"status": "healthy", "model_version": version}).encode()
         log.info("loaded model %s from %s in %.2fs", version, model_dir, time.perf_counter() - t0)
-        return _Loaded(model, version, model_dir, ping)
+        header = "".join(c if " " <= c <= "~" else "?" for c in version)
+        return _Loaded(model, version, model_dir, ping, header)
 
     def reload(self, model_dir: Path | None = None, probe: dict[str, Any] | None = RELOAD_PROBE) -> bool:
         """Load ``model_dir`` (default: the current one, re-read) and swap it in only if it loads and answers ``probe``.
@@ -213,8 +221,9 @@ class LocalEndpoint:
         if runtime and status >= 400 and status != 405:
             status, body, extra = _model_error(status, body)
         payload = b"" if method == "HEAD" else body
+        served_by = [(WORKER_HEADER, str(os.getpid())), (VERSION_HEADER, state.version_header)]
         start_response(_STATUS.get(status, f"{status} Error"),
-                       [("Content-Type", JSON), ("Content-Length", str(len(body)))] + extra)
+                       [("Content-Type", JSON), ("Content-Length", str(len(body))), *served_by] + extra)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %d %.2fms in=%sB out=%dB", method, path, status, (time.perf_counter() - t0) * 1000,
                             environ.get("CONTENT_LENGTH") or 0, len(body))
@@ -590,6 +599,11 @@ def _announce(url: str, model_dir: Path, threads: int, workers: int) -> None:
 
 
 # ---------------------------------------------------------------------- client
+#: How long a local client waits for an answer before giving up: a dead server, not a slow one (a request takes
+#: milliseconds, but seconds on a loaded 2-core machine running a test suite beside it).
+CLIENT_TIMEOUT_S = 30.0
+
+
 class EndpointError(RuntimeError):
     """A non-2xx answer from the endpoint; ``status`` and the server's ``error`` message are kept."""
 
@@ -600,7 +614,8 @@ class EndpointError(RuntimeError):
 
 
 def request(url: str, method: str = "GET", path: str = "/ping", body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+            headers: dict[str, str] | None = None,
+            timeout: float = CLIENT_TIMEOUT_S) -> tuple[int, dict[str, str], bytes]:
     """One raw HTTP exchange on a fresh connection: (status, headers, body)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
@@ -612,7 +627,7 @@ def request(url: str, method: str = "GET", path: str = "/ping", body: bytes | No
         conn.close()
 
 
-def invoke(url: str, payload: dict, timeout: float = 5.0) -> dict:
+def invoke(url: str, payload: dict, timeout: float = CLIENT_TIMEOUT_S) -> dict:
     """POST ``payload`` as JSON to ``/invocations`` on the endpoint at ``url`` (base URL; any path is ignored).
 
     Returns the parsed answer; a non-200 answer raises ``EndpointError`` carrying the server's message.

@@ -134,12 +134,14 @@ def _client(url: str, region: str, service: str) -> Any:
         return _client_unlocked(url, region, service)
 
 
-def _answers(url: str, wait_s: float = 5.0) -> bool:
-    """True once the server replies to its own API (it is up and it is moto), within ``wait_s``."""
+def _answers(url: str, wait_s: float = 60.0) -> bool:
+    """True once the server replies to its own API (it is up and it is moto), within ``wait_s``: a bound for a
+    server that never comes up, not an expectation (its first answer imports moto's backends: seconds, and many
+    more on a loaded machine)."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=wait_s) as response:
                 json.loads(response.read() or b"{}")
                 return True
         except (OSError, ValueError):

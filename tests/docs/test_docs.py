@@ -50,8 +50,11 @@ from pathlib import Path
 
 import pytest
 
-#: One worker runs the module, so the probe and the CDK CLI's help start once (about 5-10 s on 2 busy cores).
-pytestmark = pytest.mark.xdist_group("docs")
+from tests import CHILD_BOUND_S, HEAVY_TIMEOUT_S
+
+#: One worker runs the module, so the probe and the CDK CLI's help start once (about 5-10 s on 2 busy cores; over
+#: 2 minutes on a loaded machine: the probe imports every entry point).
+pytestmark = [pytest.mark.xdist_group("docs"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("argv_probe.py")
@@ -417,7 +420,7 @@ def probed() -> dict[str, dict]:
     runnable = {k: v for k, v in jobs.items() if k not in missing}
     proc = subprocess.run(
         [sys.executable, str(PROBE)], input=json.dumps(list(runnable.values())), capture_output=True, text=True,
-        cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, timeout=CHILD_BOUND_S, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert proc.returncode == 0, f"argv_probe failed: {proc.stderr[-3000:]}"
     return dict(zip(runnable, json.loads(proc.stdout), strict=True)) | missing
@@ -444,7 +447,8 @@ MAKE_COMMANDS = [c for c in UNIQUE if c.program == "make"]
 
 @pytest.mark.parametrize("command", MAKE_COMMANDS, ids=_ids(MAKE_COMMANDS))
 def test_make_commands_name_a_target_and_their_args_parse(command: Command, probed: dict[str, dict]) -> None:
-    proc = subprocess.run(["make", "-n", "-s", *command.args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(["make", "-n", "-s", *command.args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=CHILD_BOUND_S)
     assert proc.returncode == 0, f"{command.where}: `{command.text}`: make -n says {proc.stderr.strip()}"
     result = probed.get(command.text)
     if result is not None:
@@ -462,7 +466,8 @@ def test_make_bench_runs_only_scripts_whose_arguments_parse(probed: dict[str, di
 
 def test_ci_runs_make_test_which_synthesizes_then_runs_the_suite() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    proc = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=CHILD_BOUND_S)
     assert proc.returncode == 0, proc.stderr
     steps = [s for s in ("-m venv", "pip install", "npm ci", "cdk synth", "-m pytest") if s in proc.stdout]
     assert steps == ["-m venv", "pip install", "npm ci", "cdk synth", "-m pytest"], proc.stdout
@@ -527,7 +532,7 @@ def test_cdk_commands_use_options_of_the_pinned_cli() -> None:
                               text=True, env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true"})
         for sub in subcommands
     }  # fmt: skip
-    texts = {sub: proc.communicate(timeout=60)[0] for sub, proc in helps.items()}
+    texts = {sub: proc.communicate(timeout=CHILD_BOUND_S)[0] for sub, proc in helps.items()}
     for c in CDK_COMMANDS:
         assert c.tokens[1] == "cdk", f"{c.where}: `{c.text}`: npx runs only the pinned cdk here"
         help_text = texts[c.tokens[2]]
@@ -600,7 +605,7 @@ def test_no_mapping_is_left_without_a_command() -> None:
 def test_cheap_commands_run(line: str) -> None:
     assert any(c.text == line for c in COMMANDS), f"RUN_HERE names `{line}`, which no doc shows"
     tokens = shlex.split(line)
-    proc = subprocess.run(tokens, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(tokens, cwd=ROOT, capture_output=True, text=True, timeout=CHILD_BOUND_S)
     assert proc.returncode == 0, f"`{line}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
 
 

@@ -26,6 +26,9 @@ from pipeline_steps.definition import (
     processing_entrypoint,
 )
 from settings.config import PROJECT_ROOT, load_project_config
+from tests import CHILD_BOUND_S, HEAVY_TIMEOUT_S
+
+pytestmark = pytest.mark.timeout(HEAVY_TIMEOUT_S)  # the SageMaker SDK builds the definition
 
 CFG = load_project_config("dev")
 BUCKET = "recsys-dev-curated-123456789012-ap-south-1"
@@ -71,7 +74,7 @@ def _generate(tmp_path_factory, *extra: str) -> dict:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=CHILD_BOUND_S,
         check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]

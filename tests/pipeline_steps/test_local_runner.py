@@ -20,8 +20,9 @@ from recsys.generator import GeneratorConfig, generate_tables
 from recsys.local.provision import provision
 from recsys.local.s3io import split_s3_uri, write_parquet
 from settings.config import load_project_config
+from tests import HEAVY_TIMEOUT_S
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 CFG = load_project_config("dev")
 FAST = {"models": "popularity,item_knn", "max-eval-users": "300"}  # keep training to a few seconds
 

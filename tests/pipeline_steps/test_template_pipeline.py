@@ -14,8 +14,10 @@ from recsys.generator import GeneratorConfig, generate_tables
 from recsys.local.provision import provision
 from recsys.local.s3io import write_parquet
 from settings.config import load_project_config
+from tests import HEAVY_TIMEOUT_S
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("data_template")]  # one synth per run
+# one synth per run
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("data_template"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 CFG = load_project_config("dev")
 FAST = {"models": "popularity,item_knn", "max-eval-users": "300"}
 

@@ -10,6 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.cli import main
+from tests import HEAVY_TIMEOUT_S
+
+pytestmark = pytest.mark.timeout(HEAVY_TIMEOUT_S)  # runs the whole local flow
 
 SMALL = ["--users", "150", "--products", "60", "--interactions", "3000", "--days", "30"]
 

@@ -41,8 +41,9 @@ from recsys.local.provision import provision, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, split_s3_uri, write_parquet
 from settings.config import LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_PREFIX, load_project_config
 from stacks.buckets import CURATED, SOURCE
+from tests import HEAVY_TIMEOUT_S
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 CFG = load_project_config("dev")
 SMALL = ["--users", "150", "--products", "60", "--interactions", "3000", "--days", "30"]
 FAST = {"models": "popularity,item_knn", "max-eval-users": "300"}

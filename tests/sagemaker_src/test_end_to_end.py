@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests import CHILD_BOUND_S
+
 from .conftest import SRC
 
 pytestmark = pytest.mark.slow
@@ -41,7 +43,7 @@ def trained(tmp_path_factory):
     env |= {"SM_CHANNEL_TRAIN": str(root / "train"), "SM_MODEL_DIR": str(root / "model"),
             "SM_OUTPUT_DATA_DIR": str(root / "output"), "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(SRC / "train.py"), "--time-budget", "20"], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=CHILD_BOUND_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc.stdout
 
@@ -59,7 +61,8 @@ def test_evaluate_writes_model_quality_json_with_the_popularity_baseline(trained
     root, _ = trained
     proc = subprocess.run([sys.executable, str(SRC / "evaluate.py"), "--model-dir", str(root / "model"),
                            "--test-dir", str(root / "test"), "--output-dir", str(root / "evaluation")],
-                          capture_output=True, text=True, timeout=60, env=os.environ | {"OPENBLAS_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=CHILD_BOUND_S,
+                          env=os.environ | {"OPENBLAS_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((root / "evaluation" / "evaluation.json").read_text())
     metrics = doc["metrics"]

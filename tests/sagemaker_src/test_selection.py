@@ -13,6 +13,9 @@ from recsys_core.selection import Candidate, SelectionConfig, fit_recipe, select
 from recsys_core.split import temporal_split
 from recsys_core.synthetic import SyntheticConfig, synthetic_tables
 
+# CPU-bound (selection fits every family on each fold): one such test at a time, so the other worker keeps a core
+pytestmark = pytest.mark.xdist_group("selection")
+
 
 @pytest.fixture(scope="module")
 def shop():

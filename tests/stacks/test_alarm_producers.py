@@ -21,9 +21,11 @@ from monitoring import metrics as m
 from monitoring.drift import DriftReport
 from pipeline_steps.definition import PUBLISH
 from settings.config import load_project_config
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 SERVICE_NAMESPACES = (m.SAGEMAKER_NAMESPACE, m.ENDPOINT_INSTANCE_NAMESPACE)
 

@@ -10,10 +10,12 @@ from monitoring.dashboard import CHARTS, DATASETS
 from settings.config import load_project_config
 from sql.library import deployed_query
 from stacks.analytics_stack import custom_sql
+from tests import HEAVY_TIMEOUT_S
 from tests.monitoring import conftest as monitoring_fixtures
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 tiny_athena = monitoring_fixtures.tiny_athena  # the small curated tables, as a fixture here too
 
 

@@ -7,9 +7,11 @@ import pytest
 from recsys.local.capture import CAPTURE_TABLE as LOCAL_NAME
 from settings.config import load_project_config
 from stacks.factories.catalog import CAPTURE_TABLE, JSON_SERDE
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 def test_capture_table_is_json_over_the_capture_prefix_with_the_capture_columns(synth):

@@ -8,9 +8,11 @@ import pytest
 from monitoring.metrics import CLICK_THROUGH_COLUMNS, NAMESPACE, click_through_sql
 from settings.config import load_project_config
 from sql.library import attribution_query
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.test_data_stack import _state_machine_definition
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 def test_workflow_publishes_attributed_click_through_from_the_attribution_sql(data_template):

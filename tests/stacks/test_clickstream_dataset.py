@@ -8,9 +8,11 @@ import pytest
 
 from glue_jobs.datasets import dataset_key, path_parameters, selected_keys, template_parameters
 from settings.config import CLICKSTREAM
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 def _dataset(template, suffix: str) -> dict:

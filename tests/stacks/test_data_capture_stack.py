@@ -9,9 +9,11 @@ import pytest
 
 from settings.config import load_project_config
 from settings.erasure import CAPTURE_PREFIX
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 @pytest.mark.parametrize("env_name", ["dev", "prod"])

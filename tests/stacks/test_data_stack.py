@@ -15,9 +15,11 @@ from settings.config import CLICKSTREAM, TABLES, load_project_config
 from sql.library import feature_queries, list_queries
 from stacks.factories.databrew import JOB_LOG_GROUP_PREFIX
 from stacks.factories.storage import deploy_dlq_name
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 CFG = load_project_config("dev")
 
 

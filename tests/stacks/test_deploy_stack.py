@@ -11,9 +11,11 @@ from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION, Settings
 from settings.config import load_project_config
 from stacks.deploy_stack import ERRORS_5XX_THRESHOLD, alarm_names
 from stacks.factories.storage import deploy_dlq_name
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 DEV, PROD = load_project_config("dev"), load_project_config("prod")
 
 

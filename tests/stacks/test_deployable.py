@@ -12,6 +12,7 @@ import pytest
 
 from settings.config import CDK_JSON, PROJECT_ROOT, ConfigError, check_deployable, load_config, load_project_config
 from stacks.app_builder import build_app, new_app
+from tests import CHILD_BOUND_S
 
 CONTEXT = json.loads(CDK_JSON.read_text())["context"]
 KEY = r"environments\.prod\.quicksight_principal_arn"
@@ -47,6 +48,6 @@ def test_the_cdk_entry_point_exits_with_the_key_for_prod(tmp_path):
     """What ``npx cdk synth -c env=prod`` runs: app.py with the CLI's context in CDK_CONTEXT_JSON."""
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({"env": "prod"}), "CDK_OUTDIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "app.py"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                          timeout=CHILD_BOUND_S)  # fmt: skip
     assert done.returncode != 0
     assert "prod.quicksight_principal_arn" in done.stderr and "placeholder" in done.stderr

@@ -16,8 +16,10 @@ from stacks.security import (
     unjustified_resource_star,
     wildcard_actions,
 )
+from tests import HEAVY_TIMEOUT_S
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 def _templates(synth, env_name: str) -> dict[str, dict]:

@@ -9,7 +9,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from settings.config import PROJECT_ROOT
+from tests import CHILD_BOUND_S, HEAVY_TIMEOUT_S
+
+pytestmark = pytest.mark.timeout(HEAVY_TIMEOUT_S)  # builds every stack in a child process
 
 LOCAL_RUNTIME = ("recsys", "duckdb", "waitress")
 
@@ -22,5 +27,5 @@ def test_building_every_stack_imports_no_local_runtime():
         f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(LOCAL_RUNTIME)!r}))))"
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=300, check=True)
+                         timeout=CHILD_BOUND_S, check=True)
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []

@@ -8,9 +8,11 @@ import pytest
 from aws_cdk.assertions import Match
 
 from settings.config import load_project_config
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.conftest import resources
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,10 @@ from stacks.security import (
     unknown_store_types,
     unrotated_keys,
 )
+from tests import HEAVY_TIMEOUT_S
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 ENVS = ["dev", "prod"]
 ROOT = Path(__file__).resolve().parents[2]

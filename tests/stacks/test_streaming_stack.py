@@ -15,8 +15,10 @@ from settings.config import CDK_JSON, load_project_config
 from stacks.app_builder import build_app
 from stacks.factories.erasure import function_name as erasure_function_name
 from stacks.streaming_stack import API_BURST_LIMIT, API_RATE_LIMIT
+from tests import HEAVY_TIMEOUT_S
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 @pytest.fixture(scope="module")

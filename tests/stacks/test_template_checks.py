@@ -12,8 +12,10 @@ import pytest
 from aws_cdk import aws_s3 as s3
 
 from stacks.nag import APP_WIDE, GRANT_ACTIONS, register_nag
+from tests import HEAVY_TIMEOUT_S
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 
 
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")

@@ -6,9 +6,11 @@ import pytest
 
 from monitoring import metrics as m
 from settings.config import load_project_config
+from tests import HEAVY_TIMEOUT_S
 from tests.stacks.test_data_stack import _state_machine_definition
 
-pytestmark = pytest.mark.xdist_group("synth")
+# the group's synth of every stack lands on whichever of its tests runs first
+pytestmark = [pytest.mark.xdist_group("synth"), pytest.mark.timeout(HEAVY_TIMEOUT_S)]
 CFG = load_project_config("dev")
 
 

@@ -21,7 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys.local.endpoint import MAX_BODY, EndpointError, LocalEndpoint, invoke, request, serve_endpoint
+from recsys.local.endpoint import (
+    CLIENT_TIMEOUT_S,
+    MAX_BODY,
+    EndpointError,
+    LocalEndpoint,
+    invoke,
+    request,
+    serve_endpoint,
+)
+from tests import CHILD_BOUND_S
 from tests.responses import without_recommendation_ids
 from tests.tiny_model import train_tiny_model
 
@@ -95,7 +104,7 @@ def test_recent_product_ids_steer_an_unknown_user_to_session_recommendations(url
 
 def test_one_keep_alive_connection_serves_many_requests(url: str) -> None:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
     try:
         for n in range(20):
             conn.request("POST", "/invocations", json.dumps({"user_id": f"u{n}", "k": 2}), JSON_HEADERS)
@@ -108,7 +117,7 @@ def test_one_keep_alive_connection_serves_many_requests(url: str) -> None:
 
 def test_chunked_request_body_is_accepted(url: str) -> None:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
     try:
         chunks = iter([b'{"user_id": ', b'"u3", "k": 2}'])
         conn.request("POST", "/invocations", body=chunks, headers=JSON_HEADERS, encode_chunked=True)
@@ -296,7 +305,7 @@ def test_serve_forever_announces_its_url_serves_and_stops_on_sigterm(model_dir: 
         assert all(len(a["recommendations"]) == 2 for a in answers)
     finally:
         proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=10)
+        rest, _ = proc.communicate(timeout=CHILD_BOUND_S)
     assert proc.returncode == 0
     assert "endpoint stopped" in rest
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=1):

