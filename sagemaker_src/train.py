@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     prep = prepare(clean, products, users, weights, args.num_threads, args.seed)
     ensemble = fit_recipe(result.recipe, prep)
     log(f"[train] refitted {ensemble.name} on {prep.hist.nnz} user-item pairs ({time.perf_counter() - t0:.1f}s)")
+    for member in ensemble.models:
+        if note := member.fit_note():
+            log(f"[train] refit {member.name}: {note}")
 
     segments = None
     seg_of = user_segments(prep)

@@ -369,7 +369,9 @@ class _Search:
         fit_s = time.perf_counter() - t
         scores = [f.component(m) for f, m in zip(self.val.folds, models, strict=True)]
         result = self.val.measure(scores)
-        self.log(f"[select] {step + ' ' if step else ''}{name}: {self.describe(result)} (fit {fit_s:.1f}s)")
+        note = models[0].fit_note()
+        self.log(f"[select] {step + ' ' if step else ''}{name}: {self.describe(result)} (fit {fit_s:.1f}s"
+                 + (f"; {note})" if note else ")"))
         self.row(name, result, step, fit_s=fit_s, cost=cost)
         fitted = _Fitted(cand, models, result)
         self.fitted[cand] = fitted

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from recsys_core.models import FAMILIES, DataShape, FitContext
 from recsys_core.models.sasrec import SASRec, SASRecConfig, forward, init_params, user_sequences
 from recsys_core.prepare import prepare
+from recsys_core.selection import Candidate, SelectionConfig, select
 
 from .conftest import make_log
 
@@ -174,3 +175,20 @@ def test_early_stopping_ndcg_is_computed_in_row_batches_with_the_same_result():
     # one user, target ranked first: NDCG 1
     best = int(np.argmax(items @ q[0]))
     assert _ndcg_at_10(q[:1], items, [np.array([best])], None) == pytest.approx(1.0)
+
+
+def test_selection_log_says_where_early_stopping_stopped():
+    """The training log's line for SASRec carries its fit's own account: the epoch early stopping kept,
+    its validation NDCG and the rate (the refit trains that many epochs)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for u in range(300):
+        start, steps = int(rng.integers(N_CYCLE)), int(rng.integers(6, 9))
+        rows += [(f"u{u}", f"i{(start + s) % N_CYCLE}", "purchase", None, s) for s in range(steps)]
+    cand = Candidate("sasrec", replace(SMALL, epochs=0, max_epochs=12, patience=2))
+    config = SelectionConfig(candidates=(Candidate("popularity", FAMILIES["popularity"].Config()), cand),
+                             tune=False, max_components=1)
+    said: list[str] = []
+    select(make_log(rows), None, None, config, num_threads=1, log=said.append)
+    line = next(x for x in said if x.startswith("[select] sasrec"))
+    assert "early stopping kept epoch" in line and "positions/s" in line, line

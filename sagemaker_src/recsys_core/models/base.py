@@ -162,6 +162,11 @@ class Model(ABC):
         count from early stopping return it fixed); most models: their config as is."""
         return self.config
 
+    def fit_note(self) -> str | None:
+        """What the fit decided about itself that the training log should say (SASRec: where early
+        stopping stopped); None for models with nothing to report."""
+        return None
+
 
 def sparse_state(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
     m = m.tocsr()

@@ -279,6 +279,16 @@ class SASRec(Model):
         best = int(self.fit_log.get("best_epoch", 0)) if getattr(self, "fit_log", None) else 0
         return replace(self.config, epochs=best) if best and not self.config.epochs else self.config
 
+    def fit_note(self) -> str | None:
+        log = getattr(self, "fit_log", None)
+        if not log:
+            return None
+        rate = f"{log['seconds']:.0f}s, {log['positions_per_second']:,} positions/s, {log['loss']} softmax"
+        if self.config.epochs:
+            return f"{log['epochs_run']} epochs (fixed) in {rate}"
+        return (f"early stopping kept epoch {log['best_epoch']} of {log['epochs_run']} "
+                f"(its validation ndcg@10 {log['validation_ndcg']:.4f}) in {rate}; the refit trains that many")
+
     def _prepare(self) -> None:
         self._items = np.ascontiguousarray(self.params["item"][1:])
 
