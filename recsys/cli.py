@@ -83,8 +83,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from recsys.local.curation import cdk_out
+    from recsys.local.synth_check import synth_problem
     from recsys.main_job import run_main_job
+    from settings.config import load_project_config
 
+    problem = synth_problem(cdk_out(), load_project_config(args.env).prefix)
+    if problem:  # `make run` synthesizes first; a direct `python -m recsys run` may not have
+        raise UserError(problem)
     return run_main_job(args, _generator_config(args))
 
 

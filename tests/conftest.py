@@ -16,6 +16,16 @@ from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws, local_aws
 from settings.config import load_project_config
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """One line when the repository's ``cdk.out`` (which the whole-flow tests execute) is missing or older than the
+    code it is synthesized from: ``make test`` synthesizes first, a direct ``pytest`` does not."""
+    from recsys.local.curation import cdk_out
+    from recsys.local.synth_check import synth_problem
+
+    problem = synth_problem(cdk_out(), load_project_config().prefix)
+    return f"WARNING: {problem} (the tests that run the local flow read it)" if problem else None
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[LocalAws]:
     """The session's moto server on 127.0.0.1 (free port), in the project's configured region."""
