@@ -14,6 +14,8 @@ means any of them; an array field in the event matches if any element does), ``p
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +63,11 @@ def load_rules(cfg: Config, out_dir: Path | None = None) -> list[Rule]:
             if resource["Type"] != "AWS::Events::Rule":
                 continue
             props = resolve(resource["Properties"])
+            if "EventPattern" in props:
+                try:
+                    check_pattern(props["EventPattern"])
+                except ValueError as err:
+                    raise ValueError(f"{stack}/{logical_id}: {err}") from None
             targets = tuple(t["Arn"] for t in props.get("Targets", []))
             rules.append(Rule(stack, logical_id, props.get("EventPattern"), props.get("ScheduleExpression"), targets))
     return rules
@@ -125,11 +132,69 @@ def _value_matches(matcher: Any, value: Any) -> bool:
         excluded = arg if isinstance(arg, list) else [arg]
         return not any(_value_matches(e, value) for e in excluded)
     if op == "numeric":
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return False
-        ops = {"<": value.__lt__, "<=": value.__le__, "=": value.__eq__, ">": value.__gt__, ">=": value.__ge__}
-        return all(ops[arg[i]](arg[i + 1]) for i in range(0, len(arg), 2))
+        check_numeric(arg)
+        if not _is_number(value):
+            return False  # a string, boolean or null never matches a numeric comparison, as on EventBridge
+        return all(_NUMERIC[arg[i]](value, arg[i + 1]) for i in range(0, len(arg), 2))
     raise ValueError(f"event pattern operator {op!r} is not interpreted locally")
+
+
+#: EventBridge's numeric operators; ``operator`` functions compare an int with a float bound correctly (the
+#: bound methods ``int.__gt__(float)`` answer NotImplemented, which is truthy).
+_NUMERIC: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, "=": operator.eq, ">": operator.gt, ">=": operator.ge}  # fmt: skip
+_LOWER, _UPPER = (">", ">="), ("<", "<=")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_numeric(arg: Any) -> None:
+    """A ``numeric`` matcher as EventBridge accepts it: ``[op, n]`` or a range ``[lower op, n, upper op, n]``
+    (``>``/``>=`` then ``<``/``<=``) with number bounds; anything else is refused, as PutRule refuses it."""
+    if not isinstance(arg, list) or len(arg) not in (2, 4):
+        raise ValueError(f"numeric matcher {arg!r}: expected [op, number] or [lower op, number, upper op, number]")
+    ops, bounds = arg[0::2], arg[1::2]
+    if any(o not in _NUMERIC for o in ops):
+        raise ValueError(f"numeric matcher {arg!r}: operators are {', '.join(_NUMERIC)}")
+    if not all(_is_number(b) for b in bounds):
+        raise ValueError(f"numeric matcher {arg!r}: bounds must be numbers")
+    if len(ops) == 2 and not (ops[0] in _LOWER and ops[1] in _UPPER):
+        raise ValueError(f"numeric matcher {arg!r}: a range is a lower bound (> or >=) then an upper (< or <=)")
+
+
+def check_pattern(pattern: Any, where: str = "") -> None:
+    """Refuse a pattern EventBridge would refuse or this module cannot match (one line naming the field)."""
+    if not isinstance(pattern, dict):
+        raise ValueError(f"event pattern{where}: expected an object, got {pattern!r}")
+    for key, expected in pattern.items():
+        field = f"{where}.{key}" if where else key
+        if isinstance(expected, dict):
+            check_pattern(expected, field)
+            continue
+        if not isinstance(expected, list) or not expected:
+            raise ValueError(f"event pattern field {field}: expected a non-empty list of values, got {expected!r}")
+        for matcher in expected:
+            if not isinstance(matcher, dict):
+                continue
+            if len(matcher) != 1:
+                raise ValueError(f"event pattern field {field}: one operator per matcher, got {matcher!r}")
+            ((op, arg),) = matcher.items()
+            if op not in _OPERATORS:
+                raise ValueError(f"event pattern field {field}: operator {op!r} is not interpreted locally")
+            try:
+                if op == "numeric":
+                    check_numeric(arg)
+                elif op == "exists" and not isinstance(arg, bool):
+                    raise ValueError(f"exists takes true or false, got {arg!r}")
+                elif op in ("prefix", "suffix", "equals-ignore-case") and not isinstance(arg, str):
+                    raise ValueError(f"{op} takes a string, got {arg!r}")
+            except ValueError as err:
+                raise ValueError(f"event pattern field {field}: {err}") from None
+
+
+_OPERATORS = frozenset({"prefix", "suffix", "equals-ignore-case", "anything-but", "numeric", "exists"})
 
 
 # ---- the events the local run emits, as the services would -------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from recsys.cli import main
 from recsys.local.events import (
+    check_pattern,
     execution_status_change,
     load_rules,
     matches,
@@ -42,6 +43,75 @@ def test_pattern_matching_follows_eventbridge_content_filtering():
     assert matches({"detail": {"gone": [{"exists": False}]}, "source": [{"anything-but": ["aws.glue"]}]}, evt)
     assert not matches({"detail": {"object": {"key": [{"exists": False}]}}}, evt)
     assert not matches({"detail-type": ["Object Created"]}, evt)  # a field the event lacks never matches a value
+
+
+@pytest.mark.parametrize(
+    ("numeric", "matching", "not_matching"),
+    [
+        ([">", 50.5], [51, 50.6, 1e3], [10, 50, 50.5, -1]),  # an int against a float bound (was always a match)
+        ([">=", 50.5], [50.5, 51], [50, 10]),
+        (["<", 50.5], [50, -3, 50.4], [50.5, 51, 100]),
+        (["<=", 50], [50, 50.0, 49.9], [50.1, 51]),
+        (["=", 3.0], [3, 3.0], [3.1, 2]),
+        ([">", 0, "<=", 5], [5, 0.1, 3], [0, 5.5, -1]),
+        ([">=", 0, "<", 5.5], [0, 5, 5.4], [5.5, -0.1]),
+    ],
+)
+def test_numeric_matching_compares_ints_and_floats_for_every_operator_and_range(numeric, matching, not_matching):
+    pattern = {"detail": {"size": [{"numeric": numeric}]}}
+    for value in matching:
+        assert matches(pattern, {"detail": {"size": value}}), (numeric, value)
+    for value in not_matching:
+        assert not matches(pattern, {"detail": {"size": value}}), (numeric, value)
+
+
+def test_numeric_matching_never_matches_strings_booleans_nulls_or_a_missing_field():
+    pattern = {"size": [{"numeric": [">", 0]}]}
+    for value in ("10", True, None, [], {"n": 1}):
+        assert not matches(pattern, {"size": value}), value
+    assert not matches(pattern, {})
+    assert matches(pattern, {"size": ["a", 3]})  # an array field matches if any element does
+
+
+@pytest.mark.parametrize(
+    ("numeric", "why"),
+    [
+        ([">"], "expected"),
+        ([">", 1, "<"], "expected"),
+        ([">", 1, "<", 2, "<", 3], "expected"),
+        (["!=", 1], "operators"),
+        ([">", "5"], "numbers"),
+        ([">", True], "numbers"),
+        (["<", 5, ">", 1], "lower bound"),
+        (["=", 1, "<", 2], "lower bound"),
+        ({">": 1}, "expected"),
+    ],
+)
+def test_malformed_numeric_patterns_are_refused_naming_the_field(numeric, why):
+    with pytest.raises(ValueError, match=f"field detail.size: numeric matcher .*{why}"):
+        check_pattern({"detail": {"size": [{"numeric": numeric}]}})
+    with pytest.raises(ValueError, match=why):
+        matches({"size": [{"numeric": numeric}]}, {"size": 1})
+
+
+def test_patterns_with_unknown_operators_or_shapes_are_refused():
+    for pattern, why in [({"a": [{"wildcard": "x*"}]}, "operator 'wildcard'"), ({"a": "x"}, "non-empty list"),
+                         ({"a": []}, "non-empty list"), ({"a": [{"prefix": "x", "suffix": "y"}]}, "one operator"),
+                         ({"a": [{"exists": "yes"}]}, "true or false")]:  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            check_pattern(pattern)
+
+
+def test_a_malformed_rule_in_the_templates_is_refused_naming_the_rule(data_template_path, tmp_path):
+    out = tmp_path / "cdk.out"
+    shutil.copytree(data_template_path.parent, out)
+    data = out / f"{CFG.prefix}-data.template.json"
+    doc = json.loads(data.read_text())
+    (rule,) = [k for k in doc["Resources"] if k.startswith("OnRawInteractions")]
+    doc["Resources"][rule]["Properties"]["EventPattern"]["detail"]["object"]["size"] = [{"numeric": [">"]}]
+    data.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=f"{CFG.prefix}-data/{rule}: event pattern field detail.object.size"):
+        load_rules(CFG, out)
 
 
 def test_the_templates_chain_upload_to_curation_to_pipeline_to_deploy(data_template_path):
