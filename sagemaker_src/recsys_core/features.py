@@ -130,16 +130,23 @@ def build_history(
     strong_any = np.bincount(inv, weights=strong.astype(np.float64), minlength=len(uniq)) > 0
     last = np.full(len(uniq), -np.inf)
     np.maximum.at(last, inv, ts)
-    eu = (uniq // n_items).astype(np.int64)
-    ei = (uniq % n_items).astype(np.int32)
+    return history_from_pairs((uniq // n_items).astype(np.int64), (uniq % n_items).astype(np.int32), total,
+                              strong_any, last, len(users), n_items)
+
+
+def history_from_pairs(eu: np.ndarray, ei: np.ndarray, total: np.ndarray, strong: np.ndarray, last: np.ndarray,
+                       n_users: int, n_items: int) -> History:
+    """A History from one row per distinct (user, item), sorted by user then item: summed event weight,
+    owned or not, last time. Shared by ``build_history`` and the Spark job (which aggregates on executors)."""
     # Recency rank within user: order by (user, -last_ts), rank = position minus the user's start.
     order = np.lexsort((-last, eu))
-    indptr = np.zeros(len(users) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(eu, minlength=len(users)), out=indptr[1:])
-    recency = np.empty(len(uniq), dtype=np.int32)
-    recency[order] = np.arange(len(uniq)) - indptr[eu[order]]
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(eu, minlength=n_users), out=indptr[1:])
+    recency = np.empty(len(eu), dtype=np.int32)
+    recency[order] = np.arange(len(eu)) - indptr[eu[order]]
     value = (np.log1p(total) / np.log(2.0)).astype(np.float32)
-    return History(indptr, ei, value, strong_any, recency, n_items, last_ts=last)
+    return History(indptr, np.asarray(ei, dtype=np.int32), value, np.asarray(strong, dtype=bool), recency, n_items,
+                   last_ts=np.asarray(last, dtype=np.float64))
 
 
 def item_popularity(hist: History, half_life_fraction: float = 0.0) -> np.ndarray:
