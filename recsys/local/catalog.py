@@ -3,11 +3,14 @@
 On AWS a crawler reads the curated Parquet and writes the Data Catalog; moto has crawler
 resources but does not run them. This module does the crawler's job the way it does it
 (Parquet SerDe, Hive type names, lower-case columns, ``key=value`` folders as partition keys),
-so Athena-dialect SQL sees the same tables in both runtimes.
+so Athena-dialect SQL sees the same tables in both runtimes. :class:`LocalCrawlers` answers StartCrawler and
+GetCrawler as AWS does (RUNNING, then READY), so the workflow's polling loop runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -136,3 +139,57 @@ def list_tables(aws: LocalAws, database: str) -> dict[str, list[tuple[str, str]]
             cols = t.get("StorageDescriptor", {}).get("Columns", []) + t.get("PartitionKeys", [])
             tables[t["Name"]] = [(c["Name"], c["Type"]) for c in cols]
     return dict(sorted(tables.items()))
+
+
+@dataclass
+class CrawlerRun:
+    """One crawler's state as GetCrawler reports it, and its last crawl."""
+
+    name: str
+    polls_left: int = 0  # GetCrawler answers RUNNING this many more times
+    status: str | None = None  # LastCrawl.Status: SUCCEEDED | FAILED
+    message: str = ""
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return "RUNNING" if self.polls_left else "READY"
+
+
+class LocalCrawlers:
+    """Glue crawlers polled as on AWS: after StartCrawler, GetCrawler answers ``RUNNING`` (``polls`` times), then
+    ``READY`` with the last crawl's status, so a workflow's Wait/GetCrawler/Choice loop runs as deployed. The
+    crawl itself (``crawl``: what it catalogues) runs at the start; a second start while running is refused
+    (``CrawlerRunningException``), and a crawl that cannot read its data ends ``FAILED``, as AWS reports it."""
+
+    def __init__(self, polls: int = 1) -> None:
+        self.polls = polls
+        self.runs: dict[str, CrawlerRun] = {}
+
+    def running(self, name: str) -> bool:
+        return name in self.runs and self.runs[name].state == "RUNNING"
+
+    def start(self, name: str, crawl: Callable[[], list[str]]) -> CrawlerRun:
+        if self.running(name):
+            raise CrawlerRunningError(f"crawler {name} is already running")
+        run = self.runs[name] = CrawlerRun(name, polls_left=self.polls)
+        try:
+            run.tables = crawl()
+            run.status = "SUCCEEDED"
+        except (pa.ArrowInvalid, ClientError, OSError, ValueError) as err:
+            run.status, run.message = "FAILED", str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return run
+
+    def get(self, name: str) -> dict[str, Any]:
+        """GetCrawler's ``Crawler``: its state (one RUNNING answer fewer each poll) and last crawl."""
+        run = self.runs.get(name)
+        if run is None:
+            return {"Name": name, "State": "READY"}
+        state = run.state
+        run.polls_left = max(0, run.polls_left - 1)
+        last = {"Status": run.status, **({"ErrorMessage": run.message} if run.message else {})}
+        return {"Name": name, "State": state, **({"LastCrawl": last} if state == "READY" else {})}
+
+
+class CrawlerRunningError(RuntimeError):
+    """StartCrawler on a running crawler (Glue's ``CrawlerRunningException``)."""

@@ -37,7 +37,7 @@ from glue_jobs.recipe_executor import RecipeStepError, apply_steps
 from glue_jobs.recipe_jobs import as_raw_strings, curated_arrow_table, reason_counts, typed_curated
 from glue_jobs.schema import QUARANTINE_REASON_COLUMN
 from recsys.local.athena import AthenaQueryError, LocalAthena
-from recsys.local.catalog import register_prefix
+from recsys.local.catalog import CrawlerRunningError, LocalCrawlers, register_prefix
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources
 from recsys.local.s3io import delete_data, split_s3_uri, write_parquet
@@ -51,6 +51,8 @@ def cdk_out() -> Path:
     """Where the synthesized templates are: ``CDK_OUTDIR`` when set (the variable ``cdk synth`` gives app.py,
     so a test can point the local run at a changed copy), else ``cdk.out``."""
     return Path(os.environ.get("CDK_OUTDIR") or CDK_OUT)
+
+
 _CTAS = re.compile(r"^\s*CREATE\s+TABLE\s+(\w+)\s+WITH\s*\((.*?)\)\s*AS\s+(.*)$", re.S | re.I)
 _DROP = re.compile(r"^\s*DROP\s+TABLE\s+IF\s+EXISTS\s+(\w+)\s*;?\s*$", re.I)
 
@@ -195,6 +197,7 @@ class LocalEngines:
         self.runs: dict[str, JobRun] = {}
         self.ctas_rows: dict[str, int] = {}  # feature table -> rows, in the order built
         self._results: dict[str, pd.DataFrame] = {}
+        self.crawlers = LocalCrawlers()  # StartCrawler / GetCrawler as AWS answers them: RUNNING, then READY
         self._declare_tables()
 
     def __call__(self, resource: str, params: Any) -> tuple[Any, str]:
@@ -301,21 +304,32 @@ class LocalEngines:
 
     def _start_crawler(self, params: dict) -> tuple[dict, str]:
         crawler = self._resource("AWS::Glue::Crawler", params["Name"])
-        prefix = crawler.get("TablePrefix", "")
-        found = []
-        for target in crawler["Targets"]["S3Targets"]:
-            bucket, key = split_s3_uri(target["Path"])
-            folder = key.strip("/").rsplit("/", 1)[-1]
-            if not self._list(bucket, key.rstrip("/") + "/"):
-                continue  # an empty target: the crawler creates no table
-            kind = key.split("/", 1)[0]
-            register_prefix(self.aws, crawler["DatabaseName"], bucket, key, f"{prefix}{folder}", kind=kind)
-            self.athena.register(f"{prefix}{folder}", self.lake / key)
-            found.append(f"{prefix}{folder}")
-        return {}, "catalogued " + (", ".join(found) or "nothing")
+
+        def crawl() -> list[str]:
+            prefix, found = crawler.get("TablePrefix", ""), []
+            for target in crawler["Targets"]["S3Targets"]:
+                bucket, key = split_s3_uri(target["Path"])
+                folder = key.strip("/").rsplit("/", 1)[-1]
+                if not self._list(bucket, key.rstrip("/") + "/"):
+                    continue  # an empty target: the crawler creates no table
+                kind = key.split("/", 1)[0]
+                register_prefix(self.aws, crawler["DatabaseName"], bucket, key, f"{prefix}{folder}", kind=kind)
+                self.athena.register(f"{prefix}{folder}", self.lake / key)
+                found.append(f"{prefix}{folder}")
+            return found
+
+        try:
+            run = self.crawlers.start(crawler["Name"], crawl)
+        except CrawlerRunningError as err:
+            raise StatesError("Glue.CrawlerRunningException", str(err)) from err
+        if run.status == "FAILED":
+            return {}, f"started; the crawl FAILED: {run.message}"
+        return {}, "started; catalogued " + (", ".join(run.tables) or "nothing")
 
     def _get_crawler(self, params: dict) -> tuple[dict, str]:
-        return {"Crawler": {"Name": params["Name"], "State": "READY"}}, "READY (the local crawl is synchronous)"
+        crawler = self.crawlers.get(params["Name"])
+        last = crawler.get("LastCrawl", {}).get("Status")
+        return {"Crawler": crawler}, crawler["State"] + (f" (last crawl {last})" if last else "")
 
     # ---- Athena ----
 

@@ -128,3 +128,22 @@ def test_list_tables_is_sorted_by_table(aws: LocalAws) -> None:
     for name in ("users", "interactions"):
         register_table(aws, DB, name, f"s3://{BUCKET}/curated/{name}/", pa.schema([("user_id", pa.string())]))
     assert list(list_tables(aws, DB)) == ["interactions", "users"]
+
+
+def test_local_crawlers_answer_running_then_ready_and_refuse_a_second_start_while_running():
+    from recsys.local.catalog import CrawlerRunningError, LocalCrawlers
+
+    crawlers = LocalCrawlers(polls=2)
+    assert crawlers.get("c")["State"] == "READY"  # never started
+    crawlers.start("c", lambda: ["t"])
+    with pytest.raises(CrawlerRunningError):
+        crawlers.start("c", lambda: ["t"])
+    assert [crawlers.get("c")["State"] for _ in range(3)] == ["RUNNING", "RUNNING", "READY"]
+    assert crawlers.get("c")["LastCrawl"] == {"Status": "SUCCEEDED"}
+
+    def unreadable() -> list[str]:
+        raise ValueError("cannot unify schemas")
+
+    crawlers.start("c", unreadable)  # READY again: it may start; the crawl fails as AWS reports it
+    assert [crawlers.get("c")["State"] for _ in range(2)] == ["RUNNING", "RUNNING"]
+    assert crawlers.get("c")["LastCrawl"] == {"Status": "FAILED", "ErrorMessage": "cannot unify schemas"}

@@ -122,3 +122,51 @@ def test_removing_a_producer_state_from_the_template_leaves_its_alarm_without_da
     assert _alarm(aws_env, "data-quarantine-users")[1] == [None]
     assert _alarm(aws_env, "data-quarantine-interactions") == (ALARM, [pytest.approx(1 / 3)])  # still produced
     assert not aws_env.client("cloudwatch").list_metrics(MetricName=m.CURATION_JOBS_SKIPPED)["Metrics"]
+
+
+def test_the_crawler_polls_running_then_ready_so_the_workflows_wait_loop_runs(aws_env, tmp_path, template):
+    res = _data(aws_env, tmp_path)
+    run = run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}), template=template)
+    crawler = f"{CFG.prefix}-curated"
+    names = [s.name for s in run.execution.steps if not s.path and crawler in s.name.split()]
+    assert names == [f"Start {crawler}", f"Wait {crawler}", f"Get {crawler}", f"{crawler} ready?",
+                     f"Wait {crawler}", f"Get {crawler}", f"{crawler} ready?", f"{crawler} done"]  # fmt: skip
+    gets = [s.note for s in run.execution.steps if s.name == f"Get {crawler}"]
+    assert gets == ["RUNNING", "READY (last crawl SUCCEEDED)"]
+    assert run.execution.waited >= 2 * 30 * 2  # two Waits per crawler on the local clock, never slept
+
+
+def test_the_templates_timeout_seconds_and_a_retry_added_to_it_are_what_the_local_run_follows(
+    aws_env, tmp_path, template
+):
+    doc = json.loads(template.read_text())
+    definition = _definition(doc)
+    definition["TimeoutSeconds"] = 100  # the crawlers' polling alone takes 2 x 60 s on the local clock
+    res = _data(aws_env, tmp_path)
+    run = run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}),
+                       template=_with_definition(doc, definition, tmp_path / "timeout.template.json"))  # fmt: skip
+    assert (run.execution.status, run.execution.error) == ("FAILED", "States.Timeout")
+    definition = _definition(doc)
+    branch = next(b for b in definition["States"][definition["StartAt"]]["Branches"] if "clickstream-curated" in
+                  b["StartAt"])  # fmt: skip
+    branch["States"][branch["StartAt"]]["Retry"] = [{"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 5,
+                                                     "MaxAttempts": 2}]  # fmt: skip
+    run = run_curation(CFG, aws_env, res, tmp_path / "lake2", LocalAthena({}),
+                       template=_with_definition(doc, definition, tmp_path / "retry.template.json"))  # fmt: skip
+    assert run.execution.status == "SUCCEEDED"  # no clickstream archive: retried twice, then caught as before
+    attempts = [s for s in run.execution.steps if s.name == branch["StartAt"]]
+    assert [s.waited for s in attempts] == [5.0, 10.0, 0.0] and attempts[-1].note.startswith("caught")
+
+
+def test_a_jsonata_state_in_the_template_is_refused_before_anything_runs(aws_env, tmp_path, template):
+    from recsys.local.states import DefinitionError
+
+    doc = json.loads(template.read_text())
+    definition = _definition(doc)
+    definition["States"]["Curated and features built"] = {"Type": "Pass", "Output": "{% $states.input %}",
+                                                          "QueryLanguage": "JSONata", "End": True}  # fmt: skip
+    res = _data(aws_env, tmp_path)
+    with pytest.raises(DefinitionError, match="state 'Curated and features built': field QueryLanguage"):
+        run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}),
+                     template=_with_definition(doc, definition, tmp_path / "jsonata.template.json"))  # fmt: skip
+    assert not (tmp_path / "lake").exists()  # no job ran

@@ -99,3 +99,211 @@ def test_state_lines_group_consecutive_states_about_one_subject_and_count_caught
     expected = "states: Jobs (2 branches, 1 caught) -> c1: Start, Wait, done -> f: Drop, Build -> End"
     assert state_lines(steps) == [expected]
     assert len(state_lines(steps, width=40)) > 1
+
+
+def _flaky(failures: int, error: str = "States.TaskFailed", seconds: float = 1.0):
+    """A resolver that fails ``failures`` times with ``error``, then answers; each call takes ``seconds``."""
+    calls = []
+
+    def resolve(resource, params):
+        calls.append(params)
+        if len(calls) <= failures:
+            raise StatesError(error, f"attempt {len(calls)}")
+        return {"ok": len(calls)}, "done", seconds
+
+    return resolve, calls
+
+
+def test_retry_runs_the_task_again_and_counts_the_backoff_without_sleeping():
+    resolve, calls = _flaky(2)
+    state = _task(Retry=[{"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 2, "BackoffRate": 3,
+                          "MaxAttempts": 3}])  # fmt: skip
+    done = _run({"StartAt": "T", "States": {"T": state}}, {}, resolve)
+    assert done.status == "SUCCEEDED" and done.output == {"ok": 3} and len(calls) == 3
+    assert [s.waited for s in done.steps] == [2.0, 6.0, 0.0]  # 2 * 3 ** attempt
+    assert done.waited == 8.0 and done.seconds == pytest.approx(9.0, abs=0.5)  # backoff + the run that answered
+    assert "retry 1/3 after 2 s" in done.steps[0].note
+
+
+def test_an_exhausted_retrier_hands_the_error_to_catch_and_max_delay_caps_the_backoff():
+    resolve, calls = _flaky(10)
+    retry = [{"ErrorEquals": ["Other.Error"], "MaxAttempts": 5},
+             {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 10, "BackoffRate": 10, "MaxAttempts": 2,
+              "MaxDelaySeconds": 30}]  # fmt: skip
+    definition = {"StartAt": "T", "States": {
+        "T": _task(Retry=retry, Catch=[{"ErrorEquals": ["States.ALL"], "Next": "Caught"}], End=None, Next="Never"),
+        "Never": {"Type": "Succeed"}, "Caught": {"Type": "Pass", "End": True}}}  # fmt: skip
+    del definition["States"]["T"]["End"]
+    done = _run(definition, {}, resolve)
+    assert done.status == "SUCCEEDED" and len(calls) == 3  # the first attempt and 2 retries
+    assert [s.waited for s in done.steps[:3]] == [10.0, 30.0, 0.0]  # 100 s capped at MaxDelaySeconds 30
+    assert done.steps[2].note.startswith("caught States.TaskFailed") and done.output["Cause"] == "attempt 3"
+
+
+def test_max_attempts_zero_never_retries_and_an_unmatched_error_is_not_retried():
+    for retry, error in (
+        ([{"ErrorEquals": ["States.ALL"], "MaxAttempts": 0}], "States.TaskFailed"),
+        ([{"ErrorEquals": ["Glue.CrawlerRunningException"]}], "States.TaskFailed"),
+    ):
+        resolve, calls = _flaky(1, error)
+        done = _run({"StartAt": "T", "States": {"T": _task(Retry=retry)}}, {}, resolve)
+        assert done.status == "FAILED" and len(calls) == 1 and done.waited == 0
+
+
+def test_a_task_past_its_timeout_seconds_fails_with_states_timeout_which_task_failed_does_not_catch():
+    slow = lambda resource, params: ({}, "slow", 120)  # noqa: E731 - takes 120 s on the local clock
+    catch = [{"ErrorEquals": ["States.TaskFailed"], "Next": "Caught"}]
+    definition = {"StartAt": "T", "States": {"T": {**_task(TimeoutSeconds=60, Catch=catch)},
+                                             "Caught": {"Type": "Succeed"}}}  # fmt: skip
+    done = _run(definition, {}, slow)
+    assert (done.status, done.error) == ("FAILED", "States.Timeout") and "more than its TimeoutSeconds 60" in done.cause
+    definition["States"]["T"]["Catch"] = [{"ErrorEquals": ["States.Timeout"], "Next": "Caught"}]
+    assert _run(definition, {}, slow).status == "SUCCEEDED"
+    by_path = {"StartAt": "T", "States": {"T": _task(TimeoutSecondsPath="$.limit")}}
+    assert _run(by_path, {"limit": 300}, slow).status == "SUCCEEDED"
+    assert _run(by_path, {"limit": 100}, slow).error == "States.Timeout"
+
+
+def test_the_definitions_timeout_seconds_ends_the_execution_and_no_catch_applies():
+    definition = {"StartAt": "W", "TimeoutSeconds": 50, "States": {
+        "W": {"Type": "Wait", "Seconds": 30, "Next": "T"},
+        "T": _task(Catch=[{"ErrorEquals": ["States.ALL"], "Next": "Caught"}], Resource="r"),
+        "Caught": {"Type": "Succeed"}}}  # fmt: skip
+    ok = _run(definition, {}, lambda r, p: ({}, "", 10))
+    assert ok.status == "SUCCEEDED" and ok.seconds == 40
+    late = _run(definition, {}, lambda r, p: ({}, "", 30))
+    assert (late.status, late.error) == ("FAILED", "States.Timeout") and "TimeoutSeconds 50" in late.cause
+
+
+def test_wait_states_advance_the_local_clock_by_seconds_paths_and_timestamps():
+    from datetime import UTC, datetime
+
+    definition = {"StartAt": "A", "States": {
+        "A": {"Type": "Wait", "SecondsPath": "$.s", "Next": "B"},
+        "B": {"Type": "Wait", "Timestamp": "2026-01-01T00:10:00Z", "Next": "C"},
+        "C": {"Type": "Wait", "TimestampPath": "$.t", "End": True}}}  # fmt: skip
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    done = Interpreter(definition, lambda r, p: ({}, "")).execute({"s": 60, "t": "2026-01-01T00:05:00Z"}, start=start)
+    assert [s.waited for s in done.steps] == [60.0, 540.0, 0.0]  # a timestamp already past waits nothing
+
+
+def test_fail_error_path_and_the_context_object_carry_the_execution_input():
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {"source.$": "$$.Execution.Input.source", "state.$": "$$.State.Name"},
+                "ResultPath": "$.ctx",
+                "Next": "F",
+            },
+            "F": {"Type": "Fail", "ErrorPath": "$.ctx.source", "CausePath": "States.Format('in {}', $.ctx.state)"},
+        },
+    }
+    done = _run(definition, {"source": "aws.events", "detail-type": "Scheduled Event"})
+    assert (done.error, done.cause) == ("aws.events", "in P")
+
+
+def test_more_intrinsic_functions_follow_aws_and_their_failures_are_intrinsic_failures():
+    data = {"a": [1, 2, 2, 3], "s": "a.b+c"}
+    template = {"u.$": "States.ArrayUnique($.a)", "g.$": "States.ArrayGetItem($.a, 3)",
+                "p.$": "States.ArrayPartition($.a, 3)", "c.$": "States.ArrayContains($.a, 2)",
+                "r.$": "States.ArrayRange(1, 9, 4)", "split.$": "States.StringSplit($.s, '.+')",
+                "h.$": "States.Hash('x', 'SHA-256')", "b.$": "States.Base64Decode(States.Base64Encode('hi'))",
+                "f.$": "States.Format('{} and {}', 1, true)"}  # fmt: skip
+    assert apply_template(template, data, {}) == {
+        "u": [1, 2, 3],
+        "g": 3,
+        "p": [[1, 2, 2], [3]],
+        "c": True,
+        "r": [1, 5, 9],
+        "split": ["a", "b", "c"],
+        "h": "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+        "b": "hi",
+        "f": "1 and true",
+    }
+    with pytest.raises(StatesError, match="States.IntrinsicFailure"):
+        apply_template({"x.$": "States.ArrayGetItem($.a, 9)"}, data, {})
+
+
+def _refused(definition: dict, *fragments: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        Interpreter(definition, lambda r, p: ({}, ""))
+    message = str(info.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+
+
+def _one(**state) -> dict:
+    return {"StartAt": "S", "States": {"S": state}}
+
+
+@pytest.mark.parametrize(
+    ("definition", "fragments"),
+    [
+        ({**_one(**_task()), "QueryLanguage": "JSONata"}, ("the definition", "QueryLanguage", "JSONata")),
+        (_one(**_task(QueryLanguage="JSONata")), ("state 'S'", "QueryLanguage")),
+        (_one(**_task(Arguments={"x": "{% $states.input %}"})), ("state 'S'", "field Arguments", "JSONata")),
+        (_one(**_task(Output="{% $states.result %}")), ("state 'S'", "field Output")),
+        (_one(Type="Pass", Assign={"v": 1}, End=True), ("state 'S'", "field Assign", "variables")),
+        (_one(**_task(HeartbeatSeconds=60)), ("state 'S'", "field HeartbeatSeconds")),
+        (_one(**_task(Parameters={"v.$": "States.Frobnicate($.a)"})), ("state 'S'", "Parameters", "Frobnicate")),
+        (
+            _one(**_task(Parameters={"deep": {"v.$": "States.Format('{}', States.Nope(1))"}})),
+            ("Parameters.deep", "States.Nope"),
+        ),
+        (_one(**_task(ResultSelector={"v.$": 5})), ("state 'S'", "ResultSelector", "v.$")),
+        (
+            _one(**_task(Parameters={"Name": {"Fn::Sub": "${AWS::StackName}-job"}})),
+            ("state 'S'", "field Parameters", "unresolved CloudFormation Fn::Sub"),
+        ),
+        (_one(**_task(Parameters={"Arn": {"Ref": "Bucket"}})), ("field Parameters", "CloudFormation Ref")),
+        (_one(**_task(Resource="arn:aws:states:::${Service}:run")), ("field Resource", "${Service}")),
+        (_one(**_task(Resorce="x")), ("state 'S'", "field Resorce")),
+        (_one(Type="Pass", Resource="r", End=True), ("field Resource", "not a field of a Pass state")),
+        (_one(Type="Map", End=True), ("state 'S'", "'Map'")),
+        (_one(Type="Pass", Next="Nowhere"), ("state 'S'", "Next 'Nowhere'")),
+        (_one(Type="Pass"), ("state 'S'", "neither Next nor End")),
+        (_one(Type="Wait", End=True), ("state 'S'", "exactly one of Seconds")),
+        (_one(**_task(Retry=[{"ErrorEquals": ["States.ALL"], "Intervalseconds": 2}])), ("Retry[0]", "Intervalseconds")),
+        (_one(**_task(Retry=[{"ErrorEquals": ["States.ALL"], "BackoffRate": 0.5}])), ("Retry[0]", "BackoffRate")),
+        (_one(**_task(Retry=[{"ErrorEquals": ["States.ALL"]}, {"ErrorEquals": ["X"]}])), ("Retry[0]", "States.ALL")),
+        (_one(**_task(TimeoutSeconds=0)), ("state 'S'", "field TimeoutSeconds")),
+        (
+            _one(**_task(Catch=[{"ErrorEquals": ["States.ALL"], "Next": "S", "Output": "{% 1 %}"}])),
+            ("Catch[0]", "field Output"),
+        ),
+        (_one(Type="Choice", Choices=[{"Condition": "{% true %}", "Next": "S"}]), ("Choices[0]", "Condition")),
+        (
+            _one(Type="Choice", Choices=[{"Variable": "$.a", "StringLike": "x", "Next": "S"}]),
+            ("Choices[0]", "StringLike"),
+        ),
+        (
+            {
+                "StartAt": "P",
+                "States": {"P": {"Type": "Parallel", "End": True, "Branches": [_one(**_task(Arguments={}))]}},
+            },
+            ("state 'P[0]/S'", "field Arguments"),
+        ),
+        ({"StartAt": "S", "States": {"S": _task()}, "Version": "1.0", "Extra": 1}, ("the definition", "field Extra")),
+    ],
+)
+def test_jsonata_unknown_intrinsics_unresolved_cloudformation_and_unknown_shapes_are_refused_naming_state_and_field(
+    definition, fragments
+):
+    _refused(definition, *fragments)
+
+
+def test_a_refused_definition_runs_nothing():
+    calls = []
+    with pytest.raises(DefinitionError):
+        Interpreter(
+            {
+                "StartAt": "A",
+                "States": {
+                    "A": {**{k: v for k, v in _task().items() if k != "End"}, "Next": "B"},
+                    "B": _task(Arguments={}),
+                },
+            },  # fmt: skip
+            lambda r, p: calls.append(r) or ({}, ""),
+        )
+    assert calls == []
