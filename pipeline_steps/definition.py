@@ -46,6 +46,7 @@ from typing import Any, Literal
 from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from settings.config import PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
+from settings.erasure import SUPPRESSION_ENV, SUPPRESSION_KEY
 
 SOURCE_DIR = PROJECT_ROOT / "sagemaker_src"
 SOURCE_ARCHIVE = "sourcedir.tar.gz"
@@ -361,13 +362,15 @@ def framework_image(region: str, scope: Literal["training", "inference"], gpu: b
     return f"{registry}.dkr.ecr.{region}.{domain}/{version['repository']}:{FRAMEWORK_VERSION}-{processor}-{PY_VERSION}"
 
 
-def serving_environment(region: str) -> dict[str, str]:
-    """The registered container's variables: the inference toolkit runs ``code/inference.py`` (CONTRACTS §3)."""
+def serving_environment(region: str, bucket: str) -> dict[str, str]:
+    """The registered container's variables: the inference toolkit runs ``code/inference.py`` (CONTRACTS §3);
+    the endpoint answers shoppers on ``bucket``'s erasure suppression list as new ones (docs/erasure.md)."""
     return {
         "SAGEMAKER_PROGRAM": "inference.py",
         "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
         "SAGEMAKER_REGION": region,
         "OPENBLAS_NUM_THREADS": "1",
+        SUPPRESSION_ENV: f"s3://{bucket}/{SUPPRESSION_KEY}",
     }
 
 
@@ -559,7 +562,7 @@ def build_pipeline(
                 model_data=Join(on="/", values=[source(channel["model"]), MODEL_ARCHIVE]),
                 role=role_arn,
                 sagemaker_session=session,
-                env=serving_environment(region),
+                env=serving_environment(region, bucket),
             )
             report_uri = Join(on="/", values=[source(channel["evaluation"]), GATE.report_file])
             step_args = model.register(

@@ -389,7 +389,7 @@ def register_model(
     container = {
         "Image": framework_image(aws.region, "inference"),
         "ModelDataUrl": model_data_uri,
-        "Environment": serving_environment(aws.region),
+        "Environment": serving_environment(aws.region, model_data_uri.removeprefix("s3://").split("/", 1)[0]),
     }
     return aws.client("sagemaker").create_model_package(
         ModelPackageGroupName=cfg.model_package_group,

@@ -28,6 +28,7 @@ from recsys_core.rules import (  # noqa: E402
     parse_filters,
     parse_promotion,
 )
+from recsys_core.suppression import from_environment as suppression_list  # noqa: E402
 
 _NO_EXPLORATION = ExplorationConfig()  # validation without a model: the default share does not matter
 
@@ -205,13 +206,26 @@ def _served(answer: dict[str, Any]) -> dict[str, Any]:
     return {**answer, "recommendation_id": uuid.uuid4().hex}
 
 
+#: The id a forgotten shopper is looked up as: in no model's id map, so they get a new shopper's answer.
+FORGOTTEN = "\x00forgotten"
+
+
+def _recommend(model: Bundle, request: dict[str, Any]) -> dict[str, Any]:
+    """``model.recommend``, with a shopper on the erasure suppression list (recsys_core/suppression.py) looked
+    up as nobody: no history, factors or segment of theirs is used. The answer still names the id sent."""
+    suppression = suppression_list()
+    if suppression is not None and suppression.forgotten(request["user_id"]):
+        return {**model.recommend(**{**request, "user_id": FORGOTTEN}), "user_id": request["user_id"]}
+    return model.recommend(**request)
+
+
 def predict_fn(data: dict[str, Any], model: Bundle) -> dict[str, Any]:
     """One response object, or ``{"predictions": [...]}`` for an ``instances`` batch; each carries its own
     ``recommendation_id``."""
     _validate(data)
     if "instances" in data:
-        return {"predictions": [_served(model.recommend(**_single(inst, model))) for inst in data["instances"]]}
-    return _served(model.recommend(**_single(data, model)))
+        return {"predictions": [_served(_recommend(model, _single(inst, model))) for inst in data["instances"]]}
+    return _served(_recommend(model, _single(data, model)))
 
 
 def output_fn(prediction: dict[str, Any], accept: str | None = JSON) -> str:

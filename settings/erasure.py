@@ -24,6 +24,11 @@ CAPTURE_PREFIX = "capture"
 #: Environment variable carrying the store list (JSON) to the Lambda.
 ENV_STORES = "ERASURE_STORES"
 ENV_BUCKET = "ERASURE_RECORDS_BUCKET"
+#: The suppression list (keyed hashes of forgotten shoppers) in the destination bucket: written first by the
+#: erasure function (``lambdas/erasure/core.py`` ``SUPPRESSION_KEY``), read by PrepareData and by the endpoint.
+SUPPRESSION_KEY = "training/erasure_suppression.json"
+#: The endpoint container's variable naming it (``sagemaker_src/recsys_core/suppression.py`` ``SUPPRESSION_ENV``).
+SUPPRESSION_ENV = "RECSYS_SUPPRESSION_URI"
 
 
 def erasure_stores(*, source: str, destination: str, results: str, recent_items_table: str | None) -> list[dict]:

@@ -27,7 +27,7 @@ from constructs import Construct
 from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION
 from monitoring.metrics import INVOCATION_5XX, MODEL_LATENCY, endpoint_metric
 from settings.config import PIPELINE_PREFIX, PROJECT_ROOT, Config
-from settings.erasure import CAPTURE_PREFIX
+from settings.erasure import CAPTURE_PREFIX, SUPPRESSION_KEY
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import cw_metric
@@ -143,6 +143,8 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
     # By its config-derived name rather than a cross-stack export: the same name the data stack gives it.
     artefacts = s3.Bucket.from_bucket_name(scope, "ModelArtefactsBucket", cfg.bucket_name(CURATED, Aws.ACCOUNT_ID))
     artefacts.grant_read(role, f"{PIPELINE_PREFIX}/*")
+    # The erasure suppression list, one object: shoppers on it are answered as new ones (docs/erasure.md).
+    artefacts.grant_read(role, SUPPRESSION_KEY)
     # Data capture (instance endpoints): SageMaker writes the captured requests as this role, with the data key.
     artefacts.grant_put(role, f"{CAPTURE_PREFIX}/*")
     grant_data_key(role, data.key)

@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from monitoring.metrics import NAMESPACE
 from settings.config import PROJECT_ROOT
+from settings.erasure import SUPPRESSION_ENV
 from tests.permissions.evaluator import Principal
 from tests.permissions.recorder import Entry, iam_calls
 from tests.permissions.requirements import REQUIREMENTS
@@ -356,6 +357,10 @@ class CallModel:
                 for container in step["Arguments"]["InferenceSpecification"]["Containers"]:
                     data = PipelineCalls(self, who, "", definition).value(container["ModelDataUrl"])
                     self.s3_object(who, data, "r", f"{why}: model artefacts", "sm-model-role")
+                    suppression = container.get("Environment", {}).get(SUPPRESSION_ENV)
+                    if suppression:  # sagemaker_src/recsys_core/suppression.py reads it as the role
+                        self.s3_object(who, PipelineCalls(self, who, "", definition).value(suppression), "r",
+                                       f"{why}: erasure suppression list", "code")  # fmt: skip
                     self.job_calls(who, why, container["Image"], f"/aws/sagemaker/Endpoints/{endpoint}",
                                    "AllTraffic/i-0", function_env["ENDPOINT_KMS_KEY_ARN"], None)  # fmt: skip
         capture = function_env["CAPTURE_S3_URI"].rstrip("/")
