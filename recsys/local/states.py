@@ -2,7 +2,7 @@
 definition, read from the synthesized template, instead of a hand-written copy of its order.
 
 moto can run a definition, but not the ``.sync`` DataBrew and Athena integrations this workflow uses; so this
-module interprets the state types the workflow has (Task, Choice, Parallel, Pass, Wait, Succeed, Fail) with
+module interprets the state types the workflow has (Task, Choice, Parallel, Map, Pass, Wait, Succeed, Fail) with
 their InputPath / Parameters / ResultSelector / ResultPath / OutputPath, Retry and Catch, and hands every Task
 to a resolver (``recsys/local/curation.py`` maps the resources to the local engines). Semantics follow the ASL
 specification, including the ones that surprise: a Task without ``ResultPath`` *replaces* its input with
@@ -347,6 +347,20 @@ _RESULT = ("Parameters", "ResultSelector", "ResultPath")
 _FIELDS: dict[str, frozenset[str]] = {
     "Task": frozenset({"Resource", *_IO, *_RESULT, "Retry", "Catch", "TimeoutSeconds", "TimeoutSecondsPath"}),
     "Parallel": frozenset({"Branches", *_IO, *_RESULT, "Retry", "Catch"}),
+    "Map": frozenset(
+        {
+            *_IO,
+            *_RESULT,
+            "Retry",
+            "Catch",
+            "ItemsPath",
+            "ItemSelector",
+            "ItemProcessor",
+            "Iterator",
+            "MaxConcurrency",
+            "MaxConcurrencyPath",
+        }
+    ),  # fmt: skip
     "Pass": frozenset({*_IO, "Parameters", "Result", "ResultPath"}),
     "Wait": frozenset({*_IO, "Seconds", "SecondsPath", "Timestamp", "TimestampPath"}),
     "Choice": frozenset({*_IO, "Choices", "Default"}),
@@ -365,8 +379,22 @@ _REFUSED = {
     "HeartbeatSeconds": "no local engine sends heartbeats",
     "HeartbeatSecondsPath": "no local engine sends heartbeats",
     "Credentials": "cross-account task credentials",
+    **dict.fromkeys(
+        (
+            "ItemReader",
+            "ItemBatcher",
+            "ResultWriter",
+            "ToleratedFailureCount",
+            "ToleratedFailurePercentage",
+            "ToleratedFailureCountPath",
+            "ToleratedFailurePercentagePath",
+            "Label",
+        ),
+        "a distributed Map's",
+    ),  # fmt: skip
 }
-_MACHINE_FIELDS = frozenset({"StartAt", "States", "Comment", "Version", "TimeoutSeconds", "QueryLanguage"})
+_MACHINE_FIELDS = frozenset({"StartAt", "States", "Comment", "Version", "TimeoutSeconds", "QueryLanguage",
+                             "ProcessorConfig"})  # fmt: skip
 _RETRIER_FIELDS = frozenset({"ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds",
                              "JitterStrategy", "Comment"})  # fmt: skip
 _CATCHER_FIELDS = frozenset({"ErrorEquals", "Next", "ResultPath", "Comment"})
@@ -392,6 +420,12 @@ def check_definition(machine: dict, where: str = "") -> None:
         raise DefinitionError(f"{label}: StartAt {machine.get('StartAt')!r} is not one of its states")
     if "TimeoutSeconds" in machine:
         _check_seconds(machine["TimeoutSeconds"], f"{label}: field TimeoutSeconds")
+    config = machine.get("ProcessorConfig", {})
+    if "ProcessorConfig" in machine and (
+        not where or not isinstance(config, dict) or config.get("Mode", "INLINE") != "INLINE" or set(config) - {"Mode"}
+    ):
+        raise DefinitionError(f"{label}: field ProcessorConfig {config!r} (a distributed Map) is not interpreted "
+                              "locally")  # fmt: skip
     for name, state in machine["States"].items():
         _check_state(machine, f"{where}{name}", state)
 
@@ -483,6 +517,21 @@ def _check_state(machine: dict, name: str, state: Any) -> None:
             raise DefinitionError(f"{label}: a Parallel state needs Branches")
         for i, branch in enumerate(state["Branches"]):
             check_definition(branch, f"{name}[{i}]/")
+    if kind == "Map":
+        processor = _processor(state)
+        if not processor or ("ItemProcessor" in state and "Iterator" in state):
+            raise DefinitionError(f"{label}: a Map state needs one ItemProcessor (or Iterator)")
+        if "ItemSelector" in state and "Parameters" in state:
+            raise DefinitionError(f"{label}: both ItemSelector and Parameters (its older name)")
+        for key in ("ItemsPath", "MaxConcurrencyPath"):
+            if key in state:
+                try:
+                    _tokens(state[key])
+                except DefinitionError as err:
+                    raise DefinitionError(f"{label}, field {key}: {err}") from None
+        if "ItemSelector" in state:
+            _check_template(state["ItemSelector"], f"{label}, field ItemSelector")
+        check_definition(processor, f"{name}[*]/")
     if kind == "Fail":
         for key in ("Error", "Cause"):
             if key in state and not isinstance(state[key], str):
@@ -724,9 +773,11 @@ class Interpreter:
             step.note = f"waited {step.waited:g} s on the local clock (not slept)"
             self._advance(step.waited)
             return self._output(state, effective), self._next(state)
-        if "Parameters" in state:
+        if "Parameters" in state and kind != "Map":  # a Map's Parameters (ItemSelector's older name) is per item
             effective = apply_template(state["Parameters"], effective, context)
-        if kind == "Pass":
+        if kind == "Map":
+            result = self._map(state, effective, context, step, path)
+        elif kind == "Pass":
             result = state.get("Result", effective)
         elif kind == "Task":
             result = self._task(state, effective, data, context, step)
@@ -740,6 +791,22 @@ class Interpreter:
         result_path = state.get("ResultPath", "$")
         merged = data if result_path is None else _write_path(data, result_path, result)
         return self._output(state, merged), self._next(state)
+
+    def _map(self, state: dict, effective: Any, context: dict, step: Step, path: str) -> list:
+        """Each item of ``ItemsPath`` through the item processor, in order (``MaxConcurrency`` only bounds AWS's
+        parallelism; the result is in item order either way)."""
+        items_path = state.get("ItemsPath", "$")
+        items = read_path(effective, items_path)
+        if not isinstance(items, list):
+            raise StatesError("States.Runtime", f"Map {step.name}: ItemsPath {items_path} is not an array")
+        selector = state.get("ItemSelector", state.get("Parameters"))
+        out = []
+        for index, item in enumerate(items):
+            ctx = {**context, "Map": {"Item": {"Index": index, "Value": copy.deepcopy(item)}}}
+            data = item if selector is None else apply_template(selector, effective, ctx)
+            out.append(self._run(_processor(state), data, ctx, f"{path}{step.name}[{index}]/"))
+        step.note = f"{len(items)} item(s)"
+        return out
 
     def _task(self, state: dict, effective: Any, data: Any, context: dict, step: Step) -> Any:
         """Run the Task's resource; its duration (the resolver's, else the wall time) advances the clock and is
@@ -795,13 +862,9 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _all_states(machine: dict) -> list[dict]:
-    out = []
-    for state in machine.get("States", {}).values():
-        out.append(state)
-        for branch in state.get("Branches", []):
-            out.extend(_all_states(branch))
-    return out
+def _processor(state: dict) -> dict:
+    """A Map's item processor (``ItemProcessor``, or its older name ``Iterator``)."""
+    return state.get("ItemProcessor") or state.get("Iterator") or {}
 
 
 def state_lines(steps: list[Step], width: int = 114) -> list[str]:

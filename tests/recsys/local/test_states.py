@@ -85,8 +85,27 @@ def test_parameters_take_paths_and_intrinsic_functions_and_a_missing_path_is_a_r
 
 
 def test_state_types_it_does_not_interpret_are_refused_before_running():
-    with pytest.raises(DefinitionError, match="Map"):
-        Interpreter({"StartAt": "M", "States": {"M": {"Type": "Map", "End": True}}}, lambda r, p: ({}, ""))
+    with pytest.raises(DefinitionError, match="state 'M': state type 'Activity'"):
+        Interpreter({"StartAt": "M", "States": {"M": {"Type": "Activity", "End": True}}}, lambda r, p: ({}, ""))
+
+
+def test_an_inline_map_runs_each_item_through_its_processor_in_order_and_a_distributed_one_is_refused():
+    processor = {"StartAt": "T", "States": {"T": _task()}}
+    state = {
+        "Type": "Map",
+        "ItemsPath": "$.tables",
+        "ItemSelector": {"table.$": "$$.Map.Item.Value", "db.$": "$.db"},
+        "ItemProcessor": {**processor, "ProcessorConfig": {"Mode": "INLINE"}},
+        "ResultPath": "$.out",
+        "End": True,
+    }
+    done = _run({"StartAt": "M", "States": {"M": state}}, {"tables": ["a", "b"], "db": "d"})
+    assert [r["echo"] for r in done.output["out"]] == [{"table": "a", "db": "d"}, {"table": "b", "db": "d"}]
+    distributed = {**state, "ItemProcessor": {**processor, "ProcessorConfig": {"Mode": "DISTRIBUTED"}}}
+    with pytest.raises(DefinitionError, match="ProcessorConfig"):
+        Interpreter({"StartAt": "M", "States": {"M": distributed}}, lambda r, p: ({}, ""))
+    with pytest.raises(DefinitionError, match="state 'M': field ItemReader"):
+        Interpreter({"StartAt": "M", "States": {"M": {**state, "ItemReader": {}}}}, lambda r, p: ({}, ""))
 
 
 def test_state_lines_group_consecutive_states_about_one_subject_and_count_caught_branches():
@@ -260,7 +279,7 @@ def _one(**state) -> dict:
         (_one(**_task(Resource="arn:aws:states:::${Service}:run")), ("field Resource", "${Service}")),
         (_one(**_task(Resorce="x")), ("state 'S'", "field Resorce")),
         (_one(Type="Pass", Resource="r", End=True), ("field Resource", "not a field of a Pass state")),
-        (_one(Type="Map", End=True), ("state 'S'", "'Map'")),
+        (_one(Type="Map", End=True), ("state 'S'", "ItemProcessor")),
         (_one(Type="Pass", Next="Nowhere"), ("state 'S'", "Next 'Nowhere'")),
         (_one(Type="Pass"), ("state 'S'", "neither Next nor End")),
         (_one(Type="Wait", End=True), ("state 'S'", "exactly one of Seconds")),
