@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     input_dir, train_dir, test_dir = Path(args.input_dir), Path(args.train_dir), Path(args.test_dir)
     path = find_table(input_dir, "interactions")
     if path is None:
-        raise DataError(f"no interactions.csv/.parquet in {input_dir}")
+        raise DataError(f"no interactions.csv/.parquet or interactions/ folder (the curation workflow's UNLOAD) "
+                        f"in {input_dir}")
     raw = read_table(path)
     rows_in = len(raw)
     erased = erased_users(input_dir, raw["user_id"]) if "user_id" in raw.columns else set()

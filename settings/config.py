@@ -195,7 +195,10 @@ CURATED_PREFIX = "curated"  # destination bucket: curated/<table>/ (Parquet)
 QUARANTINE_PREFIX = "quarantine"  # destination bucket: quarantine/<table>/ (Parquet, with reason)
 FEATURES_PREFIX = "features"  # destination bucket: features/<table>/ (Athena CTAS output)
 ATHENA_RESULTS_PREFIX = "athena-results"  # results bucket
-TRAINING_PREFIX = "training"  # destination bucket: training/ (the training-set extraction)
+TRAINING_PREFIX = "training"  # destination bucket: training/ (what PrepareData reads)
+#: The curation workflow's UNLOAD of sql/training_set.sql: a folder of its own under training/, because Athena
+#: UNLOADs only into an empty location and the erasure suppression list lives beside it (training/).
+TRAINING_SET_PREFIX = f"{TRAINING_PREFIX}/interactions"
 PIPELINE_PREFIX = "pipeline"  # destination bucket: pipeline/<execution>/ splits, models, evaluation
 
 

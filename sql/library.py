@@ -83,6 +83,40 @@ def ctas_statement(name: str, location: str | None, fmt: str = "PARQUET") -> str
     return f"CREATE TABLE {name}\nWITH ({', '.join(props)})\nAS\n{body}\n"
 
 
+#: UNLOAD's output formats (Athena's UNLOAD properties: ``format``, ``compression``).
+UNLOAD_FORMATS = ("PARQUET", "ORC", "AVRO", "JSON", "TEXTFILE")
+_UNLOAD = re.compile(r"^\s*UNLOAD\s*\((.*)\)\s*TO\s+'(s3://[^']+)'\s*WITH\s*\((.*)\)\s*;?\s*$", re.S | re.I)
+
+
+def unload_statement(name: str, location: str, fmt: str = "PARQUET") -> str:
+    """Athena ``UNLOAD (<query name>) TO '<location>' WITH (format ...)``: the query's rows as files, no table.
+
+    Why UNLOAD, not CTAS: the training set is a file set PrepareData reads, not a table anyone queries. The
+    statement without its header comment (the saved query keeps it). Athena refuses a non-empty ``location``:
+    the caller empties it first. ``location`` may contain CDK tokens; only its quoting matters here."""
+    fmt = fmt.upper()
+    if fmt not in UNLOAD_FORMATS:
+        raise ValueError(f"unsupported UNLOAD format {fmt!r}; use one of {', '.join(UNLOAD_FORMATS)}")
+    if not location.startswith("s3://"):
+        raise ValueError(f"UNLOAD location must be an s3:// URI, got {location!r}")
+    location = location if location.endswith("/") else location + "/"
+    body = statement_body(split_header(read_query(name))[1])
+    props = [f"format = {exp.Literal.string(fmt).sql(READ_DIALECT)}"]
+    if fmt in _COMPRESSED_FORMATS:
+        props.append(f"compression = {exp.Literal.string(_COMPRESSED_FORMATS[fmt]).sql(READ_DIALECT)}")
+    return f"UNLOAD (\n{body}\n)\nTO {exp.Literal.string(location).sql(READ_DIALECT)}\nWITH ({', '.join(props)})\n"
+
+
+def parse_unload(sql: str) -> tuple[str, str, dict[str, str]] | None:
+    """(the SELECT, the ``TO`` location, the WITH properties lower-cased) of an UNLOAD statement, else None."""
+    m = _UNLOAD.match(sql)
+    if not m:
+        return None
+    pairs = (p.split("=", 1) for p in m.group(3).split(",") if "=" in p)
+    props = {k.strip().lower(): v.strip().strip("'") for k, v in pairs}
+    return m.group(1), m.group(2), props
+
+
 #: The attribution query and the one literal in it that the setting ``attribution_window_hours`` replaces.
 ATTRIBUTION_QUERY = "attribution_daily"
 _WINDOW = re.compile(r"INTERVAL '(\d+)' HOUR")

@@ -320,6 +320,8 @@ STATE_VALUES: list[tuple[str, Any, str]] = [
     (r"\$\.\w+\.id", UUID, "an Athena QueryExecutionId kept by ResultSelector {'id.$': '$.QueryExecution...Id'}"),
     (r"States\.StringToJson\(\$\.\w+\.data\[\d+\]\.VarCharValue\)", 1.0e12, "a numeric cell of an Athena result row"),
     (r"\$\.record\.skipped", 1, "the count a Pass state records for a skipped job"),
+    (r"\$\.Key", f"training/interactions/20261207_131207_00042_ab3cd_{UUID}",
+     "an object key a Map item takes from an S3 listing: an Athena UNLOAD file of the training set"),
 ]
 
 #: Step Functions' service names (in ``aws-sdk:<service>:<action>``) that botocore names otherwise.

@@ -165,6 +165,17 @@ class LocalAthena:
         self._tables.add(name.lower())
         self._absent.pop(name.lower(), None)
 
+    def declare(self, name: str, columns: dict[str, str]) -> None:
+        """A table declared in the catalogue whose location holds no file yet: readable, with no rows, as Athena
+        reads an empty location. ``columns``: name -> Glue/Hive type (DuckDB reads these type names)."""
+        select = ", ".join(f'CAST(NULL AS {kind}) AS "{col}"' for col, kind in columns.items())
+        try:
+            self._con.execute(f'CREATE OR REPLACE VIEW "{name.lower()}" AS SELECT {select} WHERE false')
+        except duckdb.Error as err:
+            raise AthenaQueryError(f"declare {name}", str(err)) from err
+        self._tables.add(name.lower())
+        self._absent.pop(name.lower(), None)
+
     def drop(self, name: str) -> None:
         """DROP TABLE IF EXISTS: the table is no longer readable (its files stay, as with Athena)."""
         self._con.execute(f'DROP VIEW IF EXISTS "{name.lower()}"')

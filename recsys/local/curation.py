@@ -7,7 +7,9 @@ resource is served by the local stand-in of its service:
 - ``databrew:startJobRun.sync`` -> the job's dataset objects (its key and path parameters), the job's recipe
   steps from the template run by ``glue_jobs/recipe_executor.py``, its output written where the job says;
 - ``aws-sdk:glue:startCrawler`` / ``getCrawler`` -> the crawler's S3 targets registered in (moto) Glue and DuckDB;
-- ``athena:startQueryExecution.sync`` / ``aws-sdk:athena:getQueryResults`` -> DuckDB (``LocalAthena``);
+- ``athena:startQueryExecution.sync`` / ``aws-sdk:athena:getQueryResults`` -> DuckDB (``LocalAthena``); an
+  ``UNLOAD (...) TO 's3://...'`` writes its rows as Parquet into that (moto) location, which must be empty;
+- ``aws-sdk:s3:listObjectsV2`` / ``deleteObject`` -> (moto) S3, as the SDK integration answers;
 - ``aws-sdk:cloudwatch:putMetricData`` -> (moto) CloudWatch.
 
 A resource without a local engine stops the run (:class:`~recsys.local.states.DefinitionError`): whatever the
@@ -17,6 +19,7 @@ deployed workflow does, the local run does, or says that it cannot.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -30,6 +33,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from botocore.exceptions import ClientError
 
 from glue_jobs.datasets import selected_keys, template_parameters
 from glue_jobs.raw_reader import RawDataError, read_raw
@@ -42,7 +46,8 @@ from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources
 from recsys.local.s3io import delete_data, split_s3_uri, write_parquet
 from recsys.local.states import DefinitionError, Execution, Interpreter, StatesError
-from settings.config import FEATURES_PREFIX, LOCAL_ACCOUNT, PROJECT_ROOT, Config
+from settings.config import CURATED_PREFIX, FEATURES_PREFIX, LOCAL_ACCOUNT, PROJECT_ROOT, Config
+from sql.library import parse_unload
 
 CDK_OUT = PROJECT_ROOT / "cdk.out"
 
@@ -196,6 +201,7 @@ class LocalEngines:
         self.resolve = Resolver(template, aws.region)
         self.runs: dict[str, JobRun] = {}
         self.ctas_rows: dict[str, int] = {}  # feature table -> rows, in the order built
+        self.unloaded: dict[str, int] = {}  # UNLOAD location -> rows written, in the order run
         self._results: dict[str, pd.DataFrame] = {}
         self.crawlers = LocalCrawlers()  # StartCrawler / GetCrawler as AWS answers them: RUNNING, then READY
         self._declare_tables()
@@ -209,6 +215,8 @@ class LocalEngines:
             "athena:startQueryExecution.sync": self._athena_query,
             "aws-sdk:athena:getQueryResults": self._athena_results,
             "aws-sdk:cloudwatch:putMetricData": self._put_metric_data,
+            "aws-sdk:s3:listObjectsV2": self._list_objects,
+            "aws-sdk:s3:deleteObject": self._delete_object,
         }.get(service)
         if handler is None:
             raise DefinitionError(f"Task resource {resource} has no local engine")
@@ -234,6 +242,10 @@ class LocalEngines:
                     self.declared[key] = table["Name"]
                     if (self.lake / key).exists():
                         self.athena.register(table["Name"], self.lake / key)
+                    elif key.startswith(f"{CURATED_PREFIX}/") and table["Name"].lower() not in self.athena.tables:
+                        # a curated table with no file yet (no clickstream archived): empty, as Athena reads it
+                        columns = table["StorageDescriptor"]["Columns"]
+                        self.athena.declare(table["Name"], {c["Name"]: c["Type"] for c in columns})
 
     # ---- DataBrew ----
 
@@ -341,6 +353,8 @@ class LocalEngines:
                 note = self._drop(m.group(1))
             elif m := _CTAS.match(sql):
                 note = self._ctas(m.group(1), m.group(3))
+            elif unload := parse_unload(sql):
+                note = self._unload(qid, *unload)
             else:
                 self._results[qid] = self.athena.query(sql)
                 note = f"{len(self._results[qid]):,} row(s)"
@@ -374,6 +388,28 @@ class LocalEngines:
         self.ctas_rows[name] = table.num_rows
         return f"{name}: {table.num_rows:,} rows"
 
+    def _unload(self, qid: str, select: str, location: str, props: dict[str, str]) -> str:
+        """UNLOAD as Athena runs it: the location must hold no object, the rows go there as files named after the
+        query (no extension, as Athena names them), the local lake mirrors them."""
+        fmt = props.get("format", "TEXTFILE").upper()
+        if fmt != "PARQUET" or props.get("partitioned_by"):
+            raise DefinitionError(f"UNLOAD to {location} with {props}: only unpartitioned PARQUET runs locally")
+        bucket, key = split_s3_uri(location)
+        prefix = key if key.endswith("/") else f"{key}/"
+        if self._list(bucket, prefix):
+            raise AthenaQueryError("UNLOAD", f"HIVE_PATH_ALREADY_EXISTS: {location} is not empty (UNLOAD writes "
+                                   "only into an empty location)")  # fmt: skip
+        table = pa.Table.from_pandas(self.athena.query(select), preserve_index=False)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression=props.get("compression", "GZIP").lower())
+        name = f"{prefix}{qid}_00000"
+        self.aws.client("s3").put_object(Bucket=bucket, Key=name, Body=buffer.getvalue())
+        if bucket == self.res.destination_bucket:
+            (self.lake / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.lake / name).write_bytes(buffer.getvalue())
+        self.unloaded[location] = table.num_rows
+        return f"UNLOAD {table.num_rows:,} rows -> {location}"
+
     def _athena_results(self, params: dict) -> tuple[dict, str]:
         frame = self._results.get(params["QueryExecutionId"])
         if frame is None:
@@ -381,6 +417,30 @@ class LocalEngines:
         rows = [{"Data": [{"VarCharValue": str(c)} for c in frame.columns]}]
         rows += [{"Data": [{"VarCharValue": _athena_text(v)} for v in row]} for row in frame.itertuples(index=False)]
         return {"ResultSet": {"Rows": rows}}, f"{len(frame):,} row(s)"
+
+    # ---- S3 (the aws-sdk integration: the API's response, without the SDK's metadata) ----
+
+    def _s3(self, operation: str, params: dict) -> dict:
+        """One S3 call; its error as the aws-sdk integration names it (``S3.<code>``: a Catch can match it)."""
+        try:
+            answer = getattr(self.aws.client("s3"), operation)(**params)
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            raise StatesError(f"S3.{error.get('Code', 'S3Exception')}", error.get("Message", str(err))) from err
+        answer.pop("ResponseMetadata", None)
+        return answer
+
+    def _list_objects(self, params: dict) -> tuple[dict, str]:
+        answer = self._s3("list_objects_v2", params)
+        for obj in answer.get("Contents", []):
+            obj["LastModified"] = obj["LastModified"].isoformat()
+        return answer, f"{answer['KeyCount']} key(s) under s3://{params['Bucket']}/{params.get('Prefix', '')}"
+
+    def _delete_object(self, params: dict) -> tuple[dict, str]:
+        answer = self._s3("delete_object", params)
+        if params["Bucket"] == self.res.destination_bucket:  # the lake mirror follows
+            (self.lake / params["Key"]).unlink(missing_ok=True)
+        return answer, f"deleted s3://{params['Bucket']}/{params['Key']}"
 
     # ---- CloudWatch ----
 
@@ -408,6 +468,7 @@ class CurationRun:
     execution: Execution
     runs: dict[str, JobRun]
     features: dict[str, int]
+    unloaded: dict[str, int] = field(default_factory=dict)  # UNLOAD location -> rows, as the workflow wrote them
 
 
 def run_curation(
@@ -424,4 +485,4 @@ def run_curation(
     engines = LocalEngines(cfg, aws, res, doc, lake, athena)
     execution = Interpreter(definition, engines).execute(execution_input if execution_input is not None else {})
     sha = definition_sha256(doc, cfg.curation_state_machine)
-    return CurationRun(Path(path), sha, execution, engines.runs, engines.ctas_rows)
+    return CurationRun(Path(path), sha, execution, engines.runs, engines.ctas_rows, engines.unloaded)

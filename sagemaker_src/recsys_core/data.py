@@ -46,8 +46,8 @@ def find_table(directory: str | Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     folder = directory / name
-    if folder.is_dir() and any(folder.glob("*.parquet")):
-        return folder
+    if folder.is_dir() and any(p.is_file() and not p.name.startswith(("_", ".")) for p in folder.iterdir()):
+        return folder  # a Parquet dataset; Athena's UNLOAD names its files without an extension
     return None
 
 

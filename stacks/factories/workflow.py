@@ -1,4 +1,5 @@
 """The curation workflow: raw upload -> DataBrew jobs -> crawlers -> feature tables (Athena CTAS)
+-> the training set (Athena UNLOAD of ``sql/training_set.sql`` where PrepareData reads)
 -> data-quality metrics (row counts and quarantined share per table, the data alarms' producer).
 
 A Step Functions state machine, so each stage starts when the previous one *succeeded* (the
@@ -22,9 +23,17 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from monitoring import metrics as m
-from settings.config import CLICKSTREAM, CURATED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX, TABLES, Config
+from settings.config import (
+    CLICKSTREAM,
+    CURATED_PREFIX,
+    QUARANTINE_PREFIX,
+    RAW_PREFIX,
+    TABLES,
+    TRAINING_SET_PREFIX,
+    Config,
+)
 from settings.erasure import CAPTURE_PREFIX
-from sql.library import attribution_query, ctas_statement, feature_queries
+from sql.library import attribution_query, ctas_statement, feature_queries, unload_statement
 from stacks.factories.athena import athena_caller_statements
 from stacks.factories.cloudwatch import put_metric_data_statement
 from stacks.factories.databrew import DataBrewJobs
@@ -34,6 +43,11 @@ from stacks.nag import acknowledge_wildcards, arn_token
 #: Tables whose raw data may be absent: a failed job for them does not stop the workflow (the
 #: clickstream archive is empty until the stream has run; its curated table is declared, so SQL still works).
 OPTIONAL_TABLES = ("users", "products", CLICKSTREAM)
+#: The query the training-set states UNLOAD (``sql/training_set.sql``).
+TRAINING_SET_QUERY = "training_set"
+#: Keys per listing of the old training set: each listing's result travels in the state (256 KB at most), so it is
+#: small and the clear loops until the listing is empty.
+CLEAR_PAGE = 100
 #: The Glue Data Catalog as Athena names it (each query's QueryExecutionContext.Catalog).
 ATHENA_CATALOG = "AwsDataCatalog"
 
@@ -153,6 +167,57 @@ def _features_stage(scope: Construct, cfg: Config) -> list[sfn.IChainable]:
     return steps
 
 
+def _training_set_stage(scope: Construct, cfg: Config, destination: s3.IBucket) -> tuple[sfn.IChainable, sfn.INextable]:
+    """List the old training set -> delete each listed object (a Map) -> list again ... -> UNLOAD the new one.
+
+    Why clear first: Athena UNLOADs only into an empty location, so a rerun (nightly, or the next upload) would
+    otherwise fail; listing again until nothing is left also covers more objects than one listing returns. The
+    erasure suppression list (``training/erasure_suppression.json``) is outside the cleared folder and stays:
+    PrepareData receives it with the training set and drops the forgotten shoppers. A failure here fails the
+    workflow, so the pipeline never starts on a half-written or stale training set."""
+    prefix = f"{TRAINING_SET_PREFIX}/"
+    sdk = f"arn:{Aws.PARTITION}:states:::aws-sdk:s3"
+    listing = sfn.CustomState(
+        scope,
+        "List old training set",
+        state_json={
+            "Type": "Task",
+            "Resource": f"{sdk}:listObjectsV2",
+            "Parameters": {"Bucket": destination.bucket_name, "Prefix": prefix, "MaxKeys": CLEAR_PAGE},
+            "ResultPath": "$.old_training",  # KeyCount always; Contents (Key, Size, ...) only when there are keys
+        },
+    )
+    delete = sfn.CustomState(
+        scope,
+        "Delete old training file",
+        state_json={
+            "Type": "Task",
+            "Resource": f"{sdk}:deleteObject",
+            "Parameters": {"Bucket": destination.bucket_name, "Key.$": "$.Key"},
+        },
+    )
+    clear = sfn.Map(
+        scope,
+        "Clear old training set",
+        items_path="$.old_training.Contents",
+        item_selector={"Key.$": "$$.Map.Item.Value.Key"},
+        max_concurrency=10,
+        result_path=sfn.JsonPath.DISCARD,
+    )
+    clear.item_processor(delete)
+    unload = _athena_task(
+        scope, "Build training set", cfg,
+        unload_statement(TRAINING_SET_QUERY, f"s3://{destination.bucket_name}/{prefix}"),
+        ResultSelector={"id.$": "$.QueryExecution.QueryExecutionId"}, ResultPath="$.training",
+    )  # fmt: skip
+    listing.next(
+        sfn.Choice(scope, "Old training set?")
+        .when(sfn.Condition.number_greater_than("$.old_training.KeyCount", 0), clear.next(listing))
+        .otherwise(unload)
+    )
+    return listing, unload
+
+
 def _athena_task(scope: Construct, name: str, cfg: Config, sql: str, **fields: object) -> sfn.CustomState:
     return sfn.CustomState(
         scope,
@@ -263,6 +328,17 @@ def _grant_quality(machine: sfn.StateMachine, cfg: Config, destination: s3.IBuck
     destination.grant_read(machine, f"{CAPTURE_PREFIX}/*")  # the attributed click-through reads the captured answers
 
 
+def _grant_training_set(machine: sfn.StateMachine, destination: s3.IBucket) -> None:
+    """What the training-set states add: delete the old files and (Athena, as the caller) write the new ones, in
+    the training set's folder only; listing it comes with the curated read (``s3:ListBucket`` on the bucket)."""
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["s3:PutObject", "s3:DeleteObject"],
+            resources=[destination.arn_for_objects(f"{TRAINING_SET_PREFIX}/*")],
+        )
+    )
+
+
 def _grant_athena(
     machine: sfn.StateMachine, cfg: Config, destination: s3.IBucket, results: s3.IBucket, key: kms.IKey
 ) -> None:
@@ -324,6 +400,7 @@ def curation_workflow(
     stages.append((jobs_stage, jobs_stage))
     stages += [_crawler_stage(scope, name) for name in crawler_names.values()]
     stages += [(step, step) for step in _features_stage(scope, cfg)]
+    stages.append(_training_set_stage(scope, cfg, destination))
     stages += [_quality_stage(scope, cfg, table) for table in TABLES]
     stages.append(_click_through_stage(scope, cfg))
     for (_, exit_state), (entry, _) in zip(stages, stages[1:], strict=False):
@@ -348,6 +425,7 @@ def curation_workflow(
         logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
     )
     _grant_athena(machine, cfg, destination, results, key)
+    _grant_training_set(machine, destination)
     _grant_quality(machine, cfg, destination)
     acknowledge_wildcards(
         machine,
@@ -359,6 +437,9 @@ def curation_workflow(
             f"{cfg.glue_database}/*": "CTAS creates, and DROP deletes, feature tables in this database only.",
             f"{arn_token(destination)}/{CURATED_PREFIX}/*": "CTAS queries read the curated tables only.",
             f"{arn_token(destination)}/{QUARANTINE_PREFIX}/*": "The data-quality query counts quarantined rows.",
+            f"{arn_token(destination)}/{TRAINING_SET_PREFIX}/*": (
+                "The training-set states replace the files of the training set's own folder (UNLOAD names them)."
+            ),
             f"{arn_token(destination)}/{CAPTURE_PREFIX}/*": (
                 "The click-through query reads the endpoint's data capture (the impressions)."
             ),

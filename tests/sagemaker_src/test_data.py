@@ -87,3 +87,20 @@ def test_training_quarantine_reasons_are_the_recipes_own_names():
     reasons = set(quarantine["quarantine_reason"])
     assert len(reasons) == 5
     assert all(f'"{reason}"' in recipe for reason in reasons), reasons
+
+
+def test_an_unload_folder_of_extensionless_parquet_files_is_the_interactions_table(tmp_path):
+    """The curation workflow's UNLOAD writes ``training/interactions/<query-id>_<n>`` (no extension) beside the
+    suppression list; PrepareData receives both and must read the folder as the table."""
+    from recsys_core.data import find_table, read_table
+
+    folder = tmp_path / "interactions"
+    folder.mkdir()
+    for i in range(2):
+        pd.DataFrame({"user_id": [f"u{i}"], "product_id": ["p1"]}).to_parquet(folder / f"3f9c1e2a_0000{i}")
+    (tmp_path / "erasure_suppression.json").write_text("{}")
+    assert find_table(tmp_path, "interactions") == folder
+    assert sorted(read_table(folder)["user_id"]) == ["u0", "u1"]
+    (tmp_path / "users").mkdir()  # a folder with nothing but a marker is no table
+    (tmp_path / "users" / "_SUCCESS").write_text("")
+    assert find_table(tmp_path, "users") is None

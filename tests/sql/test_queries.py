@@ -33,7 +33,7 @@ from recsys.local.athena import (
     to_duckdb,
 )
 from recsys.local.capture import capture_glob, capture_key, capture_record, register_capture_table
-from sql.library import AB_VERDICT_QUERY, deployed_query
+from sql.library import AB_VERDICT_QUERY, deployed_query, parse_unload, unload_statement
 
 RAW_INTERACTION_COLUMNS = RAW_COLUMNS["interactions"]  # the training set stays in the raw contract
 
@@ -340,6 +340,17 @@ def test_ctas_statement_quotes_the_location_and_rejects_bad_input() -> None:
         ctas_statement("feature_recently_viewed", "/tmp/out")
     with pytest.raises(ValueError, match="format"):
         ctas_statement("feature_recently_viewed", "s3://b/", fmt="XLSX")
+
+
+def test_unload_statement_parses_back_into_the_query_its_location_and_format() -> None:
+    select, location, props = parse_unload(unload_statement("training_set", "s3://b/training/interactions"))
+    assert location == "s3://b/training/interactions/" and props == {"format": "PARQUET", "compression": "SNAPPY"}
+    assert isinstance(sqlglot.parse_one(select, read="athena"), exp.Select)
+    assert parse_unload("SELECT 1") is None
+    with pytest.raises(ValueError, match="s3://"):
+        unload_statement("training_set", "/tmp/out")
+    with pytest.raises(ValueError, match="format"):
+        unload_statement("training_set", "s3://b/", fmt="XLSX")
 
 
 def test_ctas_writes_parquet_and_registers_the_table_for_later_queries(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,16 +51,21 @@ def _machine(doc: dict) -> dict:
 
 
 def _definition(doc: dict) -> dict:
-    """The ASL with every CloudFormation token replaced by a placeholder (read independently of the runner)."""
+    """The ASL with CloudFormation token ``i`` replaced by the placeholder ``TOKEN<i>`` (read independently of the
+    runner)."""
     body = _machine(doc)["DefinitionString"]
-    return json.loads("".join(p if isinstance(p, str) else "TOKEN" for p in body["Fn::Join"][1]))
+    tokens = iter(range(len(body["Fn::Join"][1])))
+    return json.loads("".join(p if isinstance(p, str) else f"TOKEN{next(tokens)}" for p in body["Fn::Join"][1]))
 
 
 def _with_definition(doc: dict, definition: dict, path: Path) -> Path:
-    """A copy of the template whose state machine is ``definition`` (tokens resolved for the local account)."""
+    """A copy of the template whose state machine is ``definition``, its placeholders the original tokens again
+    (an ``Fn::Join`` as CloudFormation would read it)."""
     changed = copy.deepcopy(doc)
-    text = json.dumps(definition).replace("TOKEN", "aws")  # the only token in this definition is AWS::Partition
-    _machine(changed)["DefinitionString"] = text
+    tokens = [p for p in _machine(doc)["DefinitionString"]["Fn::Join"][1] if not isinstance(p, str)]
+    parts = re.split(r"TOKEN(\d+)", json.dumps(definition))
+    joined = [tokens[int(p)] if i % 2 else p for i, p in enumerate(parts)]
+    _machine(changed)["DefinitionString"] = {"Fn::Join": ["", joined]}
     path.write_text(json.dumps(changed))
     return path
 
