@@ -82,9 +82,11 @@ class MetricRef:
         return [{"Name": k, "Value": v} for k, v in self.dimensions]
 
 
-def endpoint_metric(endpoint_name: str, name: str) -> MetricRef:
+def endpoint_metric(endpoint_name: str, name: str, variant: str = VARIANT_NAME) -> MetricRef:
+    """One endpoint metric of one production variant (SageMaker publishes them per variant: ``AllTraffic``, or an
+    experiment's ``Champion`` / ``Challenger`` / ``Shadow``)."""
     namespace = ENDPOINT_INSTANCE_NAMESPACE if name in (CPU_UTILIZATION, MEMORY_UTILIZATION) else SAGEMAKER_NAMESPACE
-    return MetricRef(namespace, name, (("EndpointName", endpoint_name), ("VariantName", VARIANT_NAME)))
+    return MetricRef(namespace, name, (("EndpointName", endpoint_name), ("VariantName", variant)))
 
 
 def model_metric(model_group: str, name: str) -> MetricRef:

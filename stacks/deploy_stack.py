@@ -24,7 +24,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION
+from lambdas.deploy_endpoint.handler import EXPERIMENT_VARIANTS, SCALABLE_DIMENSION, VARIANT_NAME
 from monitoring.metrics import INVOCATION_5XX, MODEL_LATENCY, endpoint_metric
 from settings.config import PIPELINE_PREFIX, PROJECT_ROOT, Config
 from settings.erasure import CAPTURE_PREFIX, SUPPRESSION_KEY
@@ -97,22 +97,48 @@ def function_environment(
         # A/B or shadow test of a newly approved version against the serving one (settings experiment_*).
         "EXPERIMENT_MODE": cfg.experiment_mode,
         "EXPERIMENT_CHALLENGER_PERCENT": str(cfg.experiment_challenger_percent),
-    }
+    } | experiment_alarm_environment(cfg)
 
 
-def alarm_names(cfg: Config) -> dict[str, str]:
-    return {"errors": f"{cfg.endpoint_name}-5xx", "latency": f"{cfg.endpoint_name}-p99-latency"}
+def experiment_variants(cfg: Config) -> tuple[str, ...]:
+    """The experiment variants the deploy function can create here (its ``deployable_variants``): none when
+    experiments are off or the endpoint is serverless (one production variant)."""
+    return () if cfg.serverless_endpoint else EXPERIMENT_VARIANTS[cfg.experiment_mode]
+
+
+def experiment_alarm_environment(cfg: Config) -> dict[str, str]:
+    """EXPERIMENT_ROLLBACK_ALARMS (``<variant>:<alarm>`` pairs) when an experiment can run, else nothing."""
+    pairs = [f"{v}:{name}" for v in experiment_variants(cfg) for name in alarm_names(cfg, v).values()]
+    return {"EXPERIMENT_ROLLBACK_ALARMS": ",".join(pairs)} if pairs else {}
+
+
+def alarm_names(cfg: Config, variant: str = VARIANT_NAME) -> dict[str, str]:
+    """The rollback alarms of one variant: ``<endpoint>-5xx`` for AllTraffic, ``<endpoint>-<variant>-5xx`` else."""
+    stem = cfg.endpoint_name if variant == VARIANT_NAME else f"{cfg.endpoint_name}-{variant.lower()}"
+    return {"errors": f"{stem}-5xx", "latency": f"{stem}-p99-latency"}
 
 
 def rollback_alarms(scope: Construct, cfg: Config) -> list[cw.Alarm]:
-    """Alarms SageMaker watches during a blue/green deployment; no traffic is not a failure."""
-    names = alarm_names(cfg)
+    """Alarms SageMaker watches during a blue/green deployment: on AllTraffic, and on each experiment variant
+    where a test can run (SageMaker publishes the metrics per variant, so alarms on AllTraffic get no data
+    during a test; a further approval then is a blue/green update of the experiment's variants)."""
+    alarms = []
+    for variant in (VARIANT_NAME, *experiment_variants(cfg)):
+        alarms += _variant_rollback_alarms(scope, cfg, variant)
+    return alarms
+
+
+def _variant_rollback_alarms(scope: Construct, cfg: Config, variant: str) -> list[cw.Alarm]:
+    """5XX count and p99 latency of one variant; no traffic is not a failure."""
+    names = alarm_names(cfg, variant)
+    suffix = "" if variant == VARIANT_NAME else variant
+    what = cfg.endpoint_name if variant == VARIANT_NAME else f"{cfg.endpoint_name} variant {variant}"
     errors = cw.Alarm(
         scope,
-        "Endpoint5xxAlarm",
+        f"Endpoint5xxAlarm{suffix}",
         alarm_name=names["errors"],
-        alarm_description=f"{cfg.endpoint_name}: 5XX errors; rolls back a deployment in progress",
-        metric=cw_metric(endpoint_metric(cfg.endpoint_name, INVOCATION_5XX), "Sum", Duration.minutes(1)),
+        alarm_description=f"{what}: 5XX errors; rolls back a deployment in progress",
+        metric=cw_metric(endpoint_metric(cfg.endpoint_name, INVOCATION_5XX, variant), "Sum", Duration.minutes(1)),
         threshold=ERRORS_5XX_THRESHOLD,
         evaluation_periods=1,
         comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -120,10 +146,10 @@ def rollback_alarms(scope: Construct, cfg: Config) -> list[cw.Alarm]:
     )
     latency = cw.Alarm(
         scope,
-        "EndpointLatencyAlarm",
+        f"EndpointLatencyAlarm{suffix}",
         alarm_name=names["latency"],
-        alarm_description=f"{cfg.endpoint_name}: p99 model latency; rolls back a deployment in progress",
-        metric=cw_metric(endpoint_metric(cfg.endpoint_name, MODEL_LATENCY), "p99", Duration.minutes(1)),
+        alarm_description=f"{what}: p99 model latency; rolls back a deployment in progress",
+        metric=cw_metric(endpoint_metric(cfg.endpoint_name, MODEL_LATENCY, variant), "p99", Duration.minutes(1)),
         threshold=cfg.alarm_latency_p99_ms * 1000,
         evaluation_periods=LATENCY_PERIODS,
         comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -172,8 +198,7 @@ def model_execution_role(scope: Construct, cfg: Config, data: DataStack) -> iam.
                 "Model artefacts the training pipeline writes under pipeline/<execution>/; nothing else."
             ),
             f"arn:{partition_text(role)}:s3:::{cfg.bucket_name(CURATED, '<AWS::AccountId>')}/{CAPTURE_PREFIX}/*": (
-                "Data capture writes one object per hour and variant under capture/<endpoint>/<variant>/; "
-                "nothing else."
+                "Data capture writes one object per hour and variant under capture/<endpoint>/<variant>/; nothing else."
             ),
             "*": "ecr:GetAuthorizationToken has no resource-level permission; it only returns a registry login.",
             "arn:<AWS::Partition>:ecr:<AWS::Region>:*:repository/*": (

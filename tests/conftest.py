@@ -76,3 +76,30 @@ def synth(tmp_path_factory):
         return cache[env_name]
 
     return _synth
+
+
+@pytest.fixture(scope="session")
+def synth_with(tmp_path_factory):
+    """An environment synthesised with some settings changed, e.g. prod with ``experiment_mode`` ab (no shipped
+    environment runs an experiment on an instance endpoint): ``synth_with("prod", experiment_mode="ab")``."""
+    import json
+
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from settings.config import CDK_JSON
+    from stacks.app_builder import build_app
+
+    cache: dict[tuple, dict[str, Template]] = {}
+
+    def _synth(env_name: str, **settings) -> dict[str, Template]:
+        key = (env_name, *sorted(settings.items()))
+        if key not in cache:
+            context = json.loads(CDK_JSON.read_text())["context"]
+            context["environments"][env_name] |= settings
+            app = cdk.App(outdir=str(tmp_path_factory.mktemp(f"cdk-{env_name}-changed")), context=context)
+            build_app(app, env_name, placeholders_ok=True)
+            cache[key] = {s.stack_name: Template.from_json(s.template) for s in app.synth().stacks}
+        return cache[key]
+
+    return _synth

@@ -48,6 +48,12 @@ VARIANT_NAME = "AllTraffic"
 #: production variant in an A/B test, as a shadow variant in a shadow test). sql/attribution_daily.sql counts no
 #: impressions for the shadow variant's captured answers: nobody was shown them.
 CHAMPION, CHALLENGER, SHADOW = "Champion", "Challenger", "Shadow"
+#: The variants an experiment config of each EXPERIMENT_MODE has (the stack makes rollback alarms for them).
+EXPERIMENT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "off": (),
+    "ab": (CHAMPION, CHALLENGER),
+    "shadow": (CHAMPION, SHADOW),
+}
 #: EXPERIMENT_MODE values (``settings.config.EXPERIMENT_MODES``).
 EXPERIMENT_MODES = ("off", "ab", "shadow")
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -114,7 +120,10 @@ class Settings:
     canary_wait_seconds: int  # CANARY_WAIT_SECONDS: watch the canary this long before shifting the rest
     bake_seconds: int  # BAKE_SECONDS: keep the old fleet this long after the full shift
     kms_key_id: str  # ENDPOINT_KMS_KEY_ARN: encrypts the instances' storage volumes (endpoint config KmsKeyId)
-    rollback_alarms: tuple[str, ...] = field(default=())  # ROLLBACK_ALARMS: comma-separated names
+    rollback_alarms: tuple[str, ...] = field(default=())  # ROLLBACK_ALARMS: comma-separated names (AllTraffic)
+    #: EXPERIMENT_ROLLBACK_ALARMS: comma-separated ``<variant>:<alarm name>`` pairs, the alarms on an experiment
+    #: config's variants (a further approval during a test is a blue/green update rolled back by them)
+    variant_rollback_alarms: tuple[tuple[str, str], ...] = field(default=())
     # CAPTURE_S3_URI: where data capture writes (s3://<destination>/capture); "" = no capture
     capture_s3_uri: str = ""
     capture_sampling_percent: int = 100  # CAPTURE_SAMPLING_PERCENT: share of requests captured
@@ -163,6 +172,7 @@ class Settings:
             bake_seconds=integer("BAKE_SECONDS", 0, 3600),
             kms_key_id=get("ENDPOINT_KMS_KEY_ARN"),
             rollback_alarms=tuple(a.strip() for a in env.get("ROLLBACK_ALARMS", "").split(",") if a.strip()),
+            variant_rollback_alarms=_variant_alarms(env.get("EXPERIMENT_ROLLBACK_ALARMS", "")),
             capture_s3_uri=env.get("CAPTURE_S3_URI", "").strip(),
             capture_sampling_percent=integer("CAPTURE_SAMPLING_PERCENT", 1, 100) if env.get("CAPTURE_S3_URI") else 100,
             experiment_mode=mode,
@@ -183,12 +193,58 @@ class Settings:
         return settings
 
     @property
+    def all_rollback_alarms(self) -> list[str]:
+        """Every rollback alarm, for naming the ones in ALARM after a rollback."""
+        return [*self.rollback_alarms, *(name for _, name in self.variant_rollback_alarms)]
+
+    @property
     def scalable_resource_id(self) -> str:
         return f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}"
 
     @property
     def scaling_policy_name(self) -> str:
         return f"{self.endpoint_name}-invocations"
+
+
+def _variant_alarms(raw: str) -> tuple[tuple[str, str], ...]:
+    """``Champion:name,Challenger:name`` -> ((variant, name), ...); a variant name has no ':' (SageMaker's pattern)."""
+    pairs = []
+    known = {v for variants in EXPERIMENT_VARIANTS.values() for v in variants}
+    for item in (i.strip() for i in raw.split(",") if i.strip()):
+        variant_name, _, alarm = item.partition(":")
+        if variant_name not in known or not alarm.strip():
+            raise ConfigurationError(
+                f"EXPERIMENT_ROLLBACK_ALARMS: {item!r} is not '<variant>:<alarm name>' with a variant of "
+                f"{', '.join(sorted(known))}"
+            )
+        pairs.append((variant_name, alarm.strip()))
+    return tuple(pairs)
+
+
+def deployable_variants(settings: Settings) -> tuple[str, ...]:
+    """The variant names this function's configs can have: ``AllTraffic``, and the experiment's where one can run
+    (an instance endpoint with EXPERIMENT_MODE ab or shadow); rollback alarms watch exactly these."""
+    if settings.serverless:
+        return (VARIANT_NAME,)
+    return (VARIANT_NAME, *EXPERIMENT_VARIANTS[settings.experiment_mode])
+
+
+def rollback_alarms_for(settings: Settings, names: list[str]) -> tuple[list[str], str]:
+    """The alarms that watch a config with these variant names, and ``""``; or no alarms and why rollback is off.
+
+    The single-variant config is watched by ROLLBACK_ALARMS (``AllTraffic``). An experiment config (a further
+    approval during a test keeps its names, so it is a blue/green update) is watched by the alarms on its own
+    variants: every variant needs at least one, else SageMaker would watch metrics nobody publishes."""
+    if names == [VARIANT_NAME]:
+        return list(settings.rollback_alarms), ""
+    by_variant = {v: [a for w, a in settings.variant_rollback_alarms if w == v] for v in names}
+    unwatched = [v for v, alarms in by_variant.items() if not alarms]
+    if unwatched:
+        return [], (
+            f"no rollback alarm watches variant(s) {', '.join(unwatched)} (EXPERIMENT_ROLLBACK_ALARMS): "
+            "the update shifts traffic blue/green but cannot roll back"
+        )
+    return [a for alarms in by_variant.values() for a in alarms], ""
 
 
 @dataclass
@@ -406,10 +462,12 @@ def variant_names(endpoint_config: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def deployment_config(settings: Settings) -> dict[str, Any]:
+def deployment_config(settings: Settings, alarms: list[str] | None = None) -> dict[str, Any]:
     """Blue/green: instance endpoints send CANARY_PERCENT of capacity the traffic first, then all of it;
     serverless endpoints (no instance capacity to take a share of) shift all at once. Both keep the old
-    fleet for BAKE_SECONDS and roll back if any alarm fires meanwhile."""
+    fleet for BAKE_SECONDS and roll back if any of ``alarms`` (default: ROLLBACK_ALARMS) fires meanwhile;
+    no alarms: no AutoRollbackConfiguration (the caller logs why)."""
+    alarms = list(settings.rollback_alarms) if alarms is None else alarms
     if settings.serverless:
         routing: dict[str, Any] = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": settings.canary_wait_seconds}
     else:
@@ -418,13 +476,15 @@ def deployment_config(settings: Settings) -> dict[str, Any]:
             "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": settings.canary_percent},
             "WaitIntervalInSeconds": settings.canary_wait_seconds,
         }
-    return {
+    config: dict[str, Any] = {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": routing,
             "TerminationWaitInSeconds": settings.bake_seconds,
         },
-        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in settings.rollback_alarms]},
     }
+    if alarms:
+        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": name} for name in alarms]}
+    return config
 
 
 def _not_found(error: ClientError) -> bool:
@@ -552,12 +612,13 @@ def deploy_package(detail: Mapping[str, Any], settings: Settings, clients: Clien
         _deregister_autoscaling(settings, clients)  # the AllTraffic target: its variant goes or changes sizing
     clients.update_endpoint(**request)
     _mark_target(sm, endpoint["EndpointArn"], config_name, arn)
-    how = "blue/green" if "DeploymentConfig" in request else "plain update (variant names change: no blue/green)"
+    how, rollback = deployment_note(settings, config, request)
     _log(
         "endpoint updated",
         endpoint=settings.endpoint_name,
         previous=endpoint.get("EndpointConfigName"),
         deployment=how,
+        rollback=rollback,
         **experiment,
         **done,
     )
@@ -566,8 +627,24 @@ def deploy_package(detail: Mapping[str, Any], settings: Settings, clients: Clien
         **done,
         "previous_endpoint_config_name": endpoint.get("EndpointConfigName"),
         "deployment": how,
+        "rollback": rollback,
         **experiment,
     }
+
+
+def deployment_note(settings: Settings, config: Mapping[str, Any], request: Mapping[str, Any]) -> tuple[str, str]:
+    """How the update deploys and what rolls it back, as logged: ``(deployment, rollback)``."""
+    if "DeploymentConfig" not in request:
+        return "plain update (variant names change: no blue/green)", (
+            "none: SageMaker's blue/green needs the variant names kept, so entering or leaving an experiment "
+            "cannot roll back"
+        )
+    alarms = [
+        a["AlarmName"] for a in request["DeploymentConfig"].get("AutoRollbackConfiguration", {}).get("Alarms", [])
+    ]
+    if alarms:
+        return "blue/green", f"on alarm(s) {', '.join(alarms)}"
+    return "blue/green", f"disabled: {rollback_alarms_for(settings, variant_names(config))[1]}"
 
 
 def planned_config(
@@ -597,8 +674,9 @@ def same_sizing(config: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
 
 
 def update_request(settings: Settings, config: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """UpdateEndpoint's request: blue/green with the rollback alarms when the variant names stay (SageMaker's
-    condition for deployment guardrails), a plain update otherwise (into or out of an experiment)."""
+    """UpdateEndpoint's request: blue/green with the rollback alarms of the config's variants when the variant
+    names stay (SageMaker's condition for deployment guardrails: a new version while on AllTraffic, or a new
+    challenger while a test runs), a plain update otherwise (into or out of an experiment)."""
     request: dict[str, Any] = {
         "EndpointName": settings.endpoint_name,
         "EndpointConfigName": config["EndpointConfigName"],
@@ -606,7 +684,9 @@ def update_request(settings: Settings, config: Mapping[str, Any], current: Mappi
         "RetainAllVariantProperties": same_sizing(config, current) and not settings.serverless,
     }
     if variant_names(config) == variant_names(current):
-        request["DeploymentConfig"] = deployment_config(settings)
+        request["DeploymentConfig"] = deployment_config(
+            settings, rollback_alarms_for(settings, variant_names(config))[0]
+        )
     else:
         request["RetainAllVariantProperties"] = False  # variants come and go: their sizing is the new config's
     return request
@@ -638,7 +718,7 @@ def _target(sm: Any, endpoint_arn: str) -> tuple[str | None, str | None]:
 def _alarms_in_alarm(settings: Settings, clients: Clients) -> list[str]:
     if clients.cloudwatch is None:
         return []
-    found = clients.cloudwatch.describe_alarms(AlarmNames=list(settings.rollback_alarms), StateValue="ALARM")
+    found = clients.cloudwatch.describe_alarms(AlarmNames=settings.all_rollback_alarms, StateValue="ALARM")
     return sorted(a["AlarmName"] for a in found.get("MetricAlarms", []))
 
 

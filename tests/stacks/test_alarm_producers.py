@@ -4,19 +4,22 @@ Read from the synthesized templates, not from the local run: an alarm on a metri
 service of the deployed flow produces would sit in INSUFFICIENT_DATA forever on AWS.
 
 Producers: SageMaker itself for the endpoint's ``AWS/SageMaker`` and ``/aws/sagemaker/Endpoints``
-metrics (of the endpoint the deploy function creates); the state machines' PutMetricData states
+metrics (of the endpoint the deploy function creates, per variant: only a variant name its configs can have, as
+its environment in the template decides, ever gets data); the state machines' PutMetricData states
 (their metric names are literals in the definitions); and the pipeline's PublishMetrics step, whose
 published names are recorded by running its publishing functions against a recording client.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any
 
 import pytest
 
+from lambdas.deploy_endpoint.handler import Settings, deployable_variants
 from monitoring import metrics as m
 from monitoring.drift import DriftReport
 from pipeline_steps.definition import PUBLISH
@@ -87,22 +90,58 @@ def _pipeline_metric_names(templates: dict[str, Any]) -> set[str]:
     return client.names
 
 
-@pytest.mark.parametrize("env_name", ["dev", "prod"])
-def test_every_alarm_metric_has_a_producer_in_the_deployed_flow(synth, env_name: str) -> None:
-    _, templates = synth(env_name)
+def _deployed_variants(deploy: Any) -> tuple[str, ...]:
+    """The variant names the deploy function's configs can have, from its environment in the template."""
+    [function] = resources(deploy, "AWS::Lambda::Function").values()
+    env = {k: v for k, v in function["Properties"]["Environment"]["Variables"].items() if isinstance(v, str)}
+    tokens = {"EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r", "ENDPOINT_KMS_KEY_ARN": "k", "CAPTURE_S3_URI": "s3://b/c"}
+    return deployable_variants(Settings.from_env({**env, **tokens}))
+
+
+def _orphans(templates: dict[str, Any], env_name: str) -> list[tuple[str, str, dict[str, Any]]]:
     cfg = load_project_config(env_name)
     produced = _state_machine_metric_names(templates) | _pipeline_metric_names(templates)
     deploy = json.dumps(templates[f"{cfg.prefix}-deploy"].to_json())
+    variants = _deployed_variants(templates[f"{cfg.prefix}-deploy"])
     alarms = [a for t in templates.values() for a in _alarm_metrics(t)]
     assert alarms
     orphans = []
     for namespace, name, dims in alarms:
         if namespace in SERVICE_NAMESPACES:  # SageMaker publishes them for the endpoint the deploy function makes
-            if dims.get("EndpointName") != cfg.endpoint_name or cfg.endpoint_name not in deploy:
+            if (
+                dims.get("EndpointName") != cfg.endpoint_name
+                or cfg.endpoint_name not in deploy
+                or dims.get("VariantName", m.VARIANT_NAME) not in variants
+            ):
                 orphans.append((namespace, name, dims))
         elif namespace != m.NAMESPACE or name not in produced:
             orphans.append((namespace, name, dims))
+    return orphans
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_every_alarm_metric_has_a_producer_in_the_deployed_flow(synth, env_name: str) -> None:
+    orphans = _orphans(synth(env_name)[1], env_name)
     assert not orphans, f"alarms on metrics nothing in the deployed flow publishes: {orphans}"
+
+
+def test_every_alarm_of_an_experiment_variant_has_a_producer(synth_with) -> None:
+    """prod with A/B tests: the rollback alarms on Champion and Challenger watch variants the function deploys."""
+    orphans = _orphans(synth_with("prod", experiment_mode="ab"), "prod")
+    assert not orphans, f"alarms on metrics nothing in the deployed flow publishes: {orphans}"
+
+
+def test_the_producer_check_notices_an_alarm_on_a_variant_never_deployed(synth_with) -> None:
+    """A shadow test has no Challenger: the A/B alarms on Challenger, added to shadow mode's templates, are orphans."""
+    from aws_cdk.assertions import Template
+
+    stack = f"{load_project_config('prod').prefix}-deploy"
+    templates = dict(synth_with("prod", experiment_mode="shadow"))
+    deploy = copy.deepcopy(templates[stack].to_json())
+    ab_alarms = resources(synth_with("prod", experiment_mode="ab")[stack], "AWS::CloudWatch::Alarm")
+    deploy["Resources"] |= {f"Ab{logical_id}": alarm for logical_id, alarm in ab_alarms.items()}
+    templates[stack] = Template.from_json(deploy)
+    assert {dims["VariantName"] for _, _, dims in _orphans(templates, "prod")} == {"Challenger"}
 
 
 def test_the_producer_check_notices_a_missing_producer(synth) -> None:

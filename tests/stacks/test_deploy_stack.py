@@ -7,7 +7,7 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
-from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION, Settings
+from lambdas.deploy_endpoint.handler import SCALABLE_DIMENSION, Settings, deployable_variants, rollback_alarms_for
 from settings.config import load_project_config
 from stacks.deploy_stack import ERRORS_5XX_THRESHOLD, alarm_names
 from stacks.factories.storage import deploy_dlq_name
@@ -213,6 +213,42 @@ def test_rollback_alarms_watch_5xx_and_p99_latency_of_the_endpoint(dev):
             "Threshold": DEV.alarm_latency_p99_ms * 1000,
         },
     )
+
+
+def _settings(template) -> Settings:
+    env = _function(template)["Environment"]["Variables"]
+    tokens = {"EXECUTION_ROLE_ARN": "arn:aws:iam::1:role/r", "ENDPOINT_KMS_KEY_ARN": "k", "CAPTURE_S3_URI": "s3://b/c"}
+    return Settings.from_env({**{k: v for k, v in env.items() if isinstance(v, str)}, **tokens})
+
+
+def test_an_instance_endpoint_with_experiments_gets_rollback_alarms_on_each_experiment_variant(synth_with):
+    template = synth_with("prod", experiment_mode="ab")[f"{PROD.prefix}-deploy"]
+    for variant in ("AllTraffic", "Champion", "Challenger"):
+        dims = [{"Name": "EndpointName", "Value": PROD.endpoint_name}, {"Name": "VariantName", "Value": variant}]
+        names = alarm_names(PROD, variant)
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {"AlarmName": names["errors"], "MetricName": "Invocation5XXErrors", "Dimensions": dims},
+        )
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm", {"AlarmName": names["latency"], "MetricName": "ModelLatency", "Dimensions": dims}
+        )
+    settings = _settings(template)
+    assert deployable_variants(settings) == ("AllTraffic", "Champion", "Challenger")
+    alarms, why_not = rollback_alarms_for(settings, ["Champion", "Challenger"])
+    expected = [*alarm_names(PROD, "Champion").values(), *alarm_names(PROD, "Challenger").values()]
+    assert (alarms, why_not) == (expected, "")
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_no_experiment_rollback_alarms_where_no_experiment_can_run(synth, env_name):
+    """dev: serverless (one production variant); prod: experiment_mode off. Only the AllTraffic alarms exist."""
+    cfg = DEV if env_name == "dev" else PROD
+    template = synth(env_name)[1][f"{cfg.prefix}-deploy"]
+    names = {a["Properties"]["AlarmName"] for a in resources(template, "AWS::CloudWatch::Alarm").values()}
+    assert names == set(alarm_names(cfg).values())
+    assert "EXPERIMENT_ROLLBACK_ALARMS" not in _function(template)["Environment"]["Variables"]
+    assert deployable_variants(_settings(template)) == ("AllTraffic",)
 
 
 def test_deployer_role_is_scoped_to_this_endpoint_its_names_and_the_execution_role(dev):
