@@ -32,13 +32,17 @@ from recsys.local.athena import LocalAthena
 from recsys.local.catalog import list_tables, register_prefix
 from recsys.local.curation import CurationCounts, cdk_out, curation_counts, run_curation
 from recsys.local.events import (
+    Firing,
+    LocalClock,
     Route,
     Rule,
+    crawler_state_change,
     databrew_job_state_change,
     describe,
     execution_status_change,
     load_rules,
     model_package_state_change,
+    pipeline_status_change,
     route,
     s3_object_created,
 )
@@ -51,7 +55,6 @@ from settings.config import (
     CLICKSTREAM_RECIPE,
     CURATED_PREFIX,
     FEATURES_PREFIX,
-    LOCAL_ACCOUNT,
     PIPELINE_PREFIX,
     PROJECT_ROOT,
     QUARANTINE_PREFIX,
@@ -72,6 +75,7 @@ class Progress:
     def __init__(self) -> None:
         self.stage = 0
         self.t0 = time.perf_counter()
+        self.clock = LocalClock()  # the rehearsal's time: advancing it fires the schedule rules of cdk.out
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
@@ -127,18 +131,22 @@ def empty_curated(table: str) -> pa.Table:
 
 
 def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalResources, lake: Path,
-                          athena: LocalAthena, *, rules: list[Rule],
+                          athena: LocalAthena, *, rules: list[Rule], started: Route, trigger: dict,
                           brief: bool = False) -> tuple[dict[str, CurationCounts], list[Route]]:  # fmt: skip
-    """The data stack's curation state machine, executed from the synthesized template (recsys/local/curation.py).
+    """The data stack's curation state machine, executed from the synthesized template (recsys/local/curation.py),
+    as ``started`` (the route of the ``trigger`` event to it) starts it: its input is what that target receives.
 
     Prints the states as executed (``brief``: one line) and each table's counts (``brief``: the clickstream's);
     a job the workflow skipped is named with the reason. Its events (failed jobs, the execution's status) go
     through the templates' EventBridge rules; returns the counts and where the status event went."""
-    run = run_curation(cfg, aws, res, lake, athena)
+    if started.resource != cfg.curation_state_machine:
+        raise RawDataError(f"{started.label}: no local engine for state machine {started.resource}")
+    execution_input = started.input(trigger)
+    run = run_curation(cfg, aws, res, lake, athena, execution_input=execution_input)
     ex = run.execution
     where = run.template.relative_to(PROJECT_ROOT) if run.template.is_relative_to(PROJECT_ROOT) else run.template
     progress.info(f"state machine {cfg.curation_state_machine} from {where} (definition sha256 {run.sha256[:12]}): "
-                  f"{ex.status}, {len(ex.steps)} states executed")  # fmt: skip
+                  f"{ex.status}, {len(ex.steps)} states executed, input {_shown(execution_input)}")  # fmt: skip
     if not brief:
         for line in state_lines(ex.steps):
             progress.info(line)
@@ -157,14 +165,34 @@ def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalReso
             progress.info(f"feature table {name:<28} {rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/")
     for job in skipped if not brief else ():
         _route(progress, rules, databrew_job_state_change(job, "FAILED", cfg.region), f"DataBrew job {job} FAILED")
-    status = execution_status_change(_arn(cfg, "states"), ex.status, cfg.region)
+    for crawl in (c for c in run.crawls.values() if c.status == "FAILED"):
+        failed = crawler_state_change(crawl.name, "Failed", crawl.message, cfg.region)
+        _route(progress, rules, failed, f"crawler {crawl.name} Failed ({crawl.message})")
+    status = execution_status_change(started.target, ex.status, cfg.region)
     return counts, _route(progress, rules, status, f"curation {ex.status}", quiet=brief)
 
 
-def _arn(cfg, service: str) -> str:
-    """The curation state machine's (``states``) or the training pipeline's (``sagemaker``) local ARN."""
-    name = f"stateMachine:{cfg.curation_state_machine}" if service == "states" else f"pipeline/{cfg.pipeline_name}"
-    return f"arn:aws:{service}:{cfg.region}:{LOCAL_ACCOUNT}:{name}"
+def _shown(value: object) -> str:
+    """An execution input in a few words: an event by its type and source, anything else as short JSON."""
+    if isinstance(value, dict) and "detail-type" in value:
+        kind = str(value["detail-type"])
+        return f"the {kind if kind.endswith(' Event') else kind + ' event'} ({value.get('source')})"
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _starts(routes: list[Route], kind: str) -> Route | None:
+    """The first route to a target of ``kind`` (state machine, pipeline, function ...), as the template says."""
+    return next((r for r in routes if r.kind == kind), None)
+
+
+def _night(progress: Progress, cfg, rules: list[Rule]) -> list[Firing]:
+    """Advance the local clock to the next schedule firing that starts a state machine (at most 8 days), printing
+    every firing on the way: the nightly run happens only if a schedule rule of ``cdk.out`` says so."""
+    fired = progress.clock.advance(rules, cfg.region, stop=lambda f: _starts(f.routes, "state machine") is not None)
+    for firing in fired:
+        progress.info(f"clock: {firing.label} -> {describe(firing.routes)}")
+    return fired
 
 
 def _route(progress: Progress, rules: list[Rule], evt: dict, what: str, *, quiet: bool = False) -> list[Route]:
@@ -260,10 +288,11 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             rules = load_rules(cfg)  # EventBridge: the upload starts the workflow only if a rule says so
             key = uris["interactions"].split(f"s3://{res.source_bucket}/", 1)[1]
             uploaded = s3_object_created(res.source_bucket, key, cfg.region)
-            routes = _route(progress, rules, uploaded, f"Object Created {key}")
-            if _arn(cfg, "states") not in {r.target for r in routes}:
+            started = _starts(_route(progress, rules, uploaded, f"Object Created {key}"), "state machine")
+            if started is None:
                 raise RawDataError(f"no EventBridge rule in cdk.out starts {cfg.curation_state_machine} for {key}")
-            counts, routes = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules)
+            counts, routes = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules,
+                                                   started=started, trigger=uploaded)  # fmt: skip
             if counts["interactions"].curated == 0:
                 raise RawDataError(
                     f"{files['interactions'].name}: none of its {counts['interactions'].rows_in:,} rows passed the "
@@ -276,11 +305,12 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             kpis = athena.query("kpi_daily_funnel")
             top = athena.query("top_products_by_category")
 
-        if _arn(cfg, "sagemaker") not in {r.target for r in routes}:
+        training_route = _starts(routes, "pipeline")
+        if training_route is None:
             print(f"\nstopped after {progress.elapsed:.1f} s: no EventBridge rule starts {cfg.pipeline_name} when "
                   "curation succeeds (see above), so it would not run on AWS either")
             return 1
-        pipeline = _pipeline_stage(progress, cfg, aws, res, workdir)
+        pipeline = _pipeline_stage(progress, cfg, aws, res, workdir, rules=rules, started=training_route)
         if pipeline is None:
             print(f"\nstopped after {progress.elapsed:.1f} s: the pipeline failed (see above); curated data in {lake}")
             return 1
@@ -316,9 +346,11 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                 register_capture(athena, capture, lake)  # the endpoint_capture table the nightly workflow reads
             if stream_events:
                 with progress.step("Clickstream archive -> the next training set (Firehose and the clickstream jobs)"):
-                    _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events, len(training), rules)
+                    nightly = _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events,
+                                                   len(training), rules)  # fmt: skip
             if world is not None and stream_events:
-                _experiment(progress, cfg, aws, res, athena, workdir, pipeline, world, rules, capture, len(training))
+                _experiment(progress, cfg, aws, res, athena, workdir, pipeline, world, rules, capture, len(training),
+                            started=nightly)  # fmt: skip
                 from recsys.local.attribution import attribution_stage
 
                 with progress.step("Attribution: captured impressions x clickstream (sql/attribution_daily.sql)"):
@@ -375,13 +407,24 @@ def _archive_to_training(
     events: list[dict | str],
     rows_before: int,
     rules: list[Rule],
-) -> None:
-    """What the nightly workflow does with the stream: archive (Firehose) -> the curation workflow -> training set."""
+) -> list[Route]:
+    """What the nightly workflow does with the stream: archive (Firehose) -> the night passes on the local clock ->
+    the schedule rule starts the curation workflow -> training set. Returns the night's routes to the pipeline
+    (curation SUCCEEDED, a weekly retrain on the way): none, no retrain."""
     from recsys.local import streaming
 
     key = streaming.archive_events(aws, res.source_bucket, events)
     progress.info(f"firehose (local): {len(events)} records -> s3://{res.source_bucket}/{key}")
-    counts, _ = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules, brief=True)  # nightly run
+    fired = _night(progress, cfg, rules)
+    retrains = [r for f in fired for r in f.routes if r.kind == "pipeline"]
+    nightly = next((f for f in fired if _starts(f.routes, "state machine")), None)
+    if nightly is None:
+        progress.info("no schedule rule in cdk.out starts the curation workflow: the archive waits, uncurated")
+        return retrains
+    counts, routes = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules, brief=True,
+                                           started=_starts(nightly.routes, "state machine"),  # type: ignore[arg-type]
+                                           trigger=nightly.event)  # fmt: skip
+    retrains += [r for r in routes if r.kind == "pipeline"]
     if CLICKSTREAM not in counts:
         progress.info("clickstream: the workflow skipped its jobs; the training set keeps the exports only")
     athena.register(CLICKSTREAM, lake / CURATED_PREFIX / CLICKSTREAM)  # the declared table, now with data
@@ -390,6 +433,7 @@ def _archive_to_training(
         f"training set for the next pipeline run: {len(training):,} rows ({len(training) - rows_before:+,} from the "
         f"clickstream) -> s3://.../{TRAINING_PREFIX}/interactions.parquet"
     )
+    return retrains
 
 
 #: Metrics shown from evaluation.json (SageMaker model-quality style), model vs popularity baseline.
@@ -426,8 +470,9 @@ PIPELINE_TITLE = "SageMaker pipeline run locally (pipeline_steps/): prepare, tra
 
 
 def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources, workdir: Path,
-                    title: str = PIPELINE_TITLE):  # fmt: skip
-    """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them."""
+                    title: str = PIPELINE_TITLE, *, rules: list[Rule], started: Route):  # fmt: skip
+    """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them; started by
+    the ``started`` route (its target is the pipeline), a failure is an execution status event routed by the rules."""
     from pipeline_steps.local_runner import PipelineStepError, TemplatePipeline, run_pipeline_locally
 
     with progress.step(title):
@@ -440,6 +485,8 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
             for line in tail:
                 progress.info(f"    {line}")
             progress.info("no model registered, no endpoint started; the step's full log is in the folder above")
+            failed = pipeline_status_change(started.target, "Failed", cfg.region)
+            _route(progress, rules, failed, "pipeline execution Failed")
             return None
         metrics = result.evaluation.get("metrics", {})
         rows = [
@@ -575,7 +622,7 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
 
 def _experiment(
     progress: Progress, cfg, aws: LocalAws, res: LocalResources, athena: LocalAthena, workdir: Path, serving,
-    world: GeneratorConfig, rules: list[Rule], capture, rows_before: int,
+    world: GeneratorConfig, rules: list[Rule], capture, rows_before: int, *, started: list[Route],
 ) -> None:
     """An A/B (or shadow) test between two model VERSIONS, as the deploy Lambda sets it up on AWS: the nightly
     retrain on the next training set registers a second version; its approval goes to the Lambda, whose own request
@@ -585,8 +632,13 @@ def _experiment(
     if cfg.experiment_mode == "off":
         progress.info(f"experiment_mode is off in {cfg.env_name}: the next approval would replace the model (no A/B)")
         return
-    retrained = _pipeline_stage(progress, cfg, aws, res, workdir, title=(
-        "Nightly retrain: the same pipeline on the next training set (exports + clickstream) -> a second version"))
+    if not started:
+        progress.info("no rule started the pipeline after the night's curation run: no retrain, no second version")
+        return
+    why = " and ".join(sorted({r.rule.logical_id.rstrip("0123456789ABCDEF") for r in started}))
+    retrained = _pipeline_stage(progress, cfg, aws, res, workdir, rules=rules, started=started[0], title=(
+        f"Nightly retrain ({why}): the same pipeline on the next training set (exports + clickstream) -> a second "
+        "version"))  # fmt: skip
     if retrained is None or not retrained.passed_gate:
         return
     routes = _route(progress, rules, model_package_state_change(

@@ -41,7 +41,7 @@ from glue_jobs.recipe_executor import RecipeStepError, apply_steps
 from glue_jobs.recipe_jobs import as_raw_strings, curated_arrow_table, reason_counts, typed_curated
 from glue_jobs.schema import QUARANTINE_REASON_COLUMN
 from recsys.local.athena import AthenaQueryError, LocalAthena
-from recsys.local.catalog import CrawlerRunningError, LocalCrawlers, register_prefix
+from recsys.local.catalog import CrawlerRun, CrawlerRunningError, LocalCrawlers, register_prefix
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources
 from recsys.local.s3io import delete_data, split_s3_uri, write_parquet
@@ -469,6 +469,7 @@ class CurationRun:
     runs: dict[str, JobRun]
     features: dict[str, int]
     unloaded: dict[str, int] = field(default_factory=dict)  # UNLOAD location -> rows, as the workflow wrote them
+    crawls: dict[str, CrawlerRun] = field(default_factory=dict)  # each crawler's last crawl, as GetCrawler says
 
 
 def run_curation(
@@ -485,4 +486,5 @@ def run_curation(
     engines = LocalEngines(cfg, aws, res, doc, lake, athena)
     execution = Interpreter(definition, engines).execute(execution_input if execution_input is not None else {})
     sha = definition_sha256(doc, cfg.curation_state_machine)
-    return CurationRun(Path(path), sha, execution, engines.runs, engines.ctas_rows, engines.unloaded)
+    return CurationRun(Path(path), sha, execution, engines.runs, engines.ctas_rows, engines.unloaded,
+                       engines.crawlers.runs)

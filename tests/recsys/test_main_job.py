@@ -27,6 +27,10 @@ def test_main_job_runs_end_to_end_and_reconciles_rows(tmp_path, capsys):
         if table == "interactions":
             assert quarantined > 0, "the generator's dirty rows must reach quarantine"
     assert "MISMATCH" not in out
+    # the upload's event starts curation; the local clock's 02:00 firing of the Nightly rule starts the nightly run
+    assert "states executed, input the Object Created event (aws.s3)" in out
+    assert re.search(r"clock: \w{3} [\d-]+ 02:00 UTC, cron\(0 2 \* \* \? \*\) -> recsys-dev-data/Nightly", out), out
+    assert "states executed, input the Scheduled Event (aws.events)" in out
     for name in ("feature_recently_viewed", "feature_purchased_together", "feature_category_popularity"):
         assert f"feature table {name}" in out
         assert (tmp_path / "lake" / "features" / name).exists()
