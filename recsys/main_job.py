@@ -150,7 +150,10 @@ def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalReso
     if not brief:
         for line in state_lines(ex.steps):
             progress.info(line)
-    if ex.status != "SUCCEEDED":
+    if ex.status != "SUCCEEDED":  # the failed jobs' and the execution's events go where the rules say, then stop
+        for job in (r.job for r in run.runs.values() if r.error):
+            _route(progress, rules, databrew_job_state_change(job, "FAILED", cfg.region), f"DataBrew job {job} FAILED")
+        _route(progress, rules, execution_status_change(started.target, ex.status, cfg.region), f"curation {ex.status}")
         raise RawDataError(f"the curation workflow failed: {ex.error}: {ex.cause}")
     counts = curation_counts(run.runs)
     for table in (CLICKSTREAM,) if brief else (*TABLES, CLICKSTREAM):

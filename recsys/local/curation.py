@@ -220,7 +220,13 @@ class LocalEngines:
         }.get(service)
         if handler is None:
             raise DefinitionError(f"Task resource {resource} has no local engine")
-        return handler(params)
+        try:
+            return handler(params)
+        except StatesError as err:  # a failed job run keeps why, for its DataBrew Job State Change event
+            run = self.runs.get(params.get("Name", "")) if service.startswith("databrew:") else None
+            if run is not None and run.error is None:
+                run.error = err.cause
+            raise
 
     # ---- lookups in the template ----
 

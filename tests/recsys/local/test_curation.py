@@ -176,3 +176,33 @@ def test_a_jsonata_state_in_the_template_is_refused_before_anything_runs(aws_env
         run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}),
                      template=_with_definition(doc, definition, tmp_path / "jsonata.template.json"))  # fmt: skip
     assert not (tmp_path / "lake").exists()  # no job ran
+
+
+def test_a_failed_workflow_routes_its_failed_job_and_its_status_before_the_run_stops(
+    aws_env, tmp_path, template, capsys, monkeypatch
+):
+    import shutil
+
+    from glue_jobs.raw_reader import RawDataError
+    from recsys.local.events import load_rules, route, s3_object_created
+    from recsys.main_job import Progress, run_curation_workflow
+
+    doc = json.loads(template.read_text())
+    definition = _definition(doc)
+    job = f"{CFG.prefix}-clickstream-curated"
+    branch = next(b for b in definition["States"][definition["StartAt"]]["Branches"] if job in b["StartAt"])
+    del branch["States"][branch["StartAt"]]["Catch"]  # no clickstream archive, and nothing catches it now
+    out = tmp_path / "cdk.out"
+    shutil.copytree(template.parent, out)
+    _with_definition(doc, definition, out / template.name)
+    monkeypatch.setenv("CDK_OUTDIR", str(out))
+    res = _data(aws_env, tmp_path)
+    rules = load_rules(CFG, out)
+    uploaded = s3_object_created(res.source_bucket, "raw/interactions/interactions.csv", CFG.region)
+    (started,) = route(rules, uploaded)
+    with pytest.raises(RawDataError, match="the curation workflow failed: States.TaskFailed"):
+        run_curation_workflow(Progress(), CFG, aws_env, res, tmp_path / "lake", LocalAthena({}), rules=rules,
+                              started=started, trigger=uploaded)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"EventBridge: DataBrew job {job} FAILED -> {CFG.prefix}-monitoring/Ruledatabrewjobfailed" in printed
+    assert "EventBridge: curation FAILED -> no rule matches" in printed

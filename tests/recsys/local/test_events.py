@@ -233,3 +233,14 @@ def test_a_routes_kind_and_resource_come_from_the_targets_arn_in_the_template(da
     assert {k for k, _ in kinds} == {"state machine", "pipeline", "function", "topic"}
     schedules = {r.logical_id.rstrip("0123456789ABCDEF"): r.schedule for r in rules if r.schedule}
     assert schedules == {"Nightly": "cron(0 2 * * ? *)", "WeeklyRetrain": "cron(0 4 ? * SUN *)"}
+
+
+def test_crawler_and_pipeline_failures_reach_the_alarm_topic_and_successes_do_not(data_template_path):
+    from recsys.local.events import crawler_state_change, pipeline_status_change
+
+    rules = load_rules(CFG, data_template_path.parent)
+    failed = route(rules, crawler_state_change(f"{CFG.prefix}-curated", "Failed", "cannot read", CFG.region))
+    assert [(r.kind, r.rule.stack) for r in failed] == [("topic", f"{CFG.prefix}-monitoring")]
+    assert route(rules, crawler_state_change(f"{CFG.prefix}-curated", "Succeeded", "", CFG.region)) == []
+    assert [r.kind for r in route(rules, pipeline_status_change(PIPELINE, "Failed", CFG.region))] == ["topic"]
+    assert route(rules, pipeline_status_change(PIPELINE, "Succeeded", CFG.region)) == []
