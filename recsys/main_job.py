@@ -330,19 +330,14 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             _show(progress, "funnel and revenue, last 5 days (all categories)", daily)
             _show(progress, "best-selling product per category", top[top.category_rank == 1], rows=15)
         latencies: list[float] = []
-        deployed = pipeline.passed_gate and any(
-            ":function:" in r.target
-            for r in _route(progress, rules, model_package_state_change(
-                cfg.model_package_group, pipeline.approval_status, pipeline.model_package_arn, cfg.region),
-                f"model package {pipeline.approval_status}")
-        )  # fmt: skip
-        if deployed:
+        served = _deploy(progress, cfg, aws, workdir, rules, pipeline) if pipeline.passed_gate else None
+        deployed = served is not None
+        if served is not None:
             world = None if args.data else gen_cfg  # simulated shoppers need the generator's tastes
             from recsys.local.capture import CaptureWriter
 
             capture = CaptureWriter(aws.client("s3"), res.destination_bucket, cfg.endpoint_name)  # data capture
-            latencies, stream_events = _endpoint_stage(progress, cfg, aws, pipeline.model_dir, training, world,
-                                                       capture)
+            latencies, stream_events = _endpoint_stage(progress, cfg, aws, served, training, world, capture)
             if world is not None and stream_events:
                 from recsys.local.attribution import register_capture
 
@@ -382,8 +377,8 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
     if args.serve and deployed:
         from recsys.local.endpoint import serve_forever
 
-        print(f"\n--serve: the registered model stays up ({pipeline.model_dir}); Ctrl-C stops it")
-        serve_forever(pipeline.model_dir)
+        print(f"\n--serve: the registered model stays up ({served}); Ctrl-C stops it")
+        serve_forever(served)
     return 0
 
 
@@ -518,6 +513,26 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
     return result
 
 
+def _deploy(progress: Progress, cfg, aws: LocalAws, workdir: Path, rules: list[Rule], pipeline) -> Path | None:
+    """The approval event through the rules to the deploy function, run from its cdk.out asset; returns the model
+    the endpoint then serves (its config's Model archive: the registered package, unpacked), or None if no rule
+    sends the event to a function."""
+    from recsys.local.endpoint import deployed_models
+    from recsys.local.experiment import describe_deployment, run_deploy_function
+
+    approved = model_package_state_change(
+        cfg.model_package_group, pipeline.approval_status, pipeline.model_package_arn, cfg.region)  # fmt: skip
+    to = _starts(_route(progress, rules, approved, f"model package {pipeline.approval_status}"), "function")
+    if to is None:
+        return None
+    deployment = run_deploy_function(cfg, aws, to.resource, to.input(approved))
+    progress.info(describe_deployment(deployment))
+    if "endpoint_config_name" not in deployment.result:
+        return None
+    [model] = deployed_models(aws, deployment.config_name, Path(workdir) / "endpoint").values()
+    return model
+
+
 def _endpoint_stage(
     progress: Progress, cfg, aws: LocalAws, model_dir: Path, training: pd.DataFrame,
     generated: GeneratorConfig | None = None, capture: object | None = None,
@@ -627,11 +642,11 @@ def _experiment(
     progress: Progress, cfg, aws: LocalAws, res: LocalResources, athena: LocalAthena, workdir: Path, serving,
     world: GeneratorConfig, rules: list[Rule], capture, rows_before: int, *, started: list[Route],
 ) -> None:
-    """An A/B (or shadow) test between two model VERSIONS, as the deploy Lambda sets it up on AWS: the nightly
-    retrain on the next training set registers a second version; its approval goes to the Lambda, whose own request
-    builder serves it beside the current one (settings experiment_*); SIMULATED shoppers act on both variants'
-    answers, captured per variant; their events are archived and curated like any clickstream, so the attribution
-    stage computes the table and the verdict per variant (recsys/local/experiment.py)."""
+    """An A/B (or shadow) test between two model VERSIONS, as the deploy function sets it up on AWS: the nightly
+    retrain on the next training set registers a second version; its approval goes to the function (run from its
+    cdk.out asset), which serves it beside the current one (settings experiment_*); SIMULATED shoppers act on both
+    variants' answers, captured per variant; their events are archived and curated like any clickstream, so the
+    attribution stage computes the table and the verdict per variant (recsys/local/experiment.py)."""
     if cfg.experiment_mode == "off":
         progress.info(f"experiment_mode is off in {cfg.env_name}: the next approval would replace the model (no A/B)")
         return
@@ -644,21 +659,26 @@ def _experiment(
         "version"))  # fmt: skip
     if retrained is None or not retrained.passed_gate:
         return
-    routes = _route(progress, rules, model_package_state_change(
-        cfg.model_package_group, retrained.approval_status, retrained.model_package_arn, cfg.region),
-        f"model package {retrained.approval_status}")  # fmt: skip
-    if not any(":function:" in r.target for r in routes):
+    approved = model_package_state_change(
+        cfg.model_package_group, retrained.approval_status, retrained.model_package_arn, cfg.region)  # fmt: skip
+    to = _starts(_route(progress, rules, approved, f"model package {retrained.approval_status}"), "function")
+    if to is None:
         return
     from recsys.local.attribution import register_capture
-    from recsys.local.experiment import describe_plan, experiment_session, lambda_settings, plan_experiment
+    from recsys.local.experiment import (
+        describe_deployment,
+        describe_plan,
+        experiment_plan,
+        experiment_session,
+        run_deploy_function,
+    )
 
     title = (f"A/B test of two model versions (experiment_mode {cfg.experiment_mode}, challenger "
-             f"{cfg.experiment_challenger_percent} %): the deploy Lambda's variants, SIMULATED shoppers")
+             f"{cfg.experiment_challenger_percent} %): the deploy function's variants, SIMULATED shoppers")
     with progress.step(title):
-        settings = lambda_settings(cfg, res.destination_bucket, res.kms_key_arn)
-        dirs = {serving.model_package_arn: serving.model_dir, retrained.model_package_arn: retrained.model_dir}
-        plan = plan_experiment(settings, aws.client("sagemaker"), serving.model_package_arn,
-                               retrained.model_package_arn, dirs)
+        deployment = run_deploy_function(cfg, aws, to.resource, to.input(approved), instance_endpoint=True)
+        progress.info(describe_deployment(deployment))
+        plan = experiment_plan(aws, deployment, Path(workdir) / "endpoint")
         for line in describe_plan(plan):
             progress.info(line)
         if not plan.running:

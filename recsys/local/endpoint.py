@@ -431,6 +431,34 @@ def serve_variants(variants: Mapping[str, tuple[Path, float]], *, shadow: tuple[
         _stop(server, loop)
 
 
+def deployed_models(aws: Any, config_name: str, folder: Path) -> dict[str, Path]:
+    """Each variant of an endpoint config (production and shadow) -> its model as SageMaker loads it: the
+    Model's ``ModelDataUrl`` archive (the registered package: the model with ``code/``), downloaded from the
+    (local) bucket and unpacked under ``folder/<model name>/``; an unpacked folder is reused."""
+    import tarfile
+
+    from recsys.local.s3io import split_s3_uri
+
+    sm, s3 = aws.client("sagemaker"), aws.client("s3")
+    config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+    out: dict[str, Path] = {}
+    for variant in [*config.get("ProductionVariants", []), *config.get("ShadowProductionVariants", [])]:
+        model = sm.describe_model(ModelName=variant["ModelName"])
+        url = (model.get("PrimaryContainer") or model["Containers"][0])["ModelDataUrl"]
+        target = Path(folder) / variant["ModelName"]
+        if not (target / ".unpacked").is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            bucket, key = split_s3_uri(url)
+            archive = target.with_suffix(".tar.gz")
+            s3.download_file(bucket, key, str(archive))
+            with tarfile.open(archive) as tar:
+                tar.extractall(target, filter="data")
+            archive.unlink()
+            (target / ".unpacked").write_text(url)
+        out[variant["VariantName"]] = target
+    return out
+
+
 def _stop(server: Any, loop: threading.Thread) -> None:
     """Close every socket from inside the event loop (asyncore is not thread-safe), then the workers, then the trigger.
 

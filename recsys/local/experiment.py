@@ -1,100 +1,130 @@
-"""The deploy Lambda's A/B (or shadow) test of two registered model versions, rehearsed locally.
+"""The deploy function, run from its ``cdk.out`` asset on the approval events, and the A/B (or shadow) test it
+sets up between two registered model versions, rehearsed locally.
 
-The nightly retrain registers a second Approved version; EventBridge sends the approval to the deploy Lambda.
-Here the Lambda's own request builder (``lambdas/deploy_endpoint/handler.planned_config``, with the environment
-the synthesized deploy stack gives the function) decides the endpoint config: the version serving now as the
-``Champion`` variant, the new one as the ``Challenger`` with ``experiment_challenger_percent`` of the requests
-(or as a ``Shadow`` that gets copies). The local endpoint then hosts both model folders as those variants
-(weighted routing with a seeded RNG, each variant captured under its own name, as SageMaker writes
-``capture/<endpoint>/<variant>/``), and SIMULATED shoppers (the generator's known tastes, as
-``recsys/local/attribution.py`` simulates them) click, cart and buy from what each variant served. The
-attribution SQL and the verdict per variant follow in the attribution stage.
+Each Approved package's event goes through the templates' rules to the deploy function, which runs through its
+``handler`` with the environment of the synthesized deploy stack (``recsys/local/functions.py``): it creates the
+Model from the package, the endpoint config and the endpoint in (moto) SageMaker, or updates it. moto has no
+UpdateEndpoint, so that one call is stubbed and recorded: the endpoint then serves the config the update names.
+The local endpoint serves what the endpoint config says: each variant's Model's ``ModelDataUrl`` archive, the
+registered package, unpacked (``endpoint.deployed_models``).
+
+The nightly retrain registers a second version; the function makes the version serving now the ``Champion``
+variant and the new one the ``Challenger`` with ``experiment_challenger_percent`` of the requests (or a ``Shadow``
+that gets copies). The local endpoint hosts both as those variants (weighted routing with a seeded RNG, each
+variant captured under its own name, as SageMaker writes ``capture/<endpoint>/<variant>/``), and SIMULATED
+shoppers (the generator's known tastes, as ``recsys/local/attribution.py`` simulates them) click, cart and buy from
+what each variant served. The attribution SQL and the verdict per variant follow in the attribution stage.
 
 What is not AWS here: the two variants are two ``LocalEndpoint`` objects in one process, not two fleets; dev's
-endpoint is serverless on AWS, where SageMaker hosts one production variant and captures nothing (the Lambda then
-deploys the new version to all traffic), so the rehearsal builds the config as for an instance endpoint.
+endpoint is serverless on AWS, where SageMaker hosts one production variant and captures nothing (the function
+then deploys the new version to all traffic), so the rehearsal runs the function with ``SERVERLESS=false`` for the
+experiment and says so. moto 5.2.5's DescribeEndpointConfig drops ``ShadowProductionVariants``, so a shadow test's
+copy is not rehearsed (the A/B split is).
 """
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass, replace
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lambdas.deploy_endpoint import handler as deploy
 from recsys.generator import GeneratorConfig
 from recsys.local.attribution import simulated_shopping
 from recsys.local.capture import CaptureWriter
-from recsys.local.curation import cdk_out
-from recsys.local.endpoint import invoke, serve_variants
-from settings.config import LOCAL_ACCOUNT, Config
+from recsys.local.endpoint import deployed_models, invoke, serve_variants
+from recsys.local.functions import find_function
+from recsys.local.functions import invoke as invoke_function
+from recsys.local.moto_server import LocalAws
+from settings.config import Config
 from settings.erasure import CAPTURE_PREFIX
 
 #: Requests the SIMULATED shoppers send during the test (each answer shows k = 10 products).
 AB_REQUESTS = 2000
+#: The result fields the deploy function returns about an experiment.
+EXPERIMENT_FIELDS = ("experiment", "champion_model", "challenger_model", "challenger_percent")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the deploy function did with one approval event, run from its cdk.out asset."""
+
+    function: str  # its name
+    asset: str  # the cdk.out asset folder its code came from
+    result: dict[str, Any]  # handler's return value
+    update: dict[str, Any] | None  # the UpdateEndpoint request (the stubbed call), None when it created the endpoint
+    decisions: list[str]  # its log lines' decisions, in order
+    note: str  # how the rehearsal's environment differs from the template's ("" when it does not)
+
+    @property
+    def config_name(self) -> str:
+        """The config the endpoint serves once the call is done (SageMaker applies the update; moto cannot)."""
+        return self.result["endpoint_config_name"]
+
+
+def run_deploy_function(
+    cfg: Config, aws: LocalAws, function_name: str, event: Any, *, instance_endpoint: bool = False
+) -> Deployment:
+    """The routed deploy function (``function_name``: the rule target's) through its handler on ``event`` (what the
+    target receives). ``instance_endpoint``: rehearse an experiment dev's serverless endpoint cannot run."""
+    function = find_function(cfg, function_name)
+    environment, note = {}, ""
+    if instance_endpoint and function.environment.get("SERVERLESS") == "true":
+        environment["SERVERLESS"] = "false"
+        note = ("on AWS this environment's endpoint is serverless, where SageMaker hosts one variant and captures "
+                "nothing (the function deploys the new version to all traffic); run with SERVERLESS=false here")
+    sagemaker, updates = aws.client("sagemaker"), []
+
+    def update_endpoint(request: dict[str, Any]) -> dict[str, Any]:  # moto has no UpdateEndpoint
+        updates.append(request)
+        return {"EndpointArn": sagemaker.describe_endpoint(EndpointName=request["EndpointName"])["EndpointArn"]}
+
+    log = io.StringIO()
+    with redirect_stdout(log):
+        result = invoke_function(function, event, aws, stubs={"sagemaker.UpdateEndpoint": update_endpoint},
+                                 environment=environment)  # fmt: skip
+    decisions = [json.loads(line)["decision"] for line in log.getvalue().splitlines() if line.startswith("{")]
+    return Deployment(function.name, function.code_dir.name, result, updates[-1] if updates else None, decisions, note)
+
+
+def describe_deployment(deployment: Deployment) -> str:
+    """One line: what the function did, from where."""
+    r = deployment.result
+    target = f" -> EndpointConfig {r['endpoint_config_name']}" if "endpoint_config_name" in r else ""
+    return (f"deploy function {deployment.function} (cdk.out/{deployment.asset}/handler.py): {r.get('action')}"
+            f"{target}; log: {', '.join(deployment.decisions)}")
 
 
 @dataclass(frozen=True)
 class ExperimentPlan:
-    """What the deploy Lambda's builder decided for the new version (``config`` is its CreateEndpointConfig)."""
+    """What the deploy function deployed for the new version (``config`` is the endpoint config, from SageMaker)."""
 
     config: dict[str, Any]
-    update: dict[str, Any]  # the UpdateEndpoint request it would send
-    experiment: dict[str, Any]  # the fields it logs (mode, champion/challenger models, or why there is none)
+    update: dict[str, Any]  # the UpdateEndpoint request it sent
+    experiment: dict[str, Any]  # the fields it returned (mode, champion/challenger models, or why there is none)
     variants: dict[str, tuple[Path, float]]  # production variant -> (model folder, weight)
     shadow: tuple[str, Path, float] | None  # (variant, model folder, share of requests copied)
     note: str  # how the rehearsal's settings differ from the environment's on AWS ("" when they do not)
+    rollback: str = ""  # what rolls the update back, as the function logged it
 
     @property
     def running(self) -> bool:
         return len(self.variants) > 1 or self.shadow is not None
 
 
-def lambda_settings(cfg: Config, bucket: str, kms_key_arn: str = "") -> deploy.Settings:
-    """The deploy Lambda's settings from its environment in the synthesized deploy stack: the literals as they
-    deploy, the CloudFormation references (role, key, capture bucket) as their local stand-ins."""
-    template = cdk_out() / f"{cfg.prefix}-deploy.template.json"
-    resources = json.loads(template.read_text())["Resources"]
-    name = f"{cfg.prefix}-deploy-endpoint"
-    function = next(
-        r["Properties"]
-        for r in resources.values()
-        if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("FunctionName") == name
-    )
-    env = {k: v for k, v in function["Environment"]["Variables"].items() if isinstance(v, str)}
-    env |= {
-        "EXECUTION_ROLE_ARN": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{cfg.prefix}-model-execution",
-        "ENDPOINT_KMS_KEY_ARN": kms_key_arn or f"arn:aws:kms:{cfg.region}:{LOCAL_ACCOUNT}:key/local",
-        "CAPTURE_S3_URI": f"s3://{bucket}/{CAPTURE_PREFIX}",
-    }
-    return deploy.Settings.from_env(env)
-
-
-def plan_experiment(settings: deploy.Settings, sagemaker: Any, serving_arn: str, new_arn: str,
-                    model_dirs: dict[str, Path]) -> ExperimentPlan:
-    """The deploy Lambda's decision for ``new_arn`` while ``serving_arn`` serves (deployed by the same Lambda as
-    its single-variant config); ``model_dirs`` maps each package ARN to its model folder."""
-    note = ""
-    if settings.serverless and settings.experiment_mode != "off":
-        note = ("on AWS this environment's endpoint is serverless, where SageMaker hosts one variant and captures "
-                "nothing (the Lambda deploys the new version to all traffic); rehearsed as an instance endpoint")
-        settings = replace(settings, serverless=False)
-    packages = {arn: sagemaker.describe_model_package(ModelPackageName=arn) for arn in (serving_arn, new_arn)}
-    models = {deploy.model_request(settings, p)["ModelName"]: arn for arn, p in packages.items()}
-    serving_model = next(m for m, arn in models.items() if arn == serving_arn)
-    new_model = next((m for m, arn in models.items() if arn == new_arn), serving_model)
-    current = deploy.endpoint_config_request(settings, serving_model, packages[serving_arn].get("ModelPackageVersion"))
-    config, experiment = deploy.planned_config(
-        settings, new_model, packages[new_arn].get("ModelPackageVersion"), current, serving=True
-    )
-    folder = {m: model_dirs[arn] for m, arn in models.items()}
-    variants = {v["VariantName"]: (folder[v["ModelName"]], float(v.get("InitialVariantWeight", 1.0)))
-                for v in config["ProductionVariants"]}
-    shadow = next(((v["VariantName"], folder[v["ModelName"]], float(v["InitialVariantWeight"]))
-                   for v in config.get("ShadowProductionVariants", [])), None)
-    update = deploy.update_request(settings, config, current)
-    return ExperimentPlan(config, update, experiment, variants, shadow, note)
+def experiment_plan(aws: LocalAws, deployment: Deployment, folder: Path) -> ExperimentPlan:
+    """The endpoint config the function deployed, each variant served from its registered package."""
+    config = aws.client("sagemaker").describe_endpoint_config(EndpointConfigName=deployment.config_name)
+    dirs = deployed_models(aws, deployment.config_name, folder)
+    variants = {v["VariantName"]: (dirs[v["VariantName"]], float(v.get("InitialVariantWeight", 1.0)))
+                for v in config["ProductionVariants"]}  # fmt: skip
+    shadow = next(((v["VariantName"], dirs[v["VariantName"]], float(v["InitialVariantWeight"]))
+                   for v in config.get("ShadowProductionVariants", [])), None)  # fmt: skip
+    experiment = {k: deployment.result[k] for k in EXPERIMENT_FIELDS if k in deployment.result}
+    return ExperimentPlan(config, deployment.update or {}, experiment, variants, shadow, deployment.note,
+                          deployment.result.get("rollback", ""))  # fmt: skip
 
 
 def experiment_session(
@@ -119,9 +149,9 @@ def experiment_session(
 
 
 def describe_plan(plan: ExperimentPlan) -> list[str]:
-    """What the deploy Lambda would do, for printing."""
+    """What the deploy function deployed, for printing."""
     name = plan.config["EndpointConfigName"]
-    lines = [f"deploy Lambda (lambdas/deploy_endpoint: planned_config) -> EndpointConfig {name}:"]
+    lines = [f"EndpointConfig {name}:"]
     for v in plan.config["ProductionVariants"]:
         lines.append(f"  production variant {v['VariantName']:<10} model {v['ModelName']} "
                      f"weight {float(v.get('InitialVariantWeight', 1.0)):.2f}")
@@ -129,10 +159,9 @@ def describe_plan(plan: ExperimentPlan) -> list[str]:
         lines.append(f"  shadow variant     {v['VariantName']:<10} model {v['ModelName']} "
                      f"weight {float(v['InitialVariantWeight']):.2f} (share of requests copied)")
     capture = plan.config.get("DataCaptureConfig")
+    how = "blue/green" if "DeploymentConfig" in plan.update else "plain update"
     lines.append(f"  data capture {'on, ' + str(capture['InitialSamplingPercentage']) + ' %' if capture else 'off'}; "
-                 f"UpdateEndpoint: {'blue/green' if 'DeploymentConfig' in plan.update else 'plain update'}"
-                 + ("" if "DeploymentConfig" in plan.update else " (variant names change: SageMaker's blue/green "
-                    "needs them equal, so no canary, bake or alarm rollback)"))
+                 f"UpdateEndpoint (stubbed: moto lacks it): {how}; rollback: {plan.rollback or 'n/a'}")
     if not plan.running:
         lines.append(f"  no experiment: {plan.experiment.get('experiment', 'experiment_mode is off')}")
     if plan.note:
