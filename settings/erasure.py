@@ -16,6 +16,7 @@ from settings.config import (
     QUARANTINE_PREFIX,
     RAW_PREFIX,
     TRAINING_PREFIX,
+    Config,
 )
 from settings.streaming import STREAM_ERRORS_PREFIX
 
@@ -24,6 +25,7 @@ CAPTURE_PREFIX = "capture"
 #: Environment variable carrying the store list (JSON) to the Lambda.
 ENV_STORES = "ERASURE_STORES"
 ENV_BUCKET = "ERASURE_RECORDS_BUCKET"
+ENV_RETENTION = "ERASURE_RETENTION"
 #: The suppression list (keyed hashes of forgotten shoppers) in the destination bucket: written first by the
 #: erasure function (``lambdas/erasure/core.py`` ``SUPPRESSION_KEY``), read by PrepareData and by the endpoint.
 SUPPRESSION_KEY = "training/erasure_suppression.json"
@@ -59,3 +61,23 @@ RECORDS_PREFIX = "erasure/"
 PANDAS_LAYER_ACCOUNT = "336392948345"
 PANDAS_LAYER_NAME = "AWSSDKPandas-Python312-Arm64"
 PANDAS_LAYER_VERSION = 26
+
+
+
+
+def retention(cfg: Config) -> list[dict]:
+    """What an erasure cannot reach at once, how many days until it expires and what enforces that; the audit
+    record copies it and names the day the last copy expires (docs/erasure.md)."""
+    return [
+        {"store": "clickstream (Kinesis)", "days": 1, "enforced_by": "stream retention 24 h (streaming stack)"},
+        {"store": "stream and erasure dead-letter queues (SQS)", "days": 14,
+         "enforced_by": "queue MessageRetentionPeriod 14 days"},
+        {"store": "recent-items point-in-time backups (DynamoDB)", "days": 35,
+         "enforced_by": "point-in-time recovery window 35 days"},
+        {"store": "copies written after the erasure ran (raw/, stream-errors/, capture/, athena-results/)",
+         "days": cfg.raw_expiry_days,
+         "enforced_by": "S3 lifecycle rules tier-and-expire-raw, expire-late-copies-stream-errors, "
+                        "expire-late-copies-capture, expire-results (stacks/buckets.py)"},
+        {"store": "old object versions", "days": cfg.noncurrent_version_expiry_days,
+         "enforced_by": "S3 lifecycle rule expire-noncurrent (the erasure also deletes each version it finds)"},
+    ]  # fmt: skip

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from settings.config import ATHENA_RESULTS_PREFIX, RAW_PREFIX, Config
+from settings.erasure import CAPTURE_PREFIX
+from settings.streaming import STREAM_ERRORS_PREFIX
 
 #: Every bucket of the data stack, by kind (the ``kind`` part of ``Config.bucket_name``).
 BUCKET_KINDS = ("source", "curated", "athena-results", "access-logs")
@@ -84,12 +86,20 @@ def bucket_specs(cfg: Config) -> dict[str, BucketSpec]:
     results = LifecycleRuleSpec(
         id="expire-results", prefix=f"{ATHENA_RESULTS_PREFIX}/", expiration_days=cfg.raw_expiry_days
     )
+    # Erasure (docs/erasure.md): a copy of a forgotten shopper's rows written after their erasure ran (a stream
+    # delivery that failed late, the hour's capture file) expires with the raw data: the retention it states.
+    stream_errors = LifecycleRuleSpec(
+        id="expire-late-copies-stream-errors", prefix=STREAM_ERRORS_PREFIX, expiration_days=cfg.raw_expiry_days
+    )
+    capture = LifecycleRuleSpec(
+        id="expire-late-copies-capture", prefix=f"{CAPTURE_PREFIX}/", expiration_days=cfg.raw_expiry_days
+    )
     return {
-        SOURCE: BucketSpec(SOURCE, kms=True, lifecycle=(raw, noncurrent), log_to_access_logs=True),
+        SOURCE: BucketSpec(SOURCE, kms=True, lifecycle=(raw, stream_errors, noncurrent), log_to_access_logs=True),
         CURATED: BucketSpec(
             CURATED,
             kms=True,
-            lifecycle=(LifecycleRuleSpec(id="tier-curated", transition_days=TIER_AFTER_DAYS), noncurrent),
+            lifecycle=(LifecycleRuleSpec(id="tier-curated", transition_days=TIER_AFTER_DAYS), capture, noncurrent),
             log_to_access_logs=True,
         ),
         ATHENA_RESULTS: BucketSpec(ATHENA_RESULTS, kms=True, lifecycle=(results, noncurrent), log_to_access_logs=True),

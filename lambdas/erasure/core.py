@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,11 +48,23 @@ PROGRESS_PREFIX = "erasure/requests"
 #: The suppression list: inside the training prefix, so the PrepareData step receives it with the training set.
 SUPPRESSION_KEY = "training/erasure_suppression.json"
 HASH_ALGORITHM = "hmac-sha256"
-#: Files that are trained models, not rows: they cannot be edited row by row. A model trained before an
-#: erasure keeps the shopper until the next training, which the suppression list makes exclude them.
-MODEL_SUFFIXES = (".tar.gz", ".npz", ".pkl", ".joblib")
-MODEL_DIR_PARTS = ("model", "extracted")
+#: Model bundles (``sagemaker_src/recsys_core/bundle.py``): ``arrays.npz`` holds the shopper id map and the
+#: training history by user row, so a bundle holding the shopper is re-written without their id and rows
+#: (:func:`drop_user_from_arrays`), alone or inside a ``model.tar.gz``. Other binaries that hold the id are
+#: deleted (every version): they cannot be edited.
+ARRAY_SUFFIXES = (".npz",)
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 DATA_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
+#: Model state arrays indexed by user row (``recsys_core/models``: mf's factors, user_knn's user x item matrix,
+#: segment_pop's segment per user); every other family's state is per item only. A family not listed in either
+#: cannot be re-written safely: its archive is deleted.
+USER_ROW_STATES = ("user_factors", "X", "segment_of")
+KNOWN_FAMILIES = ("popularity", "item_knn", "rp3beta", "ease", "user_knn", "mf", "content", "segment_pop",
+                  "sequence", "sasrec")  # fmt: skip
+
+
+class CannotRewrite(ValueError):
+    """A file holds the shopper in a form this code cannot remove them from: the file is deleted instead."""
 
 
 # ---- keyed hash and suppression --------------------------------------------------------------------
@@ -77,6 +89,12 @@ def _mentions(value: Any, user_id: str) -> bool:
                 return _mentions(json.loads(text), user_id)
             except ValueError:
                 return _token(user_id).search(text) is not None
+        if len(text) >= 8 and len(text) % 4 == 0 and _BASE64_WHOLE.fullmatch(text):
+            try:  # a dead-lettered record's base64 payload, Firehose's rawData
+                decoded = base64.b64decode(text, validate=True).decode("utf-8")
+            except ValueError:
+                return False
+            return decoded != text and (_mentions(decoded, user_id) or _token(user_id).search(decoded) is not None)
         return False
     if isinstance(value, dict):
         if str(value.get("encoding", "")).upper() == "BASE64" and isinstance(value.get("data"), str):
@@ -88,6 +106,9 @@ def _mentions(value: Any, user_id: str) -> bool:
     if isinstance(value, list | tuple):
         return any(_mentions(v, user_id) for v in value)
     return False
+
+
+_BASE64_WHOLE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 def _token(user_id: str) -> re.Pattern[str]:
@@ -105,8 +126,177 @@ def data_format(key: str) -> str | None:
 
 
 def is_model_artifact(key: str) -> bool:
-    parts = key.split("/")
-    return key.endswith(MODEL_SUFFIXES) or any(p in MODEL_DIR_PARTS for p in parts[:-1])
+    """A model bundle's arrays or a model archive (read and re-written whole, not row by row)."""
+    return key.endswith(ARRAY_SUFFIXES + ARCHIVE_SUFFIXES)
+
+
+# ---- model bundles ---------------------------------------------------------------------------------------
+def _id_positions(ids: Any, user_id: str) -> Any:
+    import numpy as np
+
+    return np.nonzero(np.asarray(ids).astype(str) == user_id)[0]
+
+
+def _drop_csr_row(indptr: Any, row: int) -> tuple[Any, int, int]:
+    """(indptr without ``row``, lo, hi): entries [lo, hi) were that row's."""
+    import numpy as np
+
+    lo, hi = int(indptr[row]), int(indptr[row + 1])
+    return np.concatenate([indptr[: row + 1], indptr[row + 2 :] - (hi - lo)]).astype(indptr.dtype), lo, hi
+
+
+def drop_user_from_arrays(arrays: dict[str, Any], user_id: str, families: list[str] | None) -> int:
+    """Remove ``user_id`` from a bundle's arrays in place: the id map entry, their history row (CSR), their rows of
+    user-indexed model state and their segment entry. Returns how many id entries went (0: not there).
+
+    ``families`` (``model.json``'s components, in order) must all be known; an array that does not have the
+    layout ``Bundle.save`` writes raises :class:`CannotRewrite`, so nothing half-edited is ever written."""
+    import numpy as np
+
+    removed = 0
+    if "user_ids" in arrays and len(hits := _id_positions(arrays["user_ids"], user_id)):
+        unknown = [f for f in families or [] if f not in KNOWN_FAMILIES]
+        if unknown or families is None:
+            raise CannotRewrite(f"model families {unknown or '(no model.json)'} are not known to hold no user rows")
+        u, n_users = int(hits[0]), len(arrays["user_ids"])
+        arrays["user_ids"] = np.delete(arrays["user_ids"], u)
+        if "hist_indptr" in arrays:
+            nnz = int(arrays["hist_indptr"][-1])
+            arrays["hist_indptr"], lo, hi = _drop_csr_row(arrays["hist_indptr"], u)
+            for name in [k for k in arrays if k.startswith("hist_") and k != "hist_indptr"]:
+                if len(arrays[name]) != nnz:
+                    raise CannotRewrite(f"{name} is not one value per history entry")
+                arrays[name] = np.delete(arrays[name], np.s_[lo:hi])
+        for j, _ in enumerate(families):
+            for state in USER_ROW_STATES:
+                dense, indptr = f"m{j}_{state}", f"m{j}_{state}_indptr"
+                if dense in arrays:
+                    if len(arrays[dense]) != n_users:
+                        raise CannotRewrite(f"{dense} has {len(arrays[dense])} rows for {n_users} users")
+                    arrays[dense] = np.delete(arrays[dense], u, axis=0)
+                elif indptr in arrays:
+                    shape = arrays[f"m{j}_{state}_shape"]
+                    if int(shape[0]) != n_users or len(arrays[indptr]) != n_users + 1:
+                        raise CannotRewrite(f"m{j}_{state} is not a user x item matrix")
+                    arrays[indptr], lo, hi = _drop_csr_row(arrays[indptr], u)
+                    for part in ("data", "indices"):
+                        arrays[f"m{j}_{state}_{part}"] = np.delete(arrays[f"m{j}_{state}_{part}"], np.s_[lo:hi])
+                    arrays[f"m{j}_{state}_shape"] = np.asarray([n_users - 1, *shape[1:]], dtype=shape.dtype)
+        removed += 1
+    if "seg_user_ids" in arrays and len(hits := _id_positions(arrays["seg_user_ids"], user_id)):
+        s = int(hits[0])
+        if len(arrays.get("seg_of", ())) != len(arrays["seg_user_ids"]):
+            raise CannotRewrite("seg_of is not one segment per seg_user_ids entry")
+        arrays["seg_user_ids"], arrays["seg_of"] = np.delete(arrays["seg_user_ids"], s), np.delete(arrays["seg_of"], s)
+        removed += 1
+    for name, values in arrays.items():  # anything else still naming them: a layout this code does not know
+        if values.dtype.kind in "US" and len(_id_positions(values.ravel(), user_id)):
+            raise CannotRewrite(f"array {name} holds the id")
+    return removed
+
+
+def _families(doc: bytes | None) -> list[str] | None:
+    if doc is None:
+        return None
+    try:
+        return [str(c["family"]) for c in json.loads(doc)["components"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def filter_npz(data: bytes, user_id: str, model_json: bytes | None) -> tuple[bytes | None, int]:
+    """``arrays.npz`` bytes without the shopper (None, 0 when they are not in it); ``model_json`` names the
+    families (the file beside it, or the archive's member)."""
+    import numpy as np
+
+    if not _npz_mentions(data, user_id):
+        return None, 0
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    removed = drop_user_from_arrays(arrays, user_id, _families(model_json))
+    if not removed:
+        return None, 0
+    out = io.BytesIO()
+    np.savez(out, **arrays)  # uncompressed, as Bundle.save writes it
+    return out.getvalue(), removed
+
+
+def _npz_mentions(data: bytes, user_id: str) -> bool:
+    """Cheap test before parsing: numpy stores text as UTF-32 (``<U``) or bytes (``S``)."""
+    return user_id.encode("utf-32-le") in data or user_id.encode("utf-8") in data
+
+
+def filter_archive(data: bytes, user_id: str) -> tuple[bytes | None, int]:
+    """A ``model.tar.gz`` with every member re-written without the shopper; (None, 0) when no member holds them."""
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]  # type: ignore[union-attr]
+    docs = {m.name.rsplit("/", 1)[0] if "/" in m.name else "": body for m, body in members
+            if m.name.rsplit("/", 1)[-1] == "model.json"}  # fmt: skip
+    removed, out_members = 0, []
+    for m, body in members:
+        if body is not None:
+            new, n = filter_object(body, m.name, user_id, model_json=docs.get(m.name.rsplit("/", 1)[0]
+                                                                              if "/" in m.name else ""))  # fmt: skip
+            if n:
+                removed += n
+                body = new or b""
+                m.size = len(body)
+        out_members.append((m, body))
+    if not removed:
+        return None, 0
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for m, body in out_members:
+            tar.addfile(m, io.BytesIO(body) if body is not None else None)
+    return out.getvalue(), removed
+
+
+def filter_object(data: bytes, key: str, user_id: str, *, model_json: bytes | None = None) -> tuple[bytes | None, int]:
+    """Any file without the shopper: data rows dropped, model arrays and archives re-written; (None, 0) when it
+    does not hold them. A file that holds the id in a form none of these can edit raises :class:`CannotRewrite`."""
+    if key.endswith(ARRAY_SUFFIXES):
+        return filter_npz(data, user_id, model_json)
+    if key.endswith(ARCHIVE_SUFFIXES):
+        return filter_archive(data, user_id)
+    if data_format(key) is None and _looks_like_json_lines(data):
+        key += ".jsonl"  # Firehose's error output and delivery files carry no suffix
+    if data_format(key) is not None:
+        new, removed = filter_rows(data, key, user_id)
+        if removed or data_format(key) != "jsonl" or not count_rows(data, key, user_id):
+            return new, removed
+        raise CannotRewrite("a JSON document (not rows) names the shopper")
+    if holds_id(data, user_id):
+        raise CannotRewrite("a file this code cannot edit holds the id")
+    return None, 0
+
+
+def _looks_like_json_lines(data: bytes) -> bool:
+    head = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)[:1].lstrip()
+    return head in (b"{", b"[")
+
+
+def holds_id(data: bytes, user_id: str) -> bool:
+    """The id as a whole token in any encoding the stores use: UTF-8 (gzip looked through), UTF-16/32 (numpy's
+    ``<U`` arrays are UTF-32-LE), base64 of UTF-8 text (SageMaker data capture)."""
+    raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    if _mentions_token(raw, user_id):
+        return True
+    if any(user_id.encode(enc) in raw for enc in ("utf-32-le", "utf-16-le")):
+        return True
+    needle = user_id.encode("utf-8")
+    for run in _BASE64_RUN.findall(raw):  # a capture record's data field, a dead-lettered Kinesis record's body
+        try:
+            decoded = base64.b64decode(run + b"=" * (-len(run) % 4))
+        except ValueError:
+            continue
+        if needle in decoded and (_mentions_token(decoded, user_id) or holds_id(decoded, user_id)):
+            return True
+    return False
+
+
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{8,}={0,2}")
 
 
 def filter_rows(data: bytes, key: str, user_id: str) -> tuple[bytes | None, int]:
@@ -118,8 +308,8 @@ def filter_rows(data: bytes, key: str, user_id: str) -> tuple[bytes | None, int]
     raw = gzip.decompress(data) if gz else data
     if fmt == "parquet":
         out, removed = _filter_parquet(raw, user_id)
-    elif not _mentions_token(raw, user_id) and not (fmt == "jsonl" and (b"BASE64" in raw or b"base64" in raw)):
-        return None, 0  # cheap: text holds the id verbatim, unless base64-encoded captured data
+    elif not _mentions_token(raw, user_id) and not (fmt == "jsonl" and holds_id(raw, user_id)):
+        return None, 0  # cheap: text holds the id verbatim, unless base64-encoded (capture, dead letters)
     elif fmt == "csv":
         out, removed = _filter_csv(raw, user_id)
     else:
@@ -214,16 +404,20 @@ def _mentions_token(data: bytes, user_id: str) -> bool:
 @dataclass
 class Removed:
     """What one store's step removed: rows (counted in every version that held them), object versions
-    deleted (older versions in a versioned bucket), objects rewritten, DynamoDB items deleted."""
+    deleted (older versions in a versioned bucket), objects rewritten, objects deleted whole (a file that could
+    not be edited), DynamoDB items deleted, and the model bundles (arrays or archives) re-written or deleted."""
 
     rows: int = 0
     versions_deleted: int = 0
     objects_rewritten: int = 0
     items: int = 0
+    objects_deleted: int = 0
+    models: list[str] = field(default_factory=list)
 
     def add(self, other: Removed) -> None:
-        for name in ("rows", "versions_deleted", "objects_rewritten", "items"):
+        for name in ("rows", "versions_deleted", "objects_rewritten", "items", "objects_deleted"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.models = sorted({*self.models, *other.models})
 
     @property
     def total(self) -> int:
@@ -275,26 +469,31 @@ class S3Store:
     prefix: str = ""
 
     def _hits(self, key: str, versions: list[dict[str, Any]], user_id: str) -> list[tuple[dict, bytes | None, int]]:
+        """(version, its bytes without the shopper or None when the file must go whole, count) per version holding
+        them."""
         hits = []
         for v in versions:
             seen = (self.bucket, key, v["VersionId"], user_id)
             if seen in _CLEAN:
                 continue
             body = self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
-            new, removed = filter_rows(body, key, user_id)
+            try:
+                new, removed = filter_object(body, key, user_id)
+            except CannotRewrite:
+                new, removed = None, 1
             if removed:
                 hits.append((v, new, removed))
-            elif v["VersionId"] != "null" and count_rows(body, key, user_id) == 0:
+            elif v["VersionId"] != "null":
                 _CLEAN.add(seen)  # a version id names immutable bytes: no need to read them again
         return hits
 
     def erase(self, user_id: str) -> Removed:
         """Per key: the current version rewritten without the rows (a new version), then every version that
         held them deleted by VersionId. Crash-safe in that order: a rerun finds the clean current version
-        and deletes the old ones left; nothing is lost when the put succeeds and the deletes do not."""
+        and deletes the old ones left; nothing is lost when the put succeeds and the deletes do not. A file
+        that cannot be edited (:class:`CannotRewrite`) loses every version that holds the shopper."""
         done = Removed()
-        keys = [(k, vs) for k, vs in _versions(self.s3, self.bucket, self.prefix).items()
-                if data_format(k) is not None and not is_model_artifact(k)]  # fmt: skip
+        keys = list(_versions(self.s3, self.bucket, self.prefix).items())
         for part in _parallel(lambda kv: self._erase_key(kv[0], kv[1], user_id), keys):
             done.add(part)
         return done
@@ -305,10 +504,14 @@ class S3Store:
         if hits:
             put_version = None
             latest, new, _ = hits[0]
-            if latest.get("IsLatest"):
+            if latest.get("IsLatest") and new is not None:
                 put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=new)
                 put_version = put.get("VersionId") or "null"
                 done.objects_rewritten += 1
+            elif latest.get("IsLatest"):
+                done.objects_deleted += 1
+            if is_model_artifact(key):
+                done.models.append(f"s3://{self.bucket}/{key}")
             for v, _, n in hits:
                 done.rows += n
                 if v["VersionId"] == "null" and put_version == "null":
@@ -321,7 +524,6 @@ class S3Store:
         todo = [
             (key, v["VersionId"])
             for key, versions in _versions(self.s3, self.bucket, self.prefix).items()
-            if data_format(key) is not None and not is_model_artifact(key)
             for v in versions
             if (self.bucket, key, v["VersionId"], user_id) not in _CLEAN
         ]
@@ -329,10 +531,20 @@ class S3Store:
         def rows(item: tuple[str, str]) -> str | None:
             key, version = item
             body = self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=version)["Body"].read()
-            n = count_rows(body, key, user_id)
+            n = count_in(body, key, user_id)
             return f"s3://{self.bucket}/{key}?versionId={version} ({n} rows)" if n else None
 
         return [f for f in _parallel(rows, todo) if f]
+
+
+def count_in(data: bytes, key: str, user_id: str, *, model_json: bytes | None = None) -> int:
+    """How many of the shopper's rows (or id entries) a file holds, whatever its kind; a file that holds the id in
+    a form the erasure cannot edit counts 1, so the verification reports it instead of passing it over."""
+    try:
+        _, removed = filter_object(data, key, user_id, model_json=model_json)
+    except CannotRewrite:
+        return 1
+    return removed
 
 
 @dataclass(frozen=True)
@@ -386,8 +598,7 @@ class DirStore:
     def _files(self) -> Iterator[Path]:
         if self.root.is_dir():
             for path in sorted(self.root.rglob("*")):
-                rel = path.relative_to(self.root).as_posix()
-                if path.is_file() and data_format(rel) and not is_model_artifact(rel):
+                if path.is_file() and not path.name.endswith(".erasure"):
                     yield path
 
     @staticmethod
@@ -395,17 +606,25 @@ class DirStore:
         stat = path.stat()  # a rewrite changes both: a file read clean stays clean until then
         return (str(path), str(stat.st_mtime_ns), str(stat.st_size), user_id)
 
+    @staticmethod
+    def _model_json(path: Path) -> bytes | None:
+        beside = path.with_name("model.json")
+        return beside.read_bytes() if path.name.endswith(ARRAY_SUFFIXES) and beside.is_file() else None
+
     def _erase_file(self, path: Path, user_id: str) -> Removed:
         data = path.read_bytes()
-        new, removed = filter_rows(data, path.name, user_id)
+        try:
+            new, removed = filter_object(data, path.name, user_id, model_json=self._model_json(path))
+        except CannotRewrite:
+            path.unlink()
+            return Removed(rows=1, objects_deleted=1, models=[str(path)] if is_model_artifact(path.name) else [])
         if not removed:
-            if count_rows(data, path.name, user_id) == 0:
-                _CLEAN.add(self._seen(path, user_id))
+            _CLEAN.add(self._seen(path, user_id))
             return Removed()
         tmp = path.with_name(f".{path.name}.erasure")
         tmp.write_bytes(new or b"")
         os.replace(tmp, path)
-        return Removed(rows=removed, objects_rewritten=1)
+        return Removed(rows=removed, objects_rewritten=1, models=[str(path)] if is_model_artifact(path.name) else [])
 
     def erase(self, user_id: str) -> Removed:
         done = Removed()
@@ -415,7 +634,7 @@ class DirStore:
 
     def find(self, user_id: str) -> list[str]:
         def rows(p: Path) -> str | None:
-            n = count_rows(p.read_bytes(), p.name, user_id)
+            n = count_in(p.read_bytes(), p.name, user_id, model_json=self._model_json(p))
             return f"{p} ({n} rows)" if n else None
 
         todo = [p for p in self._files() if self._seen(p, user_id) not in _CLEAN]
@@ -495,11 +714,14 @@ def forget(
     *,
     requested_by: str = "",
     after_store: Callable[[str, Removed], None] | None = None,
+    retention: Iterable[dict[str, Any]] = (),
 ) -> ErasureResult:
     """Erase ``user_id`` from every store; suppression first, audit last. ``records``: the first holds the
     suppression list, progress and audit; any others get copies of the suppression list and the audit record
     (the local run keeps both in its workdir as well). ``after_store`` is called after each store (progress
-    output; tests raise there to simulate a crash)."""
+    output; tests raise there to simulate a crash). ``retention``: what cannot be erased at once
+    (``{"store", "days", "enforced_by"}``, ``settings.erasure.retention``), copied into the audit record with the
+    day the last copy expires."""
     if not user_id or not user_id.strip():
         raise ValueError("a user id is required")
     _CLEAN.clear()
@@ -527,16 +749,23 @@ def forget(
         if after_store:
             after_store(store.name, done)
 
+    completed = datetime.now(UTC).replace(microsecond=0)
+    retention = [dict(r) for r in retention]
+    longest = max((int(r["days"]) for r in retention), default=0)
     audit = {
         "request_id": result.request_id,
         "subject_hash": subject,
         "hash": f"{HASH_ALGORITHM} (key held with the suppression list, not here)",
         "requested_at": progress["requested_at"],
-        "completed_at": _now(),
+        "completed_at": completed.isoformat(),
         "requested_by": requested_by,
         "resumed_after_interruption": resumed,
         "stores": progress["stores"],
+        "model_versions_touched": sorted({m for r in result.removed.values() for m in r.models}),
         "suppressed_from_training": True,
+        "suppressed_from_serving": True,
+        "not_erased_at_once": retention,
+        "last_copy_expires": (completed + timedelta(days=longest)).date().isoformat(),
     }
     result.audit_key = f"{AUDIT_PREFIX}/{audit['completed_at'][:10]}/{result.request_id}.json"
     for target in (primary, *copies):
@@ -574,14 +803,3 @@ def every_store(s3: Any | None, dynamodb: Any | None, dirs: Iterable[Path] = ())
         *(DynamoStore(f"dynamodb:{t}", dynamodb, t) for t in tables),
         *(DirStore(str(d), Path(d)) for d in dirs),
     ]
-
-
-def model_artifacts(s3: Any | None, dirs: Iterable[Path] = ()) -> list[str]:
-    """Model artifacts in the account and folders: trained before the erasure, not rows, so not edited (and not
-    read: their arrays are binary); the suppression list keeps the shopper out of the next one."""
-    found = []
-    for bucket in (b["Name"] for b in s3.list_buckets().get("Buckets", [])) if s3 is not None else ():
-        found += [f"s3://{bucket}/{key}" for key in _versions(s3, bucket, "") if key.endswith(MODEL_SUFFIXES)]
-    for root in dirs:
-        found += [str(p) for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name.endswith(MODEL_SUFFIXES)]
-    return found

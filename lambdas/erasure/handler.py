@@ -28,6 +28,7 @@ LOG.setLevel(logging.INFO)
 #: Environment variables the stack sets (``settings.erasure`` has the same names).
 ENV_STORES = "ERASURE_STORES"
 ENV_BUCKET = "ERASURE_RECORDS_BUCKET"
+ENV_RETENTION = "ERASURE_RETENTION"
 
 
 def handler(event: dict[str, Any], context: Any = None, *, s3: Any = None, dynamodb: Any = None) -> dict[str, Any]:
@@ -39,11 +40,13 @@ def handler(event: dict[str, Any], context: Any = None, *, s3: Any = None, dynam
     stores = core.build_stores(json.loads(os.environ[ENV_STORES]), s3, dynamodb)
     records = core.S3Records(s3, os.environ[ENV_BUCKET])
     requested_by = str(event.get("requested_by") or getattr(context, "aws_request_id", "") or "")
-    result = core.forget(user_id, stores, [records], requested_by=requested_by)
+    retention = json.loads(os.environ.get(ENV_RETENTION) or "[]")
+    result = core.forget(user_id, stores, [records], requested_by=requested_by, retention=retention)
     answer = {
         "request_id": result.request_id,
         "subject_hash": result.subject,
         "removed": result.summary(),
+        "model_versions_touched": sorted({m for r in result.removed.values() for m in r.models}),
         "audit": f"s3://{records.bucket}/{result.audit_key}",
         "resumed": result.resumed,
     }

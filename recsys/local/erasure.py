@@ -21,7 +21,7 @@ from lambdas.erasure import core
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources
 from settings.config import LOCAL_ACCOUNT, Config
-from settings.erasure import erasure_stores
+from settings.erasure import erasure_stores, retention
 from settings.streaming import streaming_names
 from stacks.buckets import ATHENA_RESULTS, CURATED, SOURCE
 
@@ -48,8 +48,9 @@ class LocalErasure:
     result: core.ErasureResult
     seconds: float
     findings: dict[str, list[str]] = field(default_factory=dict)  # store -> places still holding rows
-    models: list[str] = field(default_factory=list)  # model artifacts (trained before the erasure, not edited)
+    models: list[str] = field(default_factory=list)  # model bundles (arrays, archives) re-written or deleted
     scanned: int = 0  # stores scanned by the verification
+    audit: dict = field(default_factory=dict)  # the audit record written
 
     @property
     def gone(self) -> bool:
@@ -79,12 +80,14 @@ def forget_locally(
         records.append(core.S3Records(s3, buckets[CURATED]))
     stores += workdir_stores(workdir)
     records.append(core.DirRecords(workdir / "lake"))  # the suppression list and audit kept with the lake
-    result = core.forget(user_id, stores, records, requested_by="local", after_store=after_store)
+    result = core.forget(user_id, stores, records, requested_by="local", after_store=after_store,
+                         retention=retention(cfg))
     dirs = [workdir]  # the verification reads the whole workdir
     everything = core.every_store(s3, dynamodb, dirs)
     findings = core.find_everywhere(user_id, everything)
-    models = core.model_artifacts(s3, dirs)
-    return LocalErasure(result, time.perf_counter() - start, findings, models, len(everything))
+    models = sorted({m for r in result.removed.values() for m in r.models})
+    audit = records[0].get(result.audit_key) or {}
+    return LocalErasure(result, time.perf_counter() - start, findings, models, len(everything), audit)
 
 
 def report_lines(done: LocalErasure) -> list[str]:
@@ -99,14 +102,22 @@ def report_lines(done: LocalErasure) -> list[str]:
         f"audit record (no raw id): .../{r.audit_key}; suppression list: .../{core.SUPPRESSION_KEY} "
         f"(the next training's PrepareData drops the user)",
     ]
-    verdict = "yes" if done.gone else "NO"
-    lines.append(f"scan of {done.scanned} stores (every bucket and version, every table, the workdir): "
-                 f"user gone everywhere: {verdict} ({done.seconds:.2f} s)")  # fmt: skip
+    if done.models:
+        lines.append(f"model bundles re-written without the user (arrays.npz, model.tar.gz): {len(done.models)}; "
+                     "the endpoint answers them as a new shopper from the suppression list at once")  # fmt: skip
+    where = "every bucket and version, every table, the workdir; model bundles, capture and stream errors read"
+    if done.gone:  # said only when the scan found nothing: never a "yes" it did not check
+        lines.append(f"scan of {done.scanned} stores ({where}): user gone from every store scanned: yes "
+                     f"({done.seconds:.2f} s)")  # fmt: skip
+    else:
+        lines.append(f"scan of {done.scanned} stores ({where}): the user is STILL in {len(done.findings)} store(s) "
+                     f"({done.seconds:.2f} s)")  # fmt: skip
     for store, places in done.findings.items():
         lines += [f"  still in {store}: {p}" for p in places[:5]]
-    if done.models:
-        lines.append(f"not rows, not edited: {len(done.models)} model archive(s) trained before the request; the "
-                     "suppression list keeps the user out of the next model")  # fmt: skip
+    audit = done.audit
+    if audit.get("not_erased_at_once"):
+        lines.append(f"not erased at once, expiring on their own (last copy by {audit['last_copy_expires']}): "
+                     + "; ".join(f"{r['store']} {r['days']} d" for r in audit["not_erased_at_once"]))
     return lines
 
 

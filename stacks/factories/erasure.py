@@ -26,12 +26,14 @@ from constructs import Construct
 from settings.config import PROJECT_ROOT, Config
 from settings.erasure import (
     ENV_BUCKET,
+    ENV_RETENTION,
     ENV_STORES,
     PANDAS_LAYER_ACCOUNT,
     PANDAS_LAYER_NAME,
     PANDAS_LAYER_VERSION,
     RECORDS_PREFIX,
     erasure_stores,
+    retention,
 )
 from stacks.buckets import ATHENA_RESULTS, CURATED, SOURCE
 from stacks.factories import storage
@@ -109,7 +111,8 @@ def erasure_function(
         timeout=Duration.minutes(15),
         reserved_concurrent_executions=1,  # the suppression list is read, extended and written back
         environment_encryption=key,
-        environment={ENV_STORES: json.dumps(specs), ENV_BUCKET: buckets[CURATED]},
+        environment={ENV_STORES: json.dumps(specs), ENV_BUCKET: buckets[CURATED],
+                     ENV_RETENTION: json.dumps(retention(cfg))},  # fmt: skip
         dead_letter_queue=dlq,
         retry_attempts=2,  # safe: each store's step is redone, the request id is kept
         max_event_age=Duration.hours(6),

@@ -3,8 +3,12 @@ with a target shopper's rows in each (and in old object versions), plus other sh
 
 from __future__ import annotations
 
+import base64
 import gzip
+import io
 import json
+import shutil
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ class Shop:
     res: LocalResources
     workdir: Path
     user: str = TARGET
+    model_dir: Path | None = None  # the served model's folder in the workdir (arrays.npz, model.json)
 
 
 def _interactions(users: tuple[str, ...], n: int = 3) -> pd.DataFrame:
@@ -45,8 +50,25 @@ def _csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode()
 
 
+def model_archive(model_dir: Path) -> bytes:
+    """``model.tar.gz`` as SageMaker's training job writes it: the model folder's files at the top."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> Path:
+    """A real model trained on a shop where u0..u59 shop (u17 and u7 among them): item_knn, ~3 s."""
+    from tests.tiny_model import train_tiny_model
+
+    return train_tiny_model(tmp_path_factory.mktemp("erasure-model"))
+
+
 @pytest.fixture
-def shop(aws_env: LocalAws, tmp_path: Path) -> Shop:
+def shop(aws_env: LocalAws, tmp_path: Path, trained_model: Path) -> Shop:
     cfg = load_project_config()
     res = provision(cfg, aws_env)
     s3 = aws_env.client("s3")
@@ -77,6 +99,15 @@ def shop(aws_env: LocalAws, tmp_path: Path) -> Shop:
     s3.put_object(Bucket=dest, Key="capture/endpoint/AllTraffic/2026/01/02/03/c.jsonl",
                   Body="\n".join(json.dumps(c) for c in capture).encode())  # fmt: skip
     s3.put_object(Bucket=res.athena_results_bucket, Key="athena-results/q-1.csv", Body=_csv(frame))
+    # dead-lettered stream records: Firehose's error output (no suffix, the record base64 in rawData)
+    failed = [{"attemptsMade": 4, "errorCode": "S3.AccessDenied", "rawData": base64.b64encode(json.dumps(
+        {"user_id": u, "product_id": "p1", "event_type": "view"}).encode()).decode()} for u in everyone]  # fmt: skip
+    s3.put_object(Bucket=res.source_bucket, Key="stream-errors/interactions/failed/2026/01/02/03/x-1",
+                  Body="\n".join(json.dumps(f) for f in failed).encode())  # fmt: skip
+    # two model versions: an earlier one (training output) and the registered package, both holding the target
+    archive = model_archive(trained_model)
+    for key in ("pipeline/exec-0/TrainModel/output/model.tar.gz", "pipeline/exec-1/PackageModel/packaged/model.tar.gz"):
+        s3.put_object(Bucket=dest, Key=key, Body=archive)
     # the recent-items table, fed through the consumer Lambda's code
     sres = streaming.provision_streaming(cfg, aws_env)
     streaming.replay_events(aws_env, sres, frame.to_dict("records"))
@@ -88,7 +119,10 @@ def shop(aws_env: LocalAws, tmp_path: Path) -> Shop:
     for sub in ("lake/curated/interactions", "pipeline/exec-1/PrepareData/processing/train", "capture/attribution"):
         (workdir / sub).mkdir(parents=True)
         frame.to_parquet(workdir / sub / "part-00000.parquet", index=False)
-    return Shop(cfg, aws_env, res, workdir)
+    served = workdir / "pipeline" / "exec-1" / "TrainModel" / "model"
+    shutil.copytree(trained_model, served)
+    (served.parent / "model.tar.gz").write_bytes(archive)
+    return Shop(cfg, aws_env, res, workdir, model_dir=served)
 
 
 # The erasure Lambda's tests record the AWS calls its code makes (tests/permissions/recorder.py).

@@ -13,12 +13,35 @@ from settings import erasure as erasure_settings
 
 
 @pytest.fixture(scope="module")
-def streaming_template(tmp_path_factory) -> Template:
+def templates(tmp_path_factory) -> dict[str, dict]:
     from stacks.app_builder import build_app, new_app
 
     app, cfg = build_app(new_app(str(tmp_path_factory.mktemp("cdk-erasure"))), "dev", nag=False)
-    stack = next(s for s in app.synth().stacks if s.stack_name == f"{cfg.prefix}-streaming")
-    return Template.from_json(stack.template)
+    return {s.stack_name.removeprefix(f"{cfg.prefix}-"): s.template for s in app.synth().stacks}
+
+
+@pytest.fixture(scope="module")
+def streaming_template(templates) -> Template:
+    return Template.from_json(templates["streaming"])
+
+
+def test_every_retention_the_audit_states_is_a_lifecycle_rule_of_the_deployed_buckets(templates) -> None:
+    """The retention the erasure states for late copies is enforced, not printed: the data stack's buckets expire
+    stream-errors/ and capture/ (and raw/, athena-results/) after raw_expiry_days."""
+    from settings.config import load_project_config
+
+    cfg = load_project_config("dev")
+    rules = {r["Id"]: r for b in Template.from_json(templates["data"]).find_resources("AWS::S3::Bucket").values()
+             for r in b["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])}  # fmt: skip
+    stated = [r for r in erasure_settings.retention(cfg) if r["enforced_by"].startswith("S3 lifecycle")]
+    named = {w.strip(" ,") for r in stated for w in r["enforced_by"].split() if w.startswith(("expire-", "tier-"))}
+    assert named and named <= set(rules), named - set(rules)
+    assert rules["expire-late-copies-stream-errors"]["Prefix"] == "stream-errors/interactions/"
+    assert rules["expire-late-copies-capture"]["Prefix"] == f"{erasure_settings.CAPTURE_PREFIX}/"
+    assert {rules[n]["ExpirationInDays"] for n in named if n != "expire-noncurrent"} == {cfg.raw_expiry_days}
+    _, fn = _one(Template.from_json(templates["streaming"]), "AWS::Lambda::Function", "Erasure")
+    retention = json.loads(_joined(fn["Properties"]["Environment"]["Variables"][erasure_settings.ENV_RETENTION]))
+    assert retention == erasure_settings.retention(cfg)
 
 
 def _one(template: Template, type_: str, contains: str) -> tuple[str, dict]:
