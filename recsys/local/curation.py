@@ -77,8 +77,35 @@ def template_path(cfg: Config, out_dir: Path | None = None) -> Path:
 
 def definition_sha256(template: dict, machine_name: str) -> str:
     """Hash of the state machine's ``DefinitionString`` exactly as the template holds it."""
-    body = _machine(template, machine_name)["DefinitionString"]
+    props = _machine(template, machine_name)
+    body = props.get("DefinitionString", props.get("Definition"))
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def machine_definition(template: dict, props: dict, region: str) -> dict:
+    """The ASL as CloudFormation hands it to Step Functions: ``DefinitionString`` (or ``Definition``) with its
+    intrinsics resolved and ``DefinitionSubstitutions`` applied; whatever stays unresolved is refused, here or by
+    the interpreter's check (a leftover ``${...}`` or ``Fn::*``), never passed through."""
+    resolve = Resolver(template, region)
+    if "DefinitionString" in props:
+        body = resolve(props["DefinitionString"])
+        if not isinstance(body, str):
+            shown = next(iter(body)) if isinstance(body, dict) and body else type(body).__name__
+            raise DefinitionError(f"DefinitionString: unresolved CloudFormation {shown}")
+    elif "Definition" in props:
+        body = json.dumps(resolve(props["Definition"]))
+    else:
+        raise DefinitionError(f"state machine {props.get('StateMachineName')}: no DefinitionString or Definition "
+                              "(DefinitionS3Location is not read locally)")  # fmt: skip
+    for key, value in resolve(props.get("DefinitionSubstitutions", {})).items():
+        body = body.replace("${" + key + "}", value if isinstance(value, str) else json.dumps(value))
+    try:
+        definition = json.loads(body)
+    except json.JSONDecodeError as err:
+        raise DefinitionError(f"DefinitionString is not JSON ({err})") from None
+    if not isinstance(definition, dict):
+        raise DefinitionError("DefinitionString: not a JSON object")
+    return definition
 
 
 def _machine(template: dict, machine_name: str) -> dict:
@@ -118,7 +145,11 @@ class Resolver:
                 return self._ref(node["Ref"])
             if set(node) == {"Fn::Join"}:
                 sep, parts = node["Fn::Join"]
-                return sep.join(str(self(p)) for p in parts)
+                resolved = [self(p) for p in parts]
+                for part, value in zip(parts, resolved, strict=True):
+                    if isinstance(value, (dict, list)):
+                        raise DefinitionError(f"Fn::Join: part {json.dumps(part)[:80]} is unresolved CloudFormation")
+                return sep.join(str(v) for v in resolved)
             if set(node) == {"Fn::GetAtt"}:
                 return self._get_att(*node["Fn::GetAtt"])
             if set(node) == {"Fn::ImportValue"}:
@@ -486,9 +517,7 @@ def run_curation(
     path = template or template_path(cfg)
     doc = json.loads(Path(path).read_text())
     props = _machine(doc, cfg.curation_state_machine)
-    resolve = Resolver(doc, aws.region)
-    body = props["DefinitionString"]
-    definition = json.loads(resolve(body) if isinstance(body, dict) else body)
+    definition = machine_definition(doc, props, aws.region)
     engines = LocalEngines(cfg, aws, res, doc, lake, athena)
     execution = Interpreter(definition, engines).execute(execution_input if execution_input is not None else {})
     sha = definition_sha256(doc, cfg.curation_state_machine)

@@ -206,3 +206,25 @@ def test_a_failed_workflow_routes_its_failed_job_and_its_status_before_the_run_s
     printed = capsys.readouterr().out
     assert f"EventBridge: DataBrew job {job} FAILED -> {CFG.prefix}-monitoring/Ruledatabrewjobfailed" in printed
     assert "EventBridge: curation FAILED -> no rule matches" in printed
+
+
+def test_the_definition_gets_its_substitutions_and_unresolved_cloudformation_is_refused_not_passed_through():
+    from recsys.local.curation import machine_definition
+    from recsys.local.states import DefinitionError, Interpreter
+
+    doc = {"Resources": {"Job": {"Type": "AWS::DataBrew::Job", "Properties": {"Name": "recsys-dev-x"}}}}
+    asl = {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "arn:aws:states:::databrew:startJobRun.sync",
+                                            "Parameters": {"Name": "${JobName}"}, "End": True}}}  # fmt: skip
+    props = {"DefinitionString": json.dumps(asl), "DefinitionSubstitutions": {"JobName": {"Ref": "Job"}}}
+    assert machine_definition(doc, props, CFG.region)["States"]["T"]["Parameters"] == {"Name": "recsys-dev-x"}
+    assert machine_definition(doc, {"Definition": asl, "DefinitionSubstitutions": {"JobName": "j"}}, CFG.region)
+    leftover = machine_definition(doc, {"DefinitionString": json.dumps(asl)}, CFG.region)
+    with pytest.raises(DefinitionError, match=r"state 'T', field Parameters: unresolved substitution \$\{JobName\}"):
+        Interpreter(leftover, lambda r, p: ({}, ""))
+    for props, why in [({"DefinitionString": {"Fn::Sub": json.dumps(asl)}}, "unresolved CloudFormation Fn::Sub"),
+                       ({"DefinitionString": {"Fn::Join": ["", ['{"StartAt": ', {"Fn::Sub": "x"}, "}"]]}},
+                        "Fn::Join: part .*Fn::Sub.* is unresolved CloudFormation"),
+                       ({"DefinitionS3Location": {}}, "DefinitionS3Location is not read locally"),
+                       ({"DefinitionString": "{not json"}, "not JSON")]:  # fmt: skip
+        with pytest.raises(DefinitionError, match=why):
+            machine_definition(doc, props, CFG.region)
