@@ -297,8 +297,15 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
     "String": lambda v: isinstance(v, str),
     "Numeric": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "Boolean": lambda v: isinstance(v, bool),
-    "Timestamp": lambda v: isinstance(v, str),
+    "Timestamp": lambda v: isinstance(v, str) and _is_timestamp(v),
 }
+
+
+def _is_timestamp(value: str) -> bool:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def _rule_matches(rule: dict, data: Any) -> bool:
@@ -327,6 +334,11 @@ def _rule_matches(rule: dict, data: Any) -> bool:
         if m:
             kind, cmp, by_path = m.groups()
             other = read_path(data, expected) if by_path else expected
+            if kind == "Timestamp":  # compared as instants, not as text (zones and fractions differ)
+                if not (_KINDS[kind](value) and _KINDS[kind](other)):
+                    return False
+                value, other = _timestamp(value, "Choice"), _timestamp(other, "Choice")
+                return _COMPARISONS[cmp](value, other)
             return _KINDS[kind](value) and _COMPARISONS[cmp](value, other)
         if op == "StringMatches":
             pattern = "".join(".*" if ch == "*" else re.escape(ch) for ch in expected)
@@ -654,9 +666,18 @@ def _timestamp(value: Any, label: str, error: type[Exception] = StatesError) -> 
 # ---- the interpreter ------------------------------------------------------------------------------------
 
 
+#: Errors ``States.ALL`` does not match (Step Functions' error names); ``States.Runtime`` matches nothing at all:
+#: it is never retried or caught, the execution fails.
+_TERMINAL = frozenset({"States.Runtime", "States.DataLimitExceeded"})
+
+
 def _matches(error: str, equals: list[str], from_task: bool) -> bool:
+    if error == "States.Runtime":
+        return False
     return any(
-        e == "States.ALL" or e == error or (e == "States.TaskFailed" and from_task and error != "States.Timeout")
+        (e == "States.ALL" and error not in _TERMINAL)
+        or e == error
+        or (e == "States.TaskFailed" and from_task and error != "States.Timeout")
         for e in equals
     )
 

@@ -326,3 +326,24 @@ def test_a_refused_definition_runs_nothing():
             lambda r, p: calls.append(r) or ({}, ""),
         )
     assert calls == []
+
+
+def test_states_runtime_is_never_retried_or_caught_and_states_all_does_not_match_data_limit_exceeded():
+    for error in ("States.Runtime", "States.DataLimitExceeded"):
+        resolve, calls = _flaky(1, error)
+        state = _task(Retry=[{"ErrorEquals": ["States.ALL"]}], Catch=[{"ErrorEquals": ["States.ALL"], "Next": "C"}])
+        done = _run({"StartAt": "T", "States": {"T": state, "C": {"Type": "Succeed"}}}, {}, resolve)
+        assert (done.status, done.error, len(calls)) == ("FAILED", error, 1)
+    resolve, _ = _flaky(1, "States.DataLimitExceeded")
+    state = _task(Catch=[{"ErrorEquals": ["States.DataLimitExceeded"], "Next": "C"}])
+    assert _run({"StartAt": "T", "States": {"T": state, "C": {"Type": "Succeed"}}}, {}, resolve).status == "SUCCEEDED"
+
+
+def test_timestamp_comparisons_compare_instants_and_a_non_timestamp_is_no_match():
+    definition = {"StartAt": "C", "States": {
+        "C": {"Type": "Choice", "Default": "No", "Choices": [
+            {"Variable": "$.t", "TimestampLessThan": "2026-01-01T12:00:00Z", "Next": "Yes"}]},
+        "Yes": {"Type": "Succeed"}, "No": {"Type": "Succeed"}}}  # fmt: skip
+    taken = [_run(definition, {"t": t}).steps[0].note for t in
+             ("2026-01-01T13:30:00+02:00", "2026-01-01T12:30:00Z", "yesterday")]  # fmt: skip
+    assert taken == ["-> Yes", "-> No (default)", "-> No (default)"]  # 11:30 UTC is earlier, though "13" > "12"
