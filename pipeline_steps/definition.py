@@ -246,6 +246,30 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec(FAIL, "fail", "Stop: the model did not pass the quality gate"),
 )
 
+#: The Spark version of the SageMaker Spark container (its newest, 3.5; ``pyspark`` is pinned to a 3.5.x) and
+#: the Python of its image (pandas 3 needs >= 3.11).
+SPARK_VERSION, SPARK_PY_VERSION = "3.5", "py312"
+#: TrainModel when ``training_engine`` is ``spark`` or ``auto`` (issue 23): spark_train.py on the SageMaker Spark
+#: container, writing the same bundle; same name and channels, so every later step reads it unchanged. Its
+#: ``events`` output is Spark's event log (``spark.eventLog``), kept beside the model in the destination bucket.
+SPARK_TRAIN = StepSpec(
+    TRAIN,
+    "processing",
+    "Train on Spark (spark_train.py): the same bundle as train.py, for training sets past one instance",
+    script="spark_train.py",
+    inputs=(Channel("train", source=f"{PREPARE}.train", flag="--train-dir"),),
+    outputs=(Channel("model", flag="--model-dir"), Channel("output", flag="--output-dir"),
+             Channel("events", flag="--event-log-dir")),
+    arguments=("--engine", "{training_engine}", "--spark-min-interactions", "{spark_min_interactions}"),
+)
+
+
+def steps_for(cfg: Config) -> tuple[StepSpec, ...]:
+    """The step graph of ``cfg``'s training engine: :data:`STEPS`, TrainModel on Spark unless it is ``single``."""
+    if cfg.training_engine == "single":
+        return STEPS
+    return tuple(SPARK_TRAIN if s.name == TRAIN else s for s in STEPS)
+
 GATE = QualityGate(
     step=CHECK,
     report_step=EVALUATE,
@@ -296,6 +320,8 @@ def argument_values(cfg: Config, bucket: str, region: str) -> dict[str, str]:
         "model_group": cfg.model_package_group,
         "region": region,
         "history_uri": f"s3://{bucket}/{MODEL_METRICS_PREFIX}",
+        "training_engine": cfg.training_engine,
+        "spark_min_interactions": str(cfg.spark_min_interactions),
     }
 
 
@@ -360,6 +386,19 @@ def framework_image(region: str, scope: Literal["training", "inference"], gpu: b
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     processor = "gpu" if gpu else "cpu"
     return f"{registry}.dkr.ecr.{region}.{domain}/{version['repository']}:{FRAMEWORK_VERSION}-{processor}-{PY_VERSION}"
+
+
+def spark_image(region: str) -> str:
+    """The SageMaker Spark processing image (``sagemaker-spark-processing``), from the SDK's own image table."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sagemaker")
+    assert spec is not None and spec.submodule_search_locations, "the sagemaker SDK is not installed"
+    table = Path(next(iter(spec.submodule_search_locations))) / "image_uri_config" / "spark.json"
+    version = json.loads(table.read_text())["processing"]["versions"][SPARK_VERSION]
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return (f"{version['registries'][region]}.dkr.ecr.{region}.{domain}/{version['repository']}:"
+            f"{SPARK_VERSION}-cpu-{SPARK_PY_VERSION}")
 
 
 def serving_environment(region: str, bucket: str) -> dict[str, str]:
@@ -428,6 +467,27 @@ def processing_entrypoint(script: str) -> list[str]:
     return ["/bin/bash", "-c", command, script]
 
 
+#: Where the Spark container's ``smspark-submit`` writes Spark's event log (the ``events`` output uploads it).
+SPARK_EVENTS_DIR = f"{PROCESSING_ROOT}/events"
+
+
+def spark_entrypoint(script: str) -> list[str]:
+    """``bash -c`` that unpacks the source archive and submits ``script`` with the container's ``smspark-submit``.
+
+    ``smspark-submit`` is what ``PySparkProcessor`` runs: it starts YARN across the job's instances and
+    ``spark-submit``s the app; ``--local-spark-event-logs-dir`` turns ``spark.eventLog`` on into that folder.
+    ``PySparkProcessor`` itself is not used because it uploads the app (and any configuration) to S3 while the
+    definition is produced; like :func:`processing_entrypoint` this reads the one source archive instead.
+    ``script`` is ``$0``, the last item, where the local runner reads it.
+    """
+    command = (
+        f"set -eu; mkdir -p {CODE_DIR}; "
+        f'for a in {PROCESSING_ROOT}/{CODE_CHANNEL}/*; do tar -xzf "$a" -C {CODE_DIR}; done; '
+        f'exec smspark-submit --local-spark-event-logs-dir {SPARK_EVENTS_DIR} {CODE_DIR}/"$0" "$@"'
+    )
+    return ["/bin/bash", "-c", command, script]
+
+
 def build_pipeline(
     cfg: Config, *, role_arn: str, bucket: str, code_uri: str, region: str, kms_key_arn: str | None = None
 ) -> Any:
@@ -481,20 +541,23 @@ def build_pipeline(
     processing_image = framework_image(region, "training")
     token_values = argument_values(cfg, bucket, region)
 
-    for spec in STEPS:
+    graph = steps_for(cfg)
+    for spec in graph:
         if spec.kind == "processing":
             assert spec.script is not None
+            spark = spec is SPARK_TRAIN
             processor = Processor(
                 role=role_arn,
-                image_uri=processing_image,
-                instance_count=1,
-                instance_type=params[PROCESSING_TYPE_PARAM],
-                entrypoint=processing_entrypoint(spec.script),
-                base_job_name=f"{cfg.prefix}-{spec.name.lower()}",
+                image_uri=spark_image(region) if spark else processing_image,
+                instance_count=cfg.spark_instance_count if spark else 1,
+                instance_type=cfg.spark_instance_type if spark else params[PROCESSING_TYPE_PARAM],
+                entrypoint=spark_entrypoint(spec.script) if spark else processing_entrypoint(spec.script),
+                base_job_name=f"{cfg.prefix}-{'spark' if spark else spec.name.lower()}",
                 sagemaker_session=session,
                 output_kms_key=kms_key_arn,
                 volume_kms_key=kms_key_arn,
-                env={"OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                env={"OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+                | ({"RECSYS_SPARK_CONTAINER": "1"} if spark else {}),
             )
             inputs = [
                 ProcessingInput(
@@ -509,6 +572,8 @@ def build_pipeline(
                     source=c.container_path,
                     destination=f"s3://{bucket}/{c.destination}" if c.destination else out_uri(spec.name, c.name),
                     output_name=c.name,
+                    # Spark's event log is written while the job runs: upload it as it grows (and on a failure)
+                    s3_upload_mode="Continuous" if spark and c.container_path == SPARK_EVENTS_DIR else "EndOfJob",
                 )
                 for c in spec.outputs
             ]
@@ -603,7 +668,7 @@ def build_pipeline(
         "LessThan": ConditionLessThan,
     }
     operands = {"metric": metric, "baseline": baseline, "threshold": params[GATE.threshold_parameter]}
-    for spec in STEPS:  # conditions last: their branches must exist
+    for spec in graph:  # conditions last: their branches must exist
         if spec.kind == "condition":
             built[spec.name] = ConditionStep(
                 spec.name,
@@ -615,11 +680,11 @@ def build_pipeline(
                 if_steps=[built[n] for n in spec.if_steps],
                 else_steps=[built[n] for n in spec.else_steps],
             )
-    branch_steps = {n for s in STEPS for n in (*s.if_steps, *s.else_steps)}
+    branch_steps = {n for s in graph for n in (*s.if_steps, *s.else_steps)}
     return Pipeline(
         name=cfg.pipeline_name,
         parameters=list(params.values()),
-        steps=[built[s.name] for s in STEPS if s.name not in branch_steps],
+        steps=[built[s.name] for s in graph if s.name not in branch_steps],
         sagemaker_session=session,
         pipeline_experiment_config=None,  # no Experiments/Trials: the role need not manage them
     )

@@ -42,6 +42,7 @@ from pipeline_steps.definition import (
     MODEL_ARCHIVE,
     PROCESSING_ROOT,
     SOURCE_DIR,
+    SPARK_TRAIN,
     STEPS,
     TRAIN,
     TRAINING_HYPERPARAMETERS,
@@ -300,6 +301,9 @@ class _Run:
             self.local_path(base, item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
         argv = [str(template.resolve(a, self)) for a in args["AppSpecification"].get("ContainerArguments", [])]
         argv = [str(self.local_path(base, a)) if a.startswith(PROCESSING_ROOT + "/") else a for a in argv]
+        if spec is SPARK_TRAIN:  # what the model is trained from, as the training step fingerprints it
+            self.fingerprint = training_fingerprint({c.name: self.local_path(base, c.container_path)
+                                                     for c in spec.inputs}, {}, SOURCE_DIR)
         run_script(spec, argv, self.env, self.root / spec.name / "logs", self.script_dir)
         for item in outputs:
             uri = str(template.resolve(item["S3Output"]["S3Uri"], self))
@@ -458,6 +462,8 @@ class TemplatePipeline:
         if not candidates:
             raise PipelineStepError(f"pipeline step {name} ({template_step['Type']}) has no local spec")
         spec = step(candidates[0])
+        if spec.name == TRAIN and kind == SPARK_TRAIN.kind:  # training_engine spark/auto: the Spark step
+            spec = SPARK_TRAIN
         if spec.kind != kind:
             raise PipelineStepError(f"pipeline step {name}: {template_step['Type']} in the template, {spec.kind} here")
         script = _template_script(template_step)
@@ -571,6 +577,10 @@ def run_pipeline_locally(
         try:
             if spec.kind == "processing":
                 run.processing(spec) if template is None else run.processing_job(spec, node, template)
+                if spec is SPARK_TRAIN:  # the model it wrote: a folder (model.json, arrays.npz), not an archive
+                    result.model_dir = run.root / TRAIN / "processing" / "model"
+                    result.model_data_uri = run.outputs[f"{TRAIN}.model"]
+                    result.training_fingerprint = run.fingerprint
             elif spec.kind == "training":
                 result.model_dir = run.training(spec) if template is None else run.training(spec, node, template)
                 result.model_data_uri = run.outputs[f"{TRAIN}.model"]

@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,27 +31,22 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
-#: On the SageMaker Spark container only this file arrives as the Spark app; the source archive (recsys_core,
-#: the runtime requirements) is the processing job's ``code`` input, unpacked here before anything imports it.
-CONTAINER_CODE, CONTAINER_SOURCE = Path("/opt/ml/processing/code"), Path("/opt/ml/processing/source")
+#: Set on the SageMaker Spark container (pipeline_steps/definition.py): the driver installs the training pins first.
+IN_CONTAINER = os.environ.get("RECSYS_SPARK_CONTAINER") == "1"
+#: ALS checkpoints on a cluster go to the cluster's HDFS (every executor reads them back); locally, a temp folder.
+CLUSTER_CHECKPOINTS = "hdfs:///tmp/recsys-als-checkpoints"
 
 
 def _bootstrap() -> None:
-    """Put ``recsys_core`` on the path: beside this file locally, else unpacked from the code channel."""
-    if (HERE / "recsys_core").is_dir():
-        if str(HERE) not in sys.path:
-            sys.path.insert(0, str(HERE))
-        return
-    if (CONTAINER_SOURCE / "recsys_core").is_dir():  # unpacked already (the script was imported)
-        sys.path.insert(0, str(CONTAINER_SOURCE))
-        return
-    CONTAINER_SOURCE.mkdir(parents=True, exist_ok=True)
-    for archive in sorted(CONTAINER_CODE.glob("*")):
-        with tarfile.open(archive) as tar:
-            tar.extractall(CONTAINER_SOURCE, filter="data")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "-r",
-                    str(CONTAINER_SOURCE / "requirements-runtime.txt")], check=True)
-    sys.path.insert(0, str(CONTAINER_SOURCE))
+    """Put ``recsys_core`` (beside this file: the step unpacks the source archive) on the path; on the Spark
+    container install the training pins first (the image has pyspark, not pandas 3 or implicit; the training
+    file, with JAX, because ``auto`` may hand the data to train.py)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    if IN_CONTAINER and not os.environ.get("RECSYS_INSTALLED"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "-r",
+                        str(HERE / "requirements.txt")], check=True)
+        os.environ["RECSYS_INSTALLED"] = "1"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-dir", default=os.environ.get("SM_CHANNEL_TRAIN", "/opt/ml/processing/train"))
     p.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "/opt/ml/processing/model"))
     p.add_argument("--output-dir", default=os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/processing/output"))
+    p.add_argument("--event-log-dir", default="", help="Spark's event log (spark.eventLog); on SageMaker "
+                   "smspark-submit sets it to the step's events output")
+    p.add_argument("--engine", choices=("spark", "auto"), default="spark",
+                   help="auto: a training set under --spark-min-interactions rows goes to train.py, before Spark")
+    p.add_argument("--spark-min-interactions", type=int, default=5_000_000)
     p.add_argument("--checkpoint-dir", default="",
                    help="ALS checkpoints (without one, ALS's lineage overflows the stack after ~30 iterations); "
                         "default: a temporary folder")
@@ -86,6 +85,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         print(f"[spark] ignoring unknown arguments: {unknown}", flush=True)
     return args
+
+
+#: Quarantined rows written out (all are counted): a sample for inspection, not a copy of a bad feed.
+QUARANTINE_ROWS = 100_000
+
+
+def count_rows(directory: Path) -> int:
+    """Interaction rows without reading them into memory: Parquet's footers, or a CSV's line count."""
+    from recsys_core.data import DataError, find_table
+
+    path = find_table(directory, "interactions")
+    if path is None:
+        raise DataError(f"no interactions.csv/.parquet in {directory}")
+    if path.is_dir() or path.suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    lines = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            lines += chunk.count(b"\n")
+    return max(lines - 1, 0)
+
+
+def single_instance(args: argparse.Namespace, rows: int) -> int:
+    """``auto`` below the threshold: train.py on this instance, into the same folders (no JVM started)."""
+    log(f"[spark] engine: single ({rows:,} interactions < spark_min_interactions {args.spark_min_interactions:,}): "
+        "train.py on this instance")
+    env = {**os.environ, "SM_CHANNEL_TRAIN": args.train_dir, "SM_MODEL_DIR": args.model_dir,
+           "SM_OUTPUT_DATA_DIR": args.output_dir}
+    t = time.perf_counter()
+    code = subprocess.run([sys.executable, str(HERE / "train.py")], env=env, check=False).returncode
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.output_dir) / "spark_stages.json").write_text(json.dumps(
+        {"engine": "single", "rows": rows, "threshold": args.spark_min_interactions,
+         "seconds": round(time.perf_counter() - t, 2), "stages": []}, indent=2))
+    return code
 
 
 def log(msg: str) -> None:
@@ -218,8 +255,10 @@ def fit_als(pairs: Any, rank: int, iterations: int, reg: float, alpha: float, se
     """MLlib implicit ALS (checkpointed every 5 sweeps: the session has a checkpoint dir)."""
     from pyspark.ml.recommendation import ALS
 
+    blocks = max(2, pairs.sparkSession.sparkContext.defaultParallelism)  # MLlib's default 10 suits a cluster
     als = ALS(rank=rank, maxIter=iterations, regParam=reg, alpha=alpha, implicitPrefs=True, userCol="u",
-              itemCol="i", ratingCol="value", seed=seed, checkpointInterval=5, coldStartStrategy="drop")
+              itemCol="i", ratingCol="value", seed=seed, checkpointInterval=5, coldStartStrategy="drop",
+              numUserBlocks=blocks, numItemBlocks=blocks)
     return als.fit(pairs)
 
 
@@ -330,15 +369,27 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.spark_session import spark_session
     from recsys_core.split import ValidationPlan
 
+    if args.engine == "auto":
+        rows = count_rows(Path(args.train_dir))
+        if rows < args.spark_min_interactions:
+            return single_instance(args, rows)
+        log(f"[spark] engine: spark ({rows:,} interactions >= spark_min_interactions {args.spark_min_interactions:,})")
+    else:
+        log("[spark] engine: spark")
     stages = Stages()
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = EventWeights()
     wanted = {"popularity", "trending", "segment_pop", "als", "rp3beta"} if args.models == "auto" else {
         m.strip() for m in args.models.split(",") if m.strip()} | {"popularity"}
+    conf = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
+    if args.event_log_dir and not IN_CONTAINER:  # on SageMaker smspark-submit has set the event log already
+        Path(args.event_log_dir).mkdir(parents=True, exist_ok=True)
+        conf |= {"spark.eventLog.enabled": "true", "spark.eventLog.dir": Path(args.event_log_dir).resolve().as_uri()}
     spark = spark_session("recsys-spark-train", master=args.master or None, driver_memory=args.driver_memory or None,
-                          conf={"spark.sql.execution.arrow.pyspark.enabled": "true"})
-    checkpoints = args.checkpoint_dir or tempfile.mkdtemp(prefix="recsys-als-checkpoints-")
+                          conf=conf)
+    checkpoints = args.checkpoint_dir or (CLUSTER_CHECKPOINTS if IN_CONTAINER
+                                          else tempfile.mkdtemp(prefix="recsys-als-checkpoints-"))
     spark.sparkContext.setCheckpointDir(checkpoints)
     log(f"[spark] Spark {spark.version} master {spark.sparkContext.master}, "
         f"{spark.sparkContext.defaultParallelism} cores; ALS checkpoints in {checkpoints}")
@@ -350,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     users_table = load_optional(args.train_dir, "users")
     n_clean = good.count()
     reasons = {r["quarantine_reason"]: r["count"] for r in bad.groupBy("quarantine_reason").count().collect()}
-    if reasons:
-        bad.write.mode("overwrite").csv(str(out_dir / "quarantine_interactions"), header=True)
+    if reasons:  # through the driver: on a cluster a file:// write would scatter parts over the instances' disks
+        bad.limit(QUARANTINE_ROWS).toPandas().to_csv(out_dir / "quarantine_interactions.csv", index=False)
     if not n_clean:
         raise DataError(f"{args.train_dir} has no usable interaction rows ({sum(reasons.values())} quarantined)")
     stages.end("read + clean", f"{n_clean:,} clean rows, {sum(reasons.values()):,} quarantined {reasons}")

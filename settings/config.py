@@ -64,6 +64,9 @@ LOG_RETENTION_DAYS = (
 )
 #: ``experiment_mode`` values (the deploy Lambda's EXPERIMENT_MODE).
 EXPERIMENT_MODES = ("off", "ab", "shadow")
+#: ``training_engine`` values, and the most Spark instances one training may start (a cost bound).
+TRAINING_ENGINES = ("single", "spark", "auto")
+MAX_SPARK_INSTANCES = 20
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 #: Instance families with NVIDIA GPUs that the PyTorch 2.6 GPU training image (CUDA 12) serves. A
@@ -82,6 +85,7 @@ INSTANCE_TYPE_ENUMS = {
     "training_instance_type": "TrainingInstanceType",
     "endpoint_instance_type": "ProductionVariantInstanceType",
     "transform_instance_type": "TransformInstanceType",
+    "spark_instance_type": "ProcessingInstanceType",
 }
 
 
@@ -143,6 +147,13 @@ class Config:
     experiment_mode: str
     experiment_challenger_percent: int  # percent of requests sent (ab) or copied (shadow) to the challenger
     experiment_alpha: float  # significance level of the A/B verdict (monitoring/ab_test.py)
+    #: Which engine trains (issue 23): "single" (train.py, one training job), "spark" (spark_train.py on the SageMaker
+    #: Spark container, ``spark_instance_count`` x ``spark_instance_type``) or "auto" (the Spark step, which hands a
+    #: training set under ``spark_min_interactions`` rows to train.py on its driver, before starting Spark).
+    training_engine: str
+    spark_min_interactions: int  # "auto": interactions from which Spark trains (train.py stops personalising ~5M)
+    spark_instance_type: str  # the Spark processing cluster's instance type (a ProcessingInstanceType)
+    spark_instance_count: int  # its instance count, bounded here (1 to MAX_SPARK_INSTANCES)
 
     # ---- derived names: the only place they are built -------------------------------
     @property
@@ -397,6 +408,13 @@ def _parse_env(env_name: str, env: Mapping[str, Any]) -> Config:
         alpha,
     )
     raw["experiment_alpha"] = float(alpha)
+    _check(raw["training_engine"] in TRAINING_ENGINES, where, "training_engine",
+           " or ".join(repr(e) for e in TRAINING_ENGINES), raw["training_engine"])
+    _check(is_int(raw["spark_min_interactions"], 1, 10**13), where, "spark_min_interactions",
+           "a positive integer number of interactions (\"auto\" trains on Spark from this many)",
+           raw["spark_min_interactions"])
+    _check(is_int(raw["spark_instance_count"], 1, MAX_SPARK_INSTANCES), where, "spark_instance_count",
+           f"an integer from 1 to {MAX_SPARK_INSTANCES} (instances of one Spark training)", raw["spark_instance_count"])
     raw["quality_threshold_ndcg_at_10"] = float(q)
     return Config(env_name=env_name, **raw)
 
@@ -438,7 +456,10 @@ def load_config(context: Mapping[str, Any], env_name: str | None = None) -> Conf
         raise ConfigError(f"context key 'env' is {env_name!r} but 'environments' has only {sorted(environments)}")
     if not isinstance(environments[env_name], Mapping):
         raise ConfigError(f"context key 'environments.{env_name}' must be an object")
-    return _parse_env(env_name, environments[env_name])
+    env = environments[env_name]
+    if "training_engine" in context:  # `cdk synth -c training_engine=spark` (what `recsys run --training-engine` does)
+        env = {**env, "training_engine": context["training_engine"]}
+    return _parse_env(env_name, env)
 
 
 def load_project_config(env_name: str | None = None, path: Path = CDK_JSON) -> Config:

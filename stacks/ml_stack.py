@@ -23,7 +23,7 @@ from constructs import Construct
 
 from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
-from pipeline_steps.definition import definition_json, framework_image, pack_source
+from pipeline_steps.definition import definition_json, framework_image, pack_source, spark_image
 from settings.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
@@ -144,17 +144,18 @@ class MlStack(Stack):
         role.grant_pass_role(role)  # the pipeline hands its own role to the jobs it starts
 
         arn = f"arn:{self.partition}:sagemaker:{region}:{Aws.ACCOUNT_ID}"
-        # Pipeline-started jobs are named "pipelines-<execution>-<step>-<suffix>" by SageMaker.
-        jobs = [f"{arn}:processing-job/pipelines-*", f"{arn}:training-job/pipelines-*"]
+        # Pipeline-started jobs are named "pipelines-<execution>-<step>-<suffix>" by SageMaker. With Spark training
+        # (training_engine spark/auto) every job is a processing job: no training-job grants.
+        single = cfg.training_engine == "single"
+        jobs = [f"{arn}:processing-job/pipelines-*"] + ([f"{arn}:training-job/pipelines-*"] if single else [])
+        training = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"]
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=[
                     "sagemaker:CreateProcessingJob",
                     "sagemaker:DescribeProcessingJob",
                     "sagemaker:StopProcessingJob",
-                    "sagemaker:CreateTrainingJob",
-                    "sagemaker:DescribeTrainingJob",
-                    "sagemaker:StopTrainingJob",
+                    *(training if single else []),
                     "sagemaker:AddTags",
                 ],
                 resources=jobs,
@@ -181,6 +182,8 @@ class MlStack(Stack):
             )
         )
         images = [framework_image(region, scope) for scope in ("training", "inference")]
+        if cfg.training_engine != "single":  # TrainModel runs on the SageMaker Spark container (issue 23)
+            images.append(spark_image(region))
         repositories = [
             f"arn:{self.partition}:ecr:{region}:{uri.split('.', 1)[0]}:repository/{uri.split('/', 1)[1].split(':')[0]}"
             for uri in images
@@ -204,7 +207,8 @@ class MlStack(Stack):
                 f"{data_arn}/{MODEL_METRICS_PREFIX}/*": "Appends one model-metrics row per evaluated model.",
                 f"{data_arn}/{BATCH_PREFIX}/*": "Writes the batch recommendations of the latest model.",
                 f"{sm_arn}:processing-job/pipelines-*": "SageMaker names pipeline jobs; the prefix is all we know.",
-                f"{sm_arn}:training-job/pipelines-*": "SageMaker names pipeline jobs; the prefix is all we know.",
+                **({f"{sm_arn}:training-job/pipelines-*": "SageMaker names pipeline jobs; the prefix is all we know."}
+                   if single else {}),
                 f"{sm_arn}:model-package/{cfg.model_package_group}/*": "New versions in this project's group only.",
                 f"arn:{partition}:logs:{region}:<AWS::AccountId>:log-group:/aws/sagemaker/*": (
                     "SageMaker jobs log to its own /aws/sagemaker/ groups, named per job type."

@@ -83,8 +83,8 @@ def test_spark_ids_and_history_equal_the_pandas_path_on_the_same_rows(spark_run)
 def test_dirty_rows_are_quarantined_with_their_reasons(spark_run):
     meta = json.loads((spark_run["base"] / "model" / "model.json").read_text())["meta"]
     assert meta["quarantine_reasons"] == {"missing_user_id": 1, "unknown_event_type": 1, "invalid_timestamp": 1}
-    written = list((spark_run["base"] / "out" / "quarantine_interactions").glob("*.csv"))
-    assert sum(len(pd.read_csv(p)) for p in written) == len(DIRTY)
+    written = pd.read_csv(spark_run["base"] / "out" / "quarantine_interactions.csv")
+    assert sorted(written["quarantine_reason"]) == sorted(meta["quarantine_reasons"])
 
 
 def test_the_job_selects_on_validation_and_reports_its_stages(spark_run):
@@ -95,3 +95,15 @@ def test_the_job_selects_on_validation_and_reports_its_stages(spark_run):
     stages = json.loads((spark_run["base"] / "out" / "spark_stages.json").read_text())
     assert [s["stage"] for s in stages["stages"]][:3] == ["read + clean", "aggregate + index", "validation split"]
     assert "[spark] stage" in spark_run["log"]
+
+
+def test_auto_below_the_threshold_hands_the_data_to_train_py_without_starting_spark(spark_run, tmp_path):
+    args = [sys.executable, str(SRC / "spark_train.py"), "--train-dir", str(spark_run["train"]),
+            "--model-dir", str(tmp_path / "model"), "--output-dir", str(tmp_path / "out"), "--engine", "auto",
+            "--spark-min-interactions", str(10**9)]
+    done = subprocess.run(args, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=CHILD_BOUND_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "engine: single" in done.stdout and "[train] done" in done.stdout and "Spark 3.5" not in done.stdout
+    assert json.loads((tmp_path / "out" / "spark_stages.json").read_text())["engine"] == "single"
+    assert "engine" not in json.loads((tmp_path / "model" / "model.json").read_text())["meta"]  # train.py's bundle

@@ -64,6 +64,12 @@ def test_missing_key_is_named():
         ("experiment_alpha", 0),
         ("experiment_alpha", 0.5),
         ("experiment_alpha", "0.05"),
+        ("training_engine", "emr"),
+        ("spark_min_interactions", 0),
+        ("spark_instance_type", "ml.c5.large"),  # serves endpoints, runs no processing job
+        ("spark_instance_count", 0),
+        ("spark_instance_count", 21),
+        ("spark_instance_count", 2.5),
     ],
 )
 def test_invalid_value_is_rejected_with_key_name(key, value):
@@ -102,3 +108,11 @@ def test_experiment_settings_default_existing_deployments_to_unchanged_and_dev_t
     assert prod.experiment_mode == "off"  # prod keeps blue/green to all traffic
     assert dev.experiment_mode == "ab" and 0 < dev.experiment_challenger_percent < 100
     assert isinstance(dev.experiment_alpha, float) and 0 < dev.experiment_alpha <= 0.2
+
+
+def test_a_synth_time_training_engine_overrides_the_environments():
+    """`cdk synth -c training_engine=spark` (how `recsys run --training-engine spark` synthesizes) wins, validated."""
+    context = _with("dev")
+    assert load_config({**context, "training_engine": "spark"}).training_engine == "spark"
+    with pytest.raises(ConfigError, match=r"environments\.dev\.training_engine"):
+        load_config({**context, "training_engine": "fast"})
