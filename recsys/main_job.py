@@ -596,12 +596,15 @@ def _feature_requests(training: pd.DataFrame, user: str, popular: list[str]) -> 
 
 def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training: pd.DataFrame) -> list[dict | str]:
     """Kinesis -> consumer Lambda -> DynamoDB -> API Lambda -> endpoint, on moto: a new shopper's
-    recommendations before and after a burst of views (issue 7's real-time path). One malformed
+    recommendations before and after a burst of views (issue 7's real-time path). Both functions run through their
+    handlers from their cdk.out assets with the template's environment: the consumer as its event source mapping
+    invokes it (batch size, starting position, retries, bisection, on-failure queue from the template), the API
+    as API Gateway does (InvokeEndpoint, which moto only fakes, answered by the local endpoint). One malformed
     record rides along: the consumer dead-letters it, the archive keeps it, the recipe quarantines it."""
     from recsys.local import streaming
 
     sres = streaming.provision_streaming(cfg, aws)
-    invoke = streaming.runtime_invoke(aws, url, cfg.endpoint_name)
+    mapping = streaming.enable_mapping(cfg, aws, sres)  # StartingPosition LATEST: from now on
     shopper = "stream-shopper-001"
     known = training["category"].dropna() if "category" in training else pd.Series(dtype="str")
     known = known[known != "unknown"]  # a catalogue without categories (or none at all) still gets a demo
@@ -614,7 +617,7 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
         return []
 
     def show(label: str) -> None:
-        answer = streaming.recommend(aws, sres, shopper, 5, invoke)["body"]
+        answer = streaming.recommend_through_api(cfg, aws, shopper, 5, url)["body"]
         recs = ", ".join(r["product_id"] for r in answer.get("recommendations", []))
         progress.info(f"{label:<30} [{answer.get('strategy')}] {recs}")
 
@@ -627,12 +630,15 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
     malformed = {"user_id": shopper, "product_id": viewed[0], "event_type": "wishlist", "timestamp": now}
     start = time.perf_counter()
     streaming.replay_events(aws, sres, [*views, malformed])
-    stats = streaming.consume_once(aws, sres)
+    stats = streaming.poll(aws, mapping, sres)
+    peek = aws.client("sqs").receive_message(QueueUrl=sres.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    reasons = sorted(json.loads(m["Body"]).get("reason", "?") for m in peek.get("Messages", []))
     progress.info(
         f"clickstream: {len(views)} views of {category or 'popular products'} + 1 malformed record put on Kinesis; "
-        f"consumer processed "
-        f"{stats.processed}, dead-lettered {stats.dead_lettered} ({', '.join(stats.reasons) or 'none'}) "
-        f"in {(time.perf_counter() - start) * 1000:.0f} ms; recent items {streaming.recent_items(aws, sres, shopper)}"
+        f"consumer {mapping.function.name} (cdk.out/{mapping.function.code_dir.name[:12]}..., its event source "
+        f"mapping: {mapping.properties['StartingPosition']}, batches of {mapping.batch_size}) read {stats.records} in "
+        f"{stats.batches} batch(es), {stats.failed} failed; dead-letter queue: {', '.join(reasons) or 'empty'}; "
+        f"{(time.perf_counter() - start) * 1000:.0f} ms; recent items {streaming.recent_items(aws, sres, shopper)}"
     )
     show(f"{shopper} after the views")
     return [*views, malformed]

@@ -58,7 +58,14 @@ def _templates(cfg: Config, out_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 class _LocalResolver(Resolver):
-    """Also gives IAM roles and KMS keys ARNs of their kind (a function's environment names them)."""
+    """Also gives IAM roles, KMS keys and Kinesis streams ARNs of their kind, and queues their URL (Ref)."""
+
+    def _ref(self, name: str) -> str:
+        resource = self.template["Resources"].get(name, {})
+        if resource.get("Type") == "AWS::SQS::Queue":  # Ref of a queue is its URL
+            region, account = self.pseudo["AWS::Region"], self.pseudo["AWS::AccountId"]
+            return f"https://sqs.{region}.amazonaws.com/{account}/{self._name(name)[1]}"
+        return super()._ref(name)
 
     def _get_att(self, logical: str, attr: str) -> str:
         resource = self.template["Resources"].get(logical, {})
@@ -67,6 +74,8 @@ class _LocalResolver(Resolver):
             return f"arn:aws:iam::{account}:role/{logical}"
         if attr == "Arn" and resource.get("Type") == "AWS::KMS::Key":
             return f"arn:aws:kms:{region}:{account}:key/{logical}"
+        if attr == "Arn" and resource.get("Type") == "AWS::Kinesis::Stream":
+            return f"arn:aws:kinesis:{region}:{account}:stream/{self._name(logical)[1]}"
         return super()._get_att(logical, attr)
 
 
@@ -102,11 +111,13 @@ def find_function(cfg: Config, name: str, out_dir: Path | None = None) -> LocalF
     raise FunctionNotFoundError(f"no Lambda function {name!r} in {out_dir}/{cfg.prefix}-*.template.json")
 
 
-def load_module(function: LocalFunction) -> ModuleType:
-    """The asset's handler module, imported from the asset folder under a private name (never the project's copy)."""
+def load_module(function: LocalFunction, container: str = "") -> ModuleType:
+    """The asset's handler module, imported from the asset folder under a private name (never the project's copy),
+    once per ``container`` (a warm Lambda container keeps its module-level clients: one per local AWS here)."""
     module_name, _, _ = function.handler.rpartition(".")
     path = function.code_dir / f"{module_name.replace('.', '/')}.py"
-    private = f"_recsys_lambda_{function.name.replace('-', '_')}_{function.code_dir.name[-12:]}"
+    tag = f"{function.code_dir.name[-12:]}_{abs(hash(container)):x}"
+    private = f"_recsys_lambda_{function.name.replace('-', '_')}_{tag}"
     if private in sys.modules:
         return sys.modules[private]
     spec = importlib.util.spec_from_file_location(private, path)
@@ -161,7 +172,7 @@ def invoke(
 ) -> Any:
     """``handler(event, context)`` of the asset, with the template's environment (``environment`` overrides
     variables, for what the rehearsal must change and says so) and boto3 pointed at the local AWS."""
-    module = load_module(function)
+    module = load_module(function, aws.url)
     module_name, _, attribute = function.handler.rpartition(".")
     entry = getattr(module, attribute)
     session = aws.session()

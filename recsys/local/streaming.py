@@ -1,8 +1,11 @@
 """The clickstream on the local AWS (moto): stream, recent-items table and dead-letter queue, fed by
 a replay of interaction events and drained by the *same* consumer code the Lambda runs.
 
-moto cannot invoke Lambdas (no Docker), so :func:`consume_once` plays the event source mapping:
-it reads each shard with ``get_records`` and hands the consumer a Kinesis-shaped event.
+moto cannot invoke Lambdas (no Docker), so :func:`enable_mapping` and :func:`poll` play the consumer's event
+source mapping as the streaming template declares it, invoking the function's ``handler`` from its cdk.out asset
+(``make run``); :func:`recommend_through_api` calls the API function's handler the same way.
+:func:`consume_once` and :func:`recommend` call the project's copies directly with given settings (unit tests, and
+the erasure stage's setup).
 
 Names and settings live once in ``settings/streaming.py``, which ``stacks/streaming_stack.py`` imports too.
 """
@@ -14,13 +17,15 @@ import gzip
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from lambdas.recommend_api import handler as recommend_api
 from lambdas.stream_consumer import handler as consumer
+from recsys.local.functions import LocalFunction, find_function
+from recsys.local.functions import invoke as invoke_function
 from recsys.local.moto_server import LocalAws
 from settings.config import Config
 from settings.streaming import (  # noqa: F401 - re-exported for the local run and its tests
@@ -271,4 +276,179 @@ def recommend(
         "queryStringParameters": {"k": str(k)},
     }
     response = recommend_api.handler(event, invoke=invoke, table=res.names.table, dynamodb=aws.client("dynamodb"))
+    return {"status": response["statusCode"], "body": json.loads(response["body"])}
+
+
+# ---- the deployed functions, run as the event source mapping and API Gateway invoke them ------------------------
+
+
+@dataclass
+class EventSourceMapping:
+    """The consumer's Kinesis event source mapping as the streaming template declares it, played locally: it reads
+    each shard from its checkpoint in batches of ``BatchSize``, invokes the function's handler (from its cdk.out
+    asset) with the event Lambda delivers, retries a failed batch from its first reported failure (or, on a function
+    error with ``BisectBatchOnFunctionError``, as two halves) up to ``MaximumRetryAttempts`` times, then sends the
+    batch's description to the ``OnFailure`` destination and moves on."""
+
+    function: LocalFunction
+    properties: dict[str, Any]
+    #: shard id -> last sequence number read; set when the mapping is enabled (``StartingPosition``)
+    checkpoints: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.properties.get("BatchSize", 100))
+
+    @property
+    def retries(self) -> int:
+        return int(self.properties.get("MaximumRetryAttempts", -1))  # -1: until the records expire
+
+    @property
+    def bisect(self) -> bool:
+        return bool(self.properties.get("BisectBatchOnFunctionError", False))
+
+    @property
+    def on_failure(self) -> str | None:
+        return self.properties.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+
+
+def enable_mapping(cfg: Config, aws: LocalAws, res: StreamingResources, out_dir: Any = None) -> EventSourceMapping:
+    """The consumer function and its mapping from cdk.out, enabled now: with ``StartingPosition`` LATEST only the
+    records put from now on are read (TRIM_HORIZON: everything the stream holds)."""
+    function = find_function(cfg, res.names.consumer_function, out_dir)
+    [props] = [m for m in function.event_sources if m.get("EventSourceArn") == res.stream_arn] or [None]
+    if props is None:
+        raise LookupError(f"no event source mapping from {res.stream_arn} to {function.name} in cdk.out")
+    position = props.get("StartingPosition")
+    if position not in ("LATEST", "TRIM_HORIZON"):
+        raise ValueError(f"{function.name}: StartingPosition {position!r} is not rehearsed (LATEST, TRIM_HORIZON)")
+    kinesis = aws.client("kinesis")
+    mapping = EventSourceMapping(function, props)
+    for shard in kinesis.list_shards(StreamName=res.names.stream)["Shards"]:
+        last = shard["SequenceNumberRange"].get("EndingSequenceNumber")
+        if position == "LATEST":  # the newest record now: read from after it
+            iterator = kinesis.get_shard_iterator(StreamName=res.names.stream, ShardId=shard["ShardId"],
+                                                  ShardIteratorType="TRIM_HORIZON")["ShardIterator"]  # fmt: skip
+            while True:
+                page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+                if page["Records"]:
+                    last = page["Records"][-1]["SequenceNumber"]
+                if not page["Records"] or not page.get("NextShardIterator"):
+                    break
+                iterator = page["NextShardIterator"]
+        mapping.checkpoints[shard["ShardId"]] = last if position == "LATEST" else None
+    return mapping
+
+
+def _failure_record(mapping: EventSourceMapping, shard_id: str, records: list[dict], invokes: int, res) -> dict:
+    """What Lambda sends to a Kinesis mapping's on-failure destination: the batch's description, not its data."""
+    return {
+        "requestContext": {"requestId": str(uuid.uuid4()), "functionArn": mapping.function.name,
+                           "condition": "RetryAttemptsExhausted", "approximateInvokeCount": invokes},
+        "version": "1.0",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "KinesisBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": records[0]["SequenceNumber"],
+            "endSequenceNumber": records[-1]["SequenceNumber"],
+            "batchSize": len(records),
+            "streamArn": res.stream_arn,
+        },
+    }  # fmt: skip
+
+
+def _deliver(aws: LocalAws, mapping: EventSourceMapping, res: StreamingResources, shard_id: str,
+             batch: list[dict], stats: ConsumerStats) -> None:  # fmt: skip
+    """One batch through the handler, with the mapping's retries, bisection and on-failure destination."""
+    pending, attempts = [batch], 0
+    while pending:
+        records = pending.pop(0)
+        invokes = attempts + 1
+        try:
+            response = invoke_function(mapping.function, _kinesis_event(records, shard_id, res, aws.region), aws)
+            failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
+            error = False
+        except Exception:  # noqa: BLE001 - a function error: the mapping retries or bisects
+            failed, error = {r["SequenceNumber"] for r in records}, True
+        stats.batches += 1
+        if not failed:
+            stats.records += len(records)
+            continue
+        if mapping.retries != -1 and attempts >= mapping.retries:
+            stats.records += len(records)
+            stats.failed += len(records)
+            if mapping.on_failure:
+                queue = aws.client("sqs").get_queue_url(QueueName=mapping.on_failure.rsplit(":", 1)[-1])["QueueUrl"]
+                aws.client("sqs").send_message(QueueUrl=queue, MessageBody=json.dumps(
+                    _failure_record(mapping, shard_id, records, invokes, res)))  # fmt: skip
+            continue
+        attempts += 1
+        if error and mapping.bisect and len(records) > 1:
+            half = len(records) // 2
+            pending[:0] = [records[:half], records[half:]]
+        else:  # retry from the first failed record (ReportBatchItemFailures' checkpoint)
+            first = next(i for i, r in enumerate(records) if r["SequenceNumber"] in failed)
+            stats.records += first
+            pending.insert(0, records[first:])
+
+
+def poll(aws: LocalAws, mapping: EventSourceMapping, res: StreamingResources) -> ConsumerStats:
+    """Read every shard from the mapping's checkpoint to its end, delivering each batch through the handler."""
+    kinesis = aws.client("kinesis")
+    stats = ConsumerStats()
+    began = time.perf_counter()
+    for shard_id, after in mapping.checkpoints.items():
+        kwargs: dict[str, Any] = {"StreamName": res.names.stream, "ShardId": shard_id}
+        if after:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
+        else:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+        iterator = kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=mapping.batch_size)
+            if not page["Records"]:
+                break
+            _deliver(aws, mapping, res, shard_id, page["Records"], stats)
+            mapping.checkpoints[shard_id] = page["Records"][-1]["SequenceNumber"]
+            iterator = page.get("NextShardIterator")
+    stats.seconds = time.perf_counter() - began
+    return stats
+
+
+def endpoint_stub(endpoint_url: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """SageMaker Runtime's InvokeEndpoint, answered by the local endpoint (moto's answers canned results): the
+    one call of the API function that is stubbed."""
+    import io
+    import urllib.request
+
+    from botocore.response import StreamingBody
+
+    def invoke_endpoint(request: dict[str, Any]) -> dict[str, Any]:
+        body = request["Body"]
+        post = urllib.request.Request(f"{endpoint_url}/invocations", data=body if isinstance(body, bytes) else
+                                      body.encode(), headers={"Content-Type": request.get("ContentType",
+                                      "application/json")}, method="POST")  # fmt: skip
+        with urllib.request.urlopen(post, timeout=30) as answer:
+            data = answer.read()
+            kind = answer.headers.get("Content-Type", "application/json")
+        return {"Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": kind}
+
+    return invoke_endpoint
+
+
+def recommend_through_api(
+    cfg: Config, aws: LocalAws, user_id: str, k: int, endpoint_url: str, out_dir: Any = None
+) -> dict[str, Any]:
+    """The API function's handler (from its cdk.out asset, with its template environment) on the event API
+    Gateway's proxy integration sends; returns {"status": ..., "body": ...}."""
+    function = find_function(cfg, streaming_names(cfg).api_function, out_dir)
+    event = {
+        "httpMethod": "GET",
+        "resource": "/recommendations/{user_id}",
+        "path": f"/recommendations/{user_id}",
+        "pathParameters": {"user_id": user_id},
+        "queryStringParameters": {"k": str(k)},
+    }
+    response = invoke_function(function, event, aws, stubs={"sagemaker-runtime.InvokeEndpoint":
+                                                             endpoint_stub(endpoint_url)})  # fmt: skip
     return {"status": response["statusCode"], "body": json.loads(response["body"])}
