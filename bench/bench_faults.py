@@ -35,20 +35,19 @@ from recsys.cli import main  # noqa: E402
 from recsys.local.faults import S3Fault, inject_s3_faults  # noqa: E402
 from recsys.local.moto_server import MAX_ATTEMPTS, LocalAws, local_aws  # noqa: E402
 from recsys.local.provision import provision  # noqa: E402
-from settings.config import TRAINING_PREFIX  # noqa: E402
 from tests.reliability.test_faults_pipeline import (  # noqa: E402
     CFG,
     FAST,
     SMALL,
     STAGE_CRASHES,
     Interrupted,
-    _bucket,
     _crash_after_script,
     _partial_upload,
     consumer_view,
     crash_after,
     execution_outputs,
     quick_main_job,
+    training_files,
 )
 
 DATA_KEYS = ("data", "raw", "glue", "lake")
@@ -74,15 +73,13 @@ def same(view: dict[str, Any], ref: dict[str, Any], keys: tuple[str, ...]) -> st
     return "yes" if not diff else f"NO ({', '.join(diff)})"
 
 
-def baseline(aws: LocalAws, root: Path) -> tuple[dict[str, Any], Any, bytes]:
+def baseline(aws: LocalAws, root: Path) -> tuple[dict[str, Any], Any, dict[str, bytes]]:
     aws.reset()
     code, err, results = run_job(root / "baseline", pipeline=True)
     if code != 0:
         sys.exit(f"the uninterrupted run failed ({code}): {err}")
     view = consumer_view(aws, root / "baseline", results[-1])
-    s3 = aws.client("s3")
-    training = s3.get_object(Bucket=_bucket("curated", aws), Key=f"{TRAINING_PREFIX}/interactions.parquet")
-    return view, results[-1], training["Body"].read()
+    return view, results[-1], training_files(aws)
 
 
 def stage_crashes(aws: LocalAws, root: Path, ref: dict[str, Any]) -> list[Row]:
@@ -119,15 +116,15 @@ STEPS: dict[str, tuple[str, Callable[[], Any], bool, str]] = {
 }
 
 
-def step_crashes(aws: LocalAws, root: Path, ref: dict[str, Any], ref_result: Any, training: bytes) -> list[Row]:
+def step_crashes(aws: LocalAws, root: Path, ref: dict[str, Any], ref_result: Any,
+                 training: dict[str, bytes]) -> list[Row]:  # fmt: skip
     rows = []
     for step_name, (attribute, replacement, same_execution, what) in STEPS.items():
         aws.reset()
         t0, workdir = time.perf_counter(), root / f"step-{step_name}"
         res = provision(CFG, aws)
-        aws.client("s3").put_object(
-            Bucket=res.destination_bucket, Key=f"{TRAINING_PREFIX}/interactions.parquet", Body=training
-        )
+        for key, body in training.items():  # the training set the baseline's workflow wrote
+            aws.client("s3").put_object(Bucket=res.destination_bucket, Key=key, Body=body)
         interrupted_id = local_runner.new_execution_id()
         outcome = "FAILED: no crash"
         with pytest.MonkeyPatch.context() as mp:

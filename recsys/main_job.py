@@ -2,7 +2,7 @@
 
 raw files -> source bucket (moto S3) -> the DataBrew recipes (pandas executor) -> curated and
 quarantine Parquet in the destination bucket -> Glue tables (the crawler's local equivalent)
--> Athena SQL on DuckDB: feature tables (CTAS), the training set and KPIs -> the SageMaker pipeline
+-> Athena SQL on DuckDB: feature tables (CTAS), the training set (UNLOAD), KPIs -> the SageMaker pipeline
 steps -> a real HTTP endpoint -> the clickstream (Kinesis, consumer, API) whose archive feeds the
 next training set -> monitoring.
 """
@@ -47,7 +47,7 @@ from recsys.local.events import (
     s3_object_created,
 )
 from recsys.local.moto_server import LocalAws, local_aws
-from recsys.local.provision import LocalResources, provision, upload_raw
+from recsys.local.provision import LocalResources, provision, restore_kept, upload_raw
 from recsys.local.s3io import delete_data, read_parquet, write_parquet
 from recsys.local.states import state_lines
 from settings.config import (
@@ -60,7 +60,6 @@ from settings.config import (
     QUARANTINE_PREFIX,
     RAW_PREFIX,
     TABLES,
-    TRAINING_PREFIX,
     load_project_config,
 )
 
@@ -130,15 +129,16 @@ def empty_curated(table: str) -> pa.Table:
     return pa.schema(CURATED_COLUMNS[table]).empty_table()
 
 
-def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalResources, lake: Path,
+def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalResources, lake: Path,  # fmt: skip
                           athena: LocalAthena, *, rules: list[Rule], started: Route, trigger: dict,
-                          brief: bool = False) -> tuple[dict[str, CurationCounts], list[Route]]:  # fmt: skip
+                          brief: bool = False) -> tuple[dict[str, CurationCounts], list[Route], dict[str, int]]:
     """The data stack's curation state machine, executed from the synthesized template (recsys/local/curation.py),
     as ``started`` (the route of the ``trigger`` event to it) starts it: its input is what that target receives.
 
-    Prints the states as executed (``brief``: one line) and each table's counts (``brief``: the clickstream's);
-    a job the workflow skipped is named with the reason. Its events (failed jobs, the execution's status) go
-    through the templates' EventBridge rules; returns the counts and where the status event went."""
+    Prints the states as executed (``brief``: one line), each table's counts (``brief``: the clickstream's) and what
+    its UNLOAD states wrote (the training set); a job the workflow skipped is named with the reason. Its events
+    (failed jobs, the execution's status) go through the templates' EventBridge rules; returns the counts, where
+    the status event went and the UNLOAD locations with their rows."""
     if started.resource != cfg.curation_state_machine:
         raise RawDataError(f"{started.label}: no local engine for state machine {started.resource}")
     execution_input = started.input(trigger)
@@ -166,13 +166,15 @@ def run_curation_workflow(progress: Progress, cfg, aws: LocalAws, res: LocalReso
     if not brief:
         for name, rows in run.features.items():
             progress.info(f"feature table {name:<28} {rows:>9,} rows -> s3://.../{FEATURES_PREFIX}/{name}/")
+    for location, rows in run.unloaded.items() if not brief else ():
+        progress.info(f"training set {rows:,} rows -> {location} (the workflow's UNLOAD)")
     for job in skipped if not brief else ():
         _route(progress, rules, databrew_job_state_change(job, "FAILED", cfg.region), f"DataBrew job {job} FAILED")
     for crawl in (c for c in run.crawls.values() if c.status == "FAILED"):
         failed = crawler_state_change(crawl.name, "Failed", crawl.message, cfg.region)
         _route(progress, rules, failed, f"crawler {crawl.name} Failed ({crawl.message})")
     status = execution_status_change(started.target, ex.status, cfg.region)
-    return counts, _route(progress, rules, status, f"curation {ex.status}", quiet=brief)
+    return counts, _route(progress, rules, status, f"curation {ex.status}", quiet=brief), run.unloaded
 
 
 def _shown(value: object) -> str:
@@ -276,6 +278,10 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             uris = upload_raw(aws, res, files)
             for table, uri in uris.items():
                 progress.info(f"uploaded {table:<13} -> {uri}")
+            # An earlier run's erasure requests: on AWS the list stays in the bucket, beside the training set, where
+            # PrepareData drops the forgotten shoppers; moto starts empty, so the workdir's copy goes back.
+            for key in restore_kept(aws, res, lake, (SUPPRESSION_KEY,)):
+                progress.info(f"restored {key} from the workdir (kept between runs, as on AWS)")
 
         with progress.step("Curation workflow: the data stack's state machine from cdk.out, on the local engines"):
             athena = LocalAthena({})
@@ -294,17 +300,15 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
             started = _starts(_route(progress, rules, uploaded, f"Object Created {key}"), "state machine")
             if started is None:
                 raise RawDataError(f"no EventBridge rule in cdk.out starts {cfg.curation_state_machine} for {key}")
-            counts, routes = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules,
-                                                   started=started, trigger=uploaded)  # fmt: skip
+            counts, routes, unloaded = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules,
+                                                             started=started, trigger=uploaded)  # fmt: skip
             if counts["interactions"].curated == 0:
                 raise RawDataError(
                     f"{files['interactions'].name}: none of its {counts['interactions'].rows_in:,} rows passed the "
                     f"recipe (quarantine reasons: {', '.join(sorted(counts['interactions'].reasons)) or 'none'}); "
                     f"nothing to train on. The rows are in {lake / QUARANTINE_PREFIX / 'interactions'}")
 
-        with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): training set, KPIs"):
-            training = _training_set(aws, res, athena, lake)
-            progress.info(f"training set {len(training):,} rows -> s3://.../{TRAINING_PREFIX}/interactions.parquet")
+        with progress.step("Athena SQL on DuckDB (sql/*.sql, transpiled by sqlglot): KPIs"):
             kpis = athena.query("kpi_daily_funnel")
             top = athena.query("top_products_by_category")
 
@@ -317,6 +321,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
         if pipeline is None:
             print(f"\nstopped after {progress.elapsed:.1f} s: the pipeline failed (see above); curated data in {lake}")
             return 1
+        training = read_parquet(aws, next(reversed(unloaded)))  # what the workflow wrote and PrepareData read
 
         with progress.step("Results"):
             if pipeline.passed_gate:  # the batch step's outputs, catalogued as the stack declares them
@@ -382,19 +387,6 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
     return 0
 
 
-def _training_set(aws: LocalAws, res: LocalResources, athena: LocalAthena, lake: Path) -> pd.DataFrame:
-    """sql/training_set.sql (exports + clickstream) written where the pipeline's processing step reads it."""
-    training = athena.query("training_set")
-    _local_parquet(training, lake / TRAINING_PREFIX / "interactions.parquet")
-    write_parquet(aws, training, f"s3://{res.destination_bucket}/{TRAINING_PREFIX}/interactions.parquet")
-    # An earlier run's erasure requests: on AWS the list stays in the bucket; here moto starts empty, so the
-    # workdir's copy goes back beside the training set, where PrepareData drops the forgotten shoppers.
-    suppression = lake / SUPPRESSION_KEY
-    if suppression.is_file():
-        aws.client("s3").upload_file(str(suppression), res.destination_bucket, SUPPRESSION_KEY)
-    return training
-
-
 def _archive_to_training(
     progress: Progress,
     cfg,
@@ -407,8 +399,8 @@ def _archive_to_training(
     rules: list[Rule],
 ) -> list[Route]:
     """What the nightly workflow does with the stream: archive (Firehose) -> the night passes on the local clock ->
-    the schedule rule starts the curation workflow -> training set. Returns the night's routes to the pipeline
-    (curation SUCCEEDED, a weekly retrain on the way): none, no retrain."""
+    the schedule rule starts the curation workflow, whose UNLOAD state writes the next training set. Returns the
+    night's routes to the pipeline (curation SUCCEEDED, a weekly retrain on the way): none, no retrain."""
     from recsys.local import streaming
 
     key = streaming.archive_events(aws, res.source_bucket, events)
@@ -419,18 +411,16 @@ def _archive_to_training(
     if nightly is None:
         progress.info("no schedule rule in cdk.out starts the curation workflow: the archive waits, uncurated")
         return retrains
-    counts, routes = run_curation_workflow(progress, cfg, aws, res, lake, athena, rules=rules, brief=True,
-                                           started=_starts(nightly.routes, "state machine"),  # type: ignore[arg-type]
-                                           trigger=nightly.event)  # fmt: skip
+    counts, routes, unloaded = run_curation_workflow(
+        progress, cfg, aws, res, lake, athena, rules=rules, brief=True,
+        started=_starts(nightly.routes, "state machine"), trigger=nightly.event,  # type: ignore[arg-type]
+    )  # fmt: skip
     retrains += [r for r in routes if r.kind == "pipeline"]
     if CLICKSTREAM not in counts:
         progress.info("clickstream: the workflow skipped its jobs; the training set keeps the exports only")
-    athena.register(CLICKSTREAM, lake / CURATED_PREFIX / CLICKSTREAM)  # the declared table, now with data
-    training = _training_set(aws, res, athena, lake)
-    progress.info(
-        f"training set for the next pipeline run: {len(training):,} rows ({len(training) - rows_before:+,} from the "
-        f"clickstream) -> s3://.../{TRAINING_PREFIX}/interactions.parquet"
-    )
+    for location, rows in unloaded.items():
+        progress.info(f"training set for the next pipeline run: {rows:,} rows ({rows - rows_before:+,} from the "
+                      f"clickstream) -> {location} (the workflow's UNLOAD)")  # fmt: skip
     return retrains
 
 

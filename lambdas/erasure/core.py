@@ -260,6 +260,8 @@ def filter_object(data: bytes, key: str, user_id: str, *, model_json: bytes | No
         return filter_npz(data, user_id, model_json)
     if key.endswith(ARCHIVE_SUFFIXES):
         return filter_archive(data, user_id)
+    if data_format(key) is None and _is_parquet(data):
+        key += ".parquet"  # Athena names its UNLOAD (the training set) and CTAS files without an extension
     if data_format(key) is None and _looks_like_json_lines(data):
         key += ".jsonl"  # Firehose's error output and delivery files carry no suffix
     if data_format(key) is not None:
@@ -270,6 +272,10 @@ def filter_object(data: bytes, key: str, user_id: str, *, model_json: bytes | No
     if holds_id(data, user_id):
         raise CannotRewrite("a file this code cannot edit holds the id")
     return None, 0
+
+
+def _is_parquet(data: bytes) -> bool:
+    return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)[:4] == b"PAR1"
 
 
 def _looks_like_json_lines(data: bytes) -> bool:

@@ -277,3 +277,15 @@ def upload_raw(aws: LocalAws, res: LocalResources, files: Mapping[str, Path]) ->
         s3.upload_file(str(path), res.source_bucket, key, ExtraArgs={"ContentType": content_type})
         uris[table] = f"s3://{res.source_bucket}/{key}"
     return uris
+
+
+def restore_kept(aws: LocalAws, res: LocalResources, lake: Path, keys: tuple[str, ...]) -> list[str]:
+    """Objects an earlier run left in the destination bucket that a deployment keeps between runs (the erasure
+    suppression list): moto starts empty each run, so the workdir's copies (``lake/<key>``) go back where they
+    were. Returns the keys restored."""
+    restored = []
+    for key in keys:
+        if (Path(lake) / key).is_file():
+            aws.client("s3").upload_file(str(Path(lake) / key), res.destination_bucket, key)
+            restored.append(key)
+    return restored

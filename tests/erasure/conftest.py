@@ -89,7 +89,10 @@ def shop(aws_env: LocalAws, tmp_path: Path, trained_model: Path) -> Shop:
                    "batch/user_recommendations/", "pipeline/exec-1/PrepareData/train/"):  # fmt: skip
         write_parquet(aws_env, frame, f"s3://{dest}/{prefix}")
     write_parquet(aws_env, users, f"s3://{dest}/curated/users/")
-    write_parquet(aws_env, frame, f"s3://{dest}/training/interactions.parquet")
+    buffer = io.BytesIO()  # the training set as the curation workflow's Athena UNLOAD names it: no extension
+    frame.to_parquet(buffer, index=False)
+    s3.put_object(Bucket=dest, Key="training/interactions/3f9c1e2a-7b4d-4e8f-9a6b-0c5d2e1f8a7b_00000",
+                  Body=buffer.getvalue())  # fmt: skip
     capture = [
         {"captureData": {"endpointInput": {"data": json.dumps({"user_id": u, "k": 5}), "encoding": "JSON"},
                          "endpointOutput": {"data": json.dumps({"recommendations": []})}},

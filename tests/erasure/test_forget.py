@@ -52,7 +52,7 @@ def _texts(name: str, body: bytes) -> list[str]:
             with tarfile.open(fileobj=io.BytesIO(body)) as tar:
                 return [t for m in tar.getmembers() if m.isfile()
                         for t in _texts(m.name, tar.extractfile(m).read())]  # fmt: skip
-    if name.endswith(".parquet"):
+    if name.endswith(".parquet") or body[:4] == b"PAR1":  # an UNLOAD file has no extension
         return [pq.read_table(io.BytesIO(body)).to_pandas().to_csv(index=False)]
     if name.endswith(".npz"):
         with np.load(io.BytesIO(body), allow_pickle=False) as npz:
@@ -105,6 +105,7 @@ def test_forget_leaves_no_trace_in_any_bucket_version_table_or_file_and_keeps_th
     assert removed["raw"] == 3 + 3 + 1 + 1 + 4  # two interaction versions, old + current users, stream + broken
     assert removed["recent items"] == 1 and removed["captured requests"] == 1
     assert removed["curated"] == 3 + 1 and removed["athena results"] == 3
+    assert removed["training sets"] == 3  # the workflow's UNLOAD file, named without an extension
     assert done.result.removed["raw"].versions_deleted >= 4
     assert removed["stream errors"] == 1
     # byte level, independent of the erasure's own parser: the id appears as a value nowhere

@@ -35,7 +35,7 @@ def test_main_job_runs_end_to_end_and_reconciles_rows(tmp_path, capsys):
         assert f"feature table {name}" in out
         assert (tmp_path / "lake" / "features" / name).exists()
     assert "quarantine_interactions" in out  # registered in the (moto) Glue catalogue
-    training = pq.read_table(tmp_path / "lake" / "training" / "interactions.parquet")
+    training = pq.read_table(tmp_path / "lake" / "training" / "interactions")  # the workflow's UNLOAD, mirrored
     assert {"user_id", "product_id", "event_type", "timestamp"} <= set(training.column_names)
     # the stream's archive (n views + 1 malformed record) reaches the next training set, nothing lost
     views = int(re.search(r"clickstream: (\d+) views", out).group(1))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,7 @@ from recsys.local.athena import LocalAthena
 from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws
 from recsys.local.provision import provision, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, split_s3_uri, write_parquet
-from settings.config import LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_PREFIX, load_project_config
+from settings.config import LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_SET_PREFIX, load_project_config
 from stacks.buckets import CURATED, SOURCE
 from tests import HEAVY_TIMEOUT_S
 
@@ -94,9 +95,17 @@ def crash_after(real: Callable[..., Any], calls: int = 1) -> Callable[..., Any]:
 # ---- what a consumer sees ---------------------------------------------------------------------------
 
 
+#: An Athena query id in a key: the workflow's UNLOAD names its files after the query, new on every run.
+_QUERY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _stable(key: str) -> str:
+    return _QUERY_ID.sub("<query-id>", key)
+
+
 def _digest(body: bytes, key: str) -> tuple[int, str] | str:
     """Parquet by content (rows, hash of the sorted rows: a SQL result has no order); anything else by bytes."""
-    if key.endswith(".parquet"):
+    if key.endswith(".parquet") or body[:4] == b"PAR1":  # UNLOAD's files have no extension
         frame = pq.read_table(io.BytesIO(body)).to_pandas()
         rows = sorted(frame.to_csv(index=False).splitlines())
         return len(frame), hashlib.sha256("\n".join(rows).encode()).hexdigest()
@@ -110,11 +119,18 @@ def _objects(aws: LocalAws, bucket: str, prefix: str = "") -> dict[str, Any]:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for o in page.get("Contents", [])
     ]
-    return {k: _digest(s3.get_object(Bucket=bucket, Key=k)["Body"].read(), k) for k in keys}
+    return {_stable(k): _digest(s3.get_object(Bucket=bucket, Key=k)["Body"].read(), k) for k in keys}
 
 
 def _bucket(kind: str, aws: LocalAws) -> str:
     return CFG.bucket_name(kind, LOCAL_ACCOUNT, aws.region)
+
+
+def training_files(aws: LocalAws) -> dict[str, bytes]:
+    """The training set the curation workflow's UNLOAD wrote: key -> bytes."""
+    bucket, s3 = _bucket(CURATED, aws), aws.client("s3")
+    keys = list_data_keys(aws, bucket, f"{TRAINING_SET_PREFIX}/")
+    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
 def execution_outputs(aws: LocalAws, execution_id: str) -> dict[str, Any]:
@@ -132,7 +148,7 @@ PER_EXECUTION = (f"{PIPELINE_PREFIX}/", f"{MODEL_METRICS_PREFIX}/", f"{BATCH_PRE
 
 
 def _files(root: Path) -> list[str]:
-    return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    return [_stable(p.relative_to(root).as_posix()) for p in root.rglob("*") if p.is_file()]
 
 
 def consumer_view(aws: LocalAws, workdir: Path, result: LocalPipelineResult | None) -> dict[str, Any]:
@@ -172,8 +188,7 @@ def baseline(moto_endpoint: LocalAws, tmp_path_factory: pytest.TempPathFactory) 
             assert main(["run", "--workdir", str(workdir), *SMALL]) == 0
     [result] = results
     assert result.passed_gate and result.registration == "created"
-    bucket, key = split_s3_uri(f"s3://{_bucket(CURATED, moto_endpoint)}/{TRAINING_PREFIX}/interactions.parquet")
-    training = moto_endpoint.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    training = training_files(moto_endpoint)
     view = consumer_view(moto_endpoint, workdir, result)
     assert view["packages"] == [("Approved", result.training_fingerprint)]
     return {"view": view, "training_parquet": training, "result": result}
@@ -185,7 +200,7 @@ STAGE_CRASHES: dict[str, tuple[Any, str, int]] = {
     "raw upload": (main_job, "upload_raw", 1),  # every raw object written, nothing curated
     "recipes, mid-stage": (curation, "write_parquet", 2),  # one job's output written, the other jobs' not
     "catalogue, mid-stage": (curation, "register_prefix", 2),  # two of the Glue tables registered
-    "athena, end of stage": (main_job, "_training_set", 1),  # features and training set written, no pipeline
+    "athena, end of stage": (curation.LocalEngines, "_unload", 1),  # features and training set written, no pipeline
 }
 # The pipeline stage is covered step by step below, on the baseline's training set.
 
@@ -255,9 +270,8 @@ def test_pipeline_interrupted_in_a_step_then_rerun_gives_the_same_model_and_no_d
     aws_env: LocalAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baseline: dict[str, Any], step_name: str
 ) -> None:
     res = provision(CFG, aws_env)
-    aws_env.client("s3").put_object(
-        Bucket=res.destination_bucket, Key=f"{TRAINING_PREFIX}/interactions.parquet", Body=baseline["training_parquet"]
-    )
+    for key, body in baseline["training_parquet"].items():  # the training set the baseline's workflow wrote
+        aws_env.client("s3").put_object(Bucket=res.destination_bucket, Key=key, Body=body)
     attribute, replacement, same_execution = STEP_CRASHES[step_name]
     interrupted_id = local_runner.new_execution_id()
     with monkeypatch.context() as crash, pytest.raises(Interrupted):
