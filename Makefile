@@ -61,4 +61,4 @@ bench: setup
 	$(PY) bench/bench_security.py
 
 clean:
-	rm -rf cdk.out out .pytest_cache
+	rm -rf cdk.out cdk.out.* out .pytest_cache

@@ -637,3 +637,35 @@ def run_pipeline_locally(
         progress(f"{label} Succeeded {seconds:5.1f} s {detail}".rstrip())
     result.status = "Succeeded"
     return result
+
+
+# ---- the training engine's report, and the single-instance path on the same split --------------------------
+
+
+def engine_report(result: LocalPipelineResult, workdir: Path) -> dict[str, Any] | None:
+    """What a Spark TrainModel said about its run (``spark_stages.json``: engine, seconds, stages); None when
+    TrainModel was train.py's training job."""
+    path = Path(workdir) / PIPELINE_PREFIX / result.execution_id / TRAIN / "processing" / "output" / "spark_stages.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def single_path_ndcg(result: LocalPipelineResult, workdir: Path, env: Mapping[str, str]) -> dict[str, float]:
+    """train.py and evaluate.py on the run's own PrepareData split (what ``training_engine: single`` would have
+    trained and scored), for the Spark path's NDCG to stand beside: ``{"ndcg_at_10", "popularity_ndcg_at_10"}``."""
+    root = Path(workdir) / PIPELINE_PREFIX / result.execution_id
+    split = root / "PrepareData" / "processing"
+    side = root / "single-path"
+    shutil.rmtree(side, ignore_errors=True)
+    script_dir = root / "code" / "src"
+    base = {**env, "OPENBLAS_NUM_THREADS": "1"}
+    train = {**base, "SM_CHANNEL_TRAIN": str(split / "train"), "SM_MODEL_DIR": str(side / "model"),
+             "SM_OUTPUT_DATA_DIR": str(side / "output")}
+    for script, args, run_env in (
+        ("train.py", [], train),
+        ("evaluate.py", ["--model-dir", str(side / "model"), "--test-dir", str(split / "test"),
+                         "--output-dir", str(side / "evaluation")], base),
+    ):
+        spec = StepSpec(f"single-path {script}", "processing", "", script=script)
+        run_script(spec, args, run_env, side / "logs", script_dir)
+    metrics = json.loads((side / "evaluation" / GATE.report_file).read_text())["metrics"]
+    return {name: float(metrics[name]["value"]) for name in ("ndcg_at_10", "popularity_ndcg_at_10")}

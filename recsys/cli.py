@@ -88,10 +88,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recsys.main_job import run_main_job
     from settings.config import load_project_config
 
+    if args.training_engine:
+        _synth_with_engine(args.training_engine, args.env)
     problem = synth_problem(cdk_out(), load_project_config(args.env).prefix)
     if problem:  # `make run` synthesizes first; a direct `python -m recsys run` may not have
         raise UserError(problem)
     return run_main_job(args, _generator_config(args))
+
+
+def _synth_with_engine(engine: str, env: str | None) -> None:
+    """Synthesize the templates with ``training_engine`` overridden (``cdk synth -c training_engine=...``) into
+    ``cdk.out.<engine>``, and point the local run at them: the run follows that template's TrainModel step."""
+    import os
+    import subprocess
+
+    outdir = Path(f"cdk.out.{engine}")
+    command = ["npx", "cdk", "synth", "--quiet", "--no-notices", "-c", f"training_engine={engine}",
+               "--output", str(outdir)] + (["-c", f"env={env}"] if env else [])
+    print(f"==> {' '.join(command)}", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true"})
+    if done.returncode != 0:
+        raise UserError(f"cdk synth with training_engine={engine} failed: {done.stderr.strip()[-500:]}")
+    os.environ["CDK_OUTDIR"] = str(outdir)
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -145,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", default="out/run", help="where local outputs go (default out/run)")
     run.add_argument("--env", default=None, help="environment from cdk.json (default: context 'env')")
     run.add_argument("--serve", action="store_true", help="keep the local endpoint running at the end (Ctrl-C stops)")
+    run.add_argument("--training-engine", choices=("single", "spark", "auto"), default=None,
+                     help="synthesize with this training_engine (into cdk.out.<engine>) and run from that template; "
+                          "spark prints the Spark job's stages and train.py's NDCG on the same split beside it")
     _add_generator_args(run)
     run.set_defaults(func=cmd_run)
 

@@ -457,6 +457,30 @@ def _model_metrics_history(aws: LocalAws, res: LocalResources, lake: Path) -> li
 PIPELINE_TITLE = "SageMaker pipeline run locally (pipeline_steps/): prepare, train, evaluate, gate, register"
 
 
+def _engine_lines(progress: Progress, result, workdir: Path, aws: LocalAws, compare: bool) -> None:  # noqa: ANN001
+    """Which engine trained (training_engine), the Spark job's stages, and on Spark the NDCG@10 of train.py on the
+    same split beside the Spark model's (issue 23)."""
+    from pipeline_steps.local_runner import engine_report, single_path_ndcg
+
+    report = engine_report(result, workdir)
+    if report is None:
+        progress.info("training engine: single (train.py as the TrainModel training job)")
+        return
+    if report["engine"] == "single":
+        progress.info(f"training engine: auto -> single ({report['rows']:,} interactions < spark_min_interactions "
+                      f"{report['threshold']:,}): train.py on the Spark step's driver, no Spark started")
+        return
+    progress.info(f"training engine: spark (spark_train.py, the pipeline's Spark step), {report['seconds']:.1f} s "
+                  f"in {len(report['stages'])} stages:")
+    for i, s in enumerate(report["stages"], 1):
+        progress.info(f"  {i}. {s['stage']:<38} {s['seconds']:6.1f} s  {s['detail']}")
+    if compare:
+        single = single_path_ndcg(result, workdir, aws.subprocess_env())
+        spark = result.evaluation.get("metrics", {}).get("ndcg_at_10", {}).get("value", float("nan"))
+        progress.info(f"ndcg@10 on the same test split: spark {spark:.4f} | single-instance train.py "
+                      f"{single['ndcg_at_10']:.4f} | popularity {single['popularity_ndcg_at_10']:.4f}")
+
+
 def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources, workdir: Path,
                     title: str = PIPELINE_TITLE, *, rules: list[Rule], started: Route):  # fmt: skip
     """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them; started by
@@ -496,6 +520,7 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
             log = Path(workdir) / PIPELINE_PREFIX / result.execution_id / step_name / "logs" / "stdout.log"
             for line in log.read_text().splitlines() if log.is_file() else []:
                 progress.info(f"{step_name}: {line}")
+        _engine_lines(progress, result, workdir, aws, compare=title == PIPELINE_TITLE)
         if result.passed_gate:
             progress.info(f"quality gate passed; model package {result.model_package_arn} ({result.approval_status})")
         else:

@@ -30,6 +30,8 @@ def build_app(
     """The environment's stacks. ``placeholders_ok`` lets tests read templates of an environment whose
     settings still hold placeholders (cdk.json's prod); a synth for deploying refuses them."""
     context = {"env": app.node.try_get_context("env"), "environments": app.node.try_get_context("environments")}
+    if (engine := app.node.try_get_context("training_engine")) is not None:  # `cdk synth -c training_engine=...`
+        context["training_engine"] = engine
     cfg = load_config(context, env_name)
     if not placeholders_ok:
         check_deployable(cfg)

@@ -163,6 +163,11 @@ EXERCISED_BY: dict[str, tuple[str, str]] = {
         "about 2 h and the shared public logs (outside the repository); its metric code runs here "
         "(--self-check), and the project side is train.py + predict_fn as this test runs them",
     ),
+    "bench/bench_spark.py": (
+        "tests/sagemaker_src/test_spark_train.py::test_spark_ids_and_history_equal_the_pandas_path_on_the_same_rows",
+        "trains train.py and spark_train.py on real logs or a 10M shop (tens of minutes); the test runs "
+        "spark_train.py in local[2] on a small shop and checks its bundle against the pandas path",
+    ),
     "bench/bench_paired.py": (
         "tests/sagemaker_src/test_end_to_end.py::test_trained_model_serves_through_the_handlers",
         "trains on a shared public log (outside the repository) for minutes; same code path as bench_public_data",

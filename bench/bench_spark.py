@@ -1,0 +1,180 @@
+"""Spark training (issue 23) against train.py: quality parity on real logs, and scale on generated shops.
+
+    .venv/bin/python bench/bench_spark.py --parity                       # Toys and Sports, bench_public_data's splits
+    .venv/bin/python bench/bench_spark.py --parity --sets Amazon_Toys_and_Games --protocols user_temporal
+    .venv/bin/python bench/bench_spark.py --scale 10000000               # a generated 10M-interaction shop
+    .venv/bin/python bench/bench_spark.py --plan-only                    # the 1B / 10B plan from the last scale run
+
+Parity: on each set and protocol of ``bench/public_data.py`` (the splits ``bench_public_data.py`` uses), train.py
+and spark_train.py (``local[2]``, 1.5 GB driver) each train on the same training rows as SageMaker runs them, and
+``inference.predict_fn`` answers every evaluated user; NDCG@10 side by side and their ratio (the target: >= 0.95).
+Scale: both on one generated shop (``recsys.generator``): wall time, peak memory (the job and its JVM), model size,
+load time and validation NDCG@10 of the chosen model against segment popularity on the same validation users.
+The plan for 1B and 10B interactions is derived from the measured Spark throughput per core, arithmetic shown.
+Tables go to stdout and ``out/bench/spark.md`` / ``spark.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import public_data as pdata  # noqa: E402
+from bench_public_data import _import_inference, fmt, run_project, split_hash  # noqa: E402
+
+ROOT = pdata.ROOT
+SRC = ROOT / "sagemaker_src"
+OUT = ROOT / "out" / "bench"
+#: Instance types the plan considers (vCPU, memory GB): the SageMaker Spark processing cluster.
+PLAN_INSTANCES = {"ml.r5.4xlarge": (16, 128), "ml.r5.12xlarge": (48, 384), "ml.m5.4xlarge": (16, 64)}
+#: The share of a core's throughput a cluster keeps (shuffles cross the network; local[2] shuffles in memory).
+CLUSTER_EFFICIENCY = 0.5
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _peak_gb(usage) -> float:  # noqa: ANN001 - resource usage of the waited-for children
+    return round(usage.ru_maxrss / 1e6, 2)
+
+
+def run_spark(train_dir: Path, work: Path, extra: list[str] | None = None) -> dict:
+    """spark_train.py as the pipeline's Spark step runs it (no tuning flags), timed; its peak includes the JVM."""
+    model, out = work / "spark_model", work / "spark_output"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")} | {"OPENBLAS_NUM_THREADS": "1"}
+    t = time.perf_counter()
+    with open(work / "spark.log", "w") as logf:
+        proc = subprocess.Popen([sys.executable, str(SRC / "spark_train.py"), "--train-dir", str(train_dir),
+                                 "--model-dir", str(model), "--output-dir", str(out), *(extra or [])],
+                                env=env, stdout=logf, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t
+    if status != 0:
+        raise RuntimeError(f"spark_train.py failed ({status}); log: {work / 'spark.log'}")
+    meta = json.loads((model / "model.json").read_text())["meta"]
+    stages = json.loads((out / "spark_stages.json").read_text())
+    return {"model": model, "seconds": round(seconds, 1), "peak_gb": _peak_gb(usage), "meta": meta,
+            "stages": stages, "chosen": meta["selection_summary"]["chosen"]}
+
+
+def parity(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for name in args.sets.split(","):
+        df = pdata.load_set(name, args.data_dir)
+        for protocol in [p for p in args.protocols.split(",") if p in pdata.protocols_for(name)]:
+            train, test = pdata.split_protocol(df, protocol)
+            ev = pdata.build_eval(train, test)
+            log(f"\n== {name}/{protocol}: train {len(train):,} rows, {len(ev.users):,} users evaluated "
+                f"(split {split_hash(train, test)})")
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp)
+                single = run_project(train, ev, work / "single")
+                log(f"  train.py: ndcg@10 {single['ndcg']:.4f} ({single['train_s']} s, {single['recipe']})")
+                spark = run_spark(work / "single" / "train", work)
+                bundle = _import_inference().model_fn(str(spark["model"]))
+                recs = {u: [r["product_id"] for r in _import_inference().predict_fn(
+                    {"user_id": str(u), "k": pdata.K}, bundle)["recommendations"]] for u in ev.users}
+                score = ev.score(recs)
+                log(f"  spark_train.py: ndcg@10 {score['ndcg']:.4f} ({spark['seconds']} s, {spark['chosen']})")
+            rows.append({"set": name, "protocol": protocol, "users": len(ev.users), "train.py": single["ndcg"],
+                         "spark": score["ndcg"], "ratio": round(score["ndcg"] / max(single["ndcg"], 1e-12), 3),
+                         "train.py s": single["train_s"], "spark s": spark["seconds"],
+                         "spark peak GB": spark["peak_gb"], "spark model": spark["chosen"]})
+    return rows
+
+
+def scale(n_interactions: int, work: Path) -> dict:
+    """Both engines on one generated shop (10 interactions per user, as many products as users / 1)."""
+    from recsys.generator import GeneratorConfig, generate_to_dir
+
+    n_users = max(1000, n_interactions // 10)
+    data = work / "shop"
+    t = time.perf_counter()
+    generate_to_dir(data, GeneratorConfig(n_users=n_users, n_products=n_users, n_interactions=n_interactions))
+    log(f"generated {n_interactions:,} interactions, {n_users:,} users and products ({time.perf_counter() - t:.0f} s)")
+    spark = run_spark(data, work)
+    stats = _model_stats(spark["model"])
+    table = {r["model"]: r.get("ndcg") for r in spark["meta"]["selection"]}
+    seg = next((v for k, v in table.items() if k.startswith("segment_pop")), None)
+    out = {"interactions": n_interactions, "users": n_users, "spark_s": spark["seconds"],
+           "spark_peak_gb": spark["peak_gb"], "spark_model": spark["chosen"],
+           "spark_validation_ndcg": spark["meta"]["validation_ndcg"], "segment_pop_validation_ndcg": seg,
+           "spark_stages": spark["stages"]["stages"], **{f"spark_{k}": v for k, v in stats.items()}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env |= {"SM_CHANNEL_TRAIN": str(data), "SM_MODEL_DIR": str(work / "single_model"),
+            "SM_OUTPUT_DATA_DIR": str(work / "single_out"), "OPENBLAS_NUM_THREADS": "1"}
+    t = time.perf_counter()
+    with open(work / "train.log", "w") as logf:
+        proc = subprocess.Popen([sys.executable, str(SRC / "train.py")], env=env, stdout=logf, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if status == 0:
+        meta = json.loads((work / "single_model" / "model.json").read_text())["meta"]
+        out |= {"single_s": round(time.perf_counter() - t, 1), "single_peak_gb": _peak_gb(usage),
+                "single_model": meta["selection_summary"]["chosen"], "single_validation_ndcg": meta["validation_ndcg"],
+                **{f"single_{k}": v for k, v in _model_stats(work / "single_model").items()}}
+    return out
+
+
+def _model_stats(model_dir: Path) -> dict:
+    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    t = time.perf_counter()
+    _import_inference().model_fn(str(model_dir))
+    return {"model_mb": round(size / 2**20, 1), "load_s": round(time.perf_counter() - t, 2)}
+
+
+def plan(measured: dict, cores: int = 2) -> list[dict]:
+    """Instances and hours for 1B and 10B interactions from the measured interactions per core-second."""
+    per_core_s = measured["interactions"] / (measured["spark_s"] * cores)
+    rows = []
+    for target in (1_000_000_000, 10_000_000_000):
+        for itype, (vcpu, mem) in PLAN_INSTANCES.items():
+            # memory: the aggregated pairs (~40 B each in Spark's columnar cache) twice over, spread on the cluster
+            need_mem_gb = target * 40 * 2 / 1e9
+            count = max(2, math.ceil(need_mem_gb / (0.6 * mem)))
+            hours = target / (per_core_s * CLUSTER_EFFICIENCY * vcpu * count) / 3600
+            rows.append({"interactions": f"{target:.0e}", "instance": itype, "count": count, "hours": round(hours, 1),
+                         "arithmetic": f"{target:.0e} / ({per_core_s:,.0f}/core-s x {CLUSTER_EFFICIENCY} x "
+                                       f"{vcpu} vCPU x {count}) / 3600; memory {need_mem_gb:,.0f} GB / "
+                                       f"(0.6 x {mem} GB)"})
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parity", action="store_true")
+    p.add_argument("--sets", default="Amazon_Toys_and_Games,Amazon_Sports_and_Outdoors")
+    p.add_argument("--protocols", default=",".join(pdata.PROTOCOLS), help="those that apply to each set are run")
+    p.add_argument("--data-dir", type=Path, default=pdata.DATA_DIR)
+    p.add_argument("--scale", type=int, default=0, help="interactions of a generated shop (e.g. 10000000)")
+    p.add_argument("--plan-only", action="store_true")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "spark.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    if args.parity:
+        doc["parity"] = parity(args)
+        print("\n## Parity: NDCG@10, same splits as bench_public_data.py\n\n" + fmt(doc["parity"], list(
+            doc["parity"][0]) if doc["parity"] else []))
+    if args.scale:
+        with tempfile.TemporaryDirectory() as tmp:
+            doc["scale"] = scale(args.scale, Path(tmp))
+        print("\n## Scale\n\n" + json.dumps(doc["scale"], indent=1))
+    if doc.get("scale"):
+        doc["plan"] = plan(doc["scale"])
+        print("\n## Plan\n\n" + fmt(doc["plan"], ["interactions", "instance", "count", "hours", "arithmetic"]))
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
