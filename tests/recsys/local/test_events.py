@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from recsys.cli import main
+from recsys.local.curation import cdk_out
 from recsys.local.events import (
     LocalClock,
     Route,
@@ -153,10 +154,10 @@ def test_without_the_rule_that_starts_training_the_local_run_stops_before_the_pi
 
 @pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_without_the_nightly_schedule_rule_no_nightly_run_happens_and_the_weekly_rule_retrains(
-    data_template_path, tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "cdk.out"
-    shutil.copytree(data_template_path.parent, out)
+    shutil.copytree(cdk_out(), out)  # make synth's cdk.out: the deploy function's asset folder is in it
     data = out / f"{CFG.prefix}-data.template.json"
     doc = json.loads(data.read_text())
     (rule,) = [
