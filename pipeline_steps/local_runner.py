@@ -50,6 +50,7 @@ from pipeline_steps.definition import (
     argument_values,
     framework_image,
     gate_passes,
+    json_path_get,
     output_prefix,
     pack_source,
     parameter_specs,
@@ -243,6 +244,8 @@ class _Run:
     tokens: dict[str, str]  # values of the {name} tokens in StepSpec.arguments
     outputs: dict[str, str] = field(default_factory=dict)  # "<Step>.<channel>" -> S3 URI
     fingerprint: str = ""  # set by the training step
+    #: ``Steps.<Step>.PropertyFiles.<Name>`` -> the S3 URI of the file, as the step's ``PropertyFiles`` declare
+    property_files: dict[str, str] = field(default_factory=dict)
 
     def source_uri(self, source: str) -> str:
         kind, _, value = source.partition(":")
@@ -294,30 +297,42 @@ class _Run:
         for item in args.get("ProcessingInputs", []):
             if item["InputName"] == CODE_CHANNEL:
                 continue
-            uri = str(template.resolve(item["S3Input"]["S3Uri"], self))
+            where = f"{spec.name} ProcessingInputs['{item['InputName']}'].S3Uri"
+            uri = str(template.resolve(item["S3Input"]["S3Uri"], self, where))
             self.fetch(spec, item["InputName"], uri, self.local_path(base, item["S3Input"]["LocalPath"]))
         outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
         for item in outputs:
             self.local_path(base, item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
-        argv = [str(template.resolve(a, self)) for a in args["AppSpecification"].get("ContainerArguments", [])]
+        argv = [str(template.resolve(a, self, f"{spec.name} ContainerArguments"))
+                for a in args["AppSpecification"].get("ContainerArguments", [])]
         argv = [str(self.local_path(base, a)) if a.startswith(PROCESSING_ROOT + "/") else a for a in argv]
         if spec is SPARK_TRAIN:  # what the model is trained from, as the training step fingerprints it
             self.fingerprint = training_fingerprint({c.name: self.local_path(base, c.container_path)
                                                      for c in spec.inputs}, {}, SOURCE_DIR)
-        run_script(spec, argv, self.env, self.root / spec.name / "logs", self.script_dir)
+        env = self.env | template.resolve_all(args.get("Environment", {}), self, f"{spec.name} Environment")
+        run_script(spec, argv, env, self.root / spec.name / "logs", self.script_dir)
         for item in outputs:
-            uri = str(template.resolve(item["S3Output"]["S3Uri"], self))
+            uri = str(template.resolve(item["S3Output"]["S3Uri"], self, f"{spec.name} Outputs['{item['OutputName']}']"))
             upload(self.aws, self.local_path(base, item["S3Output"]["LocalPath"]), uri)
             self.outputs[f"{spec.name}.{item['OutputName']}"] = uri
+        for prop in node.get("PropertyFiles", []):  # what a condition's JsonGet reads, as the step declares it
+            output = self.outputs.get(f"{spec.name}.{prop['OutputName']}")
+            if output is None:
+                raise PipelineStepError(f"pipeline step {spec.name} PropertyFiles: no output {prop['OutputName']!r}")
+            self.property_files[f"Steps.{spec.name}.PropertyFiles.{prop['PropertyFileName']}"] = (
+                f"{output}/{prop['FilePath']}"
+            )
 
     def training(self, spec: StepSpec, node: Mapping[str, Any] | None = None,
                  template: TemplatePipeline | None = None) -> Path:  # fmt: skip
         base = self.fresh_step_dir(spec)
         env = dict(self.env)
         channels = {c.name: c.source for c in spec.inputs}
-        if node is not None and template is not None:  # the job request's channels and their S3 URIs
-            channels = {c["ChannelName"]: str(template.resolve(c["DataSource"]["S3DataSource"]["S3Uri"], self))
+        if node is not None and template is not None:  # the job request's channels, S3 URIs and environment
+            channels = {c["ChannelName"]: str(template.resolve(c["DataSource"]["S3DataSource"]["S3Uri"], self,
+                                                               f"{spec.name} InputDataConfig['{c['ChannelName']}']"))
                         for c in node["Arguments"]["InputDataConfig"]}  # fmt: skip
+            env |= template.resolve_all(node["Arguments"].get("Environment", {}), self, f"{spec.name} Environment")
         for name, source in channels.items():
             channel_dir = base / "input" / "data" / name
             uri = source if source.startswith("s3://") else self.source_uri(source)
@@ -329,6 +344,8 @@ class _Run:
         model_dir, output_dir = base / "model", base / "output" / "data"
         model_dir.mkdir(parents=True, exist_ok=True)
         output_dir.mkdir(parents=True, exist_ok=True)
+        (base / "input" / "config").mkdir(parents=True, exist_ok=True)  # as SageMaker writes the job's request
+        (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(self.hyperparameters, indent=1))
         env.update(
             {
                 "SM_MODEL_DIR": str(model_dir),
@@ -342,7 +359,8 @@ class _Run:
         archive = pack_model(model_dir, base / "output" / MODEL_ARCHIVE)
         model_prefix = self.out_uri(spec, "model")
         if node is not None and template is not None:  # AWS adds <job name>/output/ below it; here it is flat
-            model_prefix = str(template.resolve(node["Arguments"]["OutputDataConfig"]["S3OutputPath"], self))
+            model_prefix = str(template.resolve(node["Arguments"]["OutputDataConfig"]["S3OutputPath"], self,
+                                                f"{spec.name} OutputDataConfig.S3OutputPath"))
         uri = f"{model_prefix}/{MODEL_ARCHIVE}"
         bucket, key = split_s3_uri(uri)
         self.aws.client("s3").upload_file(str(archive), bucket, key)
@@ -351,22 +369,22 @@ class _Run:
         return model_dir
 
 
-def _ensure_group(aws: LocalAws, cfg: Config) -> None:
+def _ensure_group(aws: LocalAws, cfg: Config, group: str | None = None) -> None:
     sm = aws.client("sagemaker")
     try:
-        sm.describe_model_package_group(ModelPackageGroupName=cfg.model_package_group)
+        sm.describe_model_package_group(ModelPackageGroupName=group or cfg.model_package_group)
     except ClientError:
         sm.create_model_package_group(
-            ModelPackageGroupName=cfg.model_package_group,
+            ModelPackageGroupName=group or cfg.model_package_group,
             ModelPackageGroupDescription=f"{cfg.prefix} recommender models (pipeline {cfg.pipeline_name})",
         )
 
 
-def find_registered(aws: LocalAws, cfg: Config, fingerprint: str) -> dict[str, Any] | None:
+def find_registered(aws: LocalAws, cfg: Config, fingerprint: str, group: str | None = None) -> dict[str, Any] | None:
     """The group's package (newest first) registered with this training fingerprint, if any."""
     sm = aws.client("sagemaker")
     pages = sm.get_paginator("list_model_packages").paginate(
-        ModelPackageGroupName=cfg.model_package_group, SortBy="CreationTime", SortOrder="Descending"
+        ModelPackageGroupName=group or cfg.model_package_group, SortBy="CreationTime", SortOrder="Descending"
     )
     for page in pages:
         for summary in page.get("ModelPackageSummaryList", []):
@@ -421,6 +439,8 @@ _CONDITIONS = {
     "LessThan": lambda a, b: a < b,
     "Equals": lambda a, b: a == b,
 }
+_SYMBOLS = {"GreaterThanOrEqualTo": ">=", "GreaterThan": ">", "LessThanOrEqualTo": "<=", "LessThan": "<",
+            "Equals": "=="}  # fmt: skip
 
 
 def _template_script(template_step: Mapping[str, Any]) -> str | None:
@@ -471,50 +491,136 @@ class TemplatePipeline:
             raise PipelineStepError(f"pipeline step {name}: the template runs {script}, the local spec {spec.script}")
         return spec
 
-    def resolve(self, node: Any, run: _Run) -> Any:
-        """A job request's value as SageMaker fills it in: ``Get`` of parameters, the execution id and earlier
-        steps' outputs (``ProcessingOutputConfig.Outputs['x'].S3Output.S3Uri``, ``ModelArtifacts``),
-        ``Std:Join``, and the stack's ``${DataBucket}``. Anything else is refused, not guessed."""
+    def resolve(self, node: Any, run: _Run, where: str = "") -> Any:
+        """A request's value as SageMaker fills it in: ``Get`` of parameters, the execution id, earlier steps' outputs
+        (``ProcessingOutputConfig.Outputs['x'].S3Output.S3Uri``, ``ModelArtifacts``) and property files
+        (``Std:JsonGet``), ``Std:Join``, and the stack's ``${DataBucket}``. Anything else is refused with the step
+        and field (``where``), never passed through."""
+        refused = PipelineStepError(f"pipeline step {where or '?'}: value {json.dumps(node)[:120]} "
+                                    "is not interpreted locally")  # fmt: skip
         if isinstance(node, str):
-            return re.sub(r"\$\{DataBucket\}", run.bucket, node)
-        if isinstance(node, dict) and "Std:Join" in node:
+            return _substitute(node, run.bucket, where)
+        if isinstance(node, bool | int | float):
+            return node
+        if isinstance(node, dict) and set(node) == {"Std:Join"}:
             join = node["Std:Join"]
-            return join["On"].join(str(self.resolve(v, run)) for v in join["Values"])
-        if isinstance(node, dict) and "Get" in node:
+            return join["On"].join(str(self.resolve(v, run, where)) for v in join["Values"])
+        if isinstance(node, dict) and set(node) == {"Std:JsonGet"}:
+            ref = node["Std:JsonGet"].get("PropertyFile", {})
+            uri = run.property_files.get(ref.get("Get", "") if isinstance(ref, dict) else "")
+            if uri is None:  # only files a step's PropertyFiles declared can be read
+                raise refused
+            try:
+                return json_path_get(_read_json(run, uri), node["Std:JsonGet"]["Path"])
+            except KeyError as exc:
+                raise PipelineStepError(f"pipeline step {where}: {exc.args[0]} ({uri})") from None
+        if isinstance(node, dict) and set(node) == {"Get"}:
             ref = node["Get"]
             if ref == "Execution.PipelineExecutionId":
                 return run.execution_id
-            if ref.startswith("Parameters."):
+            if ref.startswith("Parameters.") and ref.removeprefix("Parameters.") in run.params:
                 return run.params[ref.removeprefix("Parameters.")]
             output = re.fullmatch(r"Steps\.(\w+)\.ProcessingOutputConfig\.Outputs\['(\w+)'\]\.S3Output\.S3Uri", ref)
-            if output:
+            if output and f"{output[1]}.{output[2]}" in run.outputs:
                 return run.outputs[f"{output[1]}.{output[2]}"]
             model = re.fullmatch(r"Steps\.(\w+)\.ModelArtifacts\.S3ModelArtifacts", ref)
-            if model:
+            if model and f"{model[1]}.model" in run.outputs:
                 return run.outputs[f"{model[1]}.model"]
-        raise PipelineStepError(f"pipeline value {json.dumps(node)[:120]} is not interpreted locally")
+        raise refused
 
-    def condition_holds(self, template_step: Mapping[str, Any], report: Mapping[str, Any],
-                        params: Mapping[str, Any]) -> bool:  # fmt: skip
-        """The template's own conditions: ``Std:JsonGet`` on the property file, ``Get`` of parameters."""
+    def resolve_all(self, node: Any, run: _Run, where: str) -> Any:
+        """:meth:`resolve` applied through a whole request (dicts that are not expressions are walked)."""
+        if isinstance(node, list):
+            return [self.resolve_all(v, run, f"{where}[{i}]") for i, v in enumerate(node)]
+        if isinstance(node, dict) and not ({"Get", "Std:Join", "Std:JsonGet"} & set(node)):
+            return {k: self.resolve_all(v, run, f"{where}.{k}") for k, v in node.items()}
+        return self.resolve(node, run, where)
 
-        def operand(node: Any) -> Any:
-            if isinstance(node, dict) and "Std:JsonGet" in node:
-                value: Any = report
-                for key in node["Std:JsonGet"]["Path"].split("."):
-                    value = value[key]
-                return value
-            if isinstance(node, dict) and "Get" in node:
-                ref = node["Get"]
-                if not ref.startswith("Parameters."):
-                    raise PipelineStepError(f"condition operand {ref} is not interpreted locally")
-                return float(params[ref.removeprefix("Parameters.")])
-            return node
+    def parameter_defaults(self, bucket: str) -> dict[str, Any]:
+        """The definition's ``Parameters``: name -> ``DefaultValue`` (typed as declared, ``${DataBucket}`` filled)."""
+        types: dict[str, Callable[[Any], Any]] = {"String": str, "Float": float, "Integer": int, "Boolean": bool}
+        out: dict[str, Any] = {}
+        for p in self.definition.get("Parameters", []):
+            if p.get("Type") not in types or "DefaultValue" not in p:
+                raise PipelineStepError(f"pipeline parameter {p.get('Name')}: {json.dumps(p)[:120]} is not run locally")
+            value = p["DefaultValue"]
+            out[p["Name"]] = types[p["Type"]](_substitute(value, bucket, f"Parameters.{p['Name']}")
+                                              if isinstance(value, str) else value)  # fmt: skip
+        return out
 
-        return all(
-            _CONDITIONS[c["Type"]](float(operand(c["LeftValue"])), float(operand(c["RightValue"])))
-            for c in template_step["Arguments"]["Conditions"]
-        )
+    def all_steps(self) -> list[dict[str, Any]]:
+        """Every step, the condition steps' branches included."""
+        found, queue = [], list(self.definition["Steps"])
+        while queue:
+            node = queue.pop(0)
+            found.append(node)
+            if node["Type"] == "Condition":
+                queue += [*node["Arguments"].get("IfSteps", []), *node["Arguments"].get("ElseSteps", [])]
+        return found
+
+    def hyperparameters(self, run: _Run) -> dict[str, str]:
+        """The training job request's ``HyperParameters`` (the SDK JSON-encodes each value), without the framework's
+        own ``sagemaker_*`` keys (the local run starts the program itself)."""
+        out: dict[str, str] = {}
+        for node in (n for n in self.all_steps() if n["Type"] == "Training"):
+            for key, raw in node["Arguments"].get("HyperParameters", {}).items():
+                if key.startswith("sagemaker_"):
+                    continue
+                value = self.resolve(raw, run, f"{node['Name']} HyperParameters.{key}")
+                try:
+                    decoded = json.loads(value) if isinstance(value, str) else value
+                except json.JSONDecodeError:
+                    decoded = value
+                out[key] = decoded if isinstance(decoded, str) else json.dumps(decoded)
+        return out
+
+    def condition(self, template_step: Mapping[str, Any], run: _Run) -> tuple[bool, str, list[str]]:
+        """The template's own condition: whether all of its ``Conditions`` hold, a sentence saying each comparison,
+        and the property files it read (``Std:JsonGet``; ``Get`` of parameters; literals)."""
+        name, read = template_step["Name"], []
+        parts, passed = [], True
+        for i, c in enumerate(template_step["Arguments"]["Conditions"]):
+            kind = c.get("Type")
+            if kind not in _CONDITIONS or not {"LeftValue", "RightValue"} <= set(c):
+                raise PipelineStepError(f"pipeline step {name} Conditions[{i}]: {json.dumps(c)[:120]} "
+                                        "is not interpreted locally")  # fmt: skip
+            sides = []
+            for side in ("LeftValue", "RightValue"):
+                node = c[side]
+                value = float(self.resolve(node, run, f"{name} Conditions[{i}].{side}"))
+                if isinstance(node, dict) and "Std:JsonGet" in node:
+                    label = node["Std:JsonGet"]["Path"]
+                    read.append(run.property_files[node["Std:JsonGet"]["PropertyFile"]["Get"]])
+                elif isinstance(node, dict):
+                    label = str(node["Get"]).removeprefix("Parameters.")
+                else:
+                    label = "value"
+                sides.append((label, value))
+            holds = _CONDITIONS[kind](sides[0][1], sides[1][1])
+            passed = passed and holds
+            parts.append(f"{sides[0][0]} {sides[0][1]:.4f} {_SYMBOLS[kind]} {sides[1][0]} {sides[1][1]:.4f}"
+                         f"{'' if holds else ' (no)'}")  # fmt: skip
+        return passed, f"quality gate {'passed' if passed else 'failed'}: {'; '.join(parts)}", read
+
+
+def _substitute(text: str, bucket: str, where: str) -> str:
+    """The stack's ``Fn::Sub`` variables a job's data can use locally: ``${DataBucket}``; any other is refused."""
+
+    def one(match: re.Match[str]) -> str:
+        if match[1] != "DataBucket":
+            raise PipelineStepError(f"pipeline step {where or '?'}: ${{{match[1]}}} in {text[:120]!r} "
+                                    "is not interpreted locally")  # fmt: skip
+        return bucket
+
+    return re.sub(r"\$\{([^}]*)\}", one, text)
+
+
+def _read_json(run: _Run, uri: str) -> Any:
+    bucket, key = split_s3_uri(uri)
+    try:
+        return json.loads(run.aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        raise PipelineStepError(f"property file {uri} is missing") from exc
 
 
 def run_pipeline_locally(
@@ -539,11 +645,14 @@ def run_pipeline_locally(
     the condition itself are then taken from it (each step run by the local spec of that name), so a step the
     template lacks is not run locally either.
     """
-    specs = {p.name: p for p in parameter_specs(cfg, res.destination_bucket)}
-    unknown = sorted(set(parameters or {}) - set(specs))
+    if template is None:
+        defaults = {p.name: p.default for p in parameter_specs(cfg, res.destination_bucket)}
+    else:  # the definition's Parameters, as StartPipelineExecution fills the ones not given
+        defaults = template.parameter_defaults(res.destination_bucket)
+    unknown = sorted(set(parameters or {}) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {sorted(specs)}")
-    params = {name: p.default for name, p in specs.items()} | dict(parameters or {})
+        raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {sorted(defaults)}")
+    params = defaults | dict(parameters or {})
     execution_id = execution_id or new_execution_id()
     root = Path(workdir) / PIPELINE_PREFIX / execution_id
     root.mkdir(parents=True, exist_ok=True)
@@ -560,6 +669,8 @@ def run_pipeline_locally(
         unpack_source(root / "code"),
         argument_values(cfg, res.destination_bucket, aws.region) | {"execution_id": execution_id},
     )
+    if template is not None:  # the training job request's hyperparameters; ``hyperparameters`` override them
+        run.hyperparameters = template.hyperparameters(run) | dict(hyperparameters or {})
     result = LocalPipelineResult(execution_id=execution_id, status="Executing", parameters=params)
 
     if template is None:
@@ -585,19 +696,38 @@ def run_pipeline_locally(
                 result.model_dir = run.training(spec) if template is None else run.training(spec, node, template)
                 result.model_data_uri = run.outputs[f"{TRAIN}.model"]
                 result.training_fingerprint = run.fingerprint
-            elif spec.kind == "condition":
+            elif spec.kind == "condition" and template is None:
                 # Like the PropertyFile: the report as uploaded by the evaluation step, read from S3.
                 report = run.outputs[f"{GATE.report_step}.{GATE.report_output}"]
                 result.evaluation_uri = f"{report}/{GATE.report_file}"
-                bucket, key = split_s3_uri(result.evaluation_uri)
-                result.evaluation = json.loads(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+                result.evaluation = _read_json(run, result.evaluation_uri)
                 threshold = float(params[GATE.threshold_parameter])
                 result.passed_gate, result.gate_message = gate_passes(result.evaluation, threshold)
-                if template is None:
-                    queue = [step(n) for n in (spec.if_steps if result.passed_gate else spec.else_steps)] + queue
-                else:  # the template's condition decides, and its branch lists what runs next
-                    result.passed_gate = template.condition_holds(node, result.evaluation, params)
-                    queue = list(node["Arguments"]["IfSteps" if result.passed_gate else "ElseSteps"]) + queue
+                queue = [step(n) for n in (spec.if_steps if result.passed_gate else spec.else_steps)] + queue
+            elif spec.kind == "condition":  # the template's condition decides and says why; its branch runs next
+                result.passed_gate, result.gate_message, read = template.condition(node, run)
+                if read:
+                    result.evaluation_uri = read[0]
+                    result.evaluation = _read_json(run, read[0])
+                queue = list(node["Arguments"]["IfSteps" if result.passed_gate else "ElseSteps"]) + queue
+            elif spec.kind == "register" and template is not None:
+                request = template.resolve_all(node["Arguments"], run, node["Name"])
+                result.packaged_model_uri = request["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+                group = request["ModelPackageGroupName"]
+                existing = find_registered(aws, cfg, run.fingerprint, group) if run.fingerprint else None
+                if existing is not None:  # the same training re-run (e.g. after an interruption)
+                    result.model_package_arn = existing["ModelPackageArn"]
+                    result.packaged_model_uri = existing["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+                    result.approval_status = existing.get("ModelApprovalStatus")
+                    result.registration = "already registered"
+                else:  # the definition's CreateModelPackage request, as the pipeline sends it
+                    _ensure_group(aws, cfg, group)
+                    if run.fingerprint:
+                        request["CustomerMetadataProperties"] = {FINGERPRINT_KEY: run.fingerprint}
+                    sm = aws.client("sagemaker")
+                    result.model_package_arn = sm.create_model_package(**request)["ModelPackageArn"]
+                    result.approval_status = request.get("ModelApprovalStatus")
+                    result.registration = "created"
             elif spec.kind == "register":
                 channel = {c.name: run.source_uri(c.source) for c in spec.inputs}
                 approval = str(params[APPROVAL_PARAM])
@@ -622,7 +752,11 @@ def run_pipeline_locally(
             elif spec.kind == "fail":
                 result.steps.append(StepRun(spec.name, "Failed", time.perf_counter() - t0))
                 result.status = "Failed"
-                progress(f"{label} Failed: {result.gate_message}")
+                message = result.gate_message
+                if template is not None:  # the Fail step's own ErrorMessage, as the execution reports it
+                    message = str(template.resolve(node["Arguments"].get("ErrorMessage", ""), run,
+                                                   f"{node['Name']} ErrorMessage")) or message  # fmt: skip
+                progress(f"{label} Failed: {message}")
                 return result
         except Exception:
             result.steps.append(StepRun(spec.name, "Failed", time.perf_counter() - t0))

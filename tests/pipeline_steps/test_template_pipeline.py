@@ -91,6 +91,45 @@ def test_the_templates_condition_decides_the_branch(loaded, tmp_path, data_templ
     result = run_pipeline_locally(CFG, aws, res, tmp_path, lambda _: None, hyperparameters=FAST, template=template)
     assert result.status == "Failed" and not result.passed_gate and result.model_package_arn is None
     assert result.steps[-1].name == "QualityGateFailed"
+    assert result.gate_message.startswith("quality gate failed: ") and "value 2.0000 (no)" in result.gate_message
+
+
+def test_a_hyperparameter_and_a_parameter_default_changed_in_the_definition_reach_the_run(
+    loaded, tmp_path, data_template_path
+):
+    """The training request's hyperparameter reaches train.py (its hyperparameters.json and its log), and the
+    definition's QualityThreshold default, not the settings', is what the executed condition compares with."""
+    aws, res = loaded
+
+    def edit(definition: dict) -> None:
+        (train,) = [s for s in definition["Steps"] if s["Type"] == "Training"]
+        train["Arguments"]["HyperParameters"]["model-version"] = json.dumps("mutated-v9")
+        (threshold,) = [p for p in definition["Parameters"] if p["Name"] == "QualityThreshold"]
+        threshold["DefaultValue"] = 1.5
+
+    template = _changed(data_template_path, tmp_path, edit)
+    lines: list[str] = []
+    result = run_pipeline_locally(CFG, aws, res, tmp_path, lines.append, hyperparameters=FAST, template=template)
+    job = tmp_path / "pipeline" / result.execution_id / "TrainModel"
+    assert json.loads((job / "input" / "config" / "hyperparameters.json").read_text())["model-version"] == "mutated-v9"
+    assert "saved model mutated-v9" in (job / "logs" / "stdout.log").read_text()
+    assert result.parameters["QualityThreshold"] == 1.5 and not result.passed_gate and result.status == "Failed"
+    assert "QualityThreshold 1.5000 (no)" in result.gate_message
+    assert "must be >= 1.5" in lines[-1]  # the Fail step's ErrorMessage, filled from the same parameter
+
+
+def test_a_variable_the_local_run_cannot_fill_is_refused_naming_the_step_and_field(
+    loaded, tmp_path, data_template_path
+):
+    aws, res = loaded
+
+    def other_variable(definition: dict) -> None:
+        (first,) = [s for s in definition["Steps"] if s["Name"] == "PrepareData"]
+        first["Arguments"]["Environment"]["CODE"] = "s3://${CodeBucket}/x"
+
+    template = _changed(data_template_path, tmp_path, other_variable)
+    with pytest.raises(PipelineStepError, match=r"PrepareData Environment.CODE: \$\{CodeBucket\}.*not interpreted"):
+        run_pipeline_locally(CFG, aws, res, tmp_path, lambda _: None, hyperparameters=FAST, template=template)
 
 
 def test_a_template_step_the_local_specs_cannot_run_as_written_is_refused(tmp_path, data_template_path):
@@ -118,6 +157,9 @@ def test_the_job_requests_arguments_and_s3_uris_come_from_the_template(loaded, t
         (out,) = steps["EvaluateModel"]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
         out["S3Output"]["S3Uri"] = {"Std:Join": {"On": "/", "Values": [
             "s3://${DataBucket}/elsewhere", {"Get": "Execution.PipelineExecutionId"}]}}  # fmt: skip
+        (condition,) = [s for s in definition["Steps"] if s["Type"] == "Condition"]
+        (register,) = [s for s in condition["Arguments"]["IfSteps"] if s["Type"] == "RegisterModel"]
+        register["Arguments"]["ModelPackageDescription"] = "edited description"
 
     template = _changed(data_template_path, tmp_path, edit)
     result = run_pipeline_locally(CFG, aws, res, tmp_path, lambda _: None, hyperparameters=FAST, template=template)
@@ -126,6 +168,8 @@ def test_the_job_requests_arguments_and_s3_uris_come_from_the_template(loaded, t
     metrics = aws.client("cloudwatch").list_metrics(Namespace=NAMESPACE, MetricName=NDCG_AT_10)["Metrics"]
     groups = {d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "ModelPackageGroup"}
     assert groups == {"edited-group"}
+    package = aws.client("sagemaker").describe_model_package(ModelPackageName=result.model_package_arn)
+    assert package["ModelPackageDescription"] == "edited description"
 
 
 def test_a_reference_the_local_run_cannot_resolve_is_refused(loaded, tmp_path, data_template_path):
