@@ -66,6 +66,9 @@ from settings.config import PIPELINE_PREFIX, Config
 STDERR_TAIL_LINES = 25
 #: CustomerMetadataProperties key of a registered package: what it was trained from (see training_fingerprint).
 FINGERPRINT_KEY = "training-fingerprint"
+#: Job environment that says "you are in SageMaker's container" (spark_train.py then leaves the master, memory and
+#: event log to smspark-submit, which the local run has no equivalent of): kept out of the local processes.
+CONTAINER_ONLY_ENV = frozenset({"RECSYS_SPARK_CONTAINER"})
 
 
 class PipelineStepError(RuntimeError):
@@ -309,7 +312,9 @@ class _Run:
         if spec is SPARK_TRAIN:  # what the model is trained from, as the training step fingerprints it
             self.fingerprint = training_fingerprint({c.name: self.local_path(base, c.container_path)
                                                      for c in spec.inputs}, {}, SOURCE_DIR)
-        env = self.env | template.resolve_all(args.get("Environment", {}), self, f"{spec.name} Environment")
+        env = self.env | {k: v for k, v in template.resolve_all(args.get("Environment", {}), self,
+                                                                 f"{spec.name} Environment").items()
+                           if k not in CONTAINER_ONLY_ENV}  # fmt: skip
         run_script(spec, argv, env, self.root / spec.name / "logs", self.script_dir)
         for item in outputs:
             uri = str(template.resolve(item["S3Output"]["S3Uri"], self, f"{spec.name} Outputs['{item['OutputName']}']"))
