@@ -33,6 +33,11 @@ SUPPRESSION_KEY = "training/erasure_suppression.json"
 SUPPRESSION_ENV = "RECSYS_SUPPRESSION_URI"
 
 
+def function_name(cfg: Config) -> str:
+    """The erasure Lambda's name: the stack names it so, the local run finds it in cdk.out by it."""
+    return f"{cfg.prefix}-erasure"
+
+
 def erasure_stores(*, source: str, destination: str, results: str, recent_items_table: str | None) -> list[dict]:
     """Plain specs in the order they are erased: raw first (it feeds everything else), serving state last."""
     stores = [

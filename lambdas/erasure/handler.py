@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict
 from typing import Any
 
 import boto3
@@ -46,8 +47,10 @@ def handler(event: dict[str, Any], context: Any = None, *, s3: Any = None, dynam
         "request_id": result.request_id,
         "subject_hash": result.subject,
         "removed": result.summary(),
+        "stores": {name: asdict(removed) for name, removed in result.removed.items()},
         "model_versions_touched": sorted({m for r in result.removed.values() for m in r.models}),
         "audit": f"s3://{records.bucket}/{result.audit_key}",
+        "audit_key": result.audit_key,
         "resumed": result.resumed,
     }
     LOG.info(json.dumps(answer))

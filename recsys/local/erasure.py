@@ -1,5 +1,6 @@
-"""Erasure in the local run: ``lambdas/erasure/core.py`` (the Lambda's code) with clients on the moto server,
-plus the workdir's own copies (``raw/``, ``lake/``, ``pipeline/``), which only exist locally.
+"""Erasure in the local run: the erasure function as deployed (its ``cdk.out`` asset's ``handler``, with the
+template's environment: store list, records bucket, retention) on the moto server, plus the workdir's own copies
+(``raw/``, ``lake/``, ``pipeline/``), which only exist locally, erased with the same code (``core.forget``).
 
 ``python -m recsys forget --user-id U`` after a run: the run's moto server (an in-memory account) ended
 with the run, so the CLI erases from the workdir, and also from a live local AWS when ``--endpoint-url``
@@ -20,10 +21,9 @@ import pandas as pd
 from lambdas.erasure import core
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import LocalResources
-from settings.config import LOCAL_ACCOUNT, Config
-from settings.erasure import erasure_stores, retention
+from settings.config import Config
+from settings.erasure import ENV_BUCKET, function_name, retention
 from settings.streaming import streaming_names
-from stacks.buckets import ATHENA_RESULTS, CURATED, SOURCE
 
 
 def workdir_stores(workdir: Path) -> list[core.Store]:
@@ -32,15 +32,6 @@ def workdir_stores(workdir: Path) -> list[core.Store]:
     workdir = Path(workdir)
     folders = sorted(d for d in workdir.iterdir() if d.is_dir()) if workdir.is_dir() else []
     return [core.DirStore(f"workdir {d.name}/", d) for d in folders]
-
-
-def aws_stores(cfg: Config, s3: Any, dynamodb: Any, buckets: dict[str, str]) -> list[core.Store]:
-    """The deployment's list (``settings.erasure``) on the local account; the recent-items table if it exists."""
-    table = streaming_names(cfg).table
-    tables = dynamodb.list_tables().get("TableNames", [])
-    specs = erasure_stores(source=buckets[SOURCE], destination=buckets[CURATED], results=buckets[ATHENA_RESULTS],
-                           recent_items_table=table if table in tables else None)  # fmt: skip
-    return core.build_stores(specs, s3, dynamodb)
 
 
 @dataclass
@@ -62,31 +53,45 @@ def forget_locally(
     user_id: str,
     workdir: Path,
     aws: LocalAws | None = None,
-    buckets: dict[str, str] | None = None,
     *,
     after_store=None,
+    stubs: dict | None = None,
 ) -> LocalErasure:
-    """Erase ``user_id`` from the local AWS (when given) and the workdir, then scan everything for them."""
+    """Erase ``user_id`` from the local AWS (when given) and the workdir, then scan everything for them.
+
+    On the local AWS the erasure function runs as deployed (``recsys/local/functions.py``): its ``cdk.out``
+    asset's ``handler`` with its template's environment, so the store list, records bucket and retention are
+    the template's. The workdir's copies (local only) are erased after it under the same suppression key, so
+    the same subject hash. ``after_store`` sees the workdir's stores; ``stubs`` go to the function's calls."""
     start = time.perf_counter()
     workdir = Path(workdir)
-    stores: list[core.Store] = []
-    records: list[core.Records] = []
+    lake = core.DirRecords(workdir / "lake")  # the suppression list and audit kept with the lake
     s3 = dynamodb = None
+    aws_result, audit = None, {}
     if aws is not None:
+        from recsys.local.functions import find_function, invoke
+
+        function = find_function(cfg, function_name(cfg))
+        answer = invoke(function, {"user_id": user_id, "requested_by": "local"}, aws, stubs=stubs)
         s3, dynamodb = aws.client("s3"), aws.client("dynamodb")
-        buckets = buckets or {k: cfg.bucket_name(k, LOCAL_ACCOUNT, aws.region) for k in (SOURCE, CURATED,
-                                                                                          ATHENA_RESULTS)}
-        stores += aws_stores(cfg, s3, dynamodb, buckets)
-        records.append(core.S3Records(s3, buckets[CURATED]))
-    stores += workdir_stores(workdir)
-    records.append(core.DirRecords(workdir / "lake"))  # the suppression list and audit kept with the lake
-    result = core.forget(user_id, stores, records, requested_by="local", after_store=after_store,
-                         retention=retention(cfg))
+        records = core.S3Records(s3, function.environment[ENV_BUCKET])
+        audit = records.get(answer["audit_key"]) or {}
+        lake.put(core.SUPPRESSION_KEY, records.get(core.SUPPRESSION_KEY) or {})
+        lake.put(answer["audit_key"], audit)
+        aws_result = core.ErasureResult(answer["request_id"], answer["subject_hash"], audit_key=answer["audit_key"],
+                                        resumed=answer["resumed"],
+                                        removed={n: core.Removed(**r) for n, r in answer["stores"].items()})
+    local = core.forget(user_id, workdir_stores(workdir), [lake], requested_by="local", after_store=after_store,
+                        retention=retention(cfg))
+    if aws_result is None:
+        result, audit = local, lake.get(local.audit_key) or {}
+    else:
+        result = aws_result
+        result.removed.update(local.removed)
     dirs = [workdir]  # the verification reads the whole workdir
     everything = core.every_store(s3, dynamodb, dirs)
     findings = core.find_everywhere(user_id, everything)
     models = sorted({m for r in result.removed.values() for m in r.models})
-    audit = records[0].get(result.audit_key) or {}
     return LocalErasure(result, time.perf_counter() - start, findings, models, len(everything), audit)
 
 
@@ -157,7 +162,7 @@ def forget_stage(progress: Any, cfg: Config, aws: LocalAws, res: LocalResources,
         streamed = _stream_a_view(cfg, aws, user_id, training)
         progress.info(f"forgetting shopper {user_id}" + (" (who also just viewed a product on the stream)"
                                                           if streamed else ""))  # fmt: skip
-        done = forget_locally(cfg, user_id, workdir, aws, res.buckets)
+        done = forget_locally(cfg, user_id, workdir, aws)
         for line in report_lines(done):
             progress.info(line)
     return done

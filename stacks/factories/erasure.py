@@ -33,6 +33,7 @@ from settings.erasure import (
     PANDAS_LAYER_VERSION,
     RECORDS_PREFIX,
     erasure_stores,
+    function_name,
     retention,
 )
 from stacks.buckets import ATHENA_RESULTS, CURATED, SOURCE
@@ -40,10 +41,6 @@ from stacks.factories import storage
 from stacks.nag import LAMBDA_OUTSIDE_VPC, acknowledge, acknowledge_wildcards
 
 CODE = PROJECT_ROOT / "lambdas" / "erasure"
-
-
-def function_name(cfg: Config) -> str:
-    return f"{cfg.prefix}-erasure"
 
 
 def erasure_function(

@@ -95,7 +95,7 @@ def test_the_fixture_puts_the_shopper_in_every_store(shop: Shop) -> None:
 
 
 def test_forget_leaves_no_trace_in_any_bucket_version_table_or_file_and_keeps_the_others(shop: Shop) -> None:
-    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets)
+    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
 
     assert done.gone, done.findings
     assert core.find_everywhere(shop.user, _everything(shop)) == {}
@@ -117,12 +117,12 @@ def test_a_rerun_after_a_crash_finishes_the_job_under_the_same_request(shop: Sho
     class Crash(RuntimeError):
         pass
 
-    def crash_after_curated(store: str, _removed: core.Removed) -> None:
-        if store == "curated":
-            raise Crash(store)
+    def crash_at_the_table(_request: dict) -> dict:
+        raise Crash("recent items")  # the function dies at its last store, after every bucket
 
     with pytest.raises(Crash):
-        forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets, after_store=crash_after_curated)
+        forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws,
+                       stubs={"dynamodb.DescribeTable": crash_at_the_table})  # fmt: skip
     left = core.find_everywhere(shop.user, _everything(shop))
     curated = f"s3://{shop.res.destination_bucket}/curated/"
     assert left and not any(p.startswith(curated) for places in left.values() for p in places)  # half done
@@ -130,16 +130,16 @@ def test_a_rerun_after_a_crash_finishes_the_job_under_the_same_request(shop: Sho
     suppression = records.get(core.SUPPRESSION_KEY)
     assert suppression and len(suppression["user_keys"]) == 1  # suppressed before the first store
 
-    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets)
+    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
 
     assert done.gone and done.result.resumed
     assert done.result.removed["raw"].total == 12  # the first attempt's counts kept in the record
-    again = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets)
+    again = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
     assert again.gone and not again.result.resumed and sum(again.result.summary().values()) == 0
 
 
 def test_the_audit_record_names_the_request_and_counts_but_not_the_shopper(shop: Shop) -> None:
-    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets)
+    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
     s3 = shop.aws.client("s3")
     body = s3.get_object(Bucket=shop.res.destination_bucket, Key=done.result.audit_key)["Body"].read().decode()
     audit = json.loads(body)
@@ -234,7 +234,7 @@ def test_every_model_version_drops_the_shopper_and_still_serves_the_others_the_s
     before = _answers(shop.model_dir, [shop.user, *others])
     assert before[shop.user]["strategy"].startswith("personalized")
 
-    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets)
+    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
 
     assert done.gone, done.findings
     dest = shop.res.destination_bucket
@@ -268,7 +268,7 @@ def test_a_model_of_an_unknown_family_holding_the_shopper_is_deleted_not_kept(sh
     key = "pipeline/exec-2/TrainModel/output/model.tar.gz"
     s3.put_object(Bucket=shop.res.destination_bucket, Key=key, Body=model_archive(odd))
 
-    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets)
+    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
 
     assert done.gone, done.findings
     assert f"s3://{shop.res.destination_bucket}/{key}" in done.models
@@ -276,7 +276,36 @@ def test_a_model_of_an_unknown_family_holding_the_shopper_is_deleted_not_kept(sh
 
 
 def test_the_report_says_gone_only_when_the_scan_found_nothing(shop: Shop) -> None:
-    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws, shop.res.buckets)
+    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
     done.findings = {"s3://x": ["s3://x/y (1 rows)"]}
     text = "\n".join(report_lines(done))
     assert "gone" not in text and "STILL" in text
+
+
+def test_the_local_erasure_follows_the_functions_environment_in_cdk_out(shop: Shop, tmp_path, monkeypatch) -> None:
+    """The store list is the synthesized template's: a copy of cdk.out whose captured-requests store points
+    elsewhere makes the local run leave the capture files alone, and its scan says so instead of "gone"."""
+    from recsys.local.curation import cdk_out
+    from recsys.local.functions import find_function
+    from settings.erasure import function_name
+
+    function = find_function(shop.cfg, function_name(shop.cfg))
+    copy = tmp_path / "cdk.out"
+    copy.mkdir()
+    for template in cdk_out().glob("*.template.json"):
+        shutil.copy(template, copy / template.name)
+    shutil.copytree(function.code_dir, copy / function.code_dir.name)
+    path = copy / f"{function.stack}.template.json"
+    doc = json.loads(path.read_text())
+    env = doc["Resources"][function.logical_id]["Properties"]["Environment"]["Variables"]
+    joined = env[ENV_STORES]["Fn::Join"][1]
+    joined[:] = [p.replace('"prefix": "capture/"', '"prefix": "elsewhere/"') if isinstance(p, str) else p
+                 for p in joined]  # fmt: skip
+    path.write_text(json.dumps(doc))
+    monkeypatch.setenv("CDK_OUTDIR", str(copy))
+
+    done = forget_locally(shop.cfg, shop.user, shop.workdir, shop.aws)
+
+    assert done.result.removed["captured requests"].total == 0
+    assert any("/capture/" in p for places in done.findings.values() for p in places), done.findings
+    assert not done.gone and "gone" not in "\n".join(report_lines(done))
