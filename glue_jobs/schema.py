@@ -72,8 +72,7 @@ QUARANTINE_REASON_COLUMN = "quarantine_reason"
 QUARANTINE_STEP_COLUMN = "quarantine_step"
 
 #: The batch step's outputs (``sagemaker_src/batch_recommend.py``): what the endpoint would answer for every
-#: known user and every product, as Glue tables under the destination bucket's ``batch/``.
-BATCH_PREFIX = "batch"
+#: known user and every product, as Glue tables under the destination bucket's ``settings.config.BATCH_PREFIX``.
 BATCH_COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "batch_user_recommendations": {
         "user_id": pa.string(),

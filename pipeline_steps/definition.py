@@ -43,9 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
-from settings.config import PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
+from settings.config import BATCH_PREFIX, PIPELINE_PREFIX, PROJECT_ROOT, TRAINING_PREFIX, Config
 from settings.erasure import SUPPRESSION_ENV, SUPPRESSION_KEY
 
 SOURCE_DIR = PROJECT_ROOT / "sagemaker_src"

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from glue_jobs.raw_reader import RawDataError, read_raw
-from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CURATED_COLUMNS
+from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, CURATED_COLUMNS
 from lambdas.erasure.core import SUPPRESSION_KEY
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps.definition import BATCH, PUBLISH
@@ -51,6 +51,7 @@ from recsys.local.provision import LocalResources, provision, restore_kept, uplo
 from recsys.local.s3io import delete_data, read_parquet, write_parquet
 from recsys.local.states import state_lines
 from settings.config import (
+    BATCH_PREFIX,
     CLICKSTREAM,
     CLICKSTREAM_RECIPE,
     CURATED_PREFIX,

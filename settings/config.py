@@ -211,6 +211,7 @@ TRAINING_PREFIX = "training"  # destination bucket: training/ (what PrepareData 
 #: UNLOADs only into an empty location and the erasure suppression list lives beside it (training/).
 TRAINING_SET_PREFIX = f"{TRAINING_PREFIX}/interactions"
 PIPELINE_PREFIX = "pipeline"  # destination bucket: pipeline/<execution>/ splits, models, evaluation
+BATCH_PREFIX = "batch"  # destination bucket: batch/<table>/, the BatchRecommend step's latest lists (Glue tables)
 
 
 def _require(env: Mapping[str, Any], key: str, where: str) -> Any:

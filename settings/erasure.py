@@ -7,9 +7,9 @@ every bucket and table regardless, so a store missing here shows up as a finding
 
 from __future__ import annotations
 
-from glue_jobs.schema import BATCH_PREFIX
 from settings.config import (
     ATHENA_RESULTS_PREFIX,
+    BATCH_PREFIX,
     CURATED_PREFIX,
     FEATURES_PREFIX,
     PIPELINE_PREFIX,

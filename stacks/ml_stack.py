@@ -21,10 +21,9 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps.definition import definition_json, framework_image, pack_source, spark_image
-from settings.config import PIPELINE_PREFIX, TRAINING_PREFIX, Config
+from settings.config import BATCH_PREFIX, PIPELINE_PREFIX, TRAINING_PREFIX, Config
 from stacks.buckets import CURATED
 from stacks.data_stack import DataStack
 from stacks.factories.cloudwatch import put_metric_data_statement

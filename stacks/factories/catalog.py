@@ -16,8 +16,16 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from glue_jobs.catalog_types import PARQUET_INPUT_FORMAT, PARQUET_OUTPUT_FORMAT, PARQUET_SERDE, glue_columns
-from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, BATCH_PREFIX, CAPTURE_SCHEMA, CURATED_COLUMNS
-from settings.config import CLICKSTREAM, CLICKSTREAM_RECIPE, CURATED_PREFIX, QUARANTINE_PREFIX, TABLES, Config
+from glue_jobs.schema import BATCH_COLUMNS, BATCH_FOLDERS, CAPTURE_SCHEMA, CURATED_COLUMNS
+from settings.config import (
+    BATCH_PREFIX,
+    CLICKSTREAM,
+    CLICKSTREAM_RECIPE,
+    CURATED_PREFIX,
+    QUARANTINE_PREFIX,
+    TABLES,
+    Config,
+)
 from settings.erasure import CAPTURE_PREFIX
 from stacks.nag import acknowledge_wildcards, arn_token
 

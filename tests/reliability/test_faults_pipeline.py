@@ -28,7 +28,6 @@ import pytest
 
 import monitoring.run
 import recsys.local.erasure as local_erasure
-from glue_jobs.schema import BATCH_PREFIX
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps import local_runner
 from pipeline_steps.definition import PREPARE, REGISTER, TRAIN
@@ -40,7 +39,7 @@ from recsys.local.athena import LocalAthena
 from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws
 from recsys.local.provision import provision, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, split_s3_uri, write_parquet
-from settings.config import LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_SET_PREFIX, load_project_config
+from settings.config import BATCH_PREFIX, LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_SET_PREFIX, load_project_config
 from stacks.buckets import CURATED, SOURCE
 from tests import HEAVY_TIMEOUT_S
 

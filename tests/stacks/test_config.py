@@ -116,3 +116,18 @@ def test_a_synth_time_training_engine_overrides_the_environments():
     assert load_config({**context, "training_engine": "spark"}).training_engine == "spark"
     with pytest.raises(ConfigError, match=r"environments\.dev\.training_engine"):
         load_config({**context, "training_engine": "fast"})
+
+
+def test_settings_import_nothing_of_the_project_but_settings():
+    """settings/ is the bottom layer: everything reads it, so it may read nothing of the project above it."""
+    import ast
+    from pathlib import Path
+
+    project = {p.name for p in CDK_JSON.parent.iterdir() if p.is_dir() or p.suffix == ".py"}
+    found = []
+    for path in sorted((CDK_JSON.parent / "settings").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            found += [f"{Path(path).name}: {n}" for n in names if n.split(".")[0] in project - {"settings"}]
+    assert "glue_jobs" in project and not found, found
