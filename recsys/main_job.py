@@ -353,7 +353,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                     nightly = _archive_to_training(progress, cfg, aws, res, athena, lake, stream_events,
                                                    len(training), rules)  # fmt: skip
             if world is not None and stream_events:
-                _experiment(progress, cfg, aws, res, athena, workdir, pipeline, world, rules, capture, len(training),
+                _experiment(progress, cfg, aws, res, athena, workdir, world, rules, capture, len(training),
                             started=nightly)  # fmt: skip
                 from recsys.local.attribution import attribution_stage
 
@@ -661,7 +661,7 @@ def _clickstream_demo(progress: Progress, cfg, aws: LocalAws, url: str, training
 
 
 def _experiment(
-    progress: Progress, cfg, aws: LocalAws, res: LocalResources, athena: LocalAthena, workdir: Path, serving,
+    progress: Progress, cfg, aws: LocalAws, res: LocalResources, athena: LocalAthena, workdir: Path,
     world: GeneratorConfig, rules: list[Rule], capture, rows_before: int, *, started: list[Route],
 ) -> None:
     """An A/B (or shadow) test between two model VERSIONS, as the deploy function sets it up on AWS: the nightly
