@@ -139,8 +139,14 @@ def trained(case: Case, workdir: Path, retrain: bool) -> tuple[Path, float | Non
     print(f"[{case.name}] train.py {' '.join(case.train_args)} ...", flush=True)
     t = time.perf_counter()
     with open(base / "train.log", "w") as log:
-        subprocess.run([str(PYTHON), str(ROOT / "sagemaker_src" / "train.py"), *case.train_args], env=env,
-                       stdout=log, stderr=subprocess.STDOUT, check=True, timeout=case.train_timeout_s)
+        try:
+            subprocess.run([str(PYTHON), str(ROOT / "sagemaker_src" / "train.py"), *case.train_args], env=env,
+                           stdout=log, stderr=subprocess.STDOUT, check=True, timeout=case.train_timeout_s)
+        except subprocess.TimeoutExpired:  # a hang or an overloaded machine: name the case, no traceback
+            bound = f"{case.train_timeout_s:.0f} s"
+            sys.exit(f"[{case.name}] train.py did not finish within {bound} (log: {base / 'train.log'})")
+        except subprocess.CalledProcessError as err:
+            sys.exit(f"[{case.name}] train.py failed (exit {err.returncode}; log: {base / 'train.log'})")
     return model, time.perf_counter() - t
 
 
