@@ -264,17 +264,22 @@ def runtime_invoke(aws: LocalAws, endpoint_url: str, endpoint_name: str) -> reco
     return invoke
 
 
-def recommend(
-    aws: LocalAws, res: StreamingResources, user_id: str, k: int, invoke: recommend_api.Invoke
-) -> dict[str, Any]:
-    """Call the serving Lambda's handler as API Gateway would; returns {"status": ..., "body": ...}."""
-    event = {
+def api_gateway_event(user_id: str, k: int) -> dict[str, Any]:
+    """The proxy-integration event API Gateway sends the recommendation function for GET /recommendations/{user_id}."""
+    return {
         "httpMethod": "GET",
         "resource": "/recommendations/{user_id}",
         "path": f"/recommendations/{user_id}",
         "pathParameters": {"user_id": user_id},
         "queryStringParameters": {"k": str(k)},
     }
+
+
+def recommend(
+    aws: LocalAws, res: StreamingResources, user_id: str, k: int, invoke: recommend_api.Invoke
+) -> dict[str, Any]:
+    """Call the serving Lambda's handler as API Gateway would; returns {"status": ..., "body": ...}."""
+    event = api_gateway_event(user_id, k)
     response = recommend_api.handler(event, invoke=invoke, table=res.names.table, dynamodb=aws.client("dynamodb"))
     return {"status": response["statusCode"], "body": json.loads(response["body"])}
 
@@ -442,13 +447,7 @@ def recommend_through_api(
     """The API function's handler (from its cdk.out asset, with its template environment) on the event API
     Gateway's proxy integration sends; returns {"status": ..., "body": ...}."""
     function = find_function(cfg, streaming_names(cfg).api_function, out_dir)
-    event = {
-        "httpMethod": "GET",
-        "resource": "/recommendations/{user_id}",
-        "path": f"/recommendations/{user_id}",
-        "pathParameters": {"user_id": user_id},
-        "queryStringParameters": {"k": str(k)},
-    }
+    event = api_gateway_event(user_id, k)
     response = invoke_function(function, event, aws, stubs={"sagemaker-runtime.InvokeEndpoint":
                                                              endpoint_stub(endpoint_url)})  # fmt: skip
     return {"status": response["statusCode"], "body": json.loads(response["body"])}
