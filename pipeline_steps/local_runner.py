@@ -399,6 +399,11 @@ def find_registered(aws: LocalAws, cfg: Config, fingerprint: str, group: str | N
     return None
 
 
+def create_model_package(aws: LocalAws, request: Mapping[str, Any]) -> str:
+    """Send the definition's CreateModelPackage request as the pipeline does; the new package's ARN."""
+    return aws.client("sagemaker").create_model_package(**request)["ModelPackageArn"]
+
+
 def register_model(
     aws: LocalAws,
     cfg: Config,
@@ -729,8 +734,7 @@ def run_pipeline_locally(
                     _ensure_group(aws, cfg, group)
                     if run.fingerprint:
                         request["CustomerMetadataProperties"] = {FINGERPRINT_KEY: run.fingerprint}
-                    sm = aws.client("sagemaker")
-                    result.model_package_arn = sm.create_model_package(**request)["ModelPackageArn"]
+                    result.model_package_arn = create_model_package(aws, request)
                     result.approval_status = request.get("ModelApprovalStatus")
                     result.registration = "created"
             elif spec.kind == "register":

@@ -69,6 +69,8 @@ def quick_main_job(mp: pytest.MonkeyPatch, pipeline: bool = True) -> Iterator[li
         return result
 
     mp.setattr(local_runner, "TRAINING_HYPERPARAMETERS", {**local_runner.TRAINING_HYPERPARAMETERS, **FAST})
+    real_run = local_runner.run_pipeline_locally  # the main job runs the template's definition: FAST on top of it
+    mp.setattr(local_runner, "run_pipeline_locally", lambda *a, **k: real_run(*a, **{"hyperparameters": FAST, **k}))
     mp.setattr(main_job, "_pipeline_stage", stage)
     mp.setattr(main_job, "_endpoint_stage", lambda *a, **k: ([], []))
     mp.setattr(main_job, "_archive_to_training", lambda *a, **k: None)
@@ -260,7 +262,7 @@ def _crash_after_script(step_name: str) -> Callable[..., None]:
 STEP_CRASHES: dict[str, tuple[str, Callable[[], Any], bool]] = {
     PREPARE: ("upload", lambda: _partial_upload(PREPARE), True),
     TRAIN: ("run_script", lambda: _crash_after_script(TRAIN), False),
-    REGISTER: ("register_model", lambda: crash_after(local_runner.register_model), False),  # package created
+    REGISTER: ("create_model_package", lambda: crash_after(local_runner.create_model_package), False),  # created
 }
 
 
@@ -273,15 +275,19 @@ def test_pipeline_interrupted_in_a_step_then_rerun_gives_the_same_model_and_no_d
         aws_env.client("s3").put_object(Bucket=res.destination_bucket, Key=key, Body=body)
     attribute, replacement, same_execution = STEP_CRASHES[step_name]
     interrupted_id = local_runner.new_execution_id()
+    # the definition the baseline's main job ran (its hyperparameters are part of the training fingerprint)
+    ml_template = curation.cdk_out() / f"{CFG.prefix}-ml.template.json"
+    template = local_runner.TemplatePipeline.load(ml_template, CFG.pipeline_name)
     with monkeypatch.context() as crash, pytest.raises(Interrupted):
         crash.setattr(local_runner, attribute, replacement())
         run_pipeline_locally(
-            CFG, aws_env, res, tmp_path, lambda _: None, hyperparameters=FAST, execution_id=interrupted_id
+            CFG, aws_env, res, tmp_path, lambda _: None, hyperparameters=FAST, execution_id=interrupted_id,
+            template=template,
         )
 
     rerun_id = interrupted_id if same_execution else None
     result = run_pipeline_locally(
-        CFG, aws_env, res, tmp_path, lambda _: None, hyperparameters=FAST, execution_id=rerun_id
+        CFG, aws_env, res, tmp_path, lambda _: None, hyperparameters=FAST, execution_id=rerun_id, template=template
     )
 
     reference: LocalPipelineResult = baseline["result"]
