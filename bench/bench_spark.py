@@ -75,21 +75,51 @@ def parity(args: argparse.Namespace) -> list[dict]:
             ev = pdata.build_eval(train, test)
             log(f"\n== {name}/{protocol}: train {len(train):,} rows, {len(ev.users):,} users evaluated "
                 f"(split {split_hash(train, test)})")
+            digest = split_hash(train, test)
             with tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
-                single = run_project(train, ev, work / "single")
-                log(f"  train.py: ndcg@10 {single['ndcg']:.4f} ({single['train_s']} s, {single['recipe']})")
-                spark = run_spark(work / "single" / "train", work)
+                single = recorded_single(args.single_json, f"{name}/{protocol}", digest)
+                if single is not None:
+                    log(f"  train.py: ndcg@10 {single['ndcg']:.4f} recorded in {single['source']} (same split)")
+                elif args.spark_only:
+                    single = {"ndcg": None, "train_s": None, "recipe": "not run (--spark-only)"}
+                else:
+                    single = run_project(train, ev, work / "single")
+                    log(f"  train.py: ndcg@10 {single['ndcg']:.4f} ({single['train_s']} s, {single['recipe']})")
+                data = work / "single" / "train"
+                if not (data / "interactions.csv").is_file():
+                    data.mkdir(parents=True, exist_ok=True)
+                    train.to_csv(data / "interactions.csv", index=False)
+                try:
+                    spark = run_spark(data, work, args.spark_args.split() if args.spark_args else None)
+                finally:  # the job's log (stages, every candidate's validation NDCG) outlives the temp folder
+                    if (work / "spark.log").is_file():
+                        (args.out / f"spark_{name}_{protocol}.log").write_text((work / "spark.log").read_text())
+                for r in spark["meta"]["selection"]:
+                    log(f"    spark validation {r['model']}: {r['ndcg']:.4f}")
                 bundle = _import_inference().model_fn(str(spark["model"]))
                 recs = {u: [r["product_id"] for r in _import_inference().predict_fn(
                     {"user_id": str(u), "k": pdata.K}, bundle)["recommendations"]] for u in ev.users}
                 score = ev.score(recs)
                 log(f"  spark_train.py: ndcg@10 {score['ndcg']:.4f} ({spark['seconds']} s, {spark['chosen']})")
-            rows.append({"set": name, "protocol": protocol, "users": len(ev.users), "train.py": single["ndcg"],
-                         "spark": score["ndcg"], "ratio": round(score["ndcg"] / max(single["ndcg"], 1e-12), 3),
+            ratio = round(score["ndcg"] / max(single["ndcg"], 1e-12), 3) if single["ndcg"] is not None else None
+            rows.append({"set": name, "protocol": protocol, "split": digest, "users": len(ev.users),
+                         "train.py": single["ndcg"], "spark": score["ndcg"], "ratio": ratio,
                          "train.py s": single["train_s"], "spark s": spark["seconds"],
-                         "spark peak GB": spark["peak_gb"], "spark model": spark["chosen"]})
+                         "spark peak GB": spark["peak_gb"], "spark model": spark["chosen"],
+                         "train.py model": single.get("recipe", ""),
+                         "spark validation": spark["meta"]["validation_ndcg"]})
     return rows
+
+
+def recorded_single(path: Path | None, key: str, digest: str) -> dict | None:
+    """train.py's row for ``key`` from an earlier ``bench_public_data.py`` JSON, if it was run on the same split."""
+    if path is None or not path.is_file():
+        return None
+    found = json.loads(path.read_text()).get("results", {}).get(key, {})
+    proj = found.get("project") if found.get("split") == digest else None
+    return None if not proj else {"ndcg": proj["ndcg"], "train_s": proj.get("train_s"),
+                                  "recipe": proj.get("recipe", ""), "source": str(path)}
 
 
 def scale(n_interactions: int, work: Path) -> dict:
@@ -154,6 +184,10 @@ def main() -> int:
     p.add_argument("--sets", default="Amazon_Toys_and_Games,Amazon_Sports_and_Outdoors")
     p.add_argument("--protocols", default=",".join(pdata.PROTOCOLS), help="those that apply to each set are run")
     p.add_argument("--data-dir", type=Path, default=pdata.DATA_DIR)
+    p.add_argument("--single-json", type=Path, help="a bench_public_data.py JSON: train.py's NDCG from it where "
+                   "its split hash matches (train.py is not re-run); otherwise train.py runs here")
+    p.add_argument("--spark-only", action="store_true", help="parity: do not run train.py where no figure is recorded")
+    p.add_argument("--spark-args", default="", help="extra spark_train.py flags (default: none, as the pipeline)")
     p.add_argument("--scale", type=int, default=0, help="interactions of a generated shop (e.g. 10000000)")
     p.add_argument("--plan-only", action="store_true")
     p.add_argument("--out", type=Path, default=OUT)

@@ -77,6 +77,7 @@ AWS_S3_COMMANDS = {"cp", "mv", "rm", "ls", "sync", "mb", "rb", "presign", "websi
 #: Commands run for real by this test (cheap, offline, deterministic), exactly as written in the docs.
 RUN_HERE = {
     ".venv/bin/python bench/bench_public_data.py --self-check",
+    ".venv/bin/python bench/bench_cost.py",
 }
 
 #: head -> (test that exercises what the command does, why the command itself is not run here).
@@ -167,6 +168,10 @@ EXERCISED_BY: dict[str, tuple[str, str]] = {
         "tests/sagemaker_src/test_spark_train.py::test_spark_ids_and_history_equal_the_pandas_path_on_the_same_rows",
         "trains train.py and spark_train.py on real logs or a 10M shop (tens of minutes); the test runs "
         "spark_train.py in local[2] on a small shop and checks its bundle against the pandas path",
+    ),
+    "bench/bench_cost.py": (
+        "tests/bench/test_bench_cost.py::test_the_bill_of_a_tiny_shop_is_the_hand_computed_arithmetic",
+        "the same bill with other inputs (a scale run's JSON, other sizes); the default command runs here",
     ),
     "bench/bench_paired.py": (
         "tests/sagemaker_src/test_end_to_end.py::test_trained_model_serves_through_the_handlers",
