@@ -29,9 +29,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline_steps import local_runner  # noqa: E402
 from pipeline_steps.definition import EVALUATE, PACKAGE, PREPARE, REGISTER, TRAIN  # noqa: E402
 from recsys.cli import main  # noqa: E402
+from recsys.local import pipeline as local_pipeline  # noqa: E402
 from recsys.local.faults import S3Fault, inject_s3_faults  # noqa: E402
 from recsys.local.moto_server import MAX_ATTEMPTS, LocalAws, local_aws  # noqa: E402
 from recsys.local.provision import provision  # noqa: E402
@@ -112,7 +112,7 @@ STEPS: dict[str, tuple[str, Callable[[], Any], bool, str]] = {
     TRAIN: ("run_script", lambda: _crash_after_script(TRAIN), False, "trained, not uploaded"),
     EVALUATE: ("upload", lambda: _partial_upload(EVALUATE), True, "part of output uploaded"),
     PACKAGE: ("run_script", lambda: _crash_after_script(PACKAGE), True, "packed, not uploaded"),
-    REGISTER: ("register_model", lambda: crash_after(local_runner.register_model), False, "package created"),
+    REGISTER: ("register_model", lambda: crash_after(local_pipeline.register_model), False, "package created"),
 }
 
 
@@ -125,17 +125,17 @@ def step_crashes(aws: LocalAws, root: Path, ref: dict[str, Any], ref_result: Any
         res = provision(CFG, aws)
         for key, body in training.items():  # the training set the baseline's workflow wrote
             aws.client("s3").put_object(Bucket=res.destination_bucket, Key=key, Body=body)
-        interrupted_id = local_runner.new_execution_id()
+        interrupted_id = local_pipeline.new_execution_id()
         outcome = "FAILED: no crash"
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(local_runner, attribute, replacement())
+            mp.setattr(local_pipeline, attribute, replacement())
             try:
-                local_runner.run_pipeline_locally(
+                local_pipeline.run_pipeline_locally(
                     CFG, aws, res, workdir, lambda _: None, hyperparameters=FAST, execution_id=interrupted_id
                 )
             except Interrupted:
                 outcome = "recovered"
-        result = local_runner.run_pipeline_locally(
+        result = local_pipeline.run_pipeline_locally(
             CFG,
             aws,
             res,

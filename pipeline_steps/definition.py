@@ -4,7 +4,7 @@
 follows what; :func:`parameter_specs` gives the pipeline parameters with defaults from the
 config; :data:`GATE` is the quality gate. :func:`build_pipeline` turns this into a SageMaker
 Pipeline (sagemaker SDK 2.x ``sagemaker.workflow``) for the CDK stack, and
-``pipeline_steps/local_runner.py`` executes the same specs as processes against moto. Nothing
+``recsys/local/pipeline.py`` (the local runtime) executes the same specs as processes against moto. Nothing
 about the graph is written anywhere else.
 
 Graph::

@@ -461,7 +461,7 @@ PIPELINE_TITLE = "SageMaker pipeline run locally (pipeline_steps/): prepare, tra
 def _engine_lines(progress: Progress, result, workdir: Path, aws: LocalAws, compare: bool) -> None:  # noqa: ANN001
     """Which engine trained (training_engine), the Spark job's stages, and on Spark the NDCG@10 of train.py on the
     same split beside the Spark model's (issue 23)."""
-    from pipeline_steps.local_runner import engine_report, single_path_ndcg
+    from recsys.local.pipeline import engine_report, single_path_ndcg
 
     report = engine_report(result, workdir)
     if report is None:
@@ -486,7 +486,7 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
                     title: str = PIPELINE_TITLE, *, rules: list[Rule], started: Route):  # fmt: skip
     """prepare -> train -> evaluate -> quality gate -> register, as the SageMaker pipeline defines them; started by
     the ``started`` route (its target is the pipeline), a failure is an execution status event routed by the rules."""
-    from pipeline_steps.local_runner import PipelineStepError, TemplatePipeline, run_pipeline_locally
+    from recsys.local.pipeline import PipelineStepError, TemplatePipeline, run_pipeline_locally
 
     with progress.step(title):
         try:

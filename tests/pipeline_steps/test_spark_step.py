@@ -17,7 +17,7 @@ from pipeline_steps.definition import (
     spark_image,
     steps_for,
 )
-from pipeline_steps.local_runner import TemplatePipeline
+from recsys.local.pipeline import TemplatePipeline
 from settings.config import load_project_config
 from tests import HEAVY_TIMEOUT_S
 
@@ -77,7 +77,7 @@ def test_auto_passes_its_threshold_to_the_job():
     assert int(cli[cli.index("--spark-min-interactions") + 1]) == CFG.spark_min_interactions
 
 
-def test_the_local_runner_runs_the_templates_spark_step_with_spark_train(spark_step, tmp_path):
+def test_the_local_pipeline_runs_the_templates_spark_step_with_spark_train(spark_step, tmp_path):
     template = TemplatePipeline(tmp_path / "ml.template.json", "0" * 64, {"Steps": [spark_step]})
     assert template.spec(spark_step) is SPARK_TRAIN
     changed = json.loads(json.dumps(spark_step))

@@ -29,14 +29,14 @@ import pytest
 import monitoring.run
 import recsys.local.erasure as local_erasure
 from monitoring.metrics import MODEL_METRICS_PREFIX
-from pipeline_steps import local_runner
 from pipeline_steps.definition import PREPARE, REGISTER, TRAIN
-from pipeline_steps.local_runner import LocalPipelineResult, run_pipeline_locally
 from recsys import main_job
 from recsys.cli import main
 from recsys.local import curation
+from recsys.local import pipeline as local_pipeline
 from recsys.local.athena import LocalAthena
 from recsys.local.moto_server import _CONFLICTING_ENV, LocalAws
+from recsys.local.pipeline import LocalPipelineResult, run_pipeline_locally
 from recsys.local.provision import provision, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, split_s3_uri, write_parquet
 from settings.config import BATCH_PREFIX, LOCAL_ACCOUNT, PIPELINE_PREFIX, TRAINING_SET_PREFIX, load_project_config
@@ -68,9 +68,9 @@ def quick_main_job(mp: pytest.MonkeyPatch, pipeline: bool = True) -> Iterator[li
         results.append(result)
         return result
 
-    mp.setattr(local_runner, "TRAINING_HYPERPARAMETERS", {**local_runner.TRAINING_HYPERPARAMETERS, **FAST})
-    real_run = local_runner.run_pipeline_locally  # the main job runs the template's definition: FAST on top of it
-    mp.setattr(local_runner, "run_pipeline_locally", lambda *a, **k: real_run(*a, **{"hyperparameters": FAST, **k}))
+    mp.setattr(local_pipeline, "TRAINING_HYPERPARAMETERS", {**local_pipeline.TRAINING_HYPERPARAMETERS, **FAST})
+    real_run = local_pipeline.run_pipeline_locally  # the main job runs the template's definition: FAST on top of it
+    mp.setattr(local_pipeline, "run_pipeline_locally", lambda *a, **k: real_run(*a, **{"hyperparameters": FAST, **k}))
     mp.setattr(main_job, "_pipeline_stage", stage)
     mp.setattr(main_job, "_endpoint_stage", lambda *a, **k: ([], []))
     mp.setattr(main_job, "_archive_to_training", lambda *a, **k: None)
@@ -229,8 +229,8 @@ def test_main_job_interrupted_in_a_data_stage_then_rerun_reproduces_the_outputs_
 
 
 def _partial_upload(step_name: str) -> Callable[..., int]:
-    """local_runner.upload that, for ``step_name``, writes only the first file of the output and dies."""
-    real = local_runner.upload
+    """local_pipeline.upload that, for ``step_name``, writes only the first file of the output and dies."""
+    real = local_pipeline.upload
 
     def upload(aws: LocalAws, src: Path, uri: str) -> int:
         if f"/{step_name}/" not in uri:
@@ -245,7 +245,7 @@ def _partial_upload(step_name: str) -> Callable[..., int]:
 
 def _crash_after_script(step_name: str) -> Callable[..., None]:
     """The step's script ran (its local output exists), then the runner died before uploading it."""
-    real = local_runner.run_script
+    real = local_pipeline.run_script
 
     def run_script(spec: Any, *args: Any, **kwargs: Any) -> None:
         real(spec, *args, **kwargs)
@@ -255,14 +255,14 @@ def _crash_after_script(step_name: str) -> Callable[..., None]:
     return run_script
 
 
-#: step -> (the patched local_runner function, its replacement, rerun as the same execution?).
+#: step -> (the patched local_pipeline function, its replacement, rerun as the same execution?).
 #: Same execution = SageMaker's RetryPipelineExecution; a new one = what the main job does.
 #: Representative points (a partial output, a lost local result, a registration whose step died);
 #: ``bench/bench_faults.py`` interrupts every step.
 STEP_CRASHES: dict[str, tuple[str, Callable[[], Any], bool]] = {
     PREPARE: ("upload", lambda: _partial_upload(PREPARE), True),
     TRAIN: ("run_script", lambda: _crash_after_script(TRAIN), False),
-    REGISTER: ("create_model_package", lambda: crash_after(local_runner.create_model_package), False),  # created
+    REGISTER: ("create_model_package", lambda: crash_after(local_pipeline.create_model_package), False),  # created
 }
 
 
@@ -274,12 +274,12 @@ def test_pipeline_interrupted_in_a_step_then_rerun_gives_the_same_model_and_no_d
     for key, body in baseline["training_parquet"].items():  # the training set the baseline's workflow wrote
         aws_env.client("s3").put_object(Bucket=res.destination_bucket, Key=key, Body=body)
     attribute, replacement, same_execution = STEP_CRASHES[step_name]
-    interrupted_id = local_runner.new_execution_id()
+    interrupted_id = local_pipeline.new_execution_id()
     # the definition the baseline's main job ran (its hyperparameters are part of the training fingerprint)
     ml_template = curation.cdk_out() / f"{CFG.prefix}-ml.template.json"
-    template = local_runner.TemplatePipeline.load(ml_template, CFG.pipeline_name)
+    template = local_pipeline.TemplatePipeline.load(ml_template, CFG.pipeline_name)
     with monkeypatch.context() as crash, pytest.raises(Interrupted):
-        crash.setattr(local_runner, attribute, replacement())
+        crash.setattr(local_pipeline, attribute, replacement())
         run_pipeline_locally(
             CFG, aws_env, res, tmp_path, lambda _: None, hyperparameters=FAST, execution_id=interrupted_id,
             template=template,
@@ -319,10 +319,10 @@ def test_a_retried_step_output_holds_exactly_the_new_files(aws_env: LocalAws, tm
     uri = f"s3://{bucket}/pipeline/e1/EvaluateModel/evaluation"
     (tmp_path / "first").mkdir()
     (tmp_path / "first" / "partial.tmp").write_text("half")
-    local_runner.upload(aws_env, tmp_path / "first", uri)
+    local_pipeline.upload(aws_env, tmp_path / "first", uri)
     (tmp_path / "second").mkdir()
     (tmp_path / "second" / "evaluation.json").write_text(json.dumps({"metrics": {}}))
-    assert local_runner.upload(aws_env, tmp_path / "second", uri) == 1
+    assert local_pipeline.upload(aws_env, tmp_path / "second", uri) == 1
     assert list(_objects(aws_env, bucket, "pipeline/e1/")) == ["pipeline/e1/EvaluateModel/evaluation/evaluation.json"]
 
 

@@ -16,10 +16,10 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 from botocore.retries.standard import ExponentialBackoff
 
-from pipeline_steps.local_runner import download, upload
 from recsys.cli import main
 from recsys.local.faults import S3Fault, inject_s3_faults
 from recsys.local.moto_server import MAX_ATTEMPTS, LocalAws
+from recsys.local.pipeline import download, upload
 from recsys.local.provision import LocalResources, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet, write_parquet
 from settings.config import LOCAL_ACCOUNT, load_project_config
@@ -88,8 +88,8 @@ CALL_SITES: dict[str, tuple[Callable[[LocalAws, LocalResources, Path], None], st
     "s3io.read_parquet": (_get, "GetObject"),
     "s3io.list_data_keys": (_list, "ListObjectsV2"),
     "provision.upload_raw": (_upload_raw, "PutObject"),
-    "local_runner.upload": (_pipeline_upload, "PutObject"),
-    "local_runner.download": (_pipeline_download, "GetObject"),
+    "pipeline.upload": (_pipeline_upload, "PutObject"),
+    "pipeline.download": (_pipeline_download, "GetObject"),
 }
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from lambdas.erasure.core import SUPPRESSION_KEY
-from pipeline_steps.local_runner import PipelineStepError, TemplatePipeline, run_pipeline_locally
 from recsys.local.athena import LocalAthena
 from recsys.local.curation import Resolver, run_curation
 from recsys.local.moto_server import LocalAws
+from recsys.local.pipeline import PipelineStepError, TemplatePipeline, run_pipeline_locally
 from recsys.local.provision import LocalResources, provision, upload_raw
 from recsys.local.s3io import list_data_keys, read_parquet
 from settings.config import TRAINING_SET_PREFIX, load_project_config

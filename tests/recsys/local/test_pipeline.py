@@ -15,8 +15,8 @@ import pytest
 
 from monitoring.metrics import DRIFT_SCORE, MODEL_METRICS_PREFIX, NDCG_AT_10, model_metric
 from pipeline_steps.definition import SOURCE_DIR, STEPS
-from pipeline_steps.local_runner import PipelineStepError, register_model, run_pipeline_locally
 from recsys.generator import GeneratorConfig, generate_tables
+from recsys.local.pipeline import PipelineStepError, register_model, run_pipeline_locally
 from recsys.local.provision import provision
 from recsys.local.s3io import split_s3_uri, write_parquet
 from settings.config import load_project_config

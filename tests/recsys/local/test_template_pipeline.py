@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from monitoring.metrics import NAMESPACE, NDCG_AT_10
-from pipeline_steps.local_runner import PipelineStepError, TemplatePipeline, run_pipeline_locally
 from recsys.generator import GeneratorConfig, generate_tables
+from recsys.local.pipeline import PipelineStepError, TemplatePipeline, run_pipeline_locally
 from recsys.local.provision import provision
 from recsys.local.s3io import write_parquet
 from settings.config import load_project_config
