@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 
+import jsii
 from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -52,14 +52,18 @@ def alarm_metric(spec: AlarmSpec) -> cw.IMetric:
 def alarm_topic(scope: Construct, cfg: Config) -> sns.Topic:
     """SSE-KMS topic, TLS only. Its publishers are services: CloudWatch (the alarms) and EventBridge (the rules).
 
-    A TopicPolicy replaces SNS's default policy, so CloudWatch needs its own Allow (held to this account's
-    ``<prefix>-*`` alarms by ``aws:SourceArn``/``aws:SourceAccount``); both need the topic key's
-    ``kms:GenerateDataKey*``/``kms:Decrypt`` (SECURITY.md). EventBridge's key statement carries no source
+    A TopicPolicy replaces SNS's default policy, so CloudWatch and EventBridge need their own Allows, each held
+    to this account's ``<prefix>-*`` alarms or rules by ``aws:SourceArn``/``aws:SourceAccount``; both need the
+    topic key's ``kms:GenerateDataKey*``/``kms:Decrypt`` (SECURITY.md). EventBridge's key statement carries no source
     conditions: AWS documents that its KMS requests do not carry them, so they would drop every event."""
     stack = Stack.of(scope)
     account, partition, region = stack.account, stack.partition, stack.region
     source = {
         "ArnLike": {"aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{cfg.prefix}-*"},
+        "StringEquals": {"aws:SourceAccount": account},
+    }
+    rules = {
+        "ArnLike": {"aws:SourceArn": f"arn:{partition}:events:{region}:{account}:rule/{cfg.prefix}-*"},
         "StringEquals": {"aws:SourceAccount": account},
     }
     key = kms.Key(
@@ -95,9 +99,29 @@ def alarm_topic(scope: Construct, cfg: Config) -> sns.Topic:
             conditions=source,
         )
     )
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions=rules,
+        )
+    )
     if cfg.alarm_email:
         topic.add_subscription(subs.EmailSubscription(cfg.alarm_email))
     return topic
+
+
+@jsii.implements(events.IRuleTarget)
+class _RuleTopic:
+    """The alarm topic as a rule target, without ``targets.SnsTopic``'s unconditioned ``sns:Publish`` grant to
+    every EventBridge rule of every account: :func:`alarm_topic`'s policy allows only this stack's rules."""
+
+    def __init__(self, topic: sns.ITopic) -> None:
+        self._topic = topic
+
+    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+        return events.RuleTargetConfig(arn=self._topic.topic_arn)
 
 
 class MonitoringStack(Stack):
@@ -138,7 +162,7 @@ class MonitoringStack(Stack):
                     detail_type=rule.pattern["detail-type"],
                     detail=rule.pattern["detail"],
                 ),
-                targets=[targets.SnsTopic(self.topic)],
+                targets=[_RuleTopic(self.topic)],
             )
 
         self.dashboard = self._dashboard(cfg)

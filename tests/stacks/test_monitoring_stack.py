@@ -53,6 +53,18 @@ def test_topic_is_kms_encrypted_and_mails_only_when_configured(env_template):
     assert [s["Properties"]["Endpoint"] for s in subs.values()] == ([cfg.alarm_email] if cfg.alarm_email else [])
 
 
+def test_topic_admits_each_publishing_service_only_from_this_stacks_alarms_or_rules(env_template):
+    cfg, template = env_template
+    (topic_policy,) = resources(template, "AWS::SNS::TopicPolicy").values()
+    allows = [s for s in topic_policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    kinds = {"cloudwatch.amazonaws.com": f":alarm:{cfg.prefix}-*", "events.amazonaws.com": f":rule/{cfg.prefix}-*"}
+    assert sorted(s["Principal"]["Service"] for s in allows) == sorted(kinds)
+    for statement in allows:
+        source = str(statement["Condition"]["ArnLike"]["aws:SourceArn"])
+        assert kinds[statement["Principal"]["Service"]] in source, statement
+        assert "aws:SourceAccount" in statement["Condition"]["StringEquals"]
+
+
 def test_failure_rules_send_pipeline_databrew_and_crawler_events_to_the_topic(env_template):
     cfg, template = env_template
     rules = resources(template, "AWS::Events::Rule")
