@@ -362,7 +362,7 @@ def run_main_job(args: argparse.Namespace, gen_cfg: GeneratorConfig) -> int:
                                       cfg.experiment_alpha)
 
         with progress.step("Monitoring: custom metrics and alarms in (moto) CloudWatch, the analysts' dashboard"):
-            from monitoring.run import run_monitoring
+            from recsys.local.monitoring import run_monitoring
 
             dashboard = run_monitoring(
                 cfg,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from monitoring.ab_test import CHALLENGER, CHAMPION, Verdict, _normal_quantile, experiment_verdicts
-from monitoring.dashboard import TABLES, _table_section, write_dashboard
+from monitoring.dashboard import TABLES
 from recsys.generator import GeneratorConfig, build_world, product_ids
+from recsys.local.dashboard import _table_section, write_dashboard
 from recsys.shopper_sim import simulated_ab
 from tests.sql.test_ab_verdict import _verdict as sql_verdict
 

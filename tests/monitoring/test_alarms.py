@@ -16,14 +16,12 @@ from monitoring.alarms import (
     INSUFFICIENT,
     OK,
     alarm_specs,
-    create_alarms,
     endpoint_alarm_names,
-    evaluate,
-    evaluate_alarms,
     event_rule_specs,
     instance_vcpus,
 )
-from monitoring.run import run_monitoring
+from recsys.local.alarms import create_alarms, evaluate, evaluate_alarms
+from recsys.local.monitoring import run_monitoring
 from settings.config import load_project_config
 from tests.monitoring.conftest import EVALUATION
 

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from monitoring import metrics as m
-from monitoring.alarms import alarm_specs, evaluate
+from monitoring.alarms import alarm_specs
+from recsys.local.alarms import evaluate
 from recsys.local.athena import LocalAthena
 from settings.config import load_project_config
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from monitoring.dashboard import CHARTS, DATASETS, chart_frame, dataset_frame, write_dashboard
+from monitoring.dashboard import CHARTS, DATASETS
 from recsys.local.athena import LocalAthena
+from recsys.local.dashboard import chart_frame, dataset_frame, write_dashboard
 from tests.browser import render
 
 #: The page is done when every chart drew its first frame (``dashboard.js`` counts them in ``data-rendered``).

@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import monitoring.run
 import recsys.local.erasure as local_erasure
+import recsys.local.monitoring
 from monitoring.metrics import MODEL_METRICS_PREFIX
 from pipeline_steps.definition import PREPARE, REGISTER, TRAIN
 from recsys import main_job
@@ -74,7 +74,7 @@ def quick_main_job(mp: pytest.MonkeyPatch, pipeline: bool = True) -> Iterator[li
     mp.setattr(main_job, "_pipeline_stage", stage)
     mp.setattr(main_job, "_endpoint_stage", lambda *a, **k: ([], []))
     mp.setattr(main_job, "_archive_to_training", lambda *a, **k: None)
-    mp.setattr(monitoring.run, "run_monitoring", lambda *a, **k: Path("dashboard.html"))
+    mp.setattr(recsys.local.monitoring, "run_monitoring", lambda *a, **k: Path("dashboard.html"))
     mp.setattr(local_erasure, "forget_stage", lambda *a, **k: None)  # per-request outputs; tests/erasure reruns it
     yield results
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from monitoring import metrics as m
-from monitoring.alarms import ALARM, alarm_specs, evaluate
+from monitoring.alarms import ALARM, alarm_specs
+from recsys.local.alarms import evaluate
 from recsys.local.athena import LocalAthena
 from recsys.local.curation import run_curation
 from recsys.local.moto_server import LocalAws

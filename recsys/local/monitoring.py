@@ -3,7 +3,7 @@
 Model-quality and drift metrics are not published here: the pipeline's PublishMetrics step publishes them
 in both runtimes (``sagemaker_src/publish_metrics.py``), so an alarm that is fed locally is fed on AWS.
 Publishes the data-quality metrics (the curation workflow's query, on DuckDB), creates the alarms, event rules,
-SNS topic and operations dashboard from the same specs as ``stacks/monitoring_stack.py``, computes and
+SNS topic and operations dashboard from the same specs (``monitoring/``) as ``stacks/monitoring_stack.py``, computes and
 prints every alarm's state, and writes the analytics dashboard as a self-contained HTML file.
 """
 
@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitoring import metrics as m
-from monitoring.alarms import create_alarms, create_event_rules, evaluate_alarms
-from monitoring.dashboard import write_dashboard
+from monitoring.alarms import alarm_specs
+from recsys.local.alarms import create_alarms, create_event_rules, evaluate_alarms
 from recsys.local.athena import AthenaQueryError, LocalAthena, MissingTableError
+from recsys.local.dashboard import write_dashboard
 from settings.config import TABLES, Config
 
 
@@ -28,8 +29,6 @@ class _Progress(Protocol):
 
 def operations_dashboard_body(cfg: Config, region: str) -> str:
     """A CloudWatch dashboard body with one metric widget per alarm (the local stand-in of the CDK one)."""
-    from monitoring.alarms import alarm_specs
-
     widgets = []
     for i, spec in enumerate(alarm_specs(cfg)):
         series = [
