@@ -43,26 +43,49 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _peak_gb(usage) -> float:  # noqa: ANN001 - resource usage of the waited-for children
-    return round(usage.ru_maxrss / 1e6, 2)
+def run_tree(cmd: list[str], env: dict[str, str], log_path: Path) -> tuple[int, float, float]:
+    """(exit status, seconds, peak GB) of ``cmd``: the peak is the largest sum of RSS over its whole process tree
+    (Python and the JVM it starts), sampled every half second."""
+    import threading
+
+    import psutil
+
+    peak = [0]
+    t = time.perf_counter()
+    with open(log_path, "w") as logf:
+        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:
+            root = psutil.Process(proc.pid)
+            while not done.wait(0.5):
+                try:
+                    tree = [root, *root.children(recursive=True)]
+                    peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree))
+                except psutil.Error:
+                    pass
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        status = proc.wait()
+        done.set()
+        watcher.join()
+    return status, time.perf_counter() - t, round(peak[0] / 1e9, 2)
 
 
 def run_spark(train_dir: Path, work: Path, extra: list[str] | None = None) -> dict:
-    """spark_train.py as the pipeline's Spark step runs it (no tuning flags), timed; its peak includes the JVM."""
+    """spark_train.py as the pipeline's Spark step runs it (no tuning flags unless ``extra``), timed; its peak
+    includes the JVM."""
     model, out = work / "spark_model", work / "spark_output"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")} | {"OPENBLAS_NUM_THREADS": "1"}
-    t = time.perf_counter()
-    with open(work / "spark.log", "w") as logf:
-        proc = subprocess.Popen([sys.executable, str(SRC / "spark_train.py"), "--train-dir", str(train_dir),
-                                 "--model-dir", str(model), "--output-dir", str(out), *(extra or [])],
-                                env=env, stdout=logf, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t
+    status, seconds, peak_gb = run_tree([sys.executable, str(SRC / "spark_train.py"), "--train-dir", str(train_dir),
+                                         "--model-dir", str(model), "--output-dir", str(out), *(extra or [])],
+                                        env, work / "spark.log")
     if status != 0:
         raise RuntimeError(f"spark_train.py failed ({status}); log: {work / 'spark.log'}")
     meta = json.loads((model / "model.json").read_text())["meta"]
     stages = json.loads((out / "spark_stages.json").read_text())
-    return {"model": model, "seconds": round(seconds, 1), "peak_gb": _peak_gb(usage), "meta": meta,
+    return {"model": model, "seconds": round(seconds, 1), "peak_gb": peak_gb, "meta": meta,
             "stages": stages, "chosen": meta["selection_summary"]["chosen"]}
 
 
@@ -122,35 +145,62 @@ def recorded_single(path: Path | None, key: str, digest: str) -> dict | None:
                                   "recipe": proj.get("recipe", ""), "source": str(path)}
 
 
-def scale(n_interactions: int, work: Path) -> dict:
-    """Both engines on one generated shop (10 interactions per user, as many products as users / 1)."""
+#: The Spark job's flags at scale on one 2-core machine (recorded beside the figures): a 6 GB driver, one value per
+#: grid (each grid point is another pass over the data), 1,000 validation shoppers, 50 neighbours per item.
+SCALE_SPARK_ARGS = ("--driver-memory 6g --als-reg-grid 0.05 --rp3-beta-grid 0.2 --seq-beta-grid 0.5 "
+                    "--val-max-users 1000 --neighbours 50")
+
+
+def scale(n_interactions: int, work: Path, engines: set[str], spark_args: str, previous: dict | None = None) -> dict:
+    """Both engines, one after the other (never together: memory), on one generated shop (10 interactions per
+    user, as many products as users); the shop is generated once into ``work`` and kept for a later run."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from recsys.generator import GeneratorConfig, generate_to_dir
 
     n_users = max(1000, n_interactions // 10)
     data = work / "shop"
-    t = time.perf_counter()
-    generate_to_dir(data, GeneratorConfig(n_users=n_users, n_products=n_users, n_interactions=n_interactions))
-    log(f"generated {n_interactions:,} interactions, {n_users:,} users and products ({time.perf_counter() - t:.0f} s)")
-    spark = run_spark(data, work)
-    stats = _model_stats(spark["model"])
-    table = {r["model"]: r.get("ndcg") for r in spark["meta"]["selection"]}
-    seg = next((v for k, v in table.items() if k.startswith("segment_pop")), None)
-    out = {"interactions": n_interactions, "users": n_users, "spark_s": spark["seconds"],
-           "spark_peak_gb": spark["peak_gb"], "spark_model": spark["chosen"],
-           "spark_validation_ndcg": spark["meta"]["validation_ndcg"], "segment_pop_validation_ndcg": seg,
-           "spark_stages": spark["stages"]["stages"], **{f"spark_{k}": v for k, v in stats.items()}}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    env |= {"SM_CHANNEL_TRAIN": str(data), "SM_MODEL_DIR": str(work / "single_model"),
-            "SM_OUTPUT_DATA_DIR": str(work / "single_out"), "OPENBLAS_NUM_THREADS": "1"}
-    t = time.perf_counter()
-    with open(work / "train.log", "w") as logf:
-        proc = subprocess.Popen([sys.executable, str(SRC / "train.py")], env=env, stdout=logf, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if status == 0:
-        meta = json.loads((work / "single_model" / "model.json").read_text())["meta"]
-        out |= {"single_s": round(time.perf_counter() - t, 1), "single_peak_gb": _peak_gb(usage),
-                "single_model": meta["selection_summary"]["chosen"], "single_validation_ndcg": meta["validation_ndcg"],
-                **{f"single_{k}": v for k, v in _model_stats(work / "single_model").items()}}
+    if not (data / "interactions.csv").is_file():
+        t = time.perf_counter()
+        generate_to_dir(data, GeneratorConfig(n_users=n_users, n_products=n_users, n_interactions=n_interactions))
+        log(f"generated {n_interactions:,} interactions, {n_users:,} users and products "
+            f"({time.perf_counter() - t:.0f} s) in {data}")
+    out = dict(previous or {}) if (previous or {}).get("interactions") == n_interactions else {}
+    out |= {"interactions": n_interactions, "users": n_users, "products": n_users}
+    if "spark" in engines:
+        log(f"spark_train.py {spark_args} ({os.getloadavg()[0]:.1f} load)")
+        out["load_before_spark"] = round(os.getloadavg()[0], 1)
+        spark = run_spark(data, work, spark_args.split())
+        stats = _model_stats(spark["model"])
+        table = {r["model"]: r.get("ndcg") for r in spark["meta"]["selection"]}
+        seg = next((v for k, v in table.items() if k.startswith("segment_pop")), None)
+        out |= {"spark_args": spark_args, "spark_s": spark["seconds"], "spark_peak_gb": spark["peak_gb"],
+                "spark_model": spark["chosen"], "spark_validation_ndcg": spark["meta"]["validation_ndcg"],
+                "segment_pop_validation_ndcg": seg,
+                "popularity_validation_ndcg": spark["meta"]["validation_popularity_ndcg"],
+                "spark_validation_users": spark["meta"]["selection_summary"].get("validation_users"),
+                "spark_selection": spark["meta"]["selection"],
+                "spark_stages": spark["stages"]["stages"], **{f"spark_{k}": v for k, v in stats.items()}}
+        log(f"  spark: {spark['seconds']} s, peak {spark['peak_gb']} GB, {spark['chosen']}, validation "
+            f"{out['spark_validation_ndcg']:.4f} vs segment popularity {seg}")
+    if "single" in engines:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+        env |= {"SM_CHANNEL_TRAIN": str(data), "SM_MODEL_DIR": str(work / "single_model"),
+                "SM_OUTPUT_DATA_DIR": str(work / "single_out"), "OPENBLAS_NUM_THREADS": "1"}
+        out["load_before_single"] = round(os.getloadavg()[0], 1)
+        status, seconds, peak_gb = run_tree([sys.executable, str(SRC / "train.py")], env, work / "train.log")
+        if status == 0:
+            meta = json.loads((work / "single_model" / "model.json").read_text())["meta"]
+            table = {r["model"]: r.get("ndcg") for r in meta.get("selection", []) if isinstance(r, dict)}
+            out |= {"single_s": round(seconds, 1), "single_peak_gb": peak_gb,
+                    "single_model": meta["selection_summary"]["chosen"],
+                    "single_validation_ndcg": meta["validation_ndcg"],
+                    "single_segment_pop_validation_ndcg": next(
+                        (v for k, v in table.items() if k.startswith("segment_pop")), None),
+                    **{f"single_{k}": v for k, v in _model_stats(work / "single_model").items()}}
+            log(f"  train.py: {out['single_s']} s, peak {peak_gb} GB, {out['single_model']}")
+        else:
+            out["single_error"] = f"train.py exited {status}; log {work / 'train.log'}"
     return out
 
 
@@ -189,6 +239,9 @@ def main() -> int:
     p.add_argument("--spark-only", action="store_true", help="parity: do not run train.py where no figure is recorded")
     p.add_argument("--spark-args", default="", help="extra spark_train.py flags (default: none, as the pipeline)")
     p.add_argument("--scale", type=int, default=0, help="interactions of a generated shop (e.g. 10000000)")
+    p.add_argument("--engines", default="spark,single", help="--scale: which engines run (one after the other)")
+    p.add_argument("--scale-spark-args", default=SCALE_SPARK_ARGS, help="spark_train.py's flags at --scale")
+    p.add_argument("--work", type=Path, help="--scale: keep the generated shop and the models here (reused)")
     p.add_argument("--plan-only", action="store_true")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
@@ -200,10 +253,15 @@ def main() -> int:
         print("\n## Parity: NDCG@10, same splits as bench_public_data.py\n\n" + fmt(doc["parity"], list(
             doc["parity"][0]) if doc["parity"] else []))
     if args.scale:
-        with tempfile.TemporaryDirectory() as tmp:
-            doc["scale"] = scale(args.scale, Path(tmp))
+        engines = {e.strip() for e in args.engines.split(",") if e.strip()}
+        if args.work:
+            args.work.mkdir(parents=True, exist_ok=True)
+            doc["scale"] = scale(args.scale, args.work, engines, args.scale_spark_args, doc.get("scale"))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                doc["scale"] = scale(args.scale, Path(tmp), engines, args.scale_spark_args, doc.get("scale"))
         print("\n## Scale\n\n" + json.dumps(doc["scale"], indent=1))
-    if doc.get("scale"):
+    if doc.get("scale", {}).get("spark_s"):
         doc["plan"] = plan(doc["scale"])
         print("\n## Plan\n\n" + fmt(doc["plan"], ["interactions", "instance", "count", "hours", "arithmetic"]))
     path.write_text(json.dumps(doc, indent=1, default=str))

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,10 +75,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--neighbours", type=int, default=200, help="top-k neighbours kept per item")
     p.add_argument("--history-cap", type=int, default=200,
                    help="each shopper's most recent products entering the co-occurrence self-join")
+    p.add_argument("--seq-window", type=int, default=3, help="sequence neighbours: pairs at most this many "
+                   "positions apart in a shopper's own order")
+    p.add_argument("--seq-beta-grid", default="0.3,0.5,0.7")
     p.add_argument("--val-max-users", type=int, default=4000)
+    p.add_argument("--val-dense-cells", type=int, default=100_000_000,
+                   help="validation users x items above which each candidate keeps only its top --val-top-m "
+                        "scores per user (a dense matrix per candidate would not fit the driver)")
+    p.add_argument("--val-top-m", type=int, default=200)
     p.add_argument("--models", default="auto", help="'auto' or a comma list of: popularity,trending,segment_pop,"
-                                                    "als,rp3beta")
+                                                    "als,rp3beta,sequence")
     p.add_argument("--no-blend", action="store_true")
+    p.add_argument("--no-recency", action="store_true")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--model-version", default="")
     args, unknown = p.parse_known_args(argv)
@@ -296,22 +304,60 @@ def cooccurrence(pairs: Any, alpha: float, history_cap: int) -> tuple[Any, Any]:
 
 def rp3beta_top(s: Any, deg_i: Any, alpha: float, beta: float, k: int, n_items: int) -> Any:
     """RP3beta's W = S / deg_i^alpha / deg_j^beta, the ``k`` best per item, as a CSR matrix on the driver."""
+    from pyspark.sql import functions as F
+
+    di = deg_i.select(F.col("i"), F.col("deg_i").alias("di"))
+    dj = deg_i.select(F.col("i").alias("j"), F.col("deg_i").alias("dj"))
+    w = s.join(di, "i").join(dj, "j").select(
+        "i", "j", (F.col("s") * F.pow("di", -alpha) * F.pow("dj", -beta)).alias("w"))
+    return top_per_item(w, k, n_items)
+
+
+def top_per_item(w: Any, k: int, n_items: int) -> Any:
+    """The ``k`` largest ``w`` per item ``i`` (ties by ``j``) of an (i, j, w) frame, as a CSR matrix on the driver."""
     import numpy as np
     import scipy.sparse as sp
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from recsys_core.models.base import drop_diagonal
 
-    di = deg_i.select(F.col("i"), F.col("deg_i").alias("di"))
-    dj = deg_i.select(F.col("i").alias("j"), F.col("deg_i").alias("dj"))
-    w = s.join(di, "i").join(dj, "j").select(
-        "i", "j", (F.col("s") * F.pow("di", -alpha) * F.pow("dj", -beta)).alias("w"))
     best = Window.partitionBy("i").orderBy(F.col("w").desc(), F.col("j"))
     top = w.withColumn("rn", F.row_number().over(best)).where(F.col("rn") <= k).select("i", "j", "w").toPandas()
     m = sp.csr_matrix((top["w"].to_numpy(np.float32), (top["i"].to_numpy(), top["j"].to_numpy())),
                       shape=(n_items, n_items))
     m.sort_indices()
     return drop_diagonal(m)
+
+
+def sequence_counts(pairs: Any, window: int, decay: float) -> tuple[Any, Any]:
+    """(C, item degree) of ``SequenceNeighbours``: C[i, j] = sum over shoppers of decay^(d-1) for i and j at most
+    ``window`` positions apart (d) in the shopper's own order, both directions; degree = shoppers per item + 1.
+    An equi-join on (shopper, position + d): it grows with rows x window, not with a history's square."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("u").orderBy(F.col("last_ts"), F.col("i"))
+    seq = pairs.select("u", "i", "last_ts").withColumn("pos", F.row_number().over(order)).select("u", "i", "pos")
+    ahead = seq.withColumn("d", F.explode(F.array(*[F.lit(d) for d in range(1, window + 1)])))
+    ahead = ahead.select(F.col("u"), F.col("i").alias("a"), (F.col("pos") + F.col("d")).alias("pos"),
+                         F.pow(F.lit(decay), F.col("d") - 1).alias("w"))
+    near = ahead.join(seq.withColumnRenamed("i", "b"), ["u", "pos"])
+    both = near.select(F.col("a").alias("i"), F.col("b").alias("j"), "w").unionByName(
+        near.select(F.col("b").alias("i"), F.col("a").alias("j"), "w"))
+    counts = both.groupBy("i", "j").agg(F.sum("w").alias("c"))
+    deg = pairs.groupBy("i").agg((F.count("*") + 1.0).alias("deg"))
+    return counts, deg
+
+
+def sequence_top(counts: Any, deg: Any, beta: float, k: int, n_items: int) -> Any:
+    """W = C / (deg_i^(1-beta) deg_j^beta), the ``k`` best per item (``SequenceNeighbours.fit``'s formula)."""
+    from pyspark.sql import functions as F
+
+    di = deg.select(F.col("i"), F.col("deg").alias("di"))
+    dj = deg.select(F.col("i").alias("j"), F.col("deg").alias("dj"))
+    w = counts.join(di, "i").join(dj, "j").select(
+        "i", "j", (F.col("c") * F.pow("di", beta - 1.0) * F.pow("dj", -beta)).alias("w"))
+    return top_per_item(w, k, n_items)
 
 
 # ---------------------------------------------------------------- driver: the bundle's arrays, selection
@@ -343,6 +389,53 @@ def without(hist: Any, held_u: Any, held_i: Any) -> Any:
                    hist.n_items, last_ts=hist.last_ts[keep])
 
 
+def top_m_fold(base: type, dense_cells: int, top_m: int) -> type:
+    """``base`` (recsys_core's validation fold) where users x items exceed ``dense_cells``: each candidate keeps only
+    its ``top_m`` best scores per user (a CSR matrix), and NDCG ranks a blend of them (scores outside a member's top
+    ``top_m`` count as 0: only the top 10 is measured). Below the bound, the dense fold unchanged."""
+    import numpy as np
+    import scipy.sparse as sp
+    from recsys_core.ensemble import row_max_normalize, sequences_for, top_k
+    from recsys_core.metrics import hit_matrix, ndcg_per_user
+
+    class TopMFold(base):  # type: ignore[misc,valid-type]
+        def component(self, model: Any, half_life: float = 0.0, boost: float = 0.0,
+                      batch_cells: int = 20_000_000) -> Any:
+            if self.cells <= dense_cells:
+                return super().component(model, half_life, boost, batch_cells)
+            profiles = self.profiles(half_life, boost)
+            n_items = self.prep.hist.n_items
+            m = min(top_m, n_items)
+            batch = max(1, batch_cells // max(n_items, 1))
+            blocks = []
+            for lo in range(0, len(self.users), batch):
+                sl = slice(lo, lo + batch)
+                seqs = sequences_for(model, self.prep.hist, self.users[sl])
+                dense = row_max_normalize(model.score(profiles[sl], self.users[sl], sequences=seqs))
+                cols = np.argpartition(-dense, m - 1, axis=1)[:, :m]
+                vals = np.take_along_axis(dense, cols, axis=1)
+                rows = np.repeat(np.arange(len(dense)), m)
+                blocks.append(sp.csr_matrix((vals.ravel(), (rows, cols.ravel())), shape=dense.shape,
+                                            dtype=np.float32))
+            return sp.vstack(blocks).tocsr()
+
+        def per_user_ndcg(self, scores: Any, batch_cells: int = 20_000_000) -> list[Any]:
+            if not sp.issparse(scores):
+                return super().per_user_ndcg(scores, batch_cells)
+            batch = max(1, batch_cells // max(scores.shape[1], 1))
+            recs: list[Any] = []
+            for lo in range(0, scores.shape[0], batch):
+                sl = slice(lo, lo + batch)
+                recs += top_k(scores[sl].toarray() + 1e-4 * self.pop[None, :], self.k, self.exclude[sl])
+            out = []
+            for rel, n in zip(self.relevant, self.n_relevant, strict=True):
+                has = np.flatnonzero(n > 0)
+                out.append(ndcg_per_user(hit_matrix([recs[i] for i in has], [rel[i] for i in has], self.k), n[has]))
+            return out
+
+    return TopMFold
+
+
 def _grid(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -364,8 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.models.mf import MFConfig
     from recsys_core.models.popularity import PopularityConfig
     from recsys_core.models.rp3beta import RP3betaConfig
+    from recsys_core.models.sequence import SequenceConfig
     from recsys_core.prepare import Prepared
-    from recsys_core.selection import Candidate, Recipe, SelectionResult, _Fold, _Validator
+    from recsys_core.selection import Candidate, Recipe, SelectionConfig, SelectionResult, _Fold, _Validator
     from recsys_core.spark_session import spark_session
     from recsys_core.split import ValidationPlan
 
@@ -380,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = EventWeights()
-    wanted = {"popularity", "trending", "segment_pop", "als", "rp3beta"} if args.models == "auto" else {
+    wanted = {"popularity", "trending", "segment_pop", "als", "rp3beta", "sequence"} if args.models == "auto" else {
         m.strip() for m in args.models.split(",") if m.strip()} | {"popularity"}
     conf = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
     if args.event_log_dir and not IN_CONTAINER:  # on SageMaker smspark-submit has set the event log already
@@ -447,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = pd.DataFrame({"user_id": user_map.ids[rows["u"].to_numpy()],
                               "product_id": item_map.ids[rows["i"].to_numpy()]})
         parts.append(build_targets(frame, user_map, item_map, fit_hist))
-    fold = _Fold(fit_prep, parts, args.k)
+    fold = top_m_fold(_Fold, args.val_dense_cells, args.val_top_m)(fit_prep, parts, args.k)
     val = _Validator([fold], names)
     stages.end("validation split", f"{val.n_users:,} validation users, {len(held_pd):,} held-out pairs")
     if val.n_users < 20:
@@ -455,15 +549,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. candidates on the fit part, scored on the validation users.
     table: list[dict[str, Any]] = []
-    scored: dict[str, tuple[Candidate, Any, list[Any]]] = {}  # name -> (candidate, score, component matrices)
+    #: name -> (candidate, score, component matrices, the model fitted on the fit part); only the best of each
+    #: family keeps its matrices and model (what blending and recency need): one matrix per candidate would not fit.
+    scored: dict[str, tuple[Candidate, Any, list[Any] | None, Any]] = {}
+    best_of: dict[str, str] = {}  # family -> name of its best candidate
 
     def record(cand: Candidate, model: Any, fit_s: float) -> None:
         comp = [fold.component(model)]
         score = val.measure(comp)
         name = model.name
-        scored[name] = (cand, score, comp)
+        family = "trending" if name.startswith("trending") else cand.family
+        scored[name] = (cand, score, comp, model)
+        if family in best_of and scored[best_of[family]][1].value >= score.value:
+            scored[name] = (cand, score, None, None)
+        else:
+            if family in best_of:
+                old = best_of[family]
+                scored[old] = (scored[old][0], scored[old][1], None, None)
+            best_of[family] = name
         table.append({"model": name, "ndcg": round(score.value, 6), "parts": [round(p, 6) for p in score.parts],
-                      "fit_s": round(fit_s, 2), "engine": "spark" if cand.family in ("mf", "rp3beta") else "driver"})
+                      "fit_s": round(fit_s, 2),
+                      "engine": "spark" if cand.family in ("mf", "rp3beta", "sequence") else "driver"})
         detail = ", ".join(f"{n} {p:.4f}" for n, p in zip(names, score.parts, strict=True))
         log(f"[select] {name}: ndcg@{args.k}={score.value:.4f} ({detail}) fit {fit_s:.1f}s")
 
@@ -505,25 +611,71 @@ def main(argv: list[str] | None = None) -> int:
         s.unpersist()
         stages.end("RP3beta co-occurrence on the fit part",
                    f"history cap {args.history_cap}, top {args.neighbours} per item, beta grid {args.rp3_beta_grid}")
+    if "sequence" in wanted:
+        t = time.perf_counter()
+        counts, deg = sequence_counts(fit_pairs, args.seq_window, SequenceConfig().decay)
+        counts = counts.cache()
+        for beta in _grid(args.seq_beta_grid):  # the first fit's time includes the join
+            cfg = SequenceConfig(window=args.seq_window, beta=beta, k=args.neighbours)
+            model = FAMILIES["sequence"](cfg)
+            model.W = sequence_top(counts, deg, beta, args.neighbours, n_items)
+            record(Candidate("sequence", cfg), model, time.perf_counter() - t)
+            t = time.perf_counter()
+        counts.unpersist()
+        stages.end("sequence neighbours on the fit part",
+                   f"window {args.seq_window}, top {args.neighbours} per item, beta grid {args.seq_beta_grid}")
 
-    # 4. choose: the best single model, then one blend partner where it clearly helps (min gain and z as train.py).
-    ranked = sorted(scored.values(), key=lambda v: -v[1].value)
-    best_cand, best_score, best_comp = ranked[0]
-    recipe = Recipe([best_cand], [1.0])
-    chosen_score = best_score
-    if not args.no_blend:
-        for cand, _, comp in [r for r in ranked[1:] if r[0].family != best_cand.family][:2]:
-            for w in (0.2, 0.4):
-                mixed = [(1 - w) * best_comp[0] + w * comp[0]]
-                trial = val.measure(mixed)
-                name = f"{1 - w:g}*{best_cand.name} + {w:g}*{cand.name}"
+    # 4. choose as train.py's selection does: the best model, then greedy blending rounds with the best of each other
+    #    family, then recency weighting of profiles; each step kept only if it beats the best so far by
+    #    SelectionConfig's min gain and z (no noise-level complexity).
+    rules = SelectionConfig()
+    pop_score = scored["popularity"][1].value
+    leaders = sorted((scored[n] for n in best_of.values()), key=lambda v: -v[1].value)
+    best_cand, chosen_score, current, best_model = leaders[0]
+    recipe, members = Recipe([best_cand], [1.0]), [best_model]
+    current = current[0]
+    partners = [v for v in leaders[1:] if v[1].value >= rules.partner_min_ratio * chosen_score.value]
+    while not args.no_blend and partners and len(members) < rules.max_components:
+        gain = None
+        for other in partners[:rules.partners_per_round]:
+            for w in rules.blend_grid:
+                trial = val.measure([(1 - w) * current + w * other[2][0]])
+                name = " + ".join(f"{x * (1 - w):.3g}*{c.name}" for x, c in zip(
+                    recipe.weights, recipe.candidates, strict=True)) + f" + {w:g}*{other[0].name}"
                 table.append({"model": name, "ndcg": round(trial.value, 6), "step": "blend"})
                 log(f"[select] blend {name}: ndcg@{args.k}={trial.value:.4f}")
-                if trial.beats(chosen_score, 1.005, 1.0):
-                    recipe, chosen_score = Recipe([best_cand, cand], [1 - w, w]), trial
-    pop_score = scored["popularity"][1].value
-    stages.end("selection", f"chosen {' + '.join(c.name for c in recipe.candidates)}: validation "
-                            f"ndcg@{args.k} {chosen_score.value:.4f} vs popularity {pop_score:.4f}")
+                if trial.beats(chosen_score if gain is None else gain[0], rules.min_gain, rules.min_z):
+                    gain = (trial, other, w)
+        if gain is None:
+            break
+        chosen_score, other, w = gain
+        current = (1 - w) * current + w * other[2][0]
+        recipe = Recipe([*recipe.candidates, other[0]], [x * (1 - w) for x in recipe.weights] + [w])
+        members.append(other[3])
+        partners = [p for p in partners if p is not other]
+
+    def with_recency(half_life: float, boost: float) -> Any:
+        return sum(w * fold.component(m, half_life, boost) for m, w in zip(members, recipe.weights, strict=True))
+
+    if not args.no_recency and rules.recency_default is not None:
+        no_recency, random_part = chosen_score, names.index("random")
+        options = [rules.recency_default] + [o for o in rules.boost_grid if o != rules.recency_default]
+        for n, (half_life, boost) in enumerate(options):
+            trial = val.measure([with_recency(half_life, boost)])
+            name = Ensemble(members, recipe.weights, half_life, recency_boost=boost).name
+            table.append({"model": name, "ndcg": round(trial.value, 6), "step": "recency"})
+            log(f"[select] recency {name}: ndcg@{args.k}={trial.value:.4f}")
+            guarded = trial.costs_part(no_recency, random_part, rules.recency_guard)
+            if n == 0:  # the mild default is kept unless validation shows it hurting, as in train.py
+                keep = not guarded and not no_recency.beats(trial, 1.0, rules.min_z)
+            else:
+                keep = not guarded and trial.beats(chosen_score, rules.min_gain, rules.min_z)
+            if keep:
+                recipe = replace(recipe, decay_half_life=half_life, recency_boost=boost)
+                chosen_score = trial
+    stages.end("selection", f"chosen {' + '.join(c.name for c in recipe.candidates)}"
+                            f"{f', recency boost {recipe.recency_boost:g}' if recipe.recency_boost else ''}: "
+                            f"validation ndcg@{args.k} {chosen_score.value:.4f} vs popularity {pop_score:.4f}")
 
     # 5. refit the chosen families on every row.
     prep = prepared(hist)
@@ -541,10 +693,16 @@ def main(argv: list[str] | None = None) -> int:
             model = FAMILIES["rp3beta"](cand.config)
             model.W = rp3beta_top(s, deg_i, cand.config.alpha, cand.config.beta, cand.config.k, n_items)
             models.append(model)
+        elif cand.family == "sequence":
+            counts, deg = sequence_counts(indexed, cand.config.window, cand.config.decay)
+            model = FAMILIES["sequence"](cand.config)
+            model.W = sequence_top(counts, deg, cand.config.beta, cand.config.k, n_items)
+            models.append(model)
         else:
             models.append(cand.build().fit(X, prep.ctx))
     pop = FAMILIES["popularity"]().fit(X, prep.ctx).pop
-    ensemble = Ensemble(models, list(recipe.weights), popularity=pop)
+    ensemble = Ensemble(models, list(recipe.weights), recipe.decay_half_life, popularity=pop,
+                        recency_boost=recipe.recency_boost)
     stages.end("refit on all rows", ensemble.name)
 
     # 6. the bundle, exactly as train.py writes it.

@@ -46,7 +46,8 @@ def spark_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     args = [sys.executable, str(SRC / "spark_train.py"), "--train-dir", str(train), "--model-dir", str(base / "model"),
             "--output-dir", str(base / "out"), "--checkpoint-dir", str(base / "checkpoints"), "--als-rank", "16",
-            "--als-iterations", "5", "--als-reg-grid", "0.05", "--rp3-beta-grid", "0.2", "--neighbours", "50"]
+            "--als-iterations", "5", "--als-reg-grid", "0.05", "--rp3-beta-grid", "0.2", "--neighbours", "50",
+            "--seq-beta-grid", "0.5"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=CHILD_BOUND_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {"base": base, "train": train, "log": done.stdout}
@@ -91,7 +92,9 @@ def test_the_job_selects_on_validation_and_reports_its_stages(spark_run):
     meta = json.loads((spark_run["base"] / "model" / "model.json").read_text())["meta"]
     assert meta["validation_ndcg"] > meta["validation_popularity_ndcg"]
     models = {row["model"].split("(")[0] for row in meta["selection"]}
-    assert {"popularity", "segment_pop", "als", "rp3beta"} <= models
+    assert {"popularity", "segment_pop", "als", "rp3beta", "sequence"} <= models
+    steps = {row.get("step") for row in meta["selection"]}
+    assert {"blend", "recency"} <= steps  # train.py's selection steps after the single models
     stages = json.loads((spark_run["base"] / "out" / "spark_stages.json").read_text())
     assert [s["stage"] for s in stages["stages"]][:3] == ["read + clean", "aggregate + index", "validation split"]
     assert "[spark] stage" in spark_run["log"]
