@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .data import IdMap
 from .ensemble import Ensemble, row_max_normalize, sequences_for, top_k
 from .evaluation import Targets, build_targets
 from .metrics import hit_matrix, ndcg_per_user
@@ -101,7 +102,9 @@ class SelectionConfig:
     min_val_users: int = 20
     max_components: int = 4
     partner_min_ratio: float = 0.5  # blend partners must reach this share of the best objective
-    partners_per_round: int = 3  # each blending round tries the best few remaining families
+    #: Each blending round tries this many remaining families: each validation part's specialist first
+    #: (the family best on that part, e.g. a sequential model on "latest"), then the best by the objective.
+    partners_per_round: int = 3
     #: A step (tuning, blending, recency) must beat the best so far by this factor *and* by
     #: ``min_z`` standard errors of the paired per-user difference: no noise-level complexity.
     #: 1.0 rather than 1.5: on the real logs (bench/bench_public_data.py) 1.5 refused blends whose
@@ -148,6 +151,9 @@ class Recipe:
     decay_half_life: float = 0.0
     repeat_weight: float = 0.0
     recency_boost: float = 0.0
+    #: Members the refit may continue from rather than fit from scratch (``Model.warm_start``): by member
+    #: position, the model selection fitted and the item ids it was fitted on. Never saved.
+    warm_from: dict[int, tuple[Model, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -358,18 +364,28 @@ class _Search:
                 self.log(f"[select] skip {name}: {reason}")
                 self.row(name, None, step, skipped=reason, cost=cost)
             return None
+        cls = FAMILIES[cand.family]
+        # What this fit may use at most: the budget left after what the blend and recency need.
+        left = (self.budget - self.spent - reserve - self.eval_cost) / len(self.val.folds)
+        run = Candidate(cand.family, cls.bounded(cand.config, self.shape, left))
         self.spent += cost
         t = time.perf_counter()
         try:
-            models = [cand.build().fit(f.prep.hist.matrix(), f.ctx) for f in self.val.folds]
+            models = [run.build().fit(f.prep.hist.matrix(), f.ctx) for f in self.val.folds]
         except Exception as exc:  # one failing candidate must not sink training
             self.log(f"[select] {name} failed: {exc!r}")
             self.row(name, None, step, skipped=f"failed: {exc!r}", cost=cost)
             return None
         fit_s = time.perf_counter() - t
+        charged = [m.charged(self.shape) for m in models]
+        if all(c is not None for c in charged):  # the work it did, not the typical work assumed beforehand
+            cost = sum(charged) + self.eval_cost
+            self.spent += cost - (len(self.val.folds) * cls.cost(cand.config, self.shape) + self.eval_cost)
         scores = [f.component(m) for f, m in zip(self.val.folds, models, strict=True)]
         result = self.val.measure(scores)
         note = models[0].fit_note()
+        if note and charged[0] is not None:
+            note += f"; work {cost:.0f} reference s"
         self.log(f"[select] {step + ' ' if step else ''}{name}: {self.describe(result)} (fit {fit_s:.1f}s"
                  + (f"; {note})" if note else ")"))
         self.row(name, result, step, fit_s=fit_s, cost=cost)
@@ -445,6 +461,28 @@ def _lead(ranked: list[_Fitted], config: SelectionConfig, log: Callable[[str], N
     log(f"[select] lead {prior.cand.name} ({prior.score:.4f}): {top.cand.name} ({top.score:.4f}) is not "
         f"significantly better, so the prior family leads")
     return prior
+
+
+def _partners(lead: _Fitted, ranked: list[_Fitted], names: tuple[str, ...], config: SelectionConfig,
+              log: Callable[[str], None]) -> list[_Fitted]:
+    """Blend partners in the order they are tried: first each validation part's specialist (the family
+    best on that part, where that beats the lead on it), whatever its combined score, then the others
+    by the objective down to ``partner_min_ratio`` of the lead's.
+
+    A model best at "what next" (a sequential model on the latest items) is weak at "what else" and so
+    ranks low on the geometric mean, yet it is the partner that complements a lead strong at "what
+    else": ranking partners by the combined score alone never tried it (issue 26)."""
+    specialists: list[_Fitted] = []
+    for p, part in enumerate(names if len(names) > 1 else ()):
+        top = max(ranked, key=lambda f: f.result.parts[p])
+        if top is lead or top in specialists or top.result.parts[p] <= lead.result.parts[p]:
+            continue
+        specialists.append(top)
+        log(f"[select] partner {top.cand.name}: best on {part} ({top.result.parts[p]:.4f} vs the lead's "
+            f"{lead.result.parts[p]:.4f}), tried first whatever its ndcg@{config.k} ({top.score:.4f})")
+    rest = [f for f in ranked if f is not lead and f not in specialists
+            and f.score >= config.partner_min_ratio * lead.score]
+    return specialists + rest
 
 
 def _mix(a: list[np.ndarray], wa: float, b: list[np.ndarray], wb: float) -> list[np.ndarray]:
@@ -524,7 +562,7 @@ def select(
     recipe = Recipe([lead.refit], [1.0])
     members = [lead]
     current = search.scores_of(lead)
-    partners = [f for f in ranked[1:] if f.score >= config.partner_min_ratio * lead.score]
+    partners = _partners(lead, ranked, names, config, log)
     while partners and len(members) < config.max_components:
         trying = partners[: config.partners_per_round]
         if not search.affordable(len(config.blend_grid) * len(trying) * search.eval_cost):
@@ -540,7 +578,11 @@ def select(
                 if search.better(trial, best if gain is None else gain[0]):
                     gain = (trial, other, w, weights_)
         if gain is None:
+            log(f"[select] blend: no partner of {', '.join(o.cand.name for o in trying)} beats "
+                f"{search.describe(best)} by {config.min_gain:g}x and {config.min_z:g} standard errors")
             break
+        log(f"[select] blend keeps {gain[1].cand.name} at weight {gain[2]:g}: {search.describe(gain[0])}, "
+            f"was {search.describe(best)}")
         best, other, w, weights_ = gain
         current = _mix(current, 1 - w, search.scores_of(other), w)
         recipe = Recipe([*recipe.candidates, other.refit], weights_)
@@ -597,6 +639,9 @@ def select(
             if search.better(trial, best):
                 best = trial
                 recipe = replace(recipe, repeat_weight=r)
+    # The refit may continue from these fits (the first fold's, on its item ids) where the family can.
+    recipe = replace(recipe, warm_from={j: (m.models[0], val.folds[0].prep.items.ids) for j, m in enumerate(members)
+                                        if type(m.models[0]).warm_start is not Model.warm_start})
     chosen = Ensemble([m.models[0] for m in members], recipe.weights, recipe.decay_half_life, recipe.repeat_weight,
                       recency_boost=recipe.recency_boost)
     log(f"[select] chosen {chosen.name}: validation {search.describe(best)} vs popularity {pop_score:.4f}; "
@@ -628,10 +673,17 @@ def _fallback(train: pd.DataFrame, products: pd.DataFrame | None, users: pd.Data
 
 
 def fit_recipe(recipe: Recipe, prep: Prepared) -> Ensemble:
-    """Refit the recipe's models on the full training data."""
+    """Refit the recipe's models on the full training data (continuing from selection's fit where the
+    family supports it: ``Recipe.warm_from``)."""
     X = prep.hist.matrix()
     pop = FAMILIES["popularity"]().fit(X, prep.ctx).pop
-    models = [c.build().fit(X, prep.ctx) for c in recipe.candidates]
+    models = []
+    for j, c in enumerate(recipe.candidates):
+        model = c.build()
+        if j in recipe.warm_from:
+            fitted, item_ids = recipe.warm_from[j]
+            model.warm_start(fitted, IdMap(np.asarray(item_ids)).index(prep.items.ids))
+        models.append(model.fit(X, prep.ctx))
     return Ensemble(models, list(recipe.weights), recipe.decay_half_life, recipe.repeat_weight, pop,
                     recency_boost=recipe.recency_boost)
 

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from recsys_core.models import FAMILIES, DataShape, FitContext
 from recsys_core.models.sasrec import SASRec, SASRecConfig, forward, init_params, user_sequences
 from recsys_core.prepare import prepare
-from recsys_core.selection import Candidate, SelectionConfig, select
+from recsys_core.selection import Candidate, Recipe, SelectionConfig, fit_recipe, select
 
 from .conftest import make_log
 
@@ -144,7 +144,7 @@ def test_a_fixed_epoch_count_trains_on_every_item(chains, monkeypatch):
 
     seen = {}
 
-    def spy(seqs, n_items, config, seed, popularity, validation):  # noqa: ANN001, ANN202
+    def spy(seqs, n_items, config, seed, popularity, validation, init=None):  # noqa: ANN001, ANN202
         seen["positions"], seen["validation"] = sum(len(s) - 1 for s in seqs), validation
         return sasrec.init_params(n_items, config, seed), {}
 
@@ -192,3 +192,65 @@ def test_selection_log_says_where_early_stopping_stopped():
     select(make_log(rows), None, None, config, num_threads=1, log=said.append)
     line = next(x for x in said if x.startswith("[select] sasrec"))
     assert "early stopping kept epoch" in line and "positions/s" in line, line
+    assert "(at most " in line and "reference s" in line, line  # its epoch cap and the work it was charged
+
+
+def test_the_refit_continues_from_the_selection_fit_on_a_share_of_its_epochs(chains, chain_model, monkeypatch):
+    """A warm-started refit starts from the selection's weights (fresh rows for items that fit never saw) and
+    trains ``warm_refit_share`` of the epochs early stopping chose, not all of them again (issue 26: the
+    retrain from scratch doubled SASRec's ~1.5 h on Toys under load)."""
+    from recsys_core.models import sasrec
+
+    n = chains.hist.n_items
+    rows = np.arange(n)
+    rows[3] = -1  # an item the selection's fit part did not have
+    seen = {}
+
+    def spy(seqs, n_items, config, seed, popularity, validation, init=None):  # noqa: ANN001, ANN202
+        seen["epochs"], seen["init"] = config.epochs, init
+        return {**(init or sasrec.init_params(n_items, config, seed))}, {"epochs_run": config.epochs, "seconds": 0.0,
+                                                                 "positions_per_second": 0, "loss": "full"}
+
+    monkeypatch.setattr(sasrec, "_train", spy)
+    refit = SASRec(replace(SMALL, epochs=40, warm_refit_share=0.25))
+    assert refit.warm_start(chain_model, rows)
+    refit.fit(chains.hist.matrix(), chains.ctx)
+    assert seen["epochs"] == 10
+    item, old = seen["init"]["item"], chain_model.params["item"]
+    np.testing.assert_array_equal(item[1 + np.flatnonzero(rows >= 0)], old[1 + rows[rows >= 0]])
+    assert not np.array_equal(item[1 + 3], old[1 + 3]) and np.abs(item[1 + 3]).sum() > 0
+    assert "warm-started" in refit.fit_note()
+    refit.fit(chains.hist.matrix(), chains.ctx)  # a second fit starts afresh and trains every epoch
+    assert seen["epochs"] == 40 and seen["init"] is None
+    assert not SASRec(replace(SMALL, dim=8)).warm_start(chain_model, rows)  # another architecture: from scratch
+
+
+def test_fit_recipe_warm_starts_the_members_selection_fitted(chains, chain_model):
+    """The recipe's ``warm_from`` (what ``select`` fitted, on its item ids) reaches the refit, and the warm
+    refit still ranks the successor first."""
+    recipe = Recipe([Candidate("sasrec", replace(SMALL, epochs=20))], [1.0],
+                    warm_from={0: (chain_model, chains.items.ids)})
+    model = fit_recipe(recipe, chains).models[0]
+    assert model.fit_log["warm"] and model.fit_log["epochs_run"] == 5
+    n, hits = chains.hist.n_items, 0
+    for u in range(40):
+        seq = chains.hist.sequence(u)
+        row = chains.hist.matrix()[u]
+        scores = model.score_row(row.indices, row.data, u, n, sequence=seq)
+        scores[seq] = -np.inf
+        hits += int(np.argmax(scores) == successor(chains, int(seq[-1])))
+    assert hits >= 36, f"successor ranked first for {hits} of 40 users"
+
+
+def test_the_epoch_cap_follows_the_work_left_and_the_charge_the_epochs_run(chain_model):
+    """Selection gives SASRec at most the epochs the work budget left pays for (one fit must not starve the
+    blend and recency steps) and charges the epochs it actually ran, not the typical count ``cost`` assumes."""
+    shape = DataShape(20_000, 12_000, 130_000)
+    cfg = SASRecConfig()
+    caps = [SASRec.bounded(cfg, shape, r).max_epochs for r in (0.0, 100.0, 300.0, 1e9)]
+    assert caps[0] == cfg.eval_every and caps == sorted(caps) and caps[-1] == cfg.max_epochs
+    capped = replace(cfg, max_epochs=caps[2])
+    assert SASRec.cost(replace(capped, epochs=capped.max_epochs), shape) <= 300.0 + 1e-6
+    assert SASRec.bounded(replace(cfg, epochs=7), shape, 0.0).epochs == 7  # a fixed count is the refit's: as is
+    ran = chain_model.fit_log["epochs_run"]
+    assert chain_model.charged(shape) == pytest.approx(SASRec.cost(replace(chain_model.config, epochs=ran), shape))

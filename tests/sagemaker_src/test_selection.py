@@ -87,3 +87,39 @@ def test_the_blend_starts_from_ease_when_the_best_is_not_significantly_better():
     clear = _fitted("item_knn", list(ease * 1.5))  # better for every user: it leads
     assert _lead([clear, ranked[1]], SelectionConfig(), said.append) is clear
     assert _lead(ranked, SelectionConfig(lead_prior=None), said.append) is ranked[0]
+
+
+def _two_parts(family: str, latest: np.ndarray, random: np.ndarray):
+    from recsys_core.models.rp3beta import RP3betaConfig
+    from recsys_core.models.sasrec import SASRecConfig
+    from recsys_core.selection import Score, _Fitted
+
+    config = {"ease": EASEConfig(), "item_knn": ItemKNNConfig("cosine", k=50), "rp3beta": RP3betaConfig(),
+              "sasrec": SASRecConfig()}
+    parts = [float(latest.mean()), float(random.mean())]
+    return _Fitted(Candidate(family, config[family]), [], Score(float(np.sqrt(parts[0] * parts[1])), parts,
+                                                              [latest, random]))
+
+
+def test_the_best_model_on_a_validation_part_is_tried_as_a_partner_first():
+    """A sequential model best at "what next" but weak at "what else" ranks last on the geometric mean; it is
+    still the first partner tried, ahead of generalists like the lead (issue 26: on Toys it was never tried)."""
+    from recsys_core.selection import _partners
+
+    rng = np.random.default_rng(0)
+    base = rng.random(500) * 0.1
+    lead = _two_parts("ease", base * 0.9, base * 1.5)
+    rp3 = _two_parts("rp3beta", base * 0.92, base * 1.45)
+    knn = _two_parts("item_knn", base * 0.88, base * 1.4)
+    seq = _two_parts("sasrec", base * 1.15, base * 0.85)
+    ranked = sorted([lead, rp3, knn, seq], key=lambda f: -f.score)
+    assert ranked[-1] is seq  # last on the objective
+    said: list[str] = []
+    config = SelectionConfig()
+    partners = _partners(lead, ranked, ("latest", "random"), config, said.append)
+    assert partners[0] is seq and lead not in partners
+    assert any("best on latest" in line and "sasrec" in line for line in said), said
+    # one validation part (a global time cut): partners by the objective only, as before
+    assert _partners(lead, ranked, ("after cut",), config, said.append)[0] is rp3
+    # a part where the lead is best names no specialist: none beats it on "random"
+    assert not any("best on random" in line for line in said)

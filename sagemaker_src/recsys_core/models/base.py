@@ -89,6 +89,18 @@ class Model(ABC):
         """Estimated fit time in reference seconds (see ``EVAL_SECONDS_PER_CELL``)."""
         return 1e-8 * shape.nnz
 
+    @classmethod
+    def bounded(cls, config: Any, shape: DataShape, reference_seconds: float) -> Any:
+        """``config`` bounded to about ``reference_seconds`` of fit work: families that train until early
+        stopping says stop (SASRec) cap their epochs so one fit cannot eat the work the blend and the
+        other families need; the others return it as is."""
+        return config
+
+    def charged(self, shape: DataShape) -> float | None:
+        """Reference seconds this fit did by the cost model once it is done (SASRec: the epochs it actually
+        ran, where ``cost`` assumed a typical count); None = ``cost``'s estimate stands."""
+        return None
+
     @abstractmethod
     def fit(self, X: sp.csr_matrix, ctx: FitContext) -> Model: ...
 
@@ -161,6 +173,13 @@ class Model(ABC):
         """The config that repeats this fit on all training rows (models that learn, e.g., an epoch
         count from early stopping return it fixed); most models: their config as is."""
         return self.config
+
+    def warm_start(self, fitted: Model, item_rows: np.ndarray) -> bool:
+        """Start the next ``fit`` from ``fitted`` (this family, fitted by selection on part of the rows) rather
+        than from scratch; ``item_rows[i]`` is ``fitted``'s index of this fit's item i (-1: an item it never
+        saw). Models that train for minutes (SASRec) fine-tune instead of retraining; False = not supported,
+        the fit starts from scratch."""
+        return False
 
     def fit_note(self) -> str | None:
         """What the fit decided about itself that the training log should say (SASRec: where early
