@@ -556,10 +556,11 @@ def _endpoint_stage(
     """Serve the registered model over real HTTP and show a few answers, as a shopper's app would get them.
 
     Returns the measured latencies and the clickstream records put on Kinesis (for the archive step)."""
-    from recsys.local.endpoint import invoke, serve_endpoint
+    from recsys.local.endpoint import deployed_model, invoke, serve_endpoint
 
     title = "Endpoint: sagemaker_src/inference.py over HTTP on 127.0.0.1 (GET /ping, POST /invocations)"
-    with progress.step(title), serve_endpoint(model_dir) as url:
+    environment = deployed_model(aws, cfg.endpoint_name, model_dir.parent).environment  # the Model's, as on AWS
+    with progress.step(title), serve_endpoint(model_dir, environment=environment, s3=aws.client("s3")) as url:
         progress.info(f"serving at {url}")
         active = training["user_id"].value_counts().index[:2].tolist()
         popular = training["product_id"].value_counts().index[:2].tolist()

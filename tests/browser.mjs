@@ -89,7 +89,9 @@ try {
   }
   const attributes = await page.evaluate(() =>
     Object.fromEntries([...document.body.attributes].map((a) => [a.name, a.value])));
-  process.stdout.write(`${JSON.stringify({ attributes, done, errors })}\n`);
+  const executable = browser.process()?.spawnfile ?? ""; // the binary actually started, for the caller to check
+  const version = await browser.version();
+  process.stdout.write(`${JSON.stringify({ attributes, done, errors, executable, version })}\n`);
 } finally {
   if (browser) await browser.close();
   rmSync(scratch, { recursive: true, force: true });

@@ -30,6 +30,8 @@ class Rendered:
     attributes: dict[str, str]  # the <body> element's, after the page settled
     done: bool  # ``wait_for`` became true before the timeout
     errors: list[str]  # page errors and console.error lines the browser saw
+    executable: Path  # the browser binary the driver started (inside node_modules/, never a system one)
+    version: str  # what the browser reports, e.g. "HeadlessChrome/143.0.7499.169"
 
 
 def render(page: Path, wait_for: str, timeout_s: float = CHILD_BOUND_S / 2) -> Rendered:
@@ -51,4 +53,7 @@ def render(page: Path, wait_for: str, timeout_s: float = CHILD_BOUND_S / 2) -> R
         pytest.fail(f"headless Chromium could not start or load {page.name} (exit {run.returncode}):\n"
                     f"{run.stderr[-3000:]}")  # fmt: skip
     doc = json.loads(run.stdout.strip().splitlines()[-1])
-    return Rendered(doc["attributes"], doc["done"], doc["errors"])
+    executable = Path(doc.get("executable") or "?")
+    if not executable.resolve().is_relative_to((ROOT / "node_modules").resolve()):
+        pytest.fail(f"the browser started was {executable}, not the one npm ci pinned into node_modules/")
+    return Rendered(doc["attributes"], doc["done"], doc["errors"], executable, doc.get("version", ""))

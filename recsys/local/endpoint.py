@@ -60,6 +60,8 @@ from urllib.parse import urlsplit
 
 from waitress.server import create_server
 
+from settings.erasure import SUPPRESSION_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HANDLER = REPO / "sagemaker_src" / "inference.py"
 MAX_BODY = 1 << 20  # CONTRACTS: larger bodies are a client error (400)
@@ -149,6 +151,8 @@ class LocalEndpoint:
         bad = getattr(self.handler, "BadRequest", None)
         self._client_errors: tuple[type[BaseException], ...] = (ClientError,) + ((bad,) if bad else ())
         self._reload_lock = threading.Lock()  # one reload at a time; never taken by requests
+        #: The erasure suppression list's reader the container environment started (``serve_endpoint``), if any.
+        self.suppression: Any = None
         self._state = self._load(Path(model_dir), probe=None)
 
     @property
@@ -342,21 +346,57 @@ class EndpointURL(str):
 
 
 @contextmanager
+def container_environment(environment: Mapping[str, str] | None, s3: Any = None) -> Iterator[Any]:
+    """The deployed Model's container ``Environment`` as this process's variables while an endpoint serves in it
+    (the handler reads them from ``os.environ``, as in its container), restored on exit.
+
+    With the erasure suppression list (``RECSYS_SUPPRESSION_URI``) among them, a fresh reader of that list is
+    started, as a newly started container's worker reads it before its first answer; an ``s3://`` list is read
+    with the client ``s3`` (the local AWS's). Yields the reader (None without a list), closed on exit. It re-reads
+    an S3 list every 30 s in the background as on AWS; ``reader.refresh_s3()`` is that re-read now (the local
+    clock moved past it)."""
+    env = {str(k): str(v) for k, v in (environment or {}).items()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reader = None
+    try:
+        uri = env.get(SUPPRESSION_ENV, "")
+        if uri:  # the handler's own module: load_handler put its folder (sagemaker_src) on sys.path
+            module = importlib.import_module("recsys_core.suppression")
+            reader = module.restart(env, s3 if uri.startswith("s3://") else None)
+        yield reader
+    finally:
+        if reader is not None:
+            reader.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
 def serve_endpoint(model_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int = 8, *,
                    handler_path: Path = DEFAULT_HANDLER,
-                   capture: Callable[[bytes, str, bytes], None] | None = None) -> Iterator[EndpointURL]:
+                   capture: Callable[[bytes, str, bytes], None] | None = None,
+                   environment: Mapping[str, str] | None = None, s3: Any = None) -> Iterator[EndpointURL]:
     """Serve on a background thread and yield the base URL (port 0 = a free one); always stopped on exit.
 
     The URL is an ``EndpointURL``: a ``str`` whose ``.endpoint`` is the ``LocalEndpoint`` (for ``reload``).
+    ``environment``: the deployed Model's container variables (:func:`deployed_model`), applied by
+    :func:`container_environment` with the client ``s3`` for its S3 reads; ``.endpoint.suppression`` is the list's
+    reader.
     """
     app = LocalEndpoint(model_dir, handler_path, capture)
-    server = _make_server(app, host, port, threads)
-    loop = threading.Thread(target=server.run, name="endpoint-loop", daemon=True)
-    loop.start()
-    try:
-        yield EndpointURL(_url(server), app)
-    finally:
-        _stop(server, loop)
+    with container_environment(environment, s3) as reader:
+        app.suppression = reader
+        server = _make_server(app, host, port, threads)
+        loop = threading.Thread(target=server.run, name="endpoint-loop", daemon=True)
+        loop.start()
+        try:
+            yield EndpointURL(_url(server), app)
+        finally:
+            _stop(server, loop)
 
 
 class VariantRouter:
@@ -412,39 +452,74 @@ class VariantRouter:
 def serve_variants(variants: Mapping[str, tuple[Path, float]], *, shadow: tuple[str, Path, float] | None = None,
                    captures: Mapping[str, Callable[[bytes, str, bytes], None]] | None = None, seed: int = 0,
                    host: str = "127.0.0.1", port: int = 0, threads: int = 8,
-                   handler_path: Path = DEFAULT_HANDLER) -> Iterator[EndpointURL]:
+                   handler_path: Path = DEFAULT_HANDLER, environment: Mapping[str, str] | None = None,
+                   s3: Any = None) -> Iterator[EndpointURL]:
     """Serve a multi-variant endpoint (``name -> (model_dir, weight)``, optionally a shadow ``(name, model_dir,
     share)``), each variant's answers captured by ``captures[name]``; yields the URL, whose ``.endpoint`` is the
-    ``VariantRouter`` (``invoked`` counts the requests each production variant answered)."""
+    ``VariantRouter`` (``invoked`` counts the requests each production variant answered). ``environment``/``s3``:
+    the variants' container variables, as :func:`serve_endpoint` applies them (one process serves them all)."""
     captures = captures or {}
     endpoints = {name: (LocalEndpoint(d, handler_path, captures.get(name)), w) for name, (d, w) in variants.items()}
     copy = None
     if shadow is not None:
         copy = (shadow[0], LocalEndpoint(shadow[1], handler_path, captures.get(shadow[0])), shadow[2])
     router = VariantRouter(endpoints, copy, seed)
-    server = _make_server(router, host, port, threads)  # type: ignore[arg-type]
-    loop = threading.Thread(target=server.run, name="endpoint-variants-loop", daemon=True)
-    loop.start()
-    try:
-        yield EndpointURL(_url(server), router)  # type: ignore[arg-type]
-    finally:
-        _stop(server, loop)
+    with container_environment(environment, s3):
+        server = _make_server(router, host, port, threads)  # type: ignore[arg-type]
+        loop = threading.Thread(target=server.run, name="endpoint-variants-loop", daemon=True)
+        loop.start()
+        try:
+            yield EndpointURL(_url(server), router)  # type: ignore[arg-type]
+        finally:
+            _stop(server, loop)
+
+
+def one_environment(models: Iterable[DeployedModel]) -> dict[str, str]:
+    """The container variables of models served in one local process: the same in each, or a one-line error."""
+    merged: dict[str, str] = {}
+    for model in models:
+        for key, value in model.environment.items():
+            if merged.setdefault(key, value) != value:
+                raise ValueError(f"the deployed variants' containers set {key} differently ({merged[key]!r} and "
+                                 f"{value!r}); the local endpoint serves them in one process")  # fmt: skip
+    return merged
+
+
+class DeployedModel(NamedTuple):
+    """A variant's Model as SageMaker starts it: the unpacked ``ModelDataUrl`` archive and the container's
+    ``Environment`` (the registered package's, which the deploy function's CreateModel copies)."""
+
+    model_dir: Path
+    environment: dict[str, str]
+
+
+def deployed_model(aws: Any, endpoint_name: str, folder: Path) -> DeployedModel:
+    """The first production variant of the endpoint's current config, as :func:`deployed_containers` gives it."""
+    config = aws.client("sagemaker").describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+    return next(iter(deployed_containers(aws, config, folder).values()))
 
 
 def deployed_models(aws: Any, config_name: str, folder: Path) -> dict[str, Path]:
+    """Each variant of an endpoint config -> its unpacked model folder (:func:`deployed_containers`)."""
+    return {name: deployed.model_dir for name, deployed in deployed_containers(aws, config_name, folder).items()}
+
+
+def deployed_containers(aws: Any, config_name: str, folder: Path) -> dict[str, DeployedModel]:
     """Each variant of an endpoint config (production and shadow) -> its model as SageMaker loads it: the
     Model's ``ModelDataUrl`` archive (the registered package: the model with ``code/``), downloaded from the
-    (local) bucket and unpacked under ``folder/<model name>/``; an unpacked folder is reused."""
+    (local) bucket and unpacked under ``folder/<model name>/`` (an unpacked folder is reused), and the
+    container's ``Environment``."""
     import tarfile
 
     from recsys.local.s3io import split_s3_uri
 
     sm, s3 = aws.client("sagemaker"), aws.client("s3")
     config = sm.describe_endpoint_config(EndpointConfigName=config_name)
-    out: dict[str, Path] = {}
+    out: dict[str, DeployedModel] = {}
     for variant in [*config.get("ProductionVariants", []), *config.get("ShadowProductionVariants", [])]:
         model = sm.describe_model(ModelName=variant["ModelName"])
-        url = (model.get("PrimaryContainer") or model["Containers"][0])["ModelDataUrl"]
+        container = model.get("PrimaryContainer") or model["Containers"][0]
+        url = container["ModelDataUrl"]
         target = Path(folder) / variant["ModelName"]
         if not (target / ".unpacked").is_file():
             target.mkdir(parents=True, exist_ok=True)
@@ -455,7 +530,7 @@ def deployed_models(aws: Any, config_name: str, folder: Path) -> dict[str, Path]
                 tar.extractall(target, filter="data")
             archive.unlink()
             (target / ".unpacked").write_text(url)
-        out[variant["VariantName"]] = target
+        out[variant["VariantName"]] = DeployedModel(target, dict(container.get("Environment") or {}))
     return out
 
 

@@ -6,12 +6,16 @@ template's environment: store list, records bucket, retention) on the moto serve
 with the run, so the CLI erases from the workdir, and also from a live local AWS when ``--endpoint-url``
 names one (a moto server you keep up). The last stage of ``make run`` forgets one shopper of the generated
 shop against the live server and verifies with :func:`lambdas.erasure.core.every_store`, a scan of every
-bucket (every version), every table and the workdir.
+bucket (every version), every table and the workdir. Meanwhile it serves the deployed endpoint (the Model the
+local AWS records, with its container Environment) and asks it for the shopper before and after: the answer after
+must be a new shopper's (:class:`ServedCheck`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,9 +155,89 @@ def _stream_a_view(cfg: Config, aws: LocalAws, user_id: str, training: pd.DataFr
     return bool(streaming.recent_items(aws, sres, user_id))
 
 
+#: The shopper the endpoint check compares with: in no model, so answered as a new shopper.
+NEW_SHOPPER = "new-shopper-erasure-check"
+
+
+def _shown(answer: dict) -> tuple[str, list[str]]:
+    return str(answer.get("strategy")), [str(r["product_id"]) for r in answer.get("recommendations", [])]
+
+
+@dataclass
+class ServedCheck:
+    """What the deployed endpoint answered the forgotten shopper before and after the forget, and a new shopper."""
+
+    user: str
+    before: dict
+    after: dict
+    new_shopper: dict
+    suppression_uri: str  # the Model's RECSYS_SUPPRESSION_URI; "" when its Environment names none
+
+    @property
+    def personalised_before(self) -> bool:
+        return _shown(self.before) != _shown(self.new_shopper)
+
+    @property
+    def non_personalised(self) -> bool:
+        """The answer after the forget is a new shopper's: same strategy, same products in the same order."""
+        return _shown(self.after) == _shown(self.new_shopper)
+
+    def line(self) -> str:
+        strategy, products = _shown(self.after)
+        answered = f"[{strategy}] {', '.join(products[:5])}"
+        where = "the deployed Model's Environment names no suppression list"
+        if self.suppression_uri:
+            where = f"suppression list {self.suppression_uri}, from the deployed Model's Environment"
+        if not self.personalised_before:
+            return (f"endpoint after the forget: {self.user} -> {answered}; they were not personalised before either, "
+                    f"so this shows nothing ({where})")  # fmt: skip
+        if self.non_personalised:
+            return (f"endpoint after the forget: {self.user} -> {answered} = a new shopper's answer: not personalised "
+                    f"(was [{_shown(self.before)[0]}]; {where})")  # fmt: skip
+        return f"endpoint after the forget: {self.user} -> {answered}: STILL PERSONALISED ({where})"
+
+
+@contextmanager
+def deployed_endpoint(cfg: Config, aws: LocalAws, workdir: Path) -> Iterator[Any]:
+    """The environment's endpoint as the local AWS records it (its config's Model: the archive and the container's
+    Environment, which the deploy function copied from the registered package), served over HTTP; None when no
+    endpoint is deployed."""
+    from botocore.exceptions import ClientError
+
+    from recsys.local.endpoint import deployed_model, serve_endpoint
+
+    try:
+        deployed = deployed_model(aws, cfg.endpoint_name, Path(workdir) / "endpoint")
+    except ClientError:  # the quality gate stopped the run before a deployment
+        yield None
+        return
+    with serve_endpoint(deployed.model_dir, environment=deployed.environment, s3=aws.client("s3")) as url:
+        yield url
+
+
+def forget_served(cfg: Config, user_id: str, workdir: Path, aws: LocalAws, url: Any,
+                  **kwargs: Any) -> tuple[LocalErasure, ServedCheck]:  # fmt: skip
+    """:func:`forget_locally` while the deployed endpoint at ``url`` serves: its answer for the shopper before and
+    after, and a new shopper's. Between the two the endpoint's background re-read of the list (every 30 s on AWS)
+    runs at once: the local clock moves past it."""
+    from recsys.local.endpoint import invoke
+
+    def ask(user: str) -> dict:
+        return invoke(url, {"user_id": user, "k": 5})
+
+    before, new_shopper = ask(user_id), ask(NEW_SHOPPER)
+    done = forget_locally(cfg, user_id, workdir, aws, **kwargs)
+    reader = url.endpoint.suppression
+    if reader is not None and reader.uri.startswith("s3://"):
+        reader.refresh_s3()
+    check = ServedCheck(user_id, before, ask(user_id), new_shopper, reader.uri if reader is not None else "")
+    return done, check
+
+
 def forget_stage(progress: Any, cfg: Config, aws: LocalAws, res: LocalResources, workdir: Path,
                  training: pd.DataFrame) -> LocalErasure | None:  # fmt: skip
-    """The run's last stage: forget one generated shopper everywhere and show the scan's verdict."""
+    """The run's last stage: forget one generated shopper everywhere, show the scan's verdict and what the deployed
+    endpoint answers them afterwards."""
     user_id = pick_shopper(training)
     with progress.step("Erasure (DPDP/GDPR): python -m recsys forget, the erasure Lambda's code on the local AWS"):
         if user_id is None:
@@ -162,7 +246,13 @@ def forget_stage(progress: Any, cfg: Config, aws: LocalAws, res: LocalResources,
         streamed = _stream_a_view(cfg, aws, user_id, training)
         progress.info(f"forgetting shopper {user_id}" + (" (who also just viewed a product on the stream)"
                                                           if streamed else ""))  # fmt: skip
-        done = forget_locally(cfg, user_id, workdir, aws)
+        check = None
+        with deployed_endpoint(cfg, aws, workdir) as url:
+            if url is None:
+                done = forget_locally(cfg, user_id, workdir, aws)
+            else:
+                done, check = forget_served(cfg, user_id, workdir, aws, url)
         for line in report_lines(done):
             progress.info(line)
+        progress.info(check.line() if check is not None else "no endpoint deployed: no served answer to check")
     return done

@@ -6,7 +6,7 @@ Each Approved package's event goes through the templates' rules to the deploy fu
 Model from the package, the endpoint config and the endpoint in (moto) SageMaker, or updates it. moto has no
 UpdateEndpoint, so that one call is stubbed and recorded: the endpoint then serves the config the update names.
 The local endpoint serves what the endpoint config says: each variant's Model's ``ModelDataUrl`` archive, the
-registered package, unpacked (``endpoint.deployed_models``).
+registered package, unpacked, with its container Environment (``endpoint.deployed_containers``).
 
 The nightly retrain registers a second version; the function makes the version serving now the ``Champion``
 variant and the new one the ``Challenger`` with ``experiment_challenger_percent`` of the requests (or a ``Shadow``
@@ -27,14 +27,14 @@ from __future__ import annotations
 import io
 import json
 from contextlib import redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recsys.generator import GeneratorConfig
 from recsys.local.attribution import simulated_shopping
 from recsys.local.capture import CaptureWriter
-from recsys.local.endpoint import deployed_models, invoke, serve_variants
+from recsys.local.endpoint import deployed_containers, invoke, one_environment, serve_variants
 from recsys.local.functions import find_function
 from recsys.local.functions import invoke as invoke_function
 from recsys.local.moto_server import LocalAws
@@ -108,6 +108,7 @@ class ExperimentPlan:
     shadow: tuple[str, Path, float] | None  # (variant, model folder, share of requests copied)
     note: str  # how the rehearsal's settings differ from the environment's on AWS ("" when they do not)
     rollback: str = ""  # what rolls the update back, as the function logged it
+    environment: dict[str, str] = field(default_factory=dict)  # the variants' Models' container Environment
 
     @property
     def running(self) -> bool:
@@ -117,14 +118,15 @@ class ExperimentPlan:
 def experiment_plan(aws: LocalAws, deployment: Deployment, folder: Path) -> ExperimentPlan:
     """The endpoint config the function deployed, each variant served from its registered package."""
     config = aws.client("sagemaker").describe_endpoint_config(EndpointConfigName=deployment.config_name)
-    dirs = deployed_models(aws, deployment.config_name, folder)
+    deployed = deployed_containers(aws, deployment.config_name, folder)
+    dirs = {name: model.model_dir for name, model in deployed.items()}
     variants = {v["VariantName"]: (dirs[v["VariantName"]], float(v.get("InitialVariantWeight", 1.0)))
                 for v in config["ProductionVariants"]}  # fmt: skip
     shadow = next(((v["VariantName"], dirs[v["VariantName"]], float(v["InitialVariantWeight"]))
                    for v in config.get("ShadowProductionVariants", [])), None)  # fmt: skip
     experiment = {k: deployment.result[k] for k in EXPERIMENT_FIELDS if k in deployment.result}
     return ExperimentPlan(config, deployment.update or {}, experiment, variants, shadow, deployment.note,
-                          deployment.result.get("rollback", ""))  # fmt: skip
+                          deployment.result.get("rollback", ""), one_environment(deployed.values()))  # fmt: skip
 
 
 def experiment_session(
@@ -135,7 +137,8 @@ def experiment_session(
     (for the archive) and the per-variant capture writers (for the attribution table)."""
     names = [*plan.variants, *([plan.shadow[0]] if plan.shadow else [])]
     writers = {name: CaptureWriter(s3, bucket, endpoint_name, name) for name in names}
-    with serve_variants(plan.variants, shadow=plan.shadow, captures=writers, seed=generated.seed) as url:
+    with serve_variants(plan.variants, shadow=plan.shadow, captures=writers, seed=generated.seed,
+                        environment=plan.environment, s3=s3) as url:
         events, counts = simulated_shopping(url, invoke, generated, requests=requests, seed=generated.seed + 1)
         invoked = dict(url.endpoint.invoked)
     split = ", ".join(f"{name} {n:,}" for name, n in invoked.items())

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,7 @@ class Suppression:
         self._stamp: tuple[Any, ...] | None = None  # file: (mtime_ns, size); S3: (etag,)
         self._lock = threading.Lock()
         self._thread_pid = 0  # the process whose refresher thread runs (a fork gets none: start another)
+        self._closed = threading.Event()
         self.loads = 0
 
     @property
@@ -111,9 +111,12 @@ class Suppression:
             threading.Thread(target=self._loop, name="suppression-refresh", daemon=True).start()
 
     def _loop(self) -> None:
-        while True:
-            time.sleep(self.refresh_seconds)
+        while not self._closed.wait(self.refresh_seconds):
             self.refresh_s3()
+
+    def close(self) -> None:
+        """Stop this process's background re-reads (a worker shutting down; the local endpoint's exit)."""
+        self._closed.set()
 
     def refresh_s3(self) -> bool:
         """Re-read the S3 object if its ETag changed; True when a new list was installed."""
@@ -156,3 +159,17 @@ def from_environment(environ: Any = None) -> Suppression | None:
         refresh = float(environ.get(REFRESH_ENV) or DEFAULT_REFRESH_SECONDS)
         found = _BY_URI.setdefault(uri, Suppression(uri, refresh))
     return found
+
+
+def restart(environ: Any, s3: Any = None) -> Suppression | None:
+    """A new list for ``environ``'s URI in this process, replacing (and closing) any earlier one: what a freshly
+    started worker reads before its first answer. ``s3``: the client to read an ``s3://`` list with (the local
+    endpoint passes the local AWS's; default boto3's). None when the variable is unset."""
+    uri = environ.get(SUPPRESSION_ENV, "")
+    if not uri:
+        return None
+    refresh = float(environ.get(REFRESH_ENV) or DEFAULT_REFRESH_SECONDS)
+    old, _BY_URI[uri] = _BY_URI.get(uri), Suppression(uri, refresh, s3)
+    if old is not None:
+        old.close()
+    return _BY_URI[uri]

@@ -45,6 +45,30 @@ def test_a_script_error_is_reported_by_the_page(tiny_athena: LocalAthena, tmp_pa
     assert any("undefinedFunction" in e for e in shown.errors), shown.errors
 
 
+def test_the_browser_is_the_one_npm_ci_pinned_into_node_modules_not_a_system_chromium(
+    tiny_athena: LocalAthena, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.browser import ROOT
+
+    shown = render(write_dashboard(tiny_athena, tmp_path / "dashboard.html", HISTORY, **SETTINGS), DRAWN)
+    pinned = json.loads((ROOT / "node_modules" / "@sparticuz" / "chromium" / "package.json").read_text())["version"]
+    unpacked = (ROOT / "node_modules" / ".cache" / f"sparticuz-chromium-{pinned}").resolve()  # by tests/browser.mjs
+    assert shown.executable.resolve().is_relative_to(unpacked), shown
+    assert shown.executable.name == "chromium" and shown.version.startswith("HeadlessChrome/"), shown
+
+
+def test_a_missing_pinned_browser_fails_the_test_not_skips_it(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    from tests import browser
+
+    monkeypatch.setattr(browser, "PACKAGES", ("@sparticuz/chromium-not-installed",))
+    with pytest.raises(pytest.fail.Exception, match="node_modules lacks @sparticuz/chromium-not-installed"):
+        browser.render(tmp_path / "any.html", "true")
+
+
 def test_charts_aggregate_the_dataset_rows_like_quicksight(tiny_athena: LocalAthena) -> None:
     kpi = dataset_frame(tiny_athena, DATASETS["kpi_daily_funnel"], HISTORY, **SETTINGS)
     funnel = chart_frame(next(c for c in CHARTS if c.id == "funnel_by_category"), kpi)

@@ -59,6 +59,12 @@ def test_main_job_runs_end_to_end_and_reconciles_rows(tmp_path, capsys):
     verdicts = re.findall(r"A/B verdict \((CTR|purchase rate), two-proportion z-test\), SIMULATED: Champion: .* "
                           r"p = [\d.e-]+: (Champion wins|Challenger wins|no significant difference) at alpha 0.05", out)
     assert [m for m, _ in verdicts] == ["CTR", "purchase rate"], out
+    # the last stage: a shopper forgotten in every store, and the deployed endpoint (its Model's Environment names the
+    # suppression list) answers them as a new shopper from then on
+    assert "user gone from every store scanned: yes" in out
+    assert re.search(r"endpoint after the forget: u\d+ -> \[\w+\] .* = a new shopper's answer: not personalised "
+                     r"\(was \[personalized.*; suppression list s3://recsys-dev-\S+/training/erasure_suppression.json, "
+                     r"from the deployed Model's Environment\)", out), out
 
 
 def test_main_job_on_user_files_with_interactions_only(tmp_path, capsys):
