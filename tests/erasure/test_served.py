@@ -99,9 +99,9 @@ def test_a_copy_of_cdk_out_whose_model_environment_lacks_the_list_keeps_the_endp
     """The whole chain from the template: the pipeline run from a copy of cdk.out whose RegisterModel container has
     no RECSYS_SUPPRESSION_URI registers the package, the deploy function (cdk.out) creates the Model from it, and
     the local endpoint serving that Model personalises the forgotten shopper still (make run shows the other case)."""
-    from pipeline_steps.local_runner import TemplatePipeline, run_pipeline_locally
     from recsys.generator import GeneratorConfig, generate_tables
     from recsys.local import streaming
+    from recsys.local.pipeline import TemplatePipeline, run_pipeline_locally
     from recsys.local.provision import provision
     from recsys.local.s3io import write_parquet
     from settings.config import load_project_config
