@@ -254,3 +254,30 @@ def test_the_epoch_cap_follows_the_work_left_and_the_charge_the_epochs_run(chain
     assert SASRec.bounded(replace(cfg, epochs=7), shape, 0.0).epochs == 7  # a fixed count is the refit's: as is
     ran = chain_model.fit_log["epochs_run"]
     assert chain_model.charged(shape) == pytest.approx(SASRec.cost(replace(chain_model.config, epochs=ran), shape))
+
+
+def test_predict_fn_serves_a_blend_with_sasrec_as_the_batch_path_ranks(chains, chain_model, tmp_path):
+    """inference.py scores a recipe with SASRec in it (issue 26: the blend may now choose it): a saved bundle's
+    personalised answers are the top items of ``Ensemble.score`` on the shopper's profile and sequence."""
+    import inference
+    from recsys_core.bundle import Bundle, recipe_doc
+    from recsys_core.ensemble import top_k
+    from recsys_core.features import item_popularity
+    from recsys_core.models.ease import EASEConfig
+
+    recipe = Recipe([Candidate("ease", EASEConfig()), Candidate("sasrec", replace(SMALL, epochs=4))], [0.6, 0.4],
+                    warm_from={1: (chain_model, chains.items.ids)})
+    ens = fit_recipe(recipe, chains)
+    pop = item_popularity(chains.hist)
+    Bundle("seq-v1", chains.users, chains.items, chains.hist, ens, recipe_doc(recipe.candidates, recipe.weights),
+           pop / pop.max(), chains.item_features.category, chains.item_features.category_names).save(tmp_path)
+    served = inference.model_fn(str(tmp_path))
+    strong = chains.hist.matrix(chains.hist.strong.astype(np.float32)).tocsr()
+    profiles = ens.profiles(chains.hist)
+    for u in range(0, 60, 7):
+        resp = inference.predict_fn({"user_id": str(chains.users.ids[u]), "k": 3}, served)
+        assert resp["strategy"] == "personalized"
+        users = np.array([u])
+        scores = ens.score(profiles[u], users, sequences=chains.hist.sequences(users, SMALL.max_len))
+        want = top_k(np.vstack([scores, scores]), 3, sp.vstack([strong[u], strong[u]]).tocsr())[0]
+        assert [r["product_id"] for r in resp["recommendations"]] == [str(chains.items.ids[i]) for i in want]
