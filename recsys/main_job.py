@@ -532,8 +532,8 @@ def _pipeline_stage(progress: Progress, cfg, aws: LocalAws, res: LocalResources,
 def _deploy(progress: Progress, cfg, aws: LocalAws, workdir: Path, rules: list[Rule], pipeline) -> Path | None:
     """The approval event through the rules to the deploy function, run from its cdk.out asset; returns the model
     the endpoint then serves (its config's Model archive: the registered package, unpacked), or None if no rule
-    sends the event to a function."""
-    from recsys.local.endpoint import deployed_models
+    sends the event to a function or the endpoint failed (its state event routed by the rules either way)."""
+    from recsys.local.deployment import route_endpoint_state, start_endpoint
     from recsys.local.experiment import describe_deployment, run_deploy_function
 
     approved = model_package_state_change(
@@ -545,7 +545,12 @@ def _deploy(progress: Progress, cfg, aws: LocalAws, workdir: Path, rules: list[R
     progress.info(describe_deployment(deployment))
     if "endpoint_config_name" not in deployment.result:
         return None
-    [model] = deployed_models(aws, deployment.config_name, Path(workdir) / "endpoint").values()
+    started = start_endpoint(aws, deployment.config_name, Path(workdir) / "endpoint")
+    for line in route_endpoint_state(cfg, aws, rules, started):
+        progress.info(line)
+    if started.failure:
+        return None
+    [model] = started.models.values()
     return model
 
 

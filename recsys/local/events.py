@@ -315,6 +315,15 @@ def model_package_state_change(group: str, status: str, arn: str, region: str) -
     return event("aws.sagemaker", "SageMaker Model Package State Change", detail, region)
 
 
+def endpoint_state_change(endpoint: dict[str, Any], status: str, region: str) -> dict[str, Any]:
+    """SageMaker's endpoint state event for a DescribeEndpoint answer: ``EndpointStatus`` in upper snake case
+    (``IN_SERVICE``, ``FAILED``, ``UPDATE_ROLLBACK_FAILED``), the endpoint's ARN in ``resources``."""
+    detail = {"EndpointName": endpoint["EndpointName"], "EndpointArn": endpoint["EndpointArn"],
+              "EndpointConfigName": endpoint.get("EndpointConfigName", ""), "EndpointStatus": status}  # fmt: skip
+    return {**event("aws.sagemaker", "SageMaker Endpoint State Change", detail, region),
+            "resources": [endpoint["EndpointArn"]]}  # fmt: skip
+
+
 def describe(routes: list[Route]) -> str:
     return ", ".join(r.label for r in routes) if routes else "no rule matches: nothing runs on AWS either"
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from recsys.generator import GeneratorConfig
 from recsys.local.attribution import simulated_shopping
 from recsys.local.capture import CaptureWriter
 from recsys.local.endpoint import deployed_containers, invoke, one_environment, serve_variants
-from recsys.local.functions import find_function
+from recsys.local.functions import Stub, find_function
 from recsys.local.functions import invoke as invoke_function
 from recsys.local.moto_server import LocalAws
 from settings.config import Config
@@ -65,10 +66,12 @@ class Deployment:
 
 
 def run_deploy_function(
-    cfg: Config, aws: LocalAws, function_name: str, event: Any, *, instance_endpoint: bool = False
+    cfg: Config, aws: LocalAws, function_name: str, event: Any, *, instance_endpoint: bool = False,
+    stubs: Mapping[str, Stub] | None = None,
 ) -> Deployment:
     """The routed deploy function (``function_name``: the rule target's) through its handler on ``event`` (what the
-    target receives). ``instance_endpoint``: rehearse an experiment dev's serverless endpoint cannot run."""
+    target receives). ``instance_endpoint``: rehearse an experiment dev's serverless endpoint cannot run.
+    ``stubs``: calls answered by the local runtime (besides UpdateEndpoint, which moto lacks)."""
     function = find_function(cfg, function_name)
     environment, note = {}, ""
     if instance_endpoint and function.environment.get("SERVERLESS") == "true":
@@ -83,8 +86,8 @@ def run_deploy_function(
 
     log = io.StringIO()
     with redirect_stdout(log):
-        result = invoke_function(function, event, aws, stubs={"sagemaker.UpdateEndpoint": update_endpoint},
-                                 environment=environment)  # fmt: skip
+        result = invoke_function(function, event, aws, stubs={"sagemaker.UpdateEndpoint": update_endpoint,
+                                                               **(stubs or {})}, environment=environment)  # fmt: skip
     decisions = [json.loads(line)["decision"] for line in log.getvalue().splitlines() if line.startswith("{")]
     return Deployment(function.name, function.code_dir.name, result, updates[-1] if updates else None, decisions, note)
 
