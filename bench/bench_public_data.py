@@ -129,7 +129,8 @@ def main() -> int:
     p.add_argument("--baselines-only", action="store_true")
     p.add_argument("--families", help="comma-separated baseline families to run (default: all of "
                    + ", ".join(pdata.FAMILIES) + ")")
-    p.add_argument("--reuse-baselines", type=Path, help="baseline rows from an earlier JSON (same split hash)")
+    p.add_argument("--reuse-baselines", type=Path, action="append", default=[],
+                   help="baseline rows from an earlier run's JSON (same split hash); repeat to merge runs")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench")
     p.add_argument("--self-check", action="store_true")
     args = p.parse_args()
@@ -140,8 +141,8 @@ def main() -> int:
     families = tuple(args.families.split(",")) if args.families else pdata.FAMILIES
     if unknown := set(families) - set(pdata.FAMILIES):
         p.error(f"--families: unknown {', '.join(sorted(unknown))} (choose from {', '.join(pdata.FAMILIES)})")
-    reuse = json.loads(args.reuse_baselines.read_text()) if args.reuse_baselines else {}
-    results, summary = {}, []
+    reuse = merged_baselines(args.reuse_baselines)
+    results, summary, md = {}, [], ""
     t_all = time.perf_counter()
     for name in args.sets.split(","):
         df = pdata.load_set(name, args.data_dir)
@@ -158,10 +159,9 @@ def main() -> int:
                     log("  project: train.py (SageMaker contract, no flags) + predict_fn per user")
                     rows.append(run_project(train, ev, Path(tmp), keep_log=args.out / f"train_{name}_{protocol}.log"))
                     log(f"    project: ndcg@{pdata.K}={rows[0]['ndcg']:.4f} ({rows[0]['train_s']}s)")
-            old = reuse.get("results", {}).get(key, {})
-            if old.get("split") == digest and old.get("baselines"):
-                log("  baselines: reused from " + str(args.reuse_baselines))
-                baselines = old["baselines"]
+            if reused := reuse.get((key, digest)):
+                log(f"  baselines: {len(reused)} reused from " + ", ".join(map(str, args.reuse_baselines)))
+                baselines = reused
             elif args.project_only:
                 baselines = []
             else:
@@ -179,17 +179,38 @@ def main() -> int:
                                 "best baseline": best["method"], "baseline": best["ndcg"],
                                 "ratio": round(proj["ndcg"] / best["ndcg"], 3), "recipe": proj["recipe"],
                                 "train_s": proj["train_s"], "validation": proj["validation"]})
-    total = time.perf_counter() - t_all
+            # after every cell, so a long run stopped part-way keeps (and can --reuse-baselines) what it measured
+            md = write_results(args.out, summary, results, time.perf_counter() - t_all)
+    print("\n## Summary\n\n" + md + f"\n\n(total {(time.perf_counter() - t_all) / 60:.1f} min)")
+    return 0
+
+
+def merged_baselines(paths: list[Path]) -> dict[tuple[str, str], list[dict]]:
+    """(cell, split hash) -> the baseline rows of every earlier run given (say, one run per family), each
+    configuration once."""
+    merged: dict[tuple[str, str], dict[str, dict]] = {}
+    for path in paths:
+        try:
+            results = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--reuse-baselines {path}: not a bench_public_data JSON ({e})") from None
+        for key, cell in results.items():
+            for row in cell.get("baselines", []):
+                merged.setdefault((key, cell["split"]), {})[row["method"]] = row
+    return {k: list(v.values()) for k, v in merged.items()}
+
+
+def write_results(out: Path, summary: list[dict], results: dict, total_s: float) -> str:
+    """``public_data.json`` and ``public_data.md`` under ``out``; returns the summary table."""
     columns = ["set", "protocol", "users", "project", "best baseline", "baseline", "ratio", "train_s", "validation",
                "recipe"]
     md = ["# Public data: project vs the best baseline configuration (NDCG@10)\n", fmt(summary, columns)]
-    print("\n## Summary\n\n" + md[1] + f"\n\n(total {total / 60:.1f} min)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "public_data.json").write_text(json.dumps({"summary": summary, "results": results}, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "public_data.json").write_text(json.dumps({"summary": summary, "results": results}, indent=1))
     details = [f"\n## {k}\n\n" + fmt([r for r in (v["project"], *v["baselines"]) if r], COLUMNS)
                for k, v in results.items()]
-    (args.out / "public_data.md").write_text("\n".join(md + details) + f"\n\nTotal {total / 60:.1f} min.\n")
-    return 0
+    (out / "public_data.md").write_text("\n".join(md + details) + f"\n\nTotal {total_s / 60:.1f} min.\n")
+    return md[1]
 
 
 if __name__ == "__main__":
