@@ -49,6 +49,7 @@ import random
 import signal
 import socket
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -504,13 +505,24 @@ def deployed_models(aws: Any, config_name: str, folder: Path) -> dict[str, Path]
     return {name: deployed.model_dir for name, deployed in deployed_containers(aws, config_name, folder).items()}
 
 
+def unpack_model_archive(archive: Path, target: Path) -> None:
+    """``archive`` (a ``model.tar.gz``) unpacked into ``target`` with the serving code's own checks
+    (``recsys_core.artifacts.safe_extract``: regular files and folders inside ``target`` only), which hold on
+    every Python 3.11: ``extractall(filter="data")`` exists from 3.11.4, and Debian 12 ships 3.11.2."""
+    folder = str(DEFAULT_HANDLER.parent)
+    if folder not in sys.path:  # as load_handler does: recsys_core sits beside the handler
+        sys.path.insert(0, folder)
+    from recsys_core.artifacts import safe_extract
+
+    with tarfile.open(archive) as tar:
+        safe_extract(tar, Path(target))
+
+
 def deployed_containers(aws: Any, config_name: str, folder: Path) -> dict[str, DeployedModel]:
     """Each variant of an endpoint config (production and shadow) -> its model as SageMaker loads it: the
     Model's ``ModelDataUrl`` archive (the registered package: the model with ``code/``), downloaded from the
     (local) bucket and unpacked under ``folder/<model name>/`` (an unpacked folder is reused), and the
     container's ``Environment``."""
-    import tarfile
-
     from recsys.local.s3io import split_s3_uri
 
     sm, s3 = aws.client("sagemaker"), aws.client("s3")
@@ -526,8 +538,7 @@ def deployed_containers(aws: Any, config_name: str, folder: Path) -> dict[str, D
             bucket, key = split_s3_uri(url)
             archive = target.with_suffix(".tar.gz")
             s3.download_file(bucket, key, str(archive))
-            with tarfile.open(archive) as tar:
-                tar.extractall(target, filter="data")
+            unpack_model_archive(archive, target)
             archive.unlink()
             (target / ".unpacked").write_text(url)
         out[variant["VariantName"]] = DeployedModel(target, dict(container.get("Environment") or {}))

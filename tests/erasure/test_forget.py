@@ -20,6 +20,7 @@ import pytest
 
 from lambdas.erasure import core
 from lambdas.erasure import handler as erasure_lambda
+from recsys.local.endpoint import unpack_model_archive
 from recsys.local.erasure import forget_locally, report_lines
 from settings.erasure import ENV_BUCKET, ENV_STORES, erasure_stores
 from tests.erasure.conftest import OTHERS, Shop, model_archive
@@ -247,9 +248,9 @@ def test_every_model_version_drops_the_shopper_and_still_serves_the_others_the_s
     assert after[shop.user]["strategy"] in ("popular", "trending")
     # the S3 archive re-written (not deleted) loads and serves too
     body = shop.aws.client("s3").get_object(Bucket=dest, Key=archives[1].split("/", 3)[3])["Body"].read()
-    unpacked = tmp_path / "unpacked"
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        tar.extractall(unpacked, filter="data")
+    unpacked, archive = tmp_path / "unpacked", tmp_path / "model.tar.gz"
+    archive.write_bytes(body)
+    unpack_model_archive(archive, unpacked)
     assert _answers(unpacked, others) == {u: before[u] for u in others}
     audit = done.audit
     assert set(archives) <= set(audit["model_versions_touched"])

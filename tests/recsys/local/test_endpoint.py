@@ -332,3 +332,31 @@ def test_boto3_sagemaker_runtime_invoke_endpoint_works_against_the_local_endpoin
     assert err.value.response["Error"]["Code"] == "ModelError"
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert "Received client error (400)" in str(err.value)
+
+
+@pytest.mark.parametrize("python", ["3.11.4+ (data filter)", "3.11.2 (Debian 12, no data filter)"])
+def test_a_model_archive_unpacks_on_every_311_and_a_member_escaping_the_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str
+) -> None:
+    import io
+    import tarfile
+
+    from recsys.local.endpoint import unpack_model_archive
+
+    if "no data filter" in python:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+
+    def archive(name: str, members: dict[str, bytes]) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    unpack_model_archive(archive("good.tar.gz", {"model.json": b"{}", "code/inference.py": b"#"}), tmp_path / "good")
+    assert (tmp_path / "good" / "code" / "inference.py").read_bytes() == b"#"
+    with pytest.raises(Exception, match=r"\.\./escaped|outside"):
+        unpack_model_archive(archive("bad.tar.gz", {"../escaped": b"x"}), tmp_path / "bad")
+    assert not (tmp_path / "escaped").exists()
