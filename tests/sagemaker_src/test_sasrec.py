@@ -179,7 +179,7 @@ def test_early_stopping_ndcg_is_computed_in_row_batches_with_the_same_result():
 
 def test_selection_log_says_where_early_stopping_stopped():
     """The training log's line for SASRec carries its fit's own account: the epoch early stopping kept,
-    its validation NDCG and the rate (the refit trains that many epochs)."""
+    its validation NDCG and the rate (the refit continues from it for a share of that many epochs)."""
     rng = np.random.default_rng(1)
     rows = []
     for u in range(300):
@@ -192,7 +192,8 @@ def test_selection_log_says_where_early_stopping_stopped():
     select(make_log(rows), None, None, config, num_threads=1, log=said.append)
     line = next(x for x in said if x.startswith("[select] sasrec"))
     assert "early stopping kept epoch" in line and "positions/s" in line, line
-    assert "(at most " in line and "reference s" in line, line  # its epoch cap and the work it was charged
+    # its epoch cap, the work it was charged, and that the refit continues from it
+    assert "(at most " in line and "reference s" in line and "continues from it" in line, line
 
 
 def test_the_refit_continues_from_the_selection_fit_on_a_share_of_its_epochs(chains, chain_model, monkeypatch):

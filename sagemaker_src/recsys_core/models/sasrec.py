@@ -331,9 +331,10 @@ class SASRec(Model):
                     f"({self.config.warm_refit_share:g} of {self.config.epochs}) in {rate}")
         if self.config.epochs:
             return f"{log['epochs_run']} epochs (fixed) in {rate}"
-        return (f"early stopping kept epoch {log['best_epoch']} of {log['epochs_run']} (at most "
-                f"{self.config.max_epochs}) "
-                f"(its validation ndcg@10 {log['validation_ndcg']:.4f}) in {rate}; the refit trains that many")
+        return (f"early stopping kept epoch {log['best_epoch']} of {log['epochs_run']} "
+                f"(at most {self.config.max_epochs}; "
+                f"its validation ndcg@10 {log['validation_ndcg']:.4f}) in {rate}; the refit continues from it for "
+                f"{self.config.warm_refit_share:g} of that many")
 
     def _prepare(self) -> None:
         self._items = np.ascontiguousarray(self.params["item"][1:])
