@@ -24,12 +24,14 @@ from recsys.local.endpoint import (
     DEFAULT_HANDLER,
     container_environment,
     deployed_containers,
+    deployed_models,
     load_handler,
     one_environment,
 )
-from recsys.local.events import Rule, describe, endpoint_state_change, route
+from recsys.local.events import Rule, describe, endpoint_state_change, model_package_state_change, route
 from recsys.local.experiment import describe_deployment, run_deploy_function
 from recsys.local.moto_server import LocalAws
+from recsys.local.progress import Progress, first_route, routed
 from settings.config import Config
 
 #: DescribeEndpoint's status for each event status the local endpoint can end in (the event spells it in upper
@@ -88,3 +90,31 @@ def route_endpoint_state(cfg: Config, aws: LocalAws, rules: list[Rule], started:
         message = deployment.result.get("message") or deployment.result.get("autoscaling") or ""
         lines.append(describe_deployment(deployment) + (f"; {message}" if message else ""))
     return lines
+
+
+def deploy_approved(progress: Progress, cfg: Config, aws: LocalAws, workdir: Path, rules: list[Rule],
+                    pipeline: Any) -> Path | None:  # fmt: skip
+    """The approval event through the rules to the deploy function, run from its cdk.out asset; returns the model
+    the endpoint then serves (its config's Model archive: the registered package, unpacked), or None if no rule
+    sends the event to a function or the new endpoint failed (its state event routed by the rules either way).
+    An update of an existing endpoint (a second run against the same moto account) serves the config it names:
+    its outcome would need UpdateEndpoint, which moto lacks, so no state event is sent for it."""
+    approved = model_package_state_change(
+        cfg.model_package_group, pipeline.approval_status, pipeline.model_package_arn, cfg.region)  # fmt: skip
+    to = first_route(routed(progress, rules, approved, f"model package {pipeline.approval_status}"), "function")
+    if to is None:
+        return None
+    deployment = run_deploy_function(cfg, aws, to.resource, to.input(approved))
+    progress.info(describe_deployment(deployment))
+    if "endpoint_config_name" not in deployment.result:
+        return None
+    if deployment.result.get("action") != "created":  # an update (stubbed): SageMaker's outcome is not rehearsed
+        [model] = deployed_models(aws, deployment.config_name, Path(workdir) / "endpoint").values()
+        return model
+    started = start_endpoint(aws, deployment.config_name, Path(workdir) / "endpoint")
+    for line in route_endpoint_state(cfg, aws, rules, started):
+        progress.info(line)
+    if started.failure:
+        return None
+    [model] = started.models.values()
+    return model

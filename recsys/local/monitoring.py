@@ -17,9 +17,12 @@ from typing import Any, Protocol
 
 from monitoring import metrics as m
 from monitoring.alarms import alarm_specs
+from monitoring.metrics import MODEL_METRICS_PREFIX
 from recsys.local.alarms import create_alarms, create_event_rules, evaluate_alarms
 from recsys.local.athena import AthenaQueryError, LocalAthena, MissingTableError
 from recsys.local.dashboard import write_dashboard
+from recsys.local.moto_server import LocalAws
+from recsys.local.provision import LocalResources
 from settings.config import TABLES, Config
 
 
@@ -114,3 +117,19 @@ def run_monitoring(
         experiment_alpha=cfg.experiment_alpha,
     )
     return path
+
+
+def model_metrics_history(aws: LocalAws, res: LocalResources, lake: Path) -> list[dict]:
+    """Every model_metrics row: this run's (from the bucket, where PublishMetrics put them) and, since the
+    local AWS starts empty each run, the earlier runs' rows kept in the workdir's lake."""
+    folder = lake / MODEL_METRICS_PREFIX
+    folder.mkdir(parents=True, exist_ok=True)
+    s3 = aws.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=res.destination_bucket, Prefix=MODEL_METRICS_PREFIX)
+    for obj in (o for page in pages for o in page.get("Contents", [])):
+        body = s3.get_object(Bucket=res.destination_bucket, Key=obj["Key"])["Body"].read()
+        (folder / Path(obj["Key"]).name).write_bytes(body)
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows

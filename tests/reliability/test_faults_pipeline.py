@@ -339,7 +339,7 @@ def test_a_rerun_with_nothing_to_quarantine_replaces_the_earlier_quarantine(
         raw.write_text(content)
         upload_raw(aws_env, res, {"interactions": raw})
         run = curation.run_curation(CFG, aws_env, res, tmp_path / "lake", LocalAthena({}), template=data_template_path)
-        assert main_job.curation_counts(run.runs)["interactions"].quarantined == quarantined
+        assert curation.curation_counts(run.runs)["interactions"].quarantined == quarantined
     (key,) = list_data_keys(aws_env, res.destination_bucket, "quarantine/interactions/")
     assert len(read_parquet(aws_env, f"s3://{res.destination_bucket}/{key}")) == 0
     assert len(pd.read_parquet(tmp_path / "lake" / "quarantine" / "interactions")) == 0

@@ -21,10 +21,9 @@ from hypothesis import strategies as st
 
 from glue_jobs.raw_reader import RawDataError
 from glue_jobs.schema import EVENT_TYPES, QUARANTINE_REASON_COLUMN, RAW_COLUMNS
-from recsys import main_job
 from recsys.generator import GeneratorConfig, generate_to_dir
 from recsys.local.athena import LocalAthena
-from recsys.local.curation import run_curation
+from recsys.local.curation import curation_counts, run_curation
 from recsys.local.moto_server import LocalAws
 from recsys.local.provision import provision, upload_raw
 from settings.config import QUARANTINE_PREFIX, load_project_config
@@ -263,7 +262,7 @@ def test_the_main_job_reconciles_a_corrupted_file_through_moto_s3(
     assert uri.endswith("interactions.csv")
     lake = tmp_path / "lake"
     run = run_curation(load_project_config(), aws_env, res, lake, LocalAthena({}), template=data_template_path)
-    counts = main_job.curation_counts(run.runs)["interactions"]
+    counts = curation_counts(run.runs)["interactions"]
     curated = pd.read_parquet(tmp_path / "lake" / "curated" / "interactions")
     assert (counts.rows_in, counts.curated, counts.quarantined) == (len(rows), 2, 7)
     assert sorted(curated["user_id"]) == ["u1", "u7"]

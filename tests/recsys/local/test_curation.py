@@ -186,7 +186,8 @@ def test_a_failed_workflow_routes_its_failed_job_and_its_status_before_the_run_s
 
     from glue_jobs.raw_reader import RawDataError
     from recsys.local.events import load_rules, route, s3_object_created
-    from recsys.main_job import Progress, run_curation_workflow
+    from recsys.local.progress import Progress
+    from recsys.local.workflow import run_curation_workflow
 
     doc = json.loads(template.read_text())
     definition = _definition(doc)
