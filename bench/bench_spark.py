@@ -212,7 +212,9 @@ def _model_stats(model_dir: Path) -> dict:
 
 
 def plan(measured: dict, cores: int = 2) -> list[dict]:
-    """Instances and hours for 1B and 10B interactions from the measured interactions per core-second."""
+    """Instances and hours for 1B and 10B interactions from the measured interactions per core-second (the whole
+    job's wall time in ``local[2]``, start-up and driver work included), priced from bench_cost's price table."""
+    prices = json.loads((ROOT / "bench" / "prices_ap_south_1.json").read_text())["prices"]
     per_core_s = measured["interactions"] / (measured["spark_s"] * cores)
     rows = []
     for target in (1_000_000_000, 10_000_000_000):
@@ -221,7 +223,10 @@ def plan(measured: dict, cores: int = 2) -> list[dict]:
             need_mem_gb = target * 40 * 2 / 1e9
             count = max(2, math.ceil(need_mem_gb / (0.6 * mem)))
             hours = target / (per_core_s * CLUSTER_EFFICIENCY * vcpu * count) / 3600
+            price = prices.get(f"sagemaker_processing_{itype}_hour", {}).get("usd")
+            usd = round(hours * count * price) if price else None
             rows.append({"interactions": f"{target:.0e}", "instance": itype, "count": count, "hours": round(hours, 1),
+                         "usd per run": usd, "note": "over the 20-instance bound of settings" if count > 20 else "",
                          "arithmetic": f"{target:.0e} / ({per_core_s:,.0f}/core-s x {CLUSTER_EFFICIENCY} x "
                                        f"{vcpu} vCPU x {count}) / 3600; memory {need_mem_gb:,.0f} GB / "
                                        f"(0.6 x {mem} GB)"})
@@ -263,7 +268,8 @@ def main() -> int:
         print("\n## Scale\n\n" + json.dumps(doc["scale"], indent=1))
     if doc.get("scale", {}).get("spark_s"):
         doc["plan"] = plan(doc["scale"])
-        print("\n## Plan\n\n" + fmt(doc["plan"], ["interactions", "instance", "count", "hours", "arithmetic"]))
+        print("\n## Plan\n\n" + fmt(doc["plan"], ["interactions", "instance", "count", "hours", "usd per run",
+                                                               "note", "arithmetic"]))
     path.write_text(json.dumps(doc, indent=1, default=str))
     return 0
 
