@@ -2,7 +2,7 @@
 
 On AWS each :class:`AlarmSpec` becomes a CloudWatch alarm (``stacks/monitoring_stack.py``) and each
 :class:`EventRuleSpec` an EventBridge rule; both notify the SNS topic. Locally ``recsys/local/alarms.py``
-puts the same alarms into moto CloudWatch and evaluates them. Definitions only: nothing here calls AWS.
+puts the synthesized template's alarms and rules into moto and evaluates them. Definitions only: nothing here calls AWS.
 """
 
 from __future__ import annotations

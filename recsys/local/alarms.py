@@ -1,6 +1,10 @@
-"""The alarms of ``monitoring/alarms.py`` in the local (moto) CloudWatch: created, then evaluated.
+"""The monitoring stack's alarms in the local (moto) CloudWatch: created from ``cdk.out``, then evaluated.
 
-:func:`create_alarms` puts the specs' alarms into moto CloudWatch and :func:`evaluate` computes their state
+:func:`create_alarms` puts every ``AWS::CloudWatch::Alarm`` of ``cdk.out/<prefix>-monitoring.template.json``
+(properties resolved as the rest of the local run resolves templates) into moto CloudWatch, and
+:func:`create_event_rules` that template's EventBridge rules (as :func:`recsys.local.events.load_rules` reads
+them, which also routes them); so an alarm changed or missing in the template is changed or missing locally.
+:func:`evaluate` computes an alarm's state
 from the metric values there, with CloudWatch's rule: ALARM when every evaluated period breaches, missing
 periods treated per ``treat_missing``, INSUFFICIENT_DATA when nothing can be evaluated.
 
@@ -15,10 +19,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from monitoring import metrics as m
-from monitoring.alarms import ALARM, INSUFFICIENT, OK, AlarmSpec, EventRuleSpec, alarm_specs, event_rule_specs
+from monitoring.alarms import ALARM, INSUFFICIENT, OK, AlarmSpec, alarm_specs
+from recsys.local.curation import Resolver, cdk_out
+from recsys.local.events import Rule, load_rules
 from settings.config import Config
 
 _COMPARE = {
@@ -38,53 +45,77 @@ class AlarmState:
     values: list[float | None] = field(default_factory=list)
 
 
-def _metric_stat(ref: m.MetricRef, stat: str, period: int) -> dict[str, Any]:
-    return {
-        "Metric": {"Namespace": ref.namespace, "MetricName": ref.name, "Dimensions": ref.api_dimensions()},
-        "Period": period,
-        "Stat": stat,
-    }
+def monitoring_stack(cfg: Config) -> str:
+    return f"{cfg.prefix}-monitoring"
 
 
-def put_alarm_kwargs(cfg: Config, spec: AlarmSpec, topic_arn: str) -> dict[str, Any]:
-    """PutMetricAlarm arguments for a spec (what the CDK alarm declares too)."""
-    kwargs: dict[str, Any] = {
-        "AlarmName": spec.name(cfg),
-        "AlarmDescription": spec.description,
-        "Threshold": spec.threshold,
-        "ComparisonOperator": spec.comparison,
-        "EvaluationPeriods": spec.evaluation_periods,
-        "TreatMissingData": spec.treat_missing,
-        "AlarmActions": [topic_arn],
-        "OKActions": [topic_arn],
-    }
-    if spec.expression is None:
-        _, ref, stat = spec.metrics[0]
-        kwargs.update(
-            Namespace=ref.namespace, MetricName=ref.name, Dimensions=ref.api_dimensions(), Period=spec.period_s
-        )
-        kwargs["Statistic" if stat in _BASIC_STATS else "ExtendedStatistic"] = stat
+def template_alarms(cfg: Config, out_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every AWS::CloudWatch::Alarm of the monitoring template, its properties resolved (Ref of the topic -> ARN)."""
+    path = Path(out_dir or cdk_out()) / f"{monitoring_stack(cfg)}.template.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no monitoring template; run make synth")
+    doc = json.loads(path.read_text())
+    resolve = Resolver(doc, cfg.region)
+    return [
+        resolve(r["Properties"]) for r in doc.get("Resources", {}).values() if r.get("Type") == "AWS::CloudWatch::Alarm"
+    ]
+
+
+def _ref(metric: dict[str, Any]) -> m.MetricRef:
+    dims = tuple((d["Name"], d["Value"]) for d in metric.get("Dimensions", []))
+    return m.MetricRef(metric["Namespace"], metric["MetricName"], dims)
+
+
+def spec_of(cfg: Config, props: dict[str, Any]) -> AlarmSpec:
+    """What :func:`evaluate` needs of a template alarm; the spec of the same name only labels it (its dashboard
+    row and the config key its threshold comes from), every number is the template's."""
+    name = props["AlarmName"]
+    known = {s.name(cfg): s for s in alarm_specs(cfg)}.get(name)
+    if "Metrics" in props:
+        stats = [q for q in props["Metrics"] if "MetricStat" in q]
+        metrics = tuple((q["Id"], _ref(q["MetricStat"]["Metric"]), q["MetricStat"]["Stat"]) for q in stats)
+        expression = next(q["Expression"] for q in props["Metrics"] if q.get("Expression"))
+        period = int(stats[0]["MetricStat"]["Period"])
     else:
-        kwargs["Metrics"] = [
-            {"Id": mid, "MetricStat": _metric_stat(ref, stat, spec.period_s), "ReturnData": False}
-            for mid, ref, stat in spec.metrics
-        ] + [{"Id": "expr", "Expression": spec.expression, "Label": spec.key, "ReturnData": True}]
-    return kwargs
+        stat = props.get("Statistic") or props["ExtendedStatistic"]
+        metrics, expression, period = (("m", _ref(props), stat),), None, int(props["Period"])
+    return AlarmSpec(
+        key=name.removeprefix(f"{cfg.prefix}-"),
+        signal=known.signal if known else "",
+        description=props.get("AlarmDescription", ""),
+        metrics=metrics,
+        threshold=float(props["Threshold"]),
+        threshold_source=known.threshold_source if known else "template",
+        comparison=props["ComparisonOperator"],
+        period_s=period,
+        evaluation_periods=int(props["EvaluationPeriods"]),
+        treat_missing=props.get("TreatMissingData", "missing"),
+        expression=expression,
+    )
 
 
-def create_alarms(cloudwatch: Any, cfg: Config, topic_arn: str) -> list[AlarmSpec]:
-    specs = alarm_specs(cfg)
-    for spec in specs:
-        cloudwatch.put_metric_alarm(**put_alarm_kwargs(cfg, spec, topic_arn))
+def create_alarms(cloudwatch: Any, cfg: Config, out_dir: Path | None = None) -> list[AlarmSpec]:
+    """PutMetricAlarm for each template alarm (its properties are the API's arguments); returns what to evaluate."""
+    specs = []
+    for props in template_alarms(cfg, out_dir):
+        cloudwatch.put_metric_alarm(**{**props, "Threshold": float(props["Threshold"])})
+        specs.append(spec_of(cfg, props))
     return specs
 
 
-def create_event_rules(events: Any, cfg: Config, topic_arn: str) -> list[EventRuleSpec]:
-    specs = event_rule_specs(cfg)
-    for spec in specs:
-        events.put_rule(Name=spec.name(cfg), EventPattern=json.dumps(spec.pattern), Description=spec.description)
-        events.put_targets(Rule=spec.name(cfg), Targets=[{"Id": "alarm-topic", "Arn": topic_arn}])
-    return specs
+def create_event_rules(events: Any, cfg: Config, out_dir: Path | None = None) -> list[Rule]:
+    """The monitoring template's EventBridge rules (as the local router reads them) put into moto EventBridge."""
+    rules = [r for r in load_rules(cfg, out_dir) if r.stack == monitoring_stack(cfg)]
+    for rule in rules:
+        name = rule.name or rule.logical_id
+        trigger = (
+            {"ScheduleExpression": rule.schedule}
+            if rule.pattern is None
+            else {"EventPattern": json.dumps(rule.pattern)}
+        )
+        events.put_rule(Name=name, Description=f"{rule.stack}/{rule.logical_id}", **trigger)
+        events.put_targets(Rule=name, Targets=[{"Id": s["Id"], "Arn": s["Arn"]} for s in rule.specs])
+    return rules
 
 
 def _period_value(cloudwatch: Any, ref: m.MetricRef, stat: str, start: datetime, end: datetime) -> float | None:
@@ -139,10 +170,13 @@ def evaluate(cloudwatch: Any, spec: AlarmSpec, now: datetime | None = None) -> t
     return (ALARM if all(breaches) else OK), values
 
 
-def evaluate_alarms(cloudwatch: Any, cfg: Config, now: datetime | None = None) -> list[AlarmState]:
-    """Compute every alarm's state and record it in (moto) CloudWatch, as the service itself would."""
+def evaluate_alarms(
+    cloudwatch: Any, cfg: Config, now: datetime | None = None, specs: list[AlarmSpec] | None = None
+) -> list[AlarmState]:
+    """Compute every alarm's state (``specs``, else the monitoring template's) and record it in (moto) CloudWatch,
+    as the service itself would."""
     states = []
-    for spec in alarm_specs(cfg):
+    for spec in specs if specs is not None else [spec_of(cfg, p) for p in template_alarms(cfg)]:
         state, values = evaluate(cloudwatch, spec, now)
         shown = ", ".join("-" if v is None else f"{v:.4g}" for v in values)
         reason = f"[{shown}] {spec.comparison} {spec.threshold:.4g} ({spec.threshold_source})"

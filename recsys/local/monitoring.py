@@ -2,9 +2,10 @@
 
 Model-quality and drift metrics are not published here: the pipeline's PublishMetrics step publishes them
 in both runtimes (``sagemaker_src/publish_metrics.py``), so an alarm that is fed locally is fed on AWS.
-Publishes the data-quality metrics (the curation workflow's query, on DuckDB), creates the alarms, event rules,
-SNS topic and operations dashboard from the same specs (``monitoring/``) as ``stacks/monitoring_stack.py``, computes and
-prints every alarm's state, and writes the analytics dashboard as a self-contained HTML file.
+Publishes the data-quality metrics (the curation workflow's query, on DuckDB), creates the SNS topic, the alarms and
+event rules of the monitoring template in ``cdk.out`` (``recsys/local/alarms.py``) and the operations dashboard (from
+the specs of ``monitoring/``), computes and prints every alarm's state, and writes the analytics dashboard as a
+self-contained HTML file.
 """
 
 from __future__ import annotations
@@ -96,15 +97,14 @@ def run_monitoring(
     if endpoint_latencies_ms is not None:
         m.publish_endpoint_sample(cloudwatch, cfg.endpoint_name, endpoint_latencies_ms, *endpoint_errors, when=now)
 
-    specs = create_alarms(cloudwatch, cfg, topic_arn)
-    rules = create_event_rules(aws.client("events"), cfg, topic_arn)
+    specs = create_alarms(cloudwatch, cfg)  # the monitoring template's alarms and rules, acting on its topic
+    rules = create_event_rules(aws.client("events"), cfg)
     cloudwatch.put_dashboard(
         DashboardName=f"{cfg.prefix}-operations", DashboardBody=operations_dashboard_body(cfg, aws.region)
     )
-    progress.info(
-        f"{len(specs)} alarms, {len(rules)} event rules ({', '.join(r.key for r in rules)}) -> SNS {topic_arn}"
-    )
-    states = evaluate_alarms(cloudwatch, cfg, now)
+    names = ", ".join((r.name or r.logical_id).removeprefix(f"{cfg.prefix}-") for r in rules)
+    progress.info(f"{len(specs)} alarms, {len(rules)} event rules ({names}) -> SNS {topic_arn}")
+    states = evaluate_alarms(cloudwatch, cfg, now, specs)
     for s in states:
         progress.info(f"  {s.state:<17} {s.name:<40} {s.reason}")
     path = write_dashboard(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -21,6 +22,7 @@ from monitoring.alarms import (
     instance_vcpus,
 )
 from recsys.local.alarms import create_alarms, evaluate, evaluate_alarms
+from recsys.local.curation import cdk_out
 from recsys.local.monitoring import run_monitoring
 from settings.config import load_project_config
 from tests.monitoring.conftest import EVALUATION
@@ -96,8 +98,8 @@ def test_4xx_rate_treats_absent_errors_as_zero(aws_env):
 
 def test_alarms_are_created_in_cloudwatch_with_state_and_sns_action(aws_env):
     cw = aws_env.client("cloudwatch")
-    topic = aws_env.client("sns").create_topic(Name="t")["TopicArn"]
-    specs = create_alarms(cw, CFG, topic)
+    topic = aws_env.client("sns").create_topic(Name=f"{CFG.prefix}-alarms")["TopicArn"]  # the template's topic
+    specs = create_alarms(cw, CFG)
     m.publish_data_quality(cw, "users", 10, 5, 5, database=CFG.glue_database)
     states = {s.name: s.state for s in evaluate_alarms(cw, CFG, datetime.now(UTC))}
     described = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
@@ -109,7 +111,38 @@ def test_alarms_are_created_in_cloudwatch_with_state_and_sns_action(aws_env):
     )
     assert all(a["AlarmActions"] == [topic] for a in described.values())
     math_alarm = described[f"{CFG.prefix}-endpoint-5xx-rate"]
-    assert [q["Id"] for q in math_alarm["Metrics"]] == ["e5xx", "inv", "expr"]
+    assert sorted(q["Id"] for q in math_alarm["Metrics"]) == ["e5xx", "expr_1", "inv"]
+    assert {s.name(CFG): s.threshold for s in specs} == {s.name(CFG): s.threshold for s in alarm_specs(CFG)}
+
+
+def test_the_local_alarms_follow_a_changed_monitoring_template(aws_env, tiny_athena, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cdk.out"
+    out.mkdir()
+    for path in cdk_out().glob(f"{CFG.prefix}-*.template.json"):
+        shutil.copy(path, out)
+    template = out / f"{CFG.prefix}-monitoring.template.json"
+    doc = json.loads(template.read_text())
+    alarms = {
+        r["Properties"]["AlarmName"]: k for k, r in doc["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    doc["Resources"][alarms[f"{CFG.prefix}-model-ndcg-below-gate"]]["Properties"]["Threshold"] = 0.001
+    del doc["Resources"][alarms[f"{CFG.prefix}-drift-score"]]
+    template.write_text(json.dumps(doc))
+    monkeypatch.setenv("CDK_OUTDIR", str(out))
+    cw = aws_env.client("cloudwatch")
+    m.publish_model_quality(cw, EVALUATION, "v1", model_group=CFG.model_package_group)  # NDCG 0.01
+
+    class Progress:
+        def info(self, line: str) -> None:
+            print(line)
+
+    run_monitoring(CFG, aws_env, tiny_athena, tmp_path, Progress(), data_quality_published=True)
+    printed = capsys.readouterr().out
+    described = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    assert described[f"{CFG.prefix}-model-ndcg-below-gate"]["Threshold"] == 0.001
+    assert f"OK                {CFG.prefix}-model-ndcg-below-gate" in printed  # 0.01 >= 0.001: no longer alarms
+    assert f"{CFG.prefix}-drift-score" not in described and f"{CFG.prefix}-drift-score" not in printed
+    assert f"{len(alarms) - 1} alarms, 3 event rules" in printed
 
 
 @pytest.mark.parametrize(
