@@ -41,12 +41,19 @@ class CostError(ValueError):
     """A price table or assumptions file that cannot be priced from (named in the message)."""
 
 
-def load_prices(path: Path = PRICES) -> dict[str, Any]:
-    """The price table, checked: every price has a number, a unit, a source page and the date it was recorded."""
+def _read(path: Path, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CostError(f"{path}: not a readable JSON price table ({exc})") from exc
+        raise CostError(f"{path}: not a readable JSON {what} ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise CostError(f"{path}: not a JSON {what} (an object is expected)")
+    return doc
+
+
+def load_prices(path: Path = PRICES) -> dict[str, Any]:
+    """The price table, checked: every price has a number, a unit, a source page and the date it was recorded."""
+    doc = _read(path, "price table")
     for name, line in doc.get("prices", {}).items():
         missing = [k for k in ("usd", "unit", "source", "recorded") if not line.get(k) and line.get(k) != 0]
         if missing:
@@ -59,10 +66,7 @@ def load_prices(path: Path = PRICES) -> dict[str, Any]:
 
 
 def load_assumptions(path: Path = ASSUMPTIONS) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CostError(f"{path}: not a readable JSON assumptions file ({exc})") from exc
+    doc = _read(path, "assumptions file")
     for name, line in doc.get("measured", {}).items():
         if not line.get("source"):
             raise CostError(f"{path}: measured {name!r} has no source")

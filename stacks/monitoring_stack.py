@@ -91,22 +91,15 @@ def alarm_topic(scope: Construct, cfg: Config) -> sns.Topic:
         master_key=key,
         enforce_ssl=True,
     )
-    topic.add_to_resource_policy(
-        iam.PolicyStatement(
-            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-            actions=["sns:Publish"],
-            resources=[topic.topic_arn],
-            conditions=source,
+    for service, conditions in (("cloudwatch.amazonaws.com", source), ("events.amazonaws.com", rules)):
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal(service)],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions=conditions,
+            )
         )
-    )
-    topic.add_to_resource_policy(
-        iam.PolicyStatement(
-            principals=[iam.ServicePrincipal("events.amazonaws.com")],
-            actions=["sns:Publish"],
-            resources=[topic.topic_arn],
-            conditions=rules,
-        )
-    )
     if cfg.alarm_email:
         topic.add_subscription(subs.EmailSubscription(cfg.alarm_email))
     return topic
