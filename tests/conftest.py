@@ -34,14 +34,17 @@ def moto_endpoint() -> Iterator[LocalAws]:
 
 
 @pytest.fixture
-def aws_env(moto_endpoint: LocalAws, monkeypatch: pytest.MonkeyPatch) -> LocalAws:
-    """A reset moto account, with AWS_* variables set for this test only (undone afterwards)."""
+def aws_env(moto_endpoint: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalAws]:
+    """A reset moto account, with AWS_* variables set for this test only (undone afterwards). Reset again after
+    the test: moto keeps its resources in module globals, so a later test's own local AWS in this worker (a
+    ``main(["run", ...])``) would otherwise start with this test's endpoint, packages and buckets."""
     moto_endpoint.reset()
     for name in _CONFLICTING_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in moto_endpoint.env().items():
         monkeypatch.setenv(name, value)
-    return moto_endpoint
+    yield moto_endpoint
+    moto_endpoint.reset()
 
 
 @pytest.fixture(scope="session")
