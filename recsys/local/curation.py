@@ -58,6 +58,14 @@ def cdk_out() -> Path:
     return Path(os.environ.get("CDK_OUTDIR") or CDK_OUT)
 
 
+def stack_templates(cfg: Config, out_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every template of the environment's stacks in ``out_dir`` (``cdk_out()``), by stack name."""
+    return {
+        path.name.removesuffix(".template.json"): json.loads(path.read_text())
+        for path in sorted(Path(out_dir or cdk_out()).glob(f"{cfg.prefix}-*.template.json"))
+    }
+
+
 _CTAS = re.compile(r"^\s*CREATE\s+TABLE\s+(\w+)\s+WITH\s*\((.*?)\)\s*AS\s+(.*)$", re.S | re.I)
 _DROP = re.compile(r"^\s*DROP\s+TABLE\s+IF\s+EXISTS\s+(\w+)\s*;?\s*$", re.I)
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from recsys.local.curation import Resolver, cdk_out
+from recsys.local.curation import Resolver, stack_templates
 from recsys.local.states import StatesError, read_path
 from settings.config import LOCAL_ACCOUNT, Config
 
@@ -120,11 +120,7 @@ def _transform(transformer: dict[str, Any], evt: dict[str, Any], rule: Rule) -> 
 
 def load_rules(cfg: Config, out_dir: Path | None = None) -> list[Rule]:
     """Every AWS::Events::Rule of the environment's stacks, with tokens and cross-stack imports resolved."""
-    out_dir = out_dir or cdk_out()
-    templates = {
-        path.name.removesuffix(".template.json"): json.loads(path.read_text())
-        for path in sorted(Path(out_dir).glob(f"{cfg.prefix}-*.template.json"))
-    }
+    templates = stack_templates(cfg, out_dir)
     exports: dict[str, tuple[Any, dict]] = {}
     for doc in templates.values():
         for output in doc.get("Outputs", {}).values():

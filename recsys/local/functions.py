@@ -11,7 +11,6 @@ through botocore's ``before-call`` event, so the function's own client and reque
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.awsrequest import AWSResponse
 
-from recsys.local.curation import Resolver, cdk_out
+from recsys.local.curation import Resolver, cdk_out, stack_templates
 from recsys.local.moto_server import LocalAws
 from settings.config import Config
 
@@ -48,13 +47,6 @@ class LocalFunction:
     environment: dict[str, str]  # Environment.Variables, resolved
     properties: dict[str, Any] = field(repr=False, default_factory=dict)  # every property, resolved
     event_sources: tuple[dict[str, Any], ...] = ()  # its AWS::Lambda::EventSourceMapping properties, resolved
-
-
-def _templates(cfg: Config, out_dir: Path) -> dict[str, dict[str, Any]]:
-    return {
-        path.name.removesuffix(".template.json"): json.loads(path.read_text())
-        for path in sorted(out_dir.glob(f"{cfg.prefix}-*.template.json"))
-    }
 
 
 class _LocalResolver(Resolver):
@@ -82,7 +74,7 @@ class _LocalResolver(Resolver):
 def find_function(cfg: Config, name: str, out_dir: Path | None = None) -> LocalFunction:
     """The function named ``name`` (its FunctionName) in the environment's templates of ``out_dir`` (cdk.out)."""
     out_dir = Path(out_dir or cdk_out())
-    templates = _templates(cfg, out_dir)
+    templates = stack_templates(cfg, out_dir)
     exports = {
         output["Export"]["Name"]: (output["Value"], doc)
         for doc in templates.values()
