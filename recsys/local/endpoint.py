@@ -318,6 +318,8 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 # bench/bench_endpoint.py (README); it only affects the dedicated process of serve_forever.
 SWITCH_INTERVAL = 0.001
 _GONE = 1 << 30  # the open-connection count of a dead worker: never the least busy
+#: Signals held while the workers are forked (see ``serve_forever``).
+_FORK_BLOCKED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
 _SERVER_OPTIONS = {"ident": "recsys-local-endpoint", "max_request_body_size": HARD_BODY_LIMIT,
                    "channel_timeout": 30, "connection_limit": 256, "clear_untrusted_proxy_headers": True}
 
@@ -614,8 +616,10 @@ def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, th
     _announce(f"http://{host}:{sock.getsockname()[1]}", model_dir, threads, workers)
     open_conns = multiprocessing.RawArray("i", workers)  # shared: each worker's open connections
     children: list[int] = []
-    if on_main:  # blocked while forking, so a child never runs the parent's forwarding handler
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    if on_main:  # blocked while forking: a child never runs the parent's handlers, and a stop that lands
+        # inside os.fork() (whose at-fork hooks swallow exceptions, SystemExit included) waits until every
+        # child is listed, instead of being lost and leaving the server running
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
         signal.signal(signal.SIGHUP, lambda *_: _forward(children, signal.SIGHUP))
     try:
         for index in range(workers):
@@ -625,7 +629,7 @@ def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, th
             children.append(pid)
         sock.close()  # the children hold it
         if on_main:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
         running = dict(zip(children, range(workers), strict=True))
         while running:  # polled, not os.wait(): that could reap a child the caller owns
             for pid in [pid for pid in running if os.waitpid(pid, os.WNOHANG)[0]]:
@@ -637,7 +641,7 @@ def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, th
         if on_main:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGHUP, previous_hup)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
         _forward(children, signal.SIGTERM)
         for pid in children:
             with contextlib.suppress(ChildProcessError):
@@ -672,7 +676,7 @@ def _run_child(app: LocalEndpoint, sock: socket.socket, threads: int, open_conns
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(app))
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
         server = create_server(app, sockets=[sock], threads=threads, **_SERVER_OPTIONS)
         _accept_least_connections(server, open_conns, index)
         server.run()
