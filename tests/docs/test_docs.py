@@ -173,6 +173,12 @@ EXERCISED_BY: dict[str, tuple[str, str]] = {
         "tests/bench/test_bench_cost.py::test_the_bill_of_a_tiny_shop_is_the_hand_computed_arithmetic",
         "the same bill with other inputs (a scale run's JSON, other sizes); the default command runs here",
     ),
+    "bench/bench_blend_frontier.py": (
+        "tests/bench/test_bench_blend_frontier.py::"
+        "test_each_weight_is_scored_on_the_test_rows_and_the_order_model_wins_the_per_user_temporal_test",
+        "fits SASRec twice on a shared public log (outside the repository, ~30 min); the test runs the same "
+        "scoring of blends per weight on a small log",
+    ),
     "bench/bench_paired.py": (
         "tests/sagemaker_src/test_end_to_end.py::test_trained_model_serves_through_the_handlers",
         "trains on a shared public log (outside the repository) for minutes; same code path as bench_public_data",
