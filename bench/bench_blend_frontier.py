@@ -50,10 +50,8 @@ class Blend:
 
 
 def _parse(text: str) -> Blend:
-    try:
-        recipe = _recipe(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    """train.py's ``--recipe`` reader (its ArgumentTypeError is argparse's one-line error), weights summing to 1."""
+    recipe = _recipe(text)
     total = sum(recipe.weights)
     return Blend(text, recipe.candidates, [w / total for w in recipe.weights])
 
