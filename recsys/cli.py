@@ -143,7 +143,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise UserError(f"--model-dir {model_dir} is not a folder (train one with `make run`: see its output)")
-    serve_forever(model_dir, host=args.host, port=args.port, threads=args.threads, workers=args.workers)
+    threads = {"threads": args.threads} if args.threads else {}  # else serve_forever's WORKER_THREADS
+    serve_forever(model_dir, host=args.host, port=args.port, workers=args.workers, **threads)
     return 0
 
 
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-dir", required=True, help="a model folder written by train.py (SM_MODEL_DIR)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--threads", type=_positive, default=8, help="waitress threads per worker (default 8)")
+    serve.add_argument("--threads", type=_positive, default=None,
+                       help="waitress threads per worker (default 2: the handler is CPU-bound)")
     serve.add_argument(
         "--workers", type=_positive, default=1, help="pre-forked worker processes, about one per core (default 1)"
     )

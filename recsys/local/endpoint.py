@@ -317,6 +317,12 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 # CPU-bound handler, several times per request. 1 ms trimmed the tail at concurrency 8 in
 # bench/bench_endpoint.py (README); it only affects the dedicated process of serve_forever.
 SWITCH_INTERVAL = 0.001
+#: Task threads per pre-forked worker of ``serve_forever``. The handler is CPU-bound under one GIL, so more
+#: threads add no throughput; they share the core among a worker's in-flight requests, stretching each
+#: one. bench/bench_serving.py (8 connections, 2 workers, wrk), p99 with 8 -> 2 threads: generated shop
+#: 16-21 -> 11 ms, wholesale 12-15 -> 9.5-10 ms, wholesale EASE+ALS 14-22 -> 11-12 ms, at the same req/s.
+#: Two, not one: a long request (a big cart) still leaves the worker's other connections a thread.
+WORKER_THREADS = 2
 _GONE = 1 << 30  # the open-connection count of a dead worker: never the least busy
 #: Signals held while the workers are forked (see ``serve_forever``).
 _FORK_BLOCKED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
@@ -573,7 +579,7 @@ def _stop(server: Any, loop: threading.Thread) -> None:
     trigger.close()
 
 
-def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = 8, *,
+def serve_forever(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, threads: int = WORKER_THREADS, *,
                   workers: int = 1, handler_path: Path = DEFAULT_HANDLER,
                   switch_interval: float | None = SWITCH_INTERVAL) -> None:
     """Serve in the foreground until Ctrl-C or SIGTERM (``python -m recsys serve``).

@@ -385,3 +385,17 @@ def test_a_model_archive_unpacks_on_every_311_and_a_member_escaping_the_folder_i
     with pytest.raises(Exception, match=r"\.\./escaped|outside"):
         unpack_model_archive(archive("bad.tar.gz", {"../escaped": b"x"}), tmp_path / "bad")
     assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize(("argv", "threads"), [([], 2), (["--threads", "5"], 5)])
+def test_recsys_serve_runs_two_threads_per_worker_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              argv: list[str], threads: int) -> None:
+    """The handler is CPU-bound: more threads per worker only stretch each request (bench_serving's p99)."""
+    import recsys.local.endpoint as endpoint
+    from recsys.cli import main
+
+    calls: list[dict] = []
+    monkeypatch.setattr(endpoint, "serve_forever", lambda model_dir, **kw: calls.append(kw))
+    assert main(["serve", "--model-dir", str(tmp_path), *argv]) == 0
+    assert endpoint.WORKER_THREADS == 2
+    assert calls[0].get("threads", endpoint.WORKER_THREADS) == threads
