@@ -397,5 +397,14 @@ def test_recsys_serve_runs_two_threads_per_worker_unless_told(tmp_path: Path, mo
     calls: list[dict] = []
     monkeypatch.setattr(endpoint, "serve_forever", lambda model_dir, **kw: calls.append(kw))
     assert main(["serve", "--model-dir", str(tmp_path), *argv]) == 0
-    assert endpoint.WORKER_THREADS == 2
     assert calls[0].get("threads", endpoint.WORKER_THREADS) == threads
+
+
+def test_recsys_serve_help_names_the_endpoint_s_default_thread_count() -> None:
+    """The CLI does not import the endpoint (waitress) to build its parser, so its help repeats the number."""
+    import recsys.local.endpoint as endpoint
+    from recsys.cli import build_parser
+
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    threads = next(a for a in serve._actions if "--threads" in a.option_strings)
+    assert f"default {endpoint.WORKER_THREADS}:" in threads.help
