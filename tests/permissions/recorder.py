@@ -183,9 +183,11 @@ class Recording:
 
 
 #: Parts of a resource that differ per run (S3 keys under a dated or generated folder): kept as a wildcard-free
-#: shape so the record is stable. Digits runs become ``0``; the ``<...>`` placeholders mark what varies.
+#: shape so the record is stable; the ``<...>`` placeholders mark what varies. ``<date>``: today's date in a key
+#: (the erasure audit's ``erasure/audit/<yyyy-mm-dd>/``), or the record would fail the day after it was written.
 _VARYING = [
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
+    (re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b"), "<date>"),
     (re.compile(r"\b(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b"), "<hex>"),  # digests in generated names
 ]
 

@@ -58,3 +58,12 @@ def test_a_call_is_the_functions_only_under_its_handler_module():
 )  # fmt: skip
 def test_api_calls_map_to_the_iam_action_and_resource_that_authorize_them(service, operation, params, expected):
     assert iam_calls(service, operation, params, "ap-south-1", "123456789012") == expected
+
+
+def test_a_key_under_today_s_date_is_recorded_without_the_date():
+    """The erasure audit writes under ``erasure/audit/<today>/``: a dated record would fail the next day."""
+    from tests.permissions.recorder import _generalise
+
+    key = "arn:aws:s3:::b/erasure/audit/2031-01-05/0f8fad5b-d9cb-469f-a165-70867728950e.json"
+    assert _generalise(key) == "arn:aws:s3:::b/erasure/audit/<date>/<uuid>.json"
+    assert _generalise("arn:aws:s3:::b/capture/2026/01/02/03/c.jsonl") == "arn:aws:s3:::b/capture/2026/01/02/03/c.jsonl"
