@@ -135,7 +135,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from recsys.local.endpoint import serve_forever
+    from recsys.local.endpoint import WORKER_THREADS, serve_forever
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     logging.getLogger("recsys.local.endpoint").setLevel(logging.INFO)  # model loads and reloads
@@ -143,8 +143,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise UserError(f"--model-dir {model_dir} is not a folder (train one with `make run`: see its output)")
-    threads = {"threads": args.threads} if args.threads else {}  # else serve_forever's WORKER_THREADS
-    serve_forever(model_dir, host=args.host, port=args.port, workers=args.workers, **threads)
+    serve_forever(model_dir, host=args.host, port=args.port, threads=args.threads or WORKER_THREADS,
+                  workers=args.workers)
     return 0
 
 

@@ -397,7 +397,7 @@ def test_recsys_serve_runs_two_threads_per_worker_unless_told(tmp_path: Path, mo
     calls: list[dict] = []
     monkeypatch.setattr(endpoint, "serve_forever", lambda model_dir, **kw: calls.append(kw))
     assert main(["serve", "--model-dir", str(tmp_path), *argv]) == 0
-    assert calls[0].get("threads", endpoint.WORKER_THREADS) == threads
+    assert calls[0]["threads"] == threads
 
 
 def test_recsys_serve_help_names_the_endpoint_s_default_thread_count() -> None:
